@@ -1,0 +1,3 @@
+from eventpipe.cli.main import console_main
+
+console_main()

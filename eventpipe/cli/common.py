@@ -1,0 +1,64 @@
+"""What every command shares: loading settings, and turning errors into messages."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console
+
+from eventpipe.errors import ConfigError, EventpipeError
+from eventpipe.settings import Settings, load_settings
+
+err_console = Console(stderr=True, highlight=False)
+
+
+class CliError(Exception):
+    """A message for the user that names the fix; exit status ``code``."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", help="YAML config file (EVENTPIPE_* env vars override it)")
+    p.add_argument(
+        "--bootstrap",
+        help="Kafka bootstrap servers (default: kafka.bootstrap, EVENTPIPE_KAFKA_BOOTSTRAP)",
+    )
+
+
+def settings_from_args(
+    args: argparse.Namespace, extra: Mapping[str, Mapping[str, Any]] | None = None
+) -> Settings:
+    overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (extra or {}).items()}
+    if getattr(args, "bootstrap", None):
+        overrides.setdefault("kafka", {})["bootstrap"] = args.bootstrap
+    return load_settings(getattr(args, "config", None), overrides=overrides)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("aiokafka", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def report(exc: BaseException) -> int:
+    if isinstance(exc, CliError):
+        err_console.print(f"[bold red]error:[/] {exc}")
+        return exc.code
+    if isinstance(exc, ConfigError):
+        err_console.print(f"[bold red]error:[/] {exc}")
+        return 2
+    if isinstance(exc, EventpipeError):
+        err_console.print(f"[bold red]error:[/] {exc}")
+        return 3 if exc.retriable else 2
+    raise exc

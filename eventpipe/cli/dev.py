@@ -1,0 +1,112 @@
+"""``eventpipe dev``: the embedded stack (PostgreSQL + Tansu) and the service, in one
+command; Ctrl-C or SIGTERM stops everything and leaves no process behind."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from eventpipe import runtime
+from eventpipe.cli.common import err_console, settings_from_args, setup_logging
+from eventpipe.embedded.stack import DATABASE_ENV, KAFKA_ENV, EmbeddedStack
+from eventpipe.service.runner import Service, serve_until_signalled
+from eventpipe.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "dev",
+        help="run the service on an embedded PostgreSQL and Kafka broker (what `make dev` runs)",
+    )
+    p.add_argument("-c", "--config", default="examples/eventpipe.yaml", help="YAML config")
+    p.add_argument("--port", type=int, help="HTTP port (default service.port, 8080)")
+    p.add_argument("--postgres-port", type=int, help="embedded PostgreSQL port (default 5432)")
+    p.add_argument("--kafka-port", type=int, help="embedded broker port (default 9092)")
+    p.add_argument("--data-dir", help="where embedded data lives (default .eventpipe/)")
+    p.set_defaults(func=cmd_dev)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    if args.port is not None:
+        out.setdefault("service", {})["port"] = args.port
+    emb: dict[str, object] = {}
+    if args.postgres_port is not None:
+        emb["postgres_port"] = args.postgres_port
+    if args.kafka_port is not None:
+        emb["kafka_port"] = args.kafka_port
+    if args.data_dir:
+        emb["data_dir"] = args.data_dir
+    if emb:
+        out["embedded"] = emb
+    return out
+
+
+def banner(settings: Settings, service: Service, stack: EmbeddedStack) -> str:
+    topic = settings.topics[0].name if settings.topics else "demo.events"
+    cfg = ""
+    pg = "external (EVENTPIPE_DATABASE_URL)" if stack.postgres is None else stack.database_url
+    kafka = "external" if stack.broker is None else "embedded Tansu"
+    curl = (
+        f"curl -i -X POST {service.url}/v1/topics/{topic}/events "
+        "-H 'content-type: application/cloudevents+json' "
+        '-d \'{"specversion":"1.0","id":"evt-1","source":"/demo",'
+        '"type":"demo.greeting","data":{"hello":"world"}}\''
+    )
+    bs = shlex.quote(stack.bootstrap)
+    return "\n".join(
+        [
+            "",
+            "[bold green]eventpipe dev is running[/]" + cfg,
+            f"  HTTP API      {service.url}   (/healthz /readyz /metrics)",
+            f"  Kafka         {stack.bootstrap}   ({kafka})",
+            f"  PostgreSQL    {pg}",
+            "",
+            "Publish an event (in another terminal):",
+            f"  .venv/bin/eventpipe publish --bootstrap {bs} --topic {topic} "
+            '--type demo.greeting --source /demo --data \'{"hello": "world"}\'',
+            "or over HTTP:",
+            f"  {curl}",
+            "See it:",
+            f"  .venv/bin/eventpipe tail --bootstrap {bs} --topic {topic} --from-beginning",
+            "",
+            "Ctrl-C stops everything.",
+        ]
+    )
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    if not Path(args.config).exists():
+        err_console.print(
+            f"[bold red]error:[/] config {args.config} not found; pass -c PATH "
+            "(examples/eventpipe.yaml is the demo)"
+        )
+        return 2
+    settings = settings_from_args(args, _overrides(args))
+    setup_logging(settings.service.log_level)
+    emb = settings.embedded
+    # Started from the main thread, before the event loop: the children are tied to
+    # this process (they die with it, even on kill -9).
+    stack = EmbeddedStack(emb.data_dir, emb.postgres_port, emb.kafka_port)
+    if stack.environ.get(KAFKA_ENV) or stack.environ.get(DATABASE_ENV):
+        err_console.print("using external services from the environment where set")
+    try:
+        stack.start()
+        settings = settings.model_copy(
+            update={
+                "kafka": settings.kafka.model_copy(update={"bootstrap": stack.bootstrap}),
+                "database": settings.database.model_copy(
+                    update={"url": type(settings.database.url)(stack.database_url)}
+                ),
+            }
+        )
+
+        def ready(service: Service) -> None:
+            err_console.print(banner(settings, service, stack), soft_wrap=True)
+
+        runtime.run(serve_until_signalled(Service(settings, "all"), ready))
+    finally:
+        stack.stop()
+        err_console.print("stopped")
+    return 0

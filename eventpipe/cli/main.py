@@ -1,0 +1,43 @@
+"""``eventpipe`` command line: dev, run, publish, tail, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from eventpipe import __version__
+from eventpipe.cli import dev, publish, run, tail
+from eventpipe.cli.common import report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eventpipe",
+        description="CloudEvents on Kafka: publish, ingest, capture, transform, deliver.",
+    )
+    parser.add_argument("--version", action="version", version=f"eventpipe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (dev, run, publish, tail):
+        module.register(sub)
+    run.register_migrate(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        return report(exc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+def console_main() -> None:
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""``eventpipe run`` (the service) and ``eventpipe migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from eventpipe import runtime
+from eventpipe.cli.common import add_config_args, err_console, settings_from_args, setup_logging
+from eventpipe.db.migrations import apply_migrations
+from eventpipe.service.runner import ROLES, Service, serve_until_signalled
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run the service (HTTP API, pipelines, CDC) from a config")
+    add_config_args(p)
+    p.add_argument("--role", choices=ROLES, default="all", help="which parts this process runs")
+    p.add_argument("--port", type=int, help="HTTP port (default service.port)")
+    p.add_argument("--host", help="HTTP bind address (default service.host)")
+    p.set_defaults(func=cmd_run)
+
+
+def register_migrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("migrate", help="apply database migrations and exit")
+    add_config_args(p)
+    p.set_defaults(func=cmd_migrate)
+
+
+def service_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    svc: dict[str, object] = {}
+    if getattr(args, "port", None) is not None:
+        svc["port"] = args.port
+    if getattr(args, "host", None):
+        svc["host"] = args.host
+    return {"service": svc} if svc else {}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args, service_overrides(args))
+    setup_logging(settings.service.log_level)
+
+    def ready(service: Service) -> None:
+        err_console.print(f"eventpipe serving on {service.url} (role {args.role})")
+
+    runtime.run(serve_until_signalled(Service(settings, args.role), ready))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    applied = asyncio.run(apply_migrations(settings.database.url.get_secret_value()))
+    err_console.print(
+        f"applied {len(applied)} migration(s): {applied}" if applied else "up to date"
+    )
+    return 0

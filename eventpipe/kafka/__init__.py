@@ -1,0 +1,1 @@
+"""Kafka plumbing: client settings, the acknowledged producer, topic admin."""

@@ -1,0 +1,94 @@
+"""Topic admin: create what a config names, and a cached "does this topic exist"."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+
+from aiokafka import errors as ke
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from eventpipe.kafka.client import client_kwargs, wrap_kafka_error
+from eventpipe.settings import KafkaSettings, TopicSpec
+
+
+class TopicAdmin:
+    """One admin client; ``exists`` answers from a cache refreshed at most every
+    ``ttl`` seconds, and at once on a miss (a topic created elsewhere shows up)."""
+
+    def __init__(self, kafka: KafkaSettings, *, ttl: float = 10.0) -> None:
+        self.kafka = kafka
+        self.ttl = ttl
+        self._client: AIOKafkaAdminClient | None = None
+        self._topics: set[str] = set()
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        client = AIOKafkaAdminClient(**client_kwargs(self.kafka))
+        try:
+            await client.start()
+        except ke.KafkaError as exc:
+            with contextlib.suppress(Exception):
+                await client.close()
+            raise wrap_kafka_error(exc, "admin client start") from exc
+        self._client = client
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def __aenter__(self) -> TopicAdmin:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def list_topics(self) -> set[str]:
+        await self.start()
+        assert self._client is not None
+        try:
+            topics = set(await self._client.list_topics())
+        except ke.KafkaError as exc:
+            raise wrap_kafka_error(exc, "list topics") from exc
+        self._topics = topics
+        self._fetched_at = time.monotonic()
+        return topics
+
+    async def exists(self, topic: str) -> bool:
+        if topic in self._topics and time.monotonic() - self._fetched_at < self.ttl:
+            return True
+        async with self._lock:
+            return topic in await self.list_topics()
+
+    async def ensure_topics(self, specs: Iterable[TopicSpec | str]) -> list[str]:
+        """Create missing topics; returns the names created.  Safe to call twice."""
+        wanted = [TopicSpec(name=s) if isinstance(s, str) else s for s in specs]
+        existing = await self.list_topics()
+        new = [
+            NewTopic(
+                s.name,
+                s.partitions or self.kafka.default_partitions,
+                s.replication_factor or self.kafka.replication_factor,
+                topic_configs=dict(s.config),
+            )
+            for s in wanted
+            if s.name not in existing
+        ]
+        if not new:
+            return []
+        assert self._client is not None
+        try:
+            await self._client.create_topics(new)
+        except ke.TopicAlreadyExistsError:
+            pass
+        except ke.KafkaError as exc:
+            raise wrap_kafka_error(exc, "create topics") from exc
+        await self.list_topics()
+        return [t.name for t in new]

@@ -1,0 +1,108 @@
+"""The aiohttp application: health, metrics, the publish API, and the routes later
+features add.  Every error answer is RFC 9457 problem JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from eventpipe import metrics
+from eventpipe.errors import error_class_name
+from eventpipe.service import publish_api
+from eventpipe.service.context import ServiceContext
+from eventpipe.service.problem import problem
+from eventpipe.service.publish_api import CTX
+
+log = logging.getLogger("eventpipe.service")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Later features (schema registry, webhooks, DLQ admin) add their routes here.
+ROUTE_INSTALLERS: list[Callable[[web.Application, ServiceContext], None]] = []
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    info = request.match_info
+    resource = info.route.resource
+    route = info.route.name or (resource.canonical if resource is not None else "unmatched")
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except web.HTTPException as exc:
+        status = exc.status
+        if status == 404:
+            return problem(404, "not-found", f"no route for {request.path}")
+        if status == 405:
+            return problem(405, "method-not-allowed", f"{request.method} is not allowed here")
+        if status == 413:
+            return problem(413, "body-too-large", "the request body is too large", field="body")
+        raise
+    except asyncio.CancelledError:
+        status = 499
+        raise
+    except Exception as exc:
+        metrics.ERRORS.labels(error_class=error_class_name(exc)).inc()
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem(500, "internal", "an internal error occurred; see the service log")
+    finally:
+        metrics.HTTP_REQUESTS.labels(route=route, method=request.method, status=str(status)).inc()
+        metrics.HTTP_SECONDS.labels(route=route).observe(time.perf_counter() - started)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    checks: dict[str, str] = {}
+
+    async def broker() -> None:
+        await asyncio.wait_for(ctx.admin.list_topics(), 3)
+
+    async def database() -> None:
+        assert ctx.pool is not None
+        async with asyncio.timeout(3), ctx.pool.connection() as conn:
+            await conn.execute("select 1")
+
+    for name, check in (("broker", broker), ("database", database)):
+        try:
+            await check()
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"unavailable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status=200 if ready else 503,
+    )
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    resp = web.Response(body=generate_latest())
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+def build_app(ctx: ServiceContext) -> web.Application:
+    app = web.Application(
+        middlewares=[observe],
+        # the publish API enforces service.max_body_bytes itself, with problem JSON
+        client_max_size=ctx.settings.service.max_body_bytes + 1,
+    )
+    app[CTX] = ctx
+    app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_get("/readyz", readyz, name="readyz")
+    app.router.add_get("/metrics", metrics_endpoint, name="metrics")
+    publish_api.install(app)
+    for installer in ROUTE_INSTALLERS:
+        installer(app, ctx)
+    return app

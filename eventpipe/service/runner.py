@@ -1,0 +1,143 @@
+"""Run the service: open shared resources, serve HTTP, run role components, and
+shut down gracefully (drain in-flight requests, flush the producer)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import gc
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from aiohttp import web
+
+from eventpipe.embedded.process import PortInUseError
+from eventpipe.service.app import build_app
+from eventpipe.service.context import ServiceContext
+from eventpipe.settings import Settings
+
+log = logging.getLogger("eventpipe.service")
+Role = Literal["ingest", "pipelines", "cdc", "all"]
+ROLES: tuple[Role, ...] = ("ingest", "pipelines", "cdc", "all")
+
+
+class Component:
+    """A long-running part of the service (a pipeline, a CDC reader)."""
+
+    name = "component"
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+# role -> factories building that role's components from the context.  Later
+# features (pipelines, CDC, outbox relay) register theirs here.
+COMPONENT_FACTORIES: dict[str, list[Callable[[ServiceContext], list[Component]]]] = {
+    "ingest": [],
+    "pipelines": [],
+    "cdc": [],
+}
+
+
+def roles_to_run(role: Role) -> list[str]:
+    return ["ingest", "pipelines", "cdc"] if role == "all" else [role]
+
+
+class Service:
+    def __init__(self, settings: Settings, role: Role = "all") -> None:
+        self.settings = settings
+        self.role = role
+        self.ctx: ServiceContext | None = None
+        self.runner: web.AppRunner | None = None
+        self.components: list[Component] = []
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        self.ctx = await ServiceContext.open(self.settings)
+        try:
+            roles = roles_to_run(self.role)
+            for r in roles:
+                for factory in COMPONENT_FACTORIES.get(r, []):
+                    self.components.extend(factory(self.ctx))
+            for comp in self.components:
+                await comp.start()
+                log.info("started %s", comp.name)
+            if "ingest" in roles:
+                await self._start_http()
+            # Everything allocated so far lives as long as the service: keep it out of
+            # the cyclic GC's generations so full collections stay short (tail latency).
+            gc.collect()
+            gc.freeze()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start_http(self) -> None:
+        assert self.ctx is not None
+        svc = self.settings.service
+        app = build_app(self.ctx)
+        self.runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, shutdown_timeout=svc.shutdown_timeout_s
+        )
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, svc.host, svc.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(
+                    svc.port,
+                    "the eventpipe HTTP service",
+                    "pass --port N (or set EVENTPIPE_SERVICE_PORT)",
+                ) from exc
+            raise
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else svc.port
+
+    @property
+    def url(self) -> str:
+        host = self.settings.service.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Drain HTTP (in-flight requests finish), stop components, flush the producer."""
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            await runner.cleanup()
+        for comp in reversed(self.components):
+            try:
+                await comp.stop()
+            except Exception:
+                log.exception("stopping %s failed", comp.name)
+        self.components = []
+        ctx, self.ctx = self.ctx, None
+        if ctx is not None:
+            await ctx.close()
+
+
+async def serve_until_signalled(
+    service: Service, on_ready: Callable[[Service], Awaitable[None] | None] | None = None
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.start()
+        if on_ready is not None:
+            res = on_ready(service)
+            if asyncio.iscoroutine(res):
+                await res
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        await service.stop()

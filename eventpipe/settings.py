@@ -1,0 +1,209 @@
+"""Typed service configuration: YAML file + ``EVENTPIPE_*`` environment overrides.
+
+Every problem is reported at once with its path (STYLE.md habit 3).  The
+environment wins over the file: ``EVENTPIPE_<SECTION>_<FIELD>`` sets
+``<section>.<field>`` (``EVENTPIPE_KAFKA_BOOTSTRAP`` -> ``kafka.bootstrap``,
+``EVENTPIPE_DATABASE_URL`` -> ``database.url``).  :func:`env_var_names` lists
+them all, and compose/ is checked against it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from eventpipe.errors import ConfigError
+
+ENV_PREFIX = "EVENTPIPE_"
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(Section):
+    bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port...]")
+    client_id: str = "eventpipe"
+    acks: Literal["all", 1, 0] = "all"
+    linger_ms: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="0 sends at once; records still batch while a request is in flight",
+    )
+    max_batch_size: int = Field(256 * 1024, ge=1024)
+    max_request_size: int = Field(1024 * 1024, ge=1024)
+    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "none"
+    request_timeout_ms: int = Field(15_000, ge=100)
+    metadata_max_age_ms: int = Field(30_000, ge=100)
+    default_partitions: int = Field(3, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    auto_create_topics: bool = Field(
+        False, description="POST to an unknown topic creates it instead of answering 404"
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+
+class DatabaseSettings(Section):
+    url: SecretStr = Field(
+        SecretStr("postgresql://postgres@127.0.0.1:5432/eventpipe"),
+        description="libpq connection URI",
+    )
+    pool_min: int = Field(1, ge=0)
+    pool_max: int = Field(10, ge=1)
+    connect_timeout_s: float = Field(10.0, gt=0)
+
+
+class ServiceSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(1024 * 1024, ge=1)
+    max_batch_events: int = Field(1000, ge=1)
+    publish_timeout_s: float = Field(10.0, gt=0)
+    shutdown_timeout_s: float = Field(15.0, gt=0)
+    retry_after_s: int = Field(5, ge=1, description="Retry-After on 503 when the broker is down")
+    admin_token: SecretStr | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class EmbeddedSettings(Section):
+    """Where `eventpipe dev` keeps the embedded PostgreSQL and Tansu broker."""
+
+    data_dir: Path = Path(".eventpipe")
+    postgres_port: int = Field(5432, ge=0, le=65535)
+    kafka_port: int = Field(9092, ge=0, le=65535)
+
+
+class TopicSpec(Section):
+    name: str
+    partitions: int | None = Field(None, ge=1)
+    replication_factor: int | None = Field(None, ge=1)
+    config: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _TOPIC_NAME.match(v) or v in (".", ".."):
+            raise ValueError(
+                "topic names are 1-249 characters of letters, digits, '.', '_' and '-'"
+            )
+        return v
+
+
+class Settings(Section):
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
+    topics: list[TopicSpec] = Field(default_factory=list)
+    # Sections later features own; kept as raw data here and validated by them.
+    sources: list[dict[str, Any]] = Field(default_factory=list)
+    pipelines: list[dict[str, Any]] = Field(default_factory=list)
+
+
+_SECTIONS: dict[str, type[Section]] = {
+    "service": ServiceSettings,
+    "kafka": KafkaSettings,
+    "database": DatabaseSettings,
+    "embedded": EmbeddedSettings,
+}
+
+
+def env_var_names() -> dict[str, str]:
+    """Every environment variable the settings read -> the path it sets."""
+    out: dict[str, str] = {}
+    for section, model in _SECTIONS.items():
+        for field in model.model_fields:
+            out[f"{ENV_PREFIX}{section.upper()}_{field.upper()}"] = f"{section}.{field}"
+    return out
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for var, path in env_var_names().items():
+        if var in environ:
+            section, field = path.split(".")
+            out.setdefault(section, {})[field] = environ[var]
+    return out
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for p in loc:
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        else:
+            parts.append(("." if parts else "") + str(p))
+    return "".join(parts) or "(root)"
+
+
+def problems_from(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        path = _loc(tuple(err["loc"]))
+        if prefix:
+            path = prefix + ("" if path.startswith("[") else ".") + path
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting (check the spelling)"
+        out.append((path, msg))
+    return out
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Load YAML (optional), apply env overrides, then explicit ``overrides``
+    (e.g. CLI flags).  Raises :class:`ConfigError` with every problem."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    source = str(path) if path else None
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except FileNotFoundError:
+            raise ConfigError([("(file)", f"{p} does not exist; pass -c PATH")], source) from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError([("(file)", f"not valid YAML: {exc}")], source) from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError([("(root)", "the file must hold a mapping of sections")], source)
+        raw = loaded
+    for layer in (_env_overrides(environ), overrides or {}):
+        for section, values in layer.items():
+            current = raw.get(section)
+            merged = dict(current) if isinstance(current, dict) else {}
+            merged.update(values)
+            raw[section] = merged
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(problems_from(exc), source) from None
+    problems = []
+    if settings.database.pool_min > settings.database.pool_max:
+        problems.append(("database.pool_min", "must not exceed database.pool_max"))
+    seen: set[str] = set()
+    for i, t in enumerate(settings.topics):
+        if t.name in seen:
+            problems.append((f"topics[{i}].name", f"topic {t.name!r} is listed twice"))
+        seen.add(t.name)
+    if problems:
+        raise ConfigError(problems, source)
+    return settings

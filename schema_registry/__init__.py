@@ -1,0 +1,1 @@
+"""eventpipe.schema_registry"""

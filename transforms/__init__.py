@@ -1,0 +1,57 @@
+"""eventpipe.transforms: jq, filter, route, set, drop_fields and validate steps, and
+the Chain that runs them (ARCHITECTURE.md section 1).
+
+Steps register themselves by name (``eventpipe.base.steps``); a chain is built
+from YAML items such as ``[{jq: '...'}, {filter: '...'}, {validate: {...}}]``.
+"""
+
+from .base import SchemaResolver, StepContext, TransformStep
+from .chain import BatchResult, Chain, ChainBatchError, build_steps
+from .errors import SchemaValidationError, StepError, TransformError, Violation
+from .jq_engine import DEFAULT_ENGINE, JqCompileError, Program, compile_program
+from .jq_step import JqConfig, JqStep
+from .steps import (
+    ROUTE_EXTENSION,
+    DropFieldsConfig,
+    DropFieldsStep,
+    FilterConfig,
+    FilterStep,
+    RouteConfig,
+    RouteStep,
+    SetConfig,
+    SetStep,
+    routed_topic,
+)
+from .validate import ValidateConfig, ValidateStep
+
+__all__ = [
+    "DEFAULT_ENGINE",
+    "ROUTE_EXTENSION",
+    "BatchResult",
+    "Chain",
+    "ChainBatchError",
+    "DropFieldsConfig",
+    "DropFieldsStep",
+    "FilterConfig",
+    "FilterStep",
+    "JqCompileError",
+    "JqConfig",
+    "JqStep",
+    "Program",
+    "RouteConfig",
+    "RouteStep",
+    "SchemaResolver",
+    "SchemaValidationError",
+    "SetConfig",
+    "SetStep",
+    "StepContext",
+    "StepError",
+    "TransformError",
+    "TransformStep",
+    "ValidateConfig",
+    "ValidateStep",
+    "Violation",
+    "build_steps",
+    "compile_program",
+    "routed_topic",
+]

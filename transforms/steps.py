@@ -1,0 +1,389 @@
+"""``filter``, ``route``, ``set`` and ``drop_fields`` steps.
+
+``filter``, ``route`` and ``set`` evaluate jq over the event's JSON form
+(attributes and extensions at top level, ``data`` under ``.data``; see
+:mod:`eventpipe.transforms.event_form`).  Each takes ``engine: jaq|jq``.
+
+```yaml
+- filter: '.type == "order.paid" and .data.total > 0'   # keep when truthy
+- route: '"orders." + .data.region'                     # -> extension routetopic
+- route: {expression: '.data.topic', default: orders.other}
+- set: {subject: '.data.order_id', partitionkey: '.data.customer.id'}
+- drop_fields: [customer.email, 'items[].internal_note']
+```
+
+Routing: ``route`` marks the topic an event should be written to in the
+extension ``routetopic`` (:data:`ROUTE_EXTENSION`; CloudEvents extension names
+are 1-20 lower-case letters or digits).  Sinks read it with
+:func:`routed_topic` and fall back to their configured topic when it is
+absent.  A ``route`` expression yielding ``null`` or nothing uses ``default``
+when given, and otherwise leaves the event as it is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
+
+from pydantic import Field, field_validator
+
+from eventpipe.base import PluginConfig, steps
+from eventpipe.envelope import CloudEvent, parse_time
+from eventpipe.envelope.event import CORE_ATTRIBUTES, validate_extension_name
+from eventpipe.errors import ConfigError, InvalidEventError
+
+from .base import StepContext, TransformStep, compile_field
+from .errors import TransformError
+from .event_form import extension_value, json_type, to_event_form, with_data
+from .fusion import FusablePart, parenthesise
+from .jq_engine import DEFAULT_ENGINE, NO_OUTPUT, EngineName, is_truthy
+from .jq_step import non_blank
+
+ROUTE_EXTENSION: Final = "routetopic"
+"""The CloudEvent extension a ``route`` step puts the chosen topic in."""
+
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def routed_topic(event: CloudEvent) -> str | None:
+    """The topic a ``route`` step chose for ``event``, or None (use the sink's own)."""
+    topic = event.extensions.get(ROUTE_EXTENSION)
+    return None if topic is None else str(topic)
+
+
+def check_topic(name: str) -> str:
+    if name in (".", "..") or not _TOPIC.match(name):
+        raise ValueError(
+            f"{name!r} is not a valid Kafka topic name "
+            "(1-249 of letters, digits, '.', '_', '-'; not '.' or '..')"
+        )
+    return name
+
+
+def values_source(expressions: list[str]) -> str:
+    """The program yielding ``[[first(E1)], [first(E2)], ...]``: for each expression,
+    its first output, or ``[]`` when it yields nothing."""
+    return "[" + ", ".join(f"[first{parenthesise(e)}]" for e in expressions) + "]"
+
+
+# ------------------------------------------------------------------ filter
+class FilterConfig(PluginConfig):
+    expression: str
+    engine: EngineName = DEFAULT_ENGINE
+
+    _expression = field_validator("expression")(non_blank)
+
+
+@steps.register("filter")
+class FilterStep(TransformStep):
+    """Keeps the event when the expression's first output is truthy (jq's rule:
+    anything but ``false`` and ``null``); no output drops it."""
+
+    Config = FilterConfig
+    main_field: ClassVar[str] = "expression"
+
+    def __init__(
+        self, config: FilterConfig, *, name: str | None = None, context: StepContext | None = None
+    ) -> None:
+        super().__init__(config, name=name, context=context)
+        self.cfg = config
+        self.program = compile_field(config.expression, config.engine, "expression")
+
+    def apply(self, event: CloudEvent) -> list[CloudEvent]:
+        v = self.program.first(to_event_form(event))
+        return [event] if v is not NO_OUTPUT and is_truthy(v) else []
+
+    def fusable(self) -> FusablePart:
+        return FusablePart("filter", self.cfg.engine, self.cfg.expression)
+
+
+# ------------------------------------------------------------------- route
+class RouteConfig(PluginConfig):
+    expression: str
+    default: str | None = None
+    engine: EngineName = DEFAULT_ENGINE
+
+    _expression = field_validator("expression")(non_blank)
+
+    @field_validator("default")
+    @classmethod
+    def _default(cls, v: str | None) -> str | None:
+        return None if v is None else check_topic(v)
+
+
+@steps.register("route")
+class RouteStep(TransformStep):
+    """Puts the topic the expression picks into the ``routetopic`` extension."""
+
+    Config = RouteConfig
+    main_field: ClassVar[str] = "expression"
+
+    def __init__(
+        self, config: RouteConfig, *, name: str | None = None, context: StepContext | None = None
+    ) -> None:
+        super().__init__(config, name=name, context=context)
+        self.cfg = config
+        compile_field(config.expression, config.engine, "expression")
+        self._values = values_source([config.expression])
+        self.program = compile_field(self._values, config.engine, "expression")
+
+    def apply(self, event: CloudEvent) -> list[CloudEvent]:
+        return [self.assign(event, self.program.first(to_event_form(event)))]
+
+    def assign(self, event: CloudEvent, values: Any) -> CloudEvent:
+        found = values[0]
+        topic = found[0] if found else None
+        if topic is None:
+            topic = self.cfg.default
+            if topic is None:
+                return event
+        if not isinstance(topic, str):
+            got = json_type(topic)
+            raise TransformError(f"route expression must yield a topic name, got {got}")
+        if event.extensions.get(ROUTE_EXTENSION) == topic:
+            return event
+        try:
+            check_topic(topic)
+        except ValueError as exc:
+            raise TransformError(str(exc)) from exc
+        ext = dict(event.extensions)
+        ext[ROUTE_EXTENSION] = topic
+        out = with_data(event, event.data)
+        out.extensions = ext
+        return out
+
+    def fusable(self) -> FusablePart:
+        return FusablePart("assign", self.cfg.engine, self._values, self.assign)
+
+
+# --------------------------------------------------------------------- set
+_NOT_SETTABLE = {"specversion", "data", "data_base64"}
+_REQUIRED = {"id", "source", "type"}
+_OPTIONAL_STRINGS = {"subject", "datacontenttype", "dataschema"}
+
+
+class SetConfig(PluginConfig):
+    fields: dict[str, str] = Field(min_length=1)
+    engine: EngineName = DEFAULT_ENGINE
+
+
+@steps.register("set")
+class SetStep(TransformStep):
+    """Sets attributes or extensions from jq expressions over the event.
+
+    All expressions see the event as it was before this step.  An expression's
+    first output is used; ``null`` or no output removes an optional attribute or
+    extension.  Values must fit the attribute: strings for ``id``, ``source``,
+    ``type``, ``subject``, ``datacontenttype``, ``dataschema``; an RFC 3339
+    string for ``time``; string, boolean or 32-bit integer for extensions.
+    """
+
+    Config = SetConfig
+    main_field: ClassVar[str] = "fields"
+
+    @classmethod
+    def expand_shorthand(cls, raw: Any) -> tuple[Any, bool]:
+        # `set: {subject: '.x'}` is the mapping itself; the full form has a
+        # mapping under `fields` (a shorthand's values are strings).
+        if isinstance(raw, Mapping) and not isinstance(raw.get("fields"), Mapping):
+            return {"fields": dict(raw)}, True
+        return super().expand_shorthand(raw)
+
+    def __init__(
+        self, config: SetConfig, *, name: str | None = None, context: StepContext | None = None
+    ) -> None:
+        super().__init__(config, name=name, context=context)
+        self.cfg = config
+        problems: list[tuple[str, str]] = []
+        for attr, expr in config.fields.items():
+            where = f"fields.{attr}"
+            if attr in _NOT_SETTABLE:
+                hint = "use a jq step to change data" if attr != "specversion" else "it is fixed"
+                problems.append((where, f"{attr!r} cannot be set here ({hint})"))
+                continue
+            if attr not in CORE_ATTRIBUTES:
+                try:
+                    validate_extension_name(attr)
+                except InvalidEventError as exc:
+                    problems.append((where, exc.reason))
+                    continue
+            if not expr.strip():
+                problems.append((where, "must be a jq expression, not blank"))
+                continue
+            try:
+                compile_field(expr, config.engine, where)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise ConfigError(problems)
+        self._names = list(config.fields)
+        self._values = values_source(list(config.fields.values()))
+        self.program = compile_field(self._values, config.engine, "fields")
+
+    def apply(self, event: CloudEvent) -> list[CloudEvent]:
+        return [self.assign(event, self.program.first(to_event_form(event)))]
+
+    def assign(self, event: CloudEvent, values: Any) -> CloudEvent:
+        kw: dict[str, Any] = {
+            "id": event.id,
+            "source": event.source,
+            "type": event.type,
+            "subject": event.subject,
+            "time": event.time,
+            "datacontenttype": event.datacontenttype,
+            "dataschema": event.dataschema,
+        }
+        ext = dict(event.extensions)
+        for attr, found in zip(self._names, values, strict=True):
+            value = found[0] if found else None
+            if attr in _REQUIRED:
+                if not isinstance(value, str) or not value:
+                    raise TransformError(
+                        f"{attr}: must be a non-empty string, got {json_type(value)}"
+                        + ("" if found else " (the expression yielded nothing)")
+                    )
+                kw[attr] = value
+            elif attr == "time":
+                try:
+                    kw["time"] = None if value is None else parse_time(value)
+                except InvalidEventError as exc:
+                    raise TransformError(str(exc)) from exc
+            elif attr in _OPTIONAL_STRINGS:
+                if value is not None and not isinstance(value, str):
+                    raise TransformError(
+                        f"{attr}: must be a string, got {json_type(value)} (use `| tostring`)"
+                    )
+                kw[attr] = value
+            elif value is None:
+                ext.pop(attr, None)
+            else:
+                value = extension_value(value)
+                if not isinstance(value, str | int | bool):
+                    raise TransformError(
+                        f"{attr}: extension values must be a string, integer or boolean, "
+                        f"got {json_type(value)}"
+                    )
+                ext[attr] = value
+        try:
+            return CloudEvent(data=event.data, extensions=ext, specversion=event.specversion, **kw)
+        except InvalidEventError as exc:
+            raise TransformError(str(exc)) from exc
+
+    def fusable(self) -> FusablePart:
+        return FusablePart("assign", self.cfg.engine, self._values, self.assign)
+
+
+# ------------------------------------------------------------- drop_fields
+_SEGMENT = re.compile(r"^([^.\[\]]+)((?:\[\d*\])*)$")
+_INDEX = re.compile(r"\[(\d*)\]")
+_EACH: Final = object()  # `[]`: every element of an array
+
+PathPart = str | int | object
+
+
+def parse_path(path: str) -> list[PathPart]:
+    """``a.b``, ``.a.b``, ``items[].sku``, ``items[0]`` -> keys, indexes and EACH."""
+    text = path[1:] if path.startswith(".") else path
+    if not text:
+        raise ValueError("is empty")
+    parts: list[PathPart] = []
+    for seg in text.split("."):
+        m = _SEGMENT.match(seg)
+        if not m:
+            raise ValueError(
+                f"{path!r} is not a path: use keys separated by '.', with [] for every "
+                "element of an array or [N] for one (e.g. items[].sku)"
+            )
+        parts.append(m.group(1))
+        for idx in _INDEX.findall(m.group(2)):
+            parts.append(_EACH if idx == "" else int(idx))
+    return parts
+
+
+_UNCHANGED: Final = object()
+
+
+def _drop(node: Any, path: list[PathPart], i: int) -> Any:
+    """``node`` without ``path[i:]``: a copy along the path, or _UNCHANGED."""
+    part = path[i]
+    last = i == len(path) - 1
+    if part is _EACH:
+        if not isinstance(node, list):
+            return _UNCHANGED
+        if last:
+            return [] if node else _UNCHANGED
+        new_list: list[Any] | None = None
+        for n, item in enumerate(node):
+            r = _drop(item, path, i + 1)
+            if r is not _UNCHANGED:
+                if new_list is None:
+                    new_list = list(node)
+                new_list[n] = r
+        return _UNCHANGED if new_list is None else new_list
+    if isinstance(part, int):
+        if not isinstance(node, list) or part >= len(node):
+            return _UNCHANGED
+        if last:
+            return node[:part] + node[part + 1 :]
+        r = _drop(node[part], path, i + 1)
+        if r is _UNCHANGED:
+            return r
+        new = list(node)
+        new[part] = r
+        return new
+    if not isinstance(node, dict) or part not in node:
+        return _UNCHANGED
+    if last:
+        return {k: v for k, v in node.items() if k != part}
+    r = _drop(node[part], path, i + 1)
+    if r is _UNCHANGED:
+        return r
+    copy = dict(node)
+    copy[part] = r
+    return copy
+
+
+class DropFieldsConfig(PluginConfig):
+    paths: list[str] = Field(min_length=1)
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _one(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
+@steps.register("drop_fields")
+class DropFieldsStep(TransformStep):
+    """Deletes paths from ``data``; missing paths are ignored, the input is not mutated."""
+
+    Config = DropFieldsConfig
+    main_field: ClassVar[str] = "paths"
+
+    def __init__(
+        self,
+        config: DropFieldsConfig,
+        *,
+        name: str | None = None,
+        context: StepContext | None = None,
+    ) -> None:
+        super().__init__(config, name=name, context=context)
+        problems = []
+        self._paths: list[list[PathPart]] = []
+        for n, path in enumerate(config.paths):
+            try:
+                self._paths.append(parse_path(path))
+            except ValueError as exc:
+                problems.append((f"paths[{n}]", str(exc)))
+        if problems:
+            raise ConfigError(problems)
+
+    def apply(self, event: CloudEvent) -> list[CloudEvent]:
+        data = event.data
+        changed = False
+        for path in self._paths:
+            r = _drop(data, path, 0)
+            if r is not _UNCHANGED:
+                data = r
+                changed = True
+        return [with_data(event, data) if changed else event]
