@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -204,6 +204,46 @@ def load_settings(
         if t.name in seen:
             problems.append((f"topics[{i}].name", f"topic {t.name!r} is listed twice"))
         seen.add(t.name)
+    problems.extend(validate_sources(settings.sources))
+    for validator in SECTION_VALIDATORS:
+        problems.extend(validator(settings))
     if problems:
         raise ConfigError(problems, source)
     return settings
+
+
+# Feature packages add checks of the sections they own (e.g. pipelines); each
+# returns (path, message) problems so every problem is reported at once.
+SECTION_VALIDATORS: list[Callable[[Settings], list[tuple[str, str]]]] = []
+
+
+def validate_sources(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``sources:`` entries are ``{type: <registered source>, name: ..., <its config>}``.
+    Each is checked against its source class's typed ``Config``."""
+    from eventpipe.base import sources as registry
+
+    problems: list[tuple[str, str]] = []
+    names: set[str] = set()
+    for i, entry in enumerate(entries):
+        where = f"sources[{i}]"
+        kind = entry.get("type")
+        if not isinstance(kind, str):
+            problems.append((f"{where}.type", "required: the kind of source"))
+            continue
+        if kind not in registry:
+            known = ", ".join(registry.names()) or "none"
+            problems.append((f"{where}.type", f"unknown source type {kind!r}; known: {known}"))
+            continue
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            problems.append((f"{where}.name", "required: a unique name for this source"))
+        elif name in names:
+            problems.append((f"{where}.name", f"source name {name!r} is used twice"))
+        else:
+            names.add(name)
+        cfg = {k: v for k, v in entry.items() if k not in ("type", "name")}
+        try:
+            registry.get(kind).Config.model_validate(cfg)
+        except ValidationError as exc:
+            problems.extend(problems_from(exc, where))
+    return problems

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from eventpipe.errors import ConfigError, PermanentError
 
-SubjectNameStrategy = Callable[[str, bool, "str | None"], str]
+SubjectNameStrategy = Callable[[str, bool, str | None], str]
 
 
 class SubjectNameError(PermanentError):

@@ -222,11 +222,13 @@ class ValidateStep(TransformStep):
             if self._is_valid(data):
                 return [event]
         except (ValueError, TypeError, OverflowError) as exc:
-            raise SchemaValidationError(
-                [Violation("$", "type", f"data is not a JSON value: {exc}")]
-            ) from exc
-        if isinstance(data, bytes | bytearray):
-            raise SchemaValidationError(
-                [Violation("$", "type", "data is binary; decode it to JSON before validating")]
-            )
+            raise SchemaValidationError([_not_json(data, exc)]) from exc
+        if isinstance(data, bytes | bytearray) and self.schema_type == "JSON":
+            raise SchemaValidationError([_not_json(data, None)])
         raise SchemaValidationError(self.checker.violations(data))
+
+
+def _not_json(data: Any, exc: BaseException | None) -> Violation:
+    if isinstance(data, bytes | bytearray):
+        return Violation("$", "type", "data is binary; decode it to JSON before validating")
+    return Violation("$", "type", f"data is not a JSON value: {exc}")

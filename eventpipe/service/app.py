@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from eventpipe import metrics
 from eventpipe.errors import error_class_name
+from eventpipe.schema_registry import server as schema_registry_server
 from eventpipe.service import publish_api
 from eventpipe.service.context import ServiceContext
 from eventpipe.service.problem import problem
@@ -23,6 +24,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Later features (schema registry, webhooks, DLQ admin) add their routes here.
 ROUTE_INSTALLERS: list[Callable[[web.Application, ServiceContext], None]] = []
+ROUTE_INSTALLERS.append(schema_registry_server.install)  # /schema-registry/
 
 
 @web.middleware
