@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from eventpipe.dlq.record import DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
+
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
 from tests.helpers import read_records
@@ -9,8 +10,13 @@ from tests.helpers import read_records
 
 async def test_dead_letter_lands_with_key_value_and_headers(settings: Settings, topic: str) -> None:
     letter = DeadLetter.from_exception(
-        ValueError("bad"), key=b"key-1", value=b"not json", headers=[("h", b"v")],
-        pipeline="p1", stage="decode", origin=Origin("src", 0, 5, 1),
+        ValueError("bad"),
+        key=b"key-1",
+        value=b"not json",
+        headers=[("h", b"v")],
+        pipeline="p1",
+        stage="decode",
+        origin=Origin("src", 0, 5, 1),
     )
     async with Publisher(settings) as pub:
         [ack] = await DeadLetterWriter(pub, topic).write([letter])

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from eventpipe.dlq.record import (
     H_EXC_CLASS,
     H_STAGE,
@@ -9,6 +8,7 @@ from eventpipe.dlq.record import (
     DeadLetter,
     Origin,
 )
+
 from eventpipe.errors import InvalidEventError
 
 
@@ -23,9 +23,15 @@ def test_headers_round_trip_and_keep_original_headers() -> None:
         _boom(3)
     except InvalidEventError as exc:
         d = DeadLetter.from_exception(
-            exc, key=b"k", value=b"\x00raw", headers=[("ce_id", b"1"), (H_STAGE, b"stale")],
-            pipeline="orders", stage="validate", step="validate[0]",
-            origin=Origin("orders", 2, 41, 1700000000000), attempts=3,
+            exc,
+            key=b"k",
+            value=b"\x00raw",
+            headers=[("ce_id", b"1"), (H_STAGE, b"stale")],
+            pipeline="orders",
+            stage="validate",
+            step="validate[0]",
+            origin=Origin("orders", 2, 41, 1700000000000),
+            attempts=3,
         )
     headers = d.kafka_headers()
     assert ("ce_id", b"1") in headers
@@ -45,13 +51,15 @@ def test_stacktrace_is_cut_at_8_kib() -> None:
     try:
         raise InvalidEventError("data", "x" * 20_000)
     except InvalidEventError as exc:
-        d = DeadLetter.from_exception(exc, key=None, value=None, headers=None, pipeline="p",
-                                      stage="transform")
+        d = DeadLetter.from_exception(
+            exc, key=None, value=None, headers=None, pipeline="p", stage="transform"
+        )
     assert len(d.stacktrace.encode()) <= STACKTRACE_LIMIT
     assert d.stacktrace.endswith("(cut)")
 
 
 def test_unknown_stage_rejected() -> None:
     with pytest.raises(ValueError, match="stage must be one of"):
-        DeadLetter.from_exception(ValueError("x"), key=None, value=None, headers=None,
-                                  pipeline="p", stage="nowhere")
+        DeadLetter.from_exception(
+            ValueError("x"), key=None, value=None, headers=None, pipeline="p", stage="nowhere"
+        )
