@@ -61,6 +61,7 @@ async def test_sigterm_drains_in_flight_requests(
     try:
         await asyncio.to_thread(_wait_ready, url, proc)
         statuses: dict[str, int | str] = {}
+        first_answer = asyncio.Event()
 
         async def post(s: aiohttp.ClientSession, i: int) -> None:
             body = orjson.dumps(
@@ -79,6 +80,7 @@ async def test_sigterm_drains_in_flight_requests(
                     headers={"content-type": "application/cloudevents+json"},
                 ) as r:
                     statuses[f"drain-{i}"] = r.status
+                    first_answer.set()
             except aiohttp.ClientError as exc:
                 statuses[f"drain-{i}"] = type(exc).__name__
 
@@ -111,7 +113,7 @@ async def test_non_ingest_roles_serve_no_http(
         await asyncio.sleep(3)
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         with pytest.raises(OSError):
-            urllib.request.urlopen(url + "/healthz", timeout=1)
+            await asyncio.to_thread(urllib.request.urlopen, url + "/healthz", timeout=1)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0
     finally:
