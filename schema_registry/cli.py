@@ -240,7 +240,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     for s in subjects:
         out_console.print(s)
     if not subjects:
-        err_console.print("no subjects")
+        err_console.print("no subjects", soft_wrap=True)
     return 0
 
 
@@ -254,19 +254,22 @@ def _pretty(text: str) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     if args.schema_id is not None:
         schema = _run(args, lambda c: c.get_by_id(args.schema_id))
-        err_console.print(f"id {args.schema_id}, type {schema.schema_type}")
+        err_console.print(f"id {args.schema_id}, type {schema.schema_type}", soft_wrap=True)
     elif args.subject:
         version = _version(args.version)
         assert version is not None
         reg = _run(args, lambda c: c.get_version(args.subject, version))  # type: ignore[arg-type]
         schema = reg.schema
         err_console.print(
-            f"{reg.subject} version {reg.version}, id {reg.id}, type {schema.schema_type}"
+            f"{reg.subject} version {reg.version}, id {reg.id}, type {schema.schema_type}",
+            soft_wrap=True,
         )
     else:
         raise CliError("name a SUBJECT (with --version) or pass --id N")
     for ref in schema.references:
-        err_console.print(f"reference {ref.name} = {ref.subject} version {ref.version}")
+        err_console.print(
+            f"reference {ref.name} = {ref.subject} version {ref.version}", soft_wrap=True
+        )
     print(_pretty(schema.schema))
     return 0
 
@@ -361,7 +364,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.service.host
 
     def ready(url: str) -> None:
-        err_console.print(f"schema registry serving on {url}")
+        err_console.print(f"schema registry serving on {url}", soft_wrap=True)
 
     asyncio.run(serve_registry(settings, host, args.port, migrate=not args.no_migrate,
                                on_ready=ready))

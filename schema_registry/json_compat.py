@@ -194,7 +194,8 @@ class _Checker:
                 lost = sorted(t for t in wt if not _fits(t, rt))
                 if lost:
                     out.append(self.issue(
-                        "TYPE_NARROWED" if rt & wt else "TYPE_CHANGED", f"{path}/type",
+                        "TYPE_NARROWED" if any(_fits(t, wt) for t in rt) else "TYPE_CHANGED",
+                        f"{path}/type",
                         f"The type at path '{path}' changed: the {self.wl} schema allows "
                         f"{sorted(wt)}, the {self.rl} schema {sorted(rt)}",
                     ))
@@ -252,7 +253,8 @@ class _Checker:
                 ))
         if "multipleOf" in r:
             rm, wm = r["multipleOf"], w.get("multipleOf")
-            if wm is None or (wm / rm) != int(wm / rm):
+            ratio = wm / rm if isinstance(wm, int | float) and rm else None
+            if ratio is None or abs(ratio - round(ratio)) > 1e-9:
                 out.append(self.issue(
                     "MULTIPLE_OF_CHANGED", f"{path}/multipleOf",
                     f"'multipleOf: {rm}' at path '{path}' rejects values the {self.wl} "

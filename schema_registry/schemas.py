@@ -65,6 +65,10 @@ class AvroSchema(ParsedSchema):
     # type it can see (its own and its references'), full name -> parsed schema.
     parsed: Any = None
     names: dict[str, Any] = field(default_factory=dict)
+    # what fastavro's schemaless_reader / _writer take: ``parsed``, or for a top-level
+    # union or name (which fastavro would re-parse without the named types) the
+    # schema with those types written out
+    wire: Any = None
 
     @property
     def record_name(self) -> str | None:
@@ -276,6 +280,12 @@ def _parse_avro(document: Any, refs: tuple[ResolvedReference, ...]) -> AvroSchem
         parsed = fastavro_parse(document, named_schemas=named)
     except Exception as exc:  # fastavro raises SchemaParseException, UnknownType, KeyError
         raise InvalidSchema(_fastavro_message(exc)) from exc
+    wire = parsed
+    if not isinstance(parsed, dict):
+        try:
+            wire = fastavro_parse(document, named_schemas=dict(names), expand=True)
+        except Exception as exc:
+            raise InvalidSchema(_fastavro_message(exc)) from exc
     normalized = _avro_normalize(document)
     reflist = [r.reference for r in refs]
     return AvroSchema(
@@ -286,6 +296,7 @@ def _parse_avro(document: Any, refs: tuple[ResolvedReference, ...]) -> AvroSchem
         document=document,
         parsed=parsed,
         names=named,
+        wire=wire,
     )
 
 

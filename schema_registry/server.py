@@ -118,7 +118,7 @@ def _schema_from(body: dict[str, Any]) -> Schema:
 
 def _optional_int(body: dict[str, Any], key: str) -> int | None:
     value = body.get(key)
-    if value is None or (key == "id" and value == -1) or (key == "version" and value == -1):
+    if value is None or value == -1:  # -1: not given (Confluent's clients send it so)
         return None
     if not isinstance(value, int) or isinstance(value, bool):
         raise BadRequest(f"'{key}' must be an integer")

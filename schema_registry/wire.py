@@ -60,7 +60,7 @@ def schema_id_of(data: bytes | bytearray | memoryview) -> int:
 def avro_encode(schema: AvroSchema, value: Any) -> bytes:
     buf = io.BytesIO()
     try:
-        schemaless_writer(buf, schema.parsed, value)
+        schemaless_writer(buf, schema.wire, value)
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise SerializationError(f"value does not fit the Avro schema: {exc}") from exc
     return buf.getvalue()
@@ -70,7 +70,7 @@ def avro_decode(payload: bytes, writer: AvroSchema, reader: AvroSchema | None = 
     buf = io.BytesIO(payload)
     try:
         value = schemaless_reader(
-            buf, writer.parsed, reader.parsed if reader is not None else None
+            buf, writer.wire, reader.wire if reader is not None else None
         )
     except EOFError as exc:
         raise WireFormatError("the Avro payload ends early") from exc

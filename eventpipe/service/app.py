@@ -63,6 +63,11 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+# Features add readiness checks here (e.g. the CDC stall alarm): each returns
+# {check name: "ok" or why not}; anything but "ok" makes /readyz answer 503.
+READINESS_CHECKS: list[Callable[[ServiceContext], Awaitable[dict[str, str]]]] = []
+
+
 async def readyz(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     checks: dict[str, str] = {}
@@ -81,6 +86,11 @@ async def readyz(request: web.Request) -> web.Response:
             checks[name] = "ok"
         except Exception as exc:
             checks[name] = f"unavailable: {type(exc).__name__}"
+    for extra in READINESS_CHECKS:
+        try:
+            checks.update(await extra(ctx))
+        except Exception as exc:
+            checks[getattr(extra, "__name__", "check")] = f"unavailable: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     return web.json_response(
         {"status": "ready" if ready else "not ready", "checks": checks},

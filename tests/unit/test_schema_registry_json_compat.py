@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-
 from eventpipe.schema_registry import compat
 from eventpipe.schema_registry.models import SchemaReference
 from eventpipe.schema_registry.schemas import ParsedSchema, ResolvedReference, parse
@@ -151,11 +150,13 @@ CASES: list[tuple[str, ParsedSchema, ParsedSchema, dict[str, str | None]]] = [
     (
         "draft 7 $ref to definitions",
         js({"$schema": D7, "type": "object", "properties": {"p": {"$ref": "#/definitions/p"}},
-            "definitions": {"p": {"type": "object", "properties": A, "additionalProperties": False}}}),
+            "definitions": {"p": {"type": "object", "properties": A,
+                                  "additionalProperties": False}}}),
         js({"$schema": D7, "type": "object", "properties": {"p": {"$ref": "#/definitions/p"}},
-            "definitions": {"p": {"type": "object", "properties": AB, "additionalProperties": False,
-                                  "required": ["b"]}}}),
-        {"BACKWARD": "REQUIRED_PROPERTY_ADDED", "FORWARD": "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL"},
+            "definitions": {"p": {"type": "object", "properties": AB,
+                                  "additionalProperties": False, "required": ["b"]}}}),
+        {"BACKWARD": "REQUIRED_PROPERTY_ADDED",
+         "FORWARD": "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL"},
     ),
 ]
 
