@@ -54,7 +54,18 @@ class Registry(Generic[T]):
 BUILTIN_PLUGIN_MODULES: list[str] = [
     "eventpipe.transforms.jq_step",
     "eventpipe.transforms.steps",
+    "eventpipe.transforms.drop_fields",
     "eventpipe.transforms.validate",
+    "eventpipe.connectors.sinks.postgres",
+    "eventpipe.connectors.sinks.http",
+    "eventpipe.connectors.sinks.topic",
+    "eventpipe.connectors.sinks.outbox",
+    "eventpipe.pipelines.spec",
+    "eventpipe.pipelines.component",
+    "eventpipe.connectors.webhook.source",
+    "eventpipe.connectors.kafka_source",
+    "eventpipe.connectors.postgres_cdc.source",
+    "eventpipe.connectors.outbox.relay",
 ]
 _loaded = False
 

@@ -3,17 +3,23 @@ the Chain that runs them (ARCHITECTURE.md section 1).
 
 Steps register themselves by name (``eventpipe.base.steps``); a chain is built
 from YAML items such as ``[{jq: '...'}, {filter: '...'}, {validate: {...}}]``.
+
+* jq engines: ``jaq`` (jaq-rs, default) and ``jq`` (libjq, reference), one
+  interface in :mod:`.jq_engine`; programs compile once, at config load.
+* ``route`` marks the chosen topic in the extension ``routetopic``
+  (:data:`ROUTE_EXTENSION`); sinks read it with :func:`routed_topic`.
+* Errors for one event are :class:`TransformError` / :class:`SchemaValidationError`
+  (permanent, with ``.step`` and ``.stage`` for the dead-letter headers).
 """
 
 from .base import SchemaResolver, StepContext, TransformStep
 from .chain import BatchResult, Chain, ChainBatchError, build_steps
+from .drop_fields import DropFieldsConfig, DropFieldsStep
 from .errors import SchemaValidationError, StepError, TransformError, Violation
 from .jq_engine import DEFAULT_ENGINE, JqCompileError, Program, compile_program
 from .jq_step import JqConfig, JqStep
 from .steps import (
     ROUTE_EXTENSION,
-    DropFieldsConfig,
-    DropFieldsStep,
     FilterConfig,
     FilterStep,
     RouteConfig,

@@ -10,6 +10,7 @@ with its path (``steps[2].jq.program``).
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -85,9 +86,9 @@ class TransformStep(Step):
         return step
 
     # -------------------------------------------------------------- running
+    @abstractmethod
     def apply(self, event: CloudEvent) -> list[CloudEvent]:
         """One event -> its outputs; ids of several outputs are left as they are."""
-        raise NotImplementedError
 
     def process(self, event: CloudEvent) -> list[CloudEvent]:
         try:

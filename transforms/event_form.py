@@ -94,9 +94,7 @@ def from_event_form(obj: Any) -> CloudEvent:
     turning integral floats in extensions into ints (see :func:`extension_value`)."""
     if not isinstance(obj, Mapping):
         raise InvalidEventError("event", f"must be a JSON object, not {json_type(obj)}")
-    d = {
-        k: extension_value(v) if k not in _NOT_EXTENSIONS else v for k, v in obj.items()
-    }
+    d = {k: extension_value(v) if k not in _NOT_EXTENSIONS else v for k, v in obj.items()}
     return from_structured_dict(d)
 
 
@@ -150,4 +148,3 @@ def json_type(value: Any) -> str:
     if isinstance(value, Mapping):
         return "object"
     return type(value).__name__
-

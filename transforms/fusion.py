@@ -1,40 +1,52 @@
 """Fusing neighbouring jq steps of a chain into one compiled program.
 
-Every jq call converts its whole input from Python into the engine and its
-outputs back; for a ~600-byte event that conversion, not the program, is most
-of the cost.  A run of consecutive jq-family steps on one engine -- ``jq`` with
-``apply_to: data`` (kind ``data``), ``filter`` (``filter``) and at most one
-``set`` / ``route`` at its end (``assign``) -- is therefore compiled into ONE
-program and run with one conversion each way.
+Every engine call converts its input from Python into the engine and its
+outputs back, so a run of consecutive jq-family steps on one engine is compiled
+into ONE program, run with one conversion each way.  A fusable run is, in
+order: any ``filter`` steps, at most one ``set`` or ``route``, then any ``jq``
+steps with ``apply_to: data`` -- two or more steps in all.  Measured with jaq on
+~600-byte events (bench/transforms.py; us per event, fused vs one call per step):
 
-Why the fused program means the same as the steps one after the other
----------------------------------------------------------------------
+* data run ``jq | jq``: 21 vs 25;
+* filters ended by set / route: 14-16 vs 19-27;
+* filter then a data ``jq`` (then validate): 24 vs 27 -- unfused, both calls
+  convert the whole ``data`` into the engine; fused, it is converted once.
+
+What is NOT fused, because it measured slower or no faster: a data ``jq``
+followed by filter / set / route.  Running the data program inside the
+event-form program (``(.data | P) as $d | .data = $d | select(...)``: 26-27 vs
+23-25 for the two calls; with the attributes passed as a jq variable and
+``$attrs + {data: $d}``: 26 vs 25) costs jaq at least as much as the second call
+it saves.
+
+Why a fused program means the same as the steps one after the other
+-------------------------------------------------------------------
 A chain flat-maps: each output of step k, in order, goes through step k+1.
-jq's pipe ``a | b`` is exactly that flat-map, so each step becomes a pipe
-segment over the event's JSON form (:mod:`eventpipe.transforms.event_form`):
+jq's pipe ``a | b`` is exactly that flat-map.
 
-* data step ``P``:  ``(.data | (P)) as $d | setpath(["data"]; $d)`` -- one event
-  per output of ``P``, its ``data`` replaced, everything else unchanged; the
-  unfused step builds the same object from ``with_data(event, d)`` (``data``
-  is always present and last in the form, so even key order agrees);
-* filter ``Q``:     ``select(first(Q))`` -- kept iff ``Q``'s first output is
-  neither ``false`` nor ``null``, the rule the unfused filter applies to
-  ``Program.first``;
-* assign ``V``:     the step's own values program (``[[first(E1)], ...]``),
-  whose output the step's Python ``assign`` applies, exactly as unfused.  It
-  must be last because what it changes (attributes) is applied in Python.
+* data steps only: step k's outputs replace ``data`` and nothing else, so step
+  k+1 sees exactly what ``P(k)`` produced: ``(P1) | (P2)``, run on ``data``.
+  Values cross no Python boundary in between, which is lossless for JSON values.
+* filters: a filter ``Q`` keeps the event iff ``Q``'s first output is neither
+  ``false`` nor ``null`` -- jq's ``select(first(Q))``, which emits the event
+  unchanged (at most once), so the next part sees the same JSON form.
+* a ``set``/``route`` contributes its values program ``V`` (``[[first(E1)],
+  ...]``), whose output the step's own Python ``assign`` applies, exactly as
+  unfused.  What it changes (attributes) is applied in Python, so only data
+  steps may follow it: they read ``data`` alone, which ``assign`` leaves as it
+  is.  With data steps after it the program ends ``[(V), [.data | (P1) | ...]]``;
+  should ``assign`` set a ``datacontenttype`` that is not JSON, the data steps
+  run unfused on the changed event and reject it as they would.
+* data steps after filters: ``.data | (P1) | ...``; each output replaces
+  ``data`` of the (unchanged) event.
 
-A group of data steps only runs on ``data`` itself: ``(P1) | (P2)``.  Each
-user program is parenthesised on its own lines (a trailing ``# comment``
-cannot swallow what follows) and compiled alone first, so it has no free
-variables that the ``$__eventpipe_data`` binding could capture.
-
-Errors: jq aborts a program at its first error, as the unfused chain aborts
-the event.  When a fused program fails -- or the event's data is binary, which
-data steps reject -- the event is re-run through the unfused steps, so the
-error names the exact step and reads exactly as without fusion.
-``tests/unit/test_transforms_fusion.py`` checks fused == unfused on both
-engines.
+Each user program is parenthesised on its own lines (so a trailing ``# comment``
+cannot swallow what follows) and was compiled alone first.  Errors: jq aborts
+a program at its first error, as the chain aborts the event.  When a fused
+program fails (or a run with data steps meets data that is not JSON, which data
+steps reject) the event is re-run through the unfused steps, so the error names
+the exact step and reads exactly as without fusion.
+``tests/unit/test_transforms_fusion.py`` checks fused == unfused on both engines.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Literal
 
 from .base import TransformStep
@@ -109,108 +122,129 @@ def run_unfused(runners: Sequence[StepRunner], event: CloudEvent) -> list[CloudE
 
 
 class FusedRunner:
-    """Several jq-family steps run as one program."""
+    """A fusable run of steps (see the module docstring) as one program."""
 
-    __slots__ = ("_assign", "_by_data", "_has_data", "_program", "members", "name", "source")
+    __slots__ = (
+        "_assign",
+        "_data_members",
+        "_has_data",
+        "_on_data",
+        "_program",
+        "members",
+        "name",
+        "source",
+    )
 
     def __init__(self, members: Sequence[tuple[Step, FusablePart]]) -> None:
         parts = [p for _, p in members]
-        engines = {p.engine for p in parts}
-        if len(members) < 2 or len(engines) != 1:
-            raise ValueError("a fused group needs two or more parts on one engine")
-        if any(p.kind == "assign" for p in parts[:-1]):
-            raise ValueError("set / route may only end a fused group")
+        if len(members) < 2 or len({p.engine for p in parts}) != 1:
+            raise ValueError("a fused run needs two or more parts on one engine")
+        if not all(_continues(a, b) for a, b in pairwise(parts)):
+            raise ValueError(
+                "a fused run is filters, then at most one set / route, then data steps"
+            )
         self.members = [StepRunner(s) for s, _ in members]
         self.name = "+".join(r.name for r in self.members)
-        self._has_data = any(p.kind == "data" for p in parts)
-        self._by_data = all(p.kind == "data" for p in parts)
-        self._assign = parts[-1].assign if parts[-1].kind == "assign" else None
+        self._on_data = parts[0].kind == "data"
+        self._has_data = parts[-1].kind == "data"
+        self._assign = next((p.assign for p in parts if p.kind == "assign"), None)
+        self._data_members = [
+            r for r, p in zip(self.members, parts, strict=True) if p.kind == "data"
+        ]
         self.source = fused_source(parts)
         self._program = compile_program(self.source, parts[0].engine)
 
     def apply(self, event: CloudEvent) -> list[CloudEvent]:
         if self._has_data and not has_json_data(event):
-            return self._unfused(event)
+            return run_unfused(self.members, event)  # the data steps say why
         try:
-            if self._by_data:
+            if self._on_data:
                 return [with_data(event, d) for d in self._program.all(event.data)]
             outs = self._program.all(to_event_form(event))
             assign = self._assign
-            if assign is not None:
+            if assign is None:
                 if self._has_data:
-                    return [assign(with_data(event, o[0]), o[1]) for o in outs]
+                    return [with_data(event, d) for d in outs]
+                return [event for _ in outs]
+            if not self._has_data:
                 return [assign(event, o) for o in outs]
-            if self._has_data:
-                return [with_data(event, d) for d in outs]
-            return [event for _ in outs]
+            result: list[CloudEvent] = []
+            for values, datas in outs:
+                changed = assign(event, values)
+                if has_json_data(changed):
+                    result.extend([with_data(changed, d) for d in datas])
+                else:  # set gave it a datacontenttype that is not JSON
+                    result.extend(run_unfused(self._data_members, changed))
+            return result
         except StepError as exc:
             fused_error = exc
-        return self._unfused(event, fused_error)
-
-    def _unfused(self, event: CloudEvent, fused_error: StepError | None = None) -> list[CloudEvent]:
         out = run_unfused(self.members, event)
-        if fused_error is not None:
-            # The unfused steps should have failed the same way.
-            log.warning(
-                "fused steps %s failed (%s) but succeeded unfused; kept the unfused result",
-                self.name,
-                fused_error,
-            )
+        # The unfused steps should have failed the same way.
+        log.warning(
+            "fused steps %s failed (%s) but succeeded unfused; kept the unfused result",
+            self.name,
+            fused_error,
+        )
         return out
 
 
 def fused_source(parts: Sequence[FusablePart]) -> str:
-    """The one program for ``parts`` (see the module docstring)."""
-    if all(p.kind == "data" for p in parts):
-        return " | ".join(parenthesise(p.source) for p in parts)
-    has_data = any(p.kind == "data" for p in parts)
-    segments: list[str] = []
-    for p in parts:
-        if p.kind == "data":
-            segments.append(
-                f"(.data | {parenthesise(p.source)}) as $__eventpipe_data"
-                ' | setpath(["data"]; $__eventpipe_data)'
-            )
-        elif p.kind == "filter":
-            segments.append(f"select(first{parenthesise(p.source)})")
-        else:
-            values = parenthesise(p.source)
-            segments.append(f"[.data, {values}]" if has_data else values)
-    if parts[-1].kind != "assign":
-        segments.append(".data" if has_data else "true")
-    return " | ".join(segments)
+    """The one program for a run of ``parts`` (see the module docstring)."""
+    filters = [f"select(first{parenthesise(p.source)})" for p in parts if p.kind == "filter"]
+    values = [parenthesise(p.source) for p in parts if p.kind == "assign"]
+    data = " | ".join(parenthesise(p.source) for p in parts if p.kind == "data")
+    if not filters and not values:
+        return data  # data steps only: run on data itself
+    if values and data:
+        tail = f"[{values[0]}, [.data | {data}]]"
+    elif values:
+        tail = values[0]
+    elif data:
+        tail = f".data | {data}"
+    else:
+        tail = "true"
+    return " | ".join([*filters, tail])
 
 
 Runner = StepRunner | FusedRunner
 
 
 def plan(steps: Sequence[Step], *, fuse: bool = True) -> list[Runner]:
-    """Runners for ``steps``: maximal fusable runs become one FusedRunner."""
+    """Runners for ``steps``: each maximal fusable run becomes one FusedRunner."""
     runners: list[Runner] = []
     i = 0
     while i < len(steps):
-        part = _part(steps[i]) if fuse else None
-        if part is None:
-            runners.append(StepRunner(steps[i]))
-            i += 1
-            continue
-        group: list[tuple[Step, FusablePart]] = [(steps[i], part)]
+        first = _part(steps[i]) if fuse else None
+        group: list[tuple[Step, FusablePart]] = [] if first is None else [(steps[i], first)]
         j = i + 1
-        while group[-1][1].kind != "assign" and j < len(steps):
+        while group and j < len(steps):
             nxt = _part(steps[j])
-            if nxt is None or nxt.engine != part.engine:
+            if nxt is None or nxt.engine != group[0][1].engine:
+                break
+            if not _continues(group[-1][1], nxt):
                 break
             group.append((steps[j], nxt))
             j += 1
-        if len(group) == 1:
+        if len(group) < 2:
             runners.append(StepRunner(steps[i]))
-        else:
-            try:
-                runners.append(FusedRunner(group))
-            except JqCompileError:  # pragma: no cover - each part compiled alone
-                runners.extend(StepRunner(s) for s, _ in group)
+            i += 1
+            continue
+        try:
+            runners.append(FusedRunner(group))
+        except JqCompileError:  # pragma: no cover - each part compiled alone
+            runners.extend(StepRunner(s) for s, _ in group)
         i = j
     return runners
+
+
+_ORDER: dict[PartKind, int] = {"filter": 0, "assign": 1, "data": 2}
+
+
+def _continues(prev: FusablePart, nxt: FusablePart) -> bool:
+    """Whether ``nxt`` may follow ``prev`` in one run: filters, then at most one
+    set / route, then data steps."""
+    a, b = _ORDER[prev.kind], _ORDER[nxt.kind]
+    return b > a or (b == a and nxt.kind != "assign")
 
 
 def _part(step: Step) -> FusablePart | None:

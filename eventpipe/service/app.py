@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from eventpipe import metrics
+from eventpipe.dlq import admin_api as dlq_admin_api
 from eventpipe.errors import error_class_name
 from eventpipe.schema_registry import server as schema_registry_server
 from eventpipe.service import publish_api
@@ -25,6 +26,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Later features (schema registry, webhooks, DLQ admin) add their routes here.
 ROUTE_INSTALLERS: list[Callable[[web.Application, ServiceContext], None]] = []
 ROUTE_INSTALLERS.append(schema_registry_server.install)  # /schema-registry/
+ROUTE_INSTALLERS.append(dlq_admin_api.install)  # /v1/dlq/...
 
 
 @web.middleware

@@ -6,10 +6,6 @@ from typing import Any
 
 import pytest
 import yaml
-
-from eventpipe.base import BatchError, PluginConfig, Step, steps
-from eventpipe.envelope import CloudEvent
-from eventpipe.errors import ConfigError
 from eventpipe.transforms import (
     Chain,
     ChainBatchError,
@@ -17,6 +13,10 @@ from eventpipe.transforms import (
     TransformError,
     routed_topic,
 )
+
+from eventpipe.base import BatchError, PluginConfig, Step, steps
+from eventpipe.envelope import CloudEvent
+from eventpipe.errors import ConfigError
 from tests.unit.test_transforms_conformance import cross_engine  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("cross_engine")
@@ -68,18 +68,27 @@ def test_chain_from_yaml_runs_every_step(fuse: bool) -> None:
     ]
 
 
-def test_chain_fuses_neighbouring_jq_steps() -> None:
-    chain = Chain(yaml.safe_load(CHAIN_YAML))
+def test_chain_plan_fuses_the_runs_that_pay() -> None:
+    config = [
+        {"jq": ".items | map(.)"},
+        {"jq": ".[]"},
+        {"filter": ".data.qty > 1"},
+        {"filter": '.data.sku | test("^[AC]$")'},
+        {"filter": ".data.qty | tostring | length < 3"},
+        {"route": '"orders." + (.data.sku | ascii_downcase)'},
+        {"validate": {"schema": {"type": "object"}}},
+    ]
+    chain = Chain(config)
     assert chain.describe() == [
-        "steps[0].jq+steps[1].filter+steps[2].set",
-        "steps[3].route",
-        "steps[4].drop_fields",
-        "steps[5].validate",
+        "steps[0].jq+steps[1].jq",
+        "steps[2].filter+steps[3].filter+steps[4].filter+steps[5].route",
+        "steps[6].validate",
     ]
-    assert Chain(yaml.safe_load(CHAIN_YAML), fuse=False).describe() == [
-        f"steps[{i}].{name}"
-        for i, name in enumerate(["jq", "filter", "set", "route", "drop_fields", "validate"])
-    ]
+    assert len(Chain(config, fuse=False).describe()) == 7
+    assert summary(chain.process(order_event())) == summary(
+        Chain(config, fuse=False).process(order_event())
+    )
+    assert [routed_topic(e) for e in chain.process(order_event())] == ["orders.a", "orders.c"]
 
 
 def test_single_output_keeps_its_id() -> None:
@@ -144,12 +153,17 @@ def test_bad_programs_fail_at_load_not_at_first_event() -> None:
     with pytest.raises(ConfigError):
         Chain([{"filter": ".a == "}])
     # ... and a chain that loaded runs its first event without compiling anything.
-    chain = Chain([{"filter": ".data.order_id == \"ord-1\""}])
+    chain = Chain([{"filter": '.data.order_id == "ord-1"'}])
     assert chain.process(order_event())
 
 
 def test_errors_name_the_failing_step_fused_or_not() -> None:
-    config = [{"jq": ".items"}, {"filter": "true"}, {"jq": ".[] | .qty.x"}, {"validate": {"schema": {}}}]
+    config = [
+        {"jq": ".items"},
+        {"filter": "true"},
+        {"jq": ".[] | .qty.x"},
+        {"validate": {"schema": {}}},
+    ]
     for fuse in (True, False):
         with pytest.raises(TransformError) as info:
             Chain(config, fuse=fuse).process(order_event())
@@ -158,8 +172,12 @@ def test_errors_name_the_failing_step_fused_or_not() -> None:
 
 
 def test_schema_violation_names_the_validate_step() -> None:
-    chain = Chain([{"jq": "{qty: .items[0].qty}"}, {"validate": {"schema": {"properties": {
-        "qty": {"type": "string"}}}}}])
+    chain = Chain(
+        [
+            {"jq": "{qty: .items[0].qty}"},
+            {"validate": {"schema": {"properties": {"qty": {"type": "string"}}}}},
+        ]
+    )
     with pytest.raises(SchemaValidationError) as info:
         chain.process(order_event())
     assert info.value.step == "steps[1].validate"
@@ -205,7 +223,10 @@ def test_chain_runs_steps_of_other_packages(monkeypatch: pytest.MonkeyPatch) -> 
     assert out.data == {"sku": "A", "qty": 1}
     with pytest.raises(ConfigError) as info:
         Chain([{"test_upper": {"nope": 1}}, {"test_upper": "x"}])
-    assert [p for p, _ in info.value.problems] == ["steps[0].test_upper.nope", "steps[1].test_upper"]
+    assert [p for p, _ in info.value.problems] == [
+        "steps[0].test_upper.nope",
+        "steps[1].test_upper",
+    ]
 
 
 def test_resolver_reaches_validate_steps() -> None:

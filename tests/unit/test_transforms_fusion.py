@@ -11,28 +11,63 @@ import logging
 from typing import Any
 
 import pytest
-
-from eventpipe.envelope import CloudEvent
 from eventpipe.transforms import Chain, StepError
 from eventpipe.transforms import fusion as fusion_module
-from eventpipe.transforms.fusion import FusedRunner, StepRunner, fused_source
+from eventpipe.transforms.fusion import FusedRunner, StepRunner
+
+from eventpipe.envelope import CloudEvent
 from tests.unit.test_transforms_conformance import cross_engine  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("cross_engine")
 
-# (chain, how many fused runners it must plan)
+# (chain, fused runners planned).
 CHAINS: list[tuple[list[dict[str, Any]], int]] = [
     ([{"jq": ".items[]"}, {"jq": "{sku, q: .qty}"}], 1),
-    ([{"jq": ".items[]"}, {"filter": ".data.qty > 1"}], 1),
-    ([{"filter": '.type == "shop.order.paid"'}, {"jq": ".items | length"}], 1),
+    ([{"jq": ".items[]"}, {"jq": "select(.qty > 1)"}, {"jq": ".sku"}], 1),
+    # a data step then event-form steps: measured slower fused, so not fused
+    ([{"jq": ".items[]"}, {"filter": ".data.qty | . > 1"}], 0),
+    # filters, then at most one set / route, then data steps
+    ([{"filter": '.type | startswith("shop.")'}, {"jq": ".items | length"}], 1),
+    ([{"filter": '.data.status == "paid"'}, {"jq": ".items[]"}, {"jq": ".sku"}], 1),
     (
         [
-            {"jq": ".items[]"},
-            {"filter": ".data.qty > 1"},
-            {"set": {"subject": ".data.sku", "partitionkey": ".data.qty"}},
+            {"filter": '.type | startswith("shop.")'},
+            {"route": {"expression": '"orders." + .data.status', "default": "orders.none"}},
+            {"jq": ".items[]"},  # fans out after the route: ids made distinct
+            {"jq": "{sku, n: .qty}"},
         ],
         1,
     ),
+    ([{"set": {"subject": ".data.status"}}, {"jq": ".items[] | .qty.x"}], 1),  # jq fails
+    ([{"set": {"subject": ".data.items | length"}}, {"jq": ".items[]"}], 1),  # set fails
+    ([{"route": ".data.status | tostring"}, {"jq": "[.items[]?.sku]"}], 1),
+    ([{"filter": ".data | .x"}, {"jq": "."}], 1),  # the filter fails on non-objects
+    # set makes data not JSON: the data step after it rejects the event
+    ([{"set": {"datacontenttype": '"text/plain"'}}, {"jq": "."}], 1),
+    ([{"set": {"datacontenttype": '"application/vnd.x+json"'}}, {"jq": "keys"}], 1),
+    ([{"filter": "true"}, {"jq": ".items"}, {"filter": ".data | length > 1"}], 1),
+    (
+        [
+            {"filter": '.type | startswith("shop.")'},
+            {"filter": ".data.items | length > 0"},
+            {"set": {"subject": ".data.items[0].sku", "partitionkey": ".data.items | length"}},
+        ],
+        1,
+    ),
+    (
+        [
+            {"filter": '.data.status | . == "paid" or . == "open"'},
+            {"filter": ".id | length > 0"},
+            {
+                "route": {
+                    "expression": '"orders." + (.data.status | ascii_upcase)',
+                    "default": "orders.none",
+                }
+            },
+        ],
+        1,
+    ),
+    # simple expressions
     (
         [
             {"filter": '.data.status == "paid"'},
@@ -41,34 +76,38 @@ CHAINS: list[tuple[list[dict[str, Any]], int]] = [
         ],
         1,
     ),
-    ([{"jq": ".items[]"}, {"jq": "empty"}, {"filter": "true"}], 1),
+    ([{"jq": ".items[]"}, {"jq": "empty"}, {"filter": "true | not | not"}], 1),
+    ([{"jq": "null"}, {"jq": "[.]"}, {"filter": 'has("data") and (.data | length) == 1'}], 1),
+    # `data` is in the event's JSON form even when null
     (
-        [
-            {"jq": ".items[] | .qty"},
-            {"filter": ". == null | not"},
-            {"set": {"subject": ".data | tostring", "qtyx": ".data * 10"}},
-        ],
+        [{"filter": '(.data | type) == "null" or has("data")'}, {"set": {"k": "keys | length"}}],
         1,
     ),
-    # `data` is present in the event's JSON form even when null
-    ([{"jq": "null"}, {"filter": 'has("data")'}, {"set": {"isnull": ".data == null"}}], 1),
-    ([{"jq": ".items[] | .qty.x"}, {"filter": "true"}], 1),  # fails at run time
-    ([{"filter": "false, true"}, {"jq": "."}], 1),
+    ([{"jq": ".items[] | .qty.x"}, {"jq": "."}], 1),  # fails at run time
+    ([{"filter": "(false, true)"}, {"filter": "(true, false)"}], 1),
     (
         [
             {"jq": "def each: .items[]; each # a trailing comment"},
-            {"filter": ".data.qty > 0 # another"},
+            {"jq": ".qty # another"},
+            {"filter": "(.data > 0) # and one"},
         ],
         1,
     ),
-    # set ends a fused group: the filter after it starts the next one
-    ([{"set": {"subject": '"s"'}}, {"filter": '.subject == "s"'}, {"jq": ".items[0]"}], 1),
-    ([{"jq": ".items[]"}, {"set": {"id": ".data.sku"}}], 1),  # set id: outputs get new ids
-    ([{"jq": ".items[]"}, {"set": {"subject": ".data.qty"}}], 1),  # set fails: not a string
-    ([{"jq": ".items[]"}, {"route": ".data.sku"}, {"filter": "true"}], 1),
-    # not fusable: apply_to event, or another engine
-    ([{"jq": {"program": ".", "apply_to": "event"}}, {"filter": "true"}], 0),
-    ([{"jq": ".items"}, {"drop_fields": "x"}, {"filter": "true"}], 0),
+    # set ends an event run: the filter after it starts the next one
+    (
+        [
+            {"set": {"subject": '"s" | ascii_upcase'}},
+            {"filter": '.subject | . == "S"'},
+            {"filter": "[.data] | length == 1"},
+        ],
+        1,
+    ),
+    ([{"filter": ".id | length > 0"}, {"set": {"id": ".data.status | tostring"}}], 1),
+    ([{"filter": ".id | length > 0"}, {"set": {"subject": ".data.items | length"}}], 1),
+    ([{"filter": ".id | length > 0"}, {"route": ".data.status | tostring"}], 1),
+    # not fusable: apply_to event, other kinds between
+    ([{"jq": {"program": ".", "apply_to": "event"}}, {"filter": "true | not"}], 0),
+    ([{"jq": ".items"}, {"drop_fields": "x"}, {"jq": "."}], 0),
 ]
 
 DATA: dict[str, Any] = {
@@ -96,7 +135,11 @@ def with_engine(config: list[dict[str, Any]], engine: str) -> list[dict[str, Any
         ((kind, raw),) = item.items()
         if kind in ("jq", "filter", "route"):
             main = "program" if kind == "jq" else "expression"
-            raw = {**raw, "engine": engine} if isinstance(raw, dict) else {main: raw, "engine": engine}
+            raw = (
+                {**raw, "engine": engine}
+                if isinstance(raw, dict)
+                else {main: raw, "engine": engine}
+            )
         elif kind == "set":
             raw = {"fields": raw, "engine": engine}
         out.append({kind: raw})
@@ -112,7 +155,7 @@ def outcome(chain: Chain, event: CloudEvent) -> tuple[str, Any]:
 
 
 @pytest.mark.parametrize("engine", ["jaq", "jq"])
-@pytest.mark.parametrize(("config", "fused_runners"), CHAINS, ids=[str(c) for c, _ in CHAINS])
+@pytest.mark.parametrize(("config", "fused_runners"), CHAINS, ids=[str(c[0]) for c in CHAINS])
 def test_fused_equals_unfused(
     engine: str,
     config: list[dict[str, Any]],
@@ -123,13 +166,29 @@ def test_fused_equals_unfused(
     fused, plain = Chain(cfg), Chain(cfg, fuse=False)
     assert sum(isinstance(r, FusedRunner) for r in fused.runners) == fused_runners
     assert all(isinstance(r, StepRunner) for r in plain.runners)
-    kinds = set()
     with caplog.at_level(logging.WARNING, logger="eventpipe.transforms.fusion"):
         for event in events():
-            got, want = outcome(fused, event), outcome(plain, event)
-            assert got == want, f"{event!r} ({event.data!r})"
-            kinds.add(got[0])
+            want = outcome(plain, event)
+            assert outcome(fused, event) == want, f"{event!r} ({event.data!r})"
     assert not caplog.records  # never a fused failure the unfused steps did not share
+
+
+@pytest.mark.parametrize("engine", ["jaq", "jq"])
+def test_batches_fused_equal_unfused(engine: str) -> None:
+    """run_batch: the same outputs per event, and the same events failing with the
+    same errors, fused or not."""
+
+    batch = events() * 2
+
+    def summary(chain: Chain) -> tuple[list[Any], dict[int, Any]]:
+        result = chain.run_batch(batch)
+        outputs = [[(e.attributes(), e.data) for e in outs] for outs in result.outputs]
+        failed = {n: (type(e), getattr(e, "step", None), str(e)) for n, e in result.failed.items()}
+        return outputs, failed
+
+    for config, _ in CHAINS:
+        cfg = with_engine(config, engine)
+        assert summary(Chain(cfg)) == summary(Chain(cfg, fuse=False)), config
 
 
 def test_fusion_corpus_covers_fan_out_drop_and_errors() -> None:
@@ -144,37 +203,68 @@ def test_fusion_corpus_covers_fan_out_drop_and_errors() -> None:
 
 def test_fused_program_runs_once_per_event(monkeypatch: pytest.MonkeyPatch) -> None:
     chain = Chain(
-        [{"jq": ".items[]"}, {"filter": ".data.qty > 1"}, {"set": {"subject": ".data.sku"}}]
+        [
+            {"filter": ".data.items | length > 1"},
+            {"filter": '.type | startswith("shop.")'},
+            {"set": {"subject": ".data.items | length | tostring"}},
+        ],
     )
     [runner] = chain.runners
     assert isinstance(runner, FusedRunner)
     calls: list[int] = []
     monkeypatch.setattr(fusion_module, "run_unfused", lambda *a: calls.append(1) or [])
-    outs = chain.process(events()[0])
-    assert [o.subject for o in outs] == ["A", "C"]
+    [out] = chain.process(events()[0])
+    assert out.subject == "3"
     assert calls == []  # the unfused steps were not needed
 
 
-def test_failure_reruns_unfused_for_the_exact_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    chain = Chain([{"jq": ".items[]"}, {"filter": ".data.qty.x"}, {"jq": "."}])
+def test_failure_reruns_unfused_for_the_exact_error() -> None:
+    chain = Chain([{"filter": ".id | length > 0"}, {"filter": ".data.items | .x"}])
+    assert isinstance(chain.runners[0], FusedRunner)
     with pytest.raises(StepError) as info:
         chain.process(events()[0])
     assert info.value.step == "steps[1].filter"
+    assert str(info.value).startswith("steps[1].filter: jq program failed")
 
 
-def test_data_only_group_runs_on_data() -> None:
-    parts = [p for s in Chain([{"jq": ".a"}, {"jq": ".b"}]).steps if (p := s.fusable())]  # type: ignore[attr-defined]
-    assert fused_source(parts) == "(\n.a\n) | (\n.b\n)"
-    mixed = [p for s in Chain([{"jq": ".a"}, {"filter": ".b"}]).steps if (p := s.fusable())]  # type: ignore[attr-defined]
-    src = fused_source(mixed)
-    assert src.startswith("(.data | (\n.a\n)) as $__eventpipe_data")
-    assert src.endswith("select(first(\n.b\n)) | .data")
+def test_simple_expressions_run_on_the_engine_and_fuse() -> None:
+    config = [{"jq": "{a: .x}"}, {"jq": ".b"}, {"filter": '.type == "x"'}, {"filter": ".data"}]
+    chain = Chain(config)
+    assert chain.describe() == ["steps[0].jq+steps[1].jq", "steps[2].filter+steps[3].filter"]
+
+
+def test_fused_sources() -> None:
+    data = Chain([{"jq": ".a"}, {"jq": ".b"}]).runners[0]
+    assert isinstance(data, FusedRunner)
+    assert data.source == "(\n.a\n) | (\n.b\n)"
+    event = Chain([{"filter": ".a | length > 0"}, {"route": ".b | tostring"}])
+    event = event.runners[0]
+    assert isinstance(event, FusedRunner)
+    assert event.source == (
+        "select(first(\n.a | length > 0\n)) | (\n[[first(\n.b | tostring\n)]]\n)"
+    )
+    only = Chain([{"filter": ".a | length > 0"}, {"filter": ".b | length > 0"}])
+    only = only.runners[0]
+    assert isinstance(only, FusedRunner) and only.source.endswith(" | true")
+    then_data = Chain([{"filter": ".a"}, {"jq": ".b"}, {"jq": ".c"}]).runners[0]
+    assert isinstance(then_data, FusedRunner)
+    assert then_data.source == "select(first(\n.a\n)) | .data | (\n.b\n) | (\n.c\n)"
+    set_data = Chain([{"set": {"subject": ".a"}}, {"jq": ".b"}]).runners[0]
+    assert isinstance(set_data, FusedRunner)
+    assert set_data.source == "[(\n[[first(\n.a\n)]]\n), [.data | (\n.b\n)]]"
 
 
 def test_fused_runner_rejects_bad_groups() -> None:
-    a, b = Chain([{"jq": ".a"}, {"set": {"subject": ".x"}}], fuse=False).steps
-    pa, pb = a.fusable(), b.fusable()  # type: ignore[attr-defined]
-    with pytest.raises(ValueError, match="only end"):
-        FusedRunner([(b, pb), (a, pa)])
+    a, b, c = Chain(
+        [{"jq": ".a"}, {"set": {"subject": ".x | tostring"}}, {"filter": ".x | length > 0"}],
+        fuse=False,
+    ).steps
+    pa, pb, pc = a.fusable(), b.fusable(), c.fusable()  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="then at most one set / route, then data steps"):
+        FusedRunner([(b, pb), (c, pc)])
+    with pytest.raises(ValueError, match="then at most one set / route, then data steps"):
+        FusedRunner([(a, pa), (c, pc)])
+    with pytest.raises(ValueError, match="then at most one set / route, then data steps"):
+        FusedRunner([(b, pb), (b, pb)])
     with pytest.raises(ValueError, match="two or more"):
         FusedRunner([(a, pa)])

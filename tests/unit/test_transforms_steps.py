@@ -7,11 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-
-from eventpipe.base import steps
-from eventpipe.envelope import CloudEvent
-from eventpipe.envelope.json import decode_structured, encode_structured
-from eventpipe.errors import ConfigError, PermanentError
 from eventpipe.transforms import (
     ROUTE_EXTENSION,
     DropFieldsStep,
@@ -22,6 +17,11 @@ from eventpipe.transforms import (
     TransformError,
     routed_topic,
 )
+
+from eventpipe.base import steps
+from eventpipe.envelope import CloudEvent
+from eventpipe.envelope.json import decode_structured, encode_structured
+from eventpipe.errors import ConfigError, PermanentError
 from tests.unit.test_transforms_conformance import cross_engine  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("cross_engine")
@@ -122,7 +122,9 @@ def test_jq_runtime_error_is_permanent_and_names_the_step(engine: str) -> None:
 
 
 def test_jq_apply_to_event_outputs_cloudevents(engine: str) -> None:
-    program = '.data.items[] as $i | {specversion, id: "\\(.id)-\\($i.sku)", source, type: "shop.item",'
+    program = (
+        '.data.items[] as $i | {specversion, id: "\\(.id)-\\($i.sku)", source, type: "shop.item",'
+    )
     program += " time, partitionkey: $i.sku, data: $i}"
     outs = jq(program, engine, apply_to="event").process(order_event())
     assert [o.id for o in outs] == ["evt-1-A-1", "evt-1-B-2", "evt-1-C-3"]
@@ -134,7 +136,7 @@ def test_jq_apply_to_event_outputs_cloudevents(engine: str) -> None:
 
 
 def test_jq_apply_to_event_sees_attributes_and_extensions(engine: str) -> None:
-    [out] = jq(".subject = (.type + \"/\" + (.cdclsn | tostring))", engine, apply_to="event").process(
+    [out] = jq('.subject = (.type + "/" + (.cdclsn | tostring))', engine, apply_to="event").process(
         order_event()
     )
     assert out.subject == "shop.order.paid/7"
@@ -189,7 +191,7 @@ def test_jq_config_is_typed() -> None:
         ("0", True),  # jq truthiness, not Python's
         ("empty", False),  # no output
         ("false, true", False),  # the first output decides
-        ('.data.items[] | .qty > 3', False),
+        (".data.items[] | .qty > 3", False),
     ],
 )
 def test_filter(engine: str, expression: str, kept: bool) -> None:
@@ -306,7 +308,9 @@ def test_set_shorthand_is_the_mapping() -> None:
         ({"time": '"yesterday"'}, "not an RFC 3339 timestamp"),
     ],
 )
-def test_set_bad_values_are_transform_errors(engine: str, fields: dict[str, str], match: str) -> None:
+def test_set_bad_values_are_transform_errors(
+    engine: str, fields: dict[str, str], match: str
+) -> None:
     step = SetStep.from_yaml({"fields": fields, "engine": engine})
     with pytest.raises(TransformError, match=match):
         step.process(order_event())

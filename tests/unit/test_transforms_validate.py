@@ -8,13 +8,13 @@ from typing import Any
 
 import orjson
 import pytest
+from eventpipe.transforms import SchemaValidationError, StepContext, ValidateStep
+from eventpipe.transforms.avro_check import AvroChecker
+from eventpipe.transforms.base import SchemaVersion
 from fastavro.validation import validate as fastavro_validate
 
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import ConfigError, PermanentError, RetriableError, is_retriable
-from eventpipe.transforms import SchemaValidationError, StepContext, ValidateStep
-from eventpipe.transforms.avro_check import AvroChecker
-from eventpipe.transforms.base import SchemaVersion
 
 ORDER: dict[str, Any] = {
     "order_id": "ord-12",
@@ -93,8 +93,11 @@ AVRO: dict[str, Any] = {
             },
         },
         {"name": "total", "type": "double"},
-        {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["paid", "open"]},
-         "default": "open"},
+        {
+            "name": "status",
+            "type": {"type": "enum", "name": "Status", "symbols": ["paid", "open"]},
+            "default": "open",
+        },
     ],
 }
 
@@ -184,7 +187,10 @@ def test_binary_data_does_not_validate() -> None:
     ("schema", "match"),
     [
         ({"type": 5}, "invalid JSON Schema"),
-        ({"properties": {"a": {"minimum": "x"}}}, r"invalid JSON Schema: .*\$\.properties\.a\.minimum"),
+        (
+            {"properties": {"a": {"minimum": "x"}}},
+            r"invalid JSON Schema: .*\$\.properties\.a\.minimum",
+        ),
         ({"pattern": "("}, "invalid JSON Schema"),
         ({"$ref": "#/nope"}, "invalid JSON Schema"),
         ({"$ref": "https://example.com/remote.json"}, "Retrieval is disabled"),
@@ -224,8 +230,15 @@ def test_avro_nullable_record_explains_inside() -> None:
     schema = {
         "type": "record",
         "name": "R",
-        "fields": [{"name": "c", "type": ["null", {"type": "record", "name": "C",
-                                                  "fields": [{"name": "x", "type": "long"}]}]}],
+        "fields": [
+            {
+                "name": "c",
+                "type": [
+                    "null",
+                    {"type": "record", "name": "C", "fields": [{"name": "x", "type": "long"}]},
+                ],
+            }
+        ],
     }
     step = ValidateStep.from_yaml({"schema": schema, "schema_type": "avro"})
     assert step.process(event({"c": None}))
@@ -235,11 +248,20 @@ def test_avro_nullable_record_explains_inside() -> None:
 @pytest.mark.parametrize(
     ("schema", "match"),
     [
-        ({"type": "record", "name": "R", "fields": [{"name": "a", "type": "strin"}]}, "UnknownType"),
+        (
+            {"type": "record", "name": "R", "fields": [{"name": "a", "type": "strin"}]},
+            "UnknownType",
+        ),
         ({"type": "record", "fields": []}, "name"),
         ({"type": "enum", "name": "E", "symbols": ["ok", "not ok"]}, "symbol"),
-        ({"type": "record", "name": "R", "fields": [{"name": "a", "type": "int", "default": "x"}]},
-         "Default value"),
+        (
+            {
+                "type": "record",
+                "name": "R",
+                "fields": [{"name": "a", "type": "int", "default": "x"}],
+            },
+            "Default value",
+        ),
         ("nosuchtype", "UnknownType"),
     ],
 )
@@ -272,13 +294,43 @@ AGREEMENT_SCHEMA: dict[str, Any] = {
     ],
 }
 GOOD: dict[str, Any] = {
-    "n": None, "b": True, "i": 1, "l": 2**40, "f": 1.5, "d": 2, "s": "x", "e": "A", "a": [1, 2],
-    "m": {"k": "v"}, "u": 5, "r": None, "ts": 1700000000000, "dt": "2024-05-01",
+    "n": None,
+    "b": True,
+    "i": 1,
+    "l": 2**40,
+    "f": 1.5,
+    "d": 2,
+    "s": "x",
+    "e": "A",
+    "a": [1, 2],
+    "m": {"k": "v"},
+    "u": 5,
+    "r": None,
+    "ts": 1700000000000,
+    "dt": "2024-05-01",
     "uid": "6f1c1e9e-0000-4000-8000-000000000000",
 }
 SAMPLE_VALUES: list[Any] = [
-    None, True, False, 0, 1, -(2**31), 2**31, 2**63, 1.5, 2.0, "", "A", "C", "2024-05-01",
-    [], [1, "a"], {}, {"k": 1}, {"k": "v"}, {"n": None},
+    None,
+    True,
+    False,
+    0,
+    1,
+    -(2**31),
+    2**31,
+    2**63,
+    1.5,
+    2.0,
+    "",
+    "A",
+    "C",
+    "2024-05-01",
+    [],
+    [1, "a"],
+    {},
+    {"k": 1},
+    {"k": "v"},
+    {"n": None},
 ]
 
 
@@ -313,8 +365,10 @@ class FakeRegistry:
     def __init__(self) -> None:
         self.calls: list[tuple[str, SchemaVersion]] = []
         self.subjects = {
-            "orders-value": {1: ("JSON", orjson.dumps({"type": "object"}).decode()),
-                             2: ("JSON", orjson.dumps(DRAFT7).decode())},
+            "orders-value": {
+                1: ("JSON", orjson.dumps({"type": "object"}).decode()),
+                2: ("JSON", orjson.dumps(DRAFT7).decode()),
+            },
             "orders-avro": {1: ("AVRO", orjson.dumps(AVRO).decode())},
             "legacy": {1: ("", orjson.dumps({"type": "string"}).decode())},
             "proto": {1: ("PROTOBUF", "syntax = 'proto3';")},
