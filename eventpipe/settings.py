@@ -205,6 +205,9 @@ def load_settings(
             problems.append((f"topics[{i}].name", f"topic {t.name!r} is listed twice"))
         seen.add(t.name)
     problems.extend(validate_sources(settings.sources))
+    from eventpipe.registry import load_builtin_plugins
+
+    load_builtin_plugins()  # feature modules register their SECTION_VALIDATORS on import
     for validator in SECTION_VALIDATORS:
         problems.extend(validator(settings))
     if problems:

@@ -1,0 +1,264 @@
+"""Pipelines: throughput beside peers measured in the same run.
+
+(a) topic -> 3-step jq chain -> topic: the eventpipe pipeline (faust app, batches,
+    dedup table on) beside a raw aiokafka consume-produce passthrough loop and a
+    plain per-message faust agent doing the same 3 steps with an awaited send.
+(b) topic -> Postgres with exactly-once effect (rows + offset marks in one
+    transaction) beside a raw loop that consumes and COPYs the same rows with no
+    guarantees.
+
+Targets (issue 6): (a) >= 0.5x raw passthrough, >= 10x the per-message agent,
+>= 12,000 events/s; (b) >= 0.7x the raw COPY loop, >= 10,000 events/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from typing import Any
+
+import faust
+import psycopg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from eventpipe.connectors.sinks.api import SinkResources
+from eventpipe.pipelines.runtime import PipelineRuntime
+from eventpipe.pipelines.spec import PipelineSpec
+from eventpipe.transforms import Chain
+
+from bench.common import bench_stack, console, cpu_note, self_peak_rss_mb, table
+from bench.publish import PAYLOAD
+from eventpipe import runtime
+from eventpipe.db.pool import open_pool
+from eventpipe.envelope import CloudEvent
+from eventpipe.envelope.kafka import from_kafka, to_kafka
+from eventpipe.kafka.admin import TopicAdmin
+from eventpipe.publisher import Publisher
+from eventpipe.settings import Settings, TopicSpec
+
+N = int(os.environ.get("BENCH_EVENTS", "20000"))
+N_PER_MESSAGE = int(os.environ.get("BENCH_PER_MESSAGE_EVENTS", "3000"))
+STEPS: list[Any] = [
+    {"jq": "{order_id, customer: .customer.id, tier: .customer.tier, total, "
+           "items: [.items[] | {sku, qty}]}", "engine": "jq"},
+    {"filter": ".data.total > 10"},
+    {"jq": ". + {big: (.total > 100)}"},
+]
+STEPS = [{"jq": {"program": STEPS[0]["jq"], "engine": "jq"}},
+         {"filter": {"expression": STEPS[1]["filter"], "engine": "jq"}},
+         {"jq": {"program": STEPS[2]["jq"], "engine": "jq"}}]
+
+
+async def make_topic(settings: Settings, name: str, partitions: int = 3) -> str:
+    async with TopicAdmin(settings.kafka) as admin:
+        await admin.ensure_topics([TopicSpec(name=name, partitions=partitions)])
+    return name
+
+
+async def fill(settings: Settings, topic: str, n: int) -> int:
+    events = [CloudEvent.create("shop.order.created", "/bench", PAYLOAD, id=f"{topic}-{i}",
+                                partitionkey=f"c{i % 64}") for i in range(n)]
+    async with Publisher(settings) as pub:
+        for i in range(0, n, 5000):
+            await pub.publish_batch(topic, events[i : i + 5000])
+    return len(to_kafka(events[0]).value or b"")
+
+
+# ------------------------------------------------------------------- peers (a)
+async def raw_passthrough(bootstrap: str, src: str, dst: str, n: int) -> float:
+    c = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id=f"raw-{src}",
+                         auto_offset_reset="earliest", enable_auto_commit=False)
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await c.start()
+    await p.start()
+    try:
+        done, t0 = 0, None
+        while done < n:
+            batch = await c.getmany(timeout_ms=500, max_records=1000)
+            if t0 is None and batch:
+                t0 = time.perf_counter()
+            futs = []
+            for recs in batch.values():
+                for r in recs:
+                    futs.append(await p.send(dst, r.value, key=r.key, headers=list(r.headers)))
+            await asyncio.gather(*futs)
+            await c.commit()
+            done += len(futs)
+        assert t0 is not None
+        return n / (time.perf_counter() - t0)
+    finally:
+        await c.stop()
+        await p.stop()
+
+
+async def faust_per_message(bootstrap: str, src: str, dst: str, n: int) -> float:
+    chain = Chain(STEPS)
+    app = faust.App(f"pm-{src}", broker=f"kafka://{bootstrap}", store="memory://",
+                    web_enabled=False, datadir=tempfile.mkdtemp(),
+                    consumer_auto_offset_reset="earliest", topic_disable_leader=True,
+                    broker_rebalance_timeout=5.0, broker_session_timeout=6.0,
+                    broker_heartbeat_interval=1.0)
+    source = app.topic(src, key_serializer="raw", value_serializer="raw")
+    out = app.topic(dst, key_serializer="raw", value_serializer="raw")
+    done = asyncio.Event()
+    state: dict[str, Any] = {"n": 0, "t0": None}
+
+    @app.agent(source)
+    async def agent(stream: Any) -> None:
+        async for event in stream.events():
+            if state["t0"] is None:
+                state["t0"] = time.perf_counter()
+            m = event.message
+            for e in chain.process(from_kafka(m.key, m.value, m.headers)):
+                k = to_kafka(e)
+                fut = await out.send(key=k.key, value=k.value, headers=k.headers)
+                await fut
+            state["n"] += 1
+            if state["n"] >= n:
+                done.set()
+
+    await app.start()
+    try:
+        await asyncio.wait_for(done.wait(), 600)
+        return n / (time.perf_counter() - state["t0"])
+    finally:
+        await app.stop()
+
+
+# ------------------------------------------------------------------ eventpipe
+async def run_pipeline(settings: Settings, spec: dict[str, Any], n: int) -> float:
+    pool = await open_pool(settings.database)
+    pub = Publisher(settings)
+    admin = TopicAdmin(settings.kafka)
+    await pub.start()
+    await admin.start()
+    resources = SinkResources(settings, pub, admin, pool)
+    rt = PipelineRuntime(PipelineSpec.model_validate(spec), resources)
+    marks: dict[str, Any] = {"t0": None, "n": 0}
+    done = asyncio.Event()
+    try:
+        await rt.start()
+        assert rt.processor is not None
+        inner = rt.processor.process
+
+        async def timed(records: list[Any]) -> None:
+            if marks["t0"] is None:
+                marks["t0"] = time.perf_counter()
+            await inner(records)
+            marks["n"] += len(records)
+            if marks["n"] >= n:
+                marks["t1"] = time.perf_counter()
+                done.set()
+
+        rt.processor.process = timed
+        await asyncio.wait_for(done.wait(), 600)
+        return float(n / (marks["t1"] - marks["t0"]))
+    finally:
+        await rt.stop()
+        await pub.stop()
+        await admin.stop()
+        await pool.close()
+
+
+# ------------------------------------------------------------------- peers (b)
+async def raw_copy(bootstrap: str, url: str, src: str, tbl: str, n: int) -> float:
+    c = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id=f"rawcopy-{src}",
+                         auto_offset_reset="earliest", enable_auto_commit=False)
+    await c.start()
+    try:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            done, t0 = 0, None
+            while done < n:
+                batch = await c.getmany(timeout_ms=500, max_records=1000)
+                if t0 is None and batch:
+                    t0 = time.perf_counter()
+                rows = []
+                for recs in batch.values():
+                    for r in recs:
+                        e = from_kafka(r.key, r.value, r.headers)
+                        rows.append((e.id, e.data["order_id"], e.data["total"]))
+                async with conn.cursor() as cur, cur.copy(
+                    f"copy {tbl} (event_id, order_id, total) from stdin"
+                ) as copy:
+                    for row in rows:
+                        await copy.write_row(row)
+                done += len(rows)
+            assert t0 is not None
+            return n / (time.perf_counter() - t0)
+    finally:
+        await c.stop()
+
+
+async def run(bootstrap: str, db_url: str) -> None:
+    settings = Settings.model_validate({
+        "kafka": {"bootstrap": bootstrap, "linger_ms": 5},
+        "database": {"url": db_url, "pool_max": 4},
+    })
+    stamp = int(time.time())
+    src = await make_topic(settings, f"bench-pipe-src-{stamp}")
+    size = await fill(settings, src, N)
+    console.print(f"{N} events, {size}-byte values, acks=all; {cpu_note()}")
+
+    raw = await raw_passthrough(bootstrap, src, await make_topic(settings, f"bp-raw-{stamp}"), N)
+    pipe = await run_pipeline(settings, {
+        "name": f"bench-a-{stamp}", "source": {"topics": [src]}, "steps": STEPS,
+        "sinks": [{"topic": {"topic": f"bp-ep-{stamp}"}}],
+    }, N)
+    pm_src = await make_topic(settings, f"bench-pm-src-{stamp}")
+    await fill(settings, pm_src, N_PER_MESSAGE)
+    per_msg = await faust_per_message(
+        bootstrap, pm_src, await make_topic(settings, f"bp-pm-{stamp}"), N_PER_MESSAGE
+    )
+    rss = self_peak_rss_mb()
+    table(
+        "(a) topic -> 3-step jq chain -> topic (events/s)",
+        ["path", "events/s", "ratio to raw", "target"],
+        [
+            ["raw aiokafka passthrough (peer)", f"{raw:,.0f}", "1.00x", "-"],
+            ["per-message faust agent (peer)", f"{per_msg:,.0f}", f"{per_msg / raw:.2f}x", "-"],
+            ["eventpipe pipeline", f"{pipe:,.0f}", f"{pipe / raw:.2f}x",
+             f">=0.5x raw: {'met' if pipe / raw >= 0.5 else 'MISSED'}; "
+             f">=10x per-message ({pipe / per_msg:.1f}x): "
+             f"{'met' if pipe / per_msg >= 10 else 'MISSED'}; "
+             f">=12,000/s: {'met' if pipe >= 12000 else 'MISSED'}"],
+        ],
+    )
+
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        for t in ("bench_raw", "bench_eo"):
+            await conn.execute(f"drop table if exists {t}_{stamp}".encode())
+            await conn.execute(
+                f"create table {t}_{stamp} (event_id text, order_id text, total numeric)".encode()
+            )
+    rawcopy = await raw_copy(bootstrap, db_url, src, f"bench_raw_{stamp}", N)
+    eo = await run_pipeline(settings, {
+        "name": f"bench-b-{stamp}", "source": {"topics": [src]},
+        "sinks": [{"postgres": {"table": f"bench_eo_{stamp}", "columns": {
+            "event_id": ".id", "order_id": ".data.order_id", "total": ".data.total"}}}],
+        "state": {"dedup_window": 0},
+    }, N)
+    table(
+        "(b) topic -> Postgres (events/s)",
+        ["path", "events/s", "ratio", "target"],
+        [
+            ["raw consume + COPY, no guarantees (peer)", f"{rawcopy:,.0f}", "1.00x", "-"],
+            ["eventpipe postgres sink, exactly-once", f"{eo:,.0f}", f"{eo / rawcopy:.2f}x",
+             f">=0.7x: {'met' if eo / rawcopy >= 0.7 else 'MISSED'}; "
+             f">=10,000/s: {'met' if eo >= 10000 else 'MISSED'}"],
+        ],
+    )
+    console.print(f"peak RSS of this process: {max(rss, self_peak_rss_mb()):.0f} MiB")
+
+
+def main() -> None:
+    external = os.environ.get("EVENTPIPE_KAFKA_BOOTSTRAP")
+    if external and os.environ.get("EVENTPIPE_DATABASE_URL"):
+        runtime.run(run(external, os.environ["EVENTPIPE_DATABASE_URL"]))
+        return
+    with bench_stack() as stack:
+        runtime.run(run(stack.bootstrap, stack.database_url))
+
+
+if __name__ == "__main__":
+    main()

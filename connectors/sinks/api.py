@@ -1,0 +1,129 @@
+"""What pipeline sinks share.
+
+A pipeline hands a sink the outputs of each consumed record as a
+:class:`DeliveryItem` (its batch ``index`` and where it was read), so a sink
+that writes transactionally can store the consumed offsets with its rows
+(ARCHITECTURE.md section 5).
+
+Failures are told apart by class (ARCHITECTURE.md section 7):
+
+* :class:`SinkUnavailableError` (retriable): the destination is unreachable or
+  says it is overloaded (connection refused, timeout, HTTP 429/502/503/504,
+  broker down).  The pipeline holds the partition and backs off; records do not
+  use up attempts, so a sink that is down never dead-letters everything.
+* any other retriable error for one record (HTTP 500, a deadlock): the record
+  is retried up to ``retry.max_attempts``, then dead-lettered.
+* a permanent error (constraint violation, HTTP 4xx): dead-lettered at once.
+
+``deliver`` returns the failed records by index; it raises
+:class:`SinkUnavailableError` when the sink as a whole could not write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from eventpipe.base import PluginConfig, Sink
+from eventpipe.envelope import CloudEvent
+from eventpipe.errors import RetriableError
+
+from .breaker import CircuitBreaker
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
+
+    from eventpipe.kafka.admin import TopicAdmin
+    from eventpipe.publisher import Publisher
+    from eventpipe.settings import Settings
+
+BeforeCommit = Callable[[dict[int, BaseException]], Awaitable[None]]
+"""Called by transactional sinks with their permanent failures before they commit,
+so those records are dead-lettered before their offsets are marked as done."""
+
+
+class SinkUnavailableError(RetriableError):
+    """The destination cannot take writes now; ``retry_after`` (seconds) when it said."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(slots=True)
+class DeliveryItem:
+    """The outputs of one consumed record (0..n events)."""
+
+    index: int
+    events: list[CloudEvent]
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class SinkResources:
+    """What the service shares with the sinks it runs."""
+
+    settings: Settings
+    publisher: Publisher
+    admin: TopicAdmin
+    pool: AsyncConnectionPool | None = None
+
+
+async def _no_hook(failed: dict[int, BaseException]) -> None:
+    return None
+
+
+class PipelineSink(Sink):
+    """A sink a pipeline drives.  ``exactly_once`` sinks keep consumed offsets with
+    their writes and skip records at or below them."""
+
+    exactly_once: ClassVar[bool] = False
+
+    def __init__(self, config: PluginConfig, *, name: str | None = None) -> None:
+        super().__init__(config, name=name)
+        self.breaker = CircuitBreaker()
+
+    pipeline: str = ""
+    resources: SinkResources | None = None
+
+    def bind(self, pipeline: str, resources: SinkResources) -> None:
+        """Called once by the pipeline before ``start``: the sink's marks and
+        metrics are per pipeline, and it may use the service's pool and producer."""
+        self.pipeline = pipeline
+        self.resources = resources
+
+    def need_resources(self) -> SinkResources:
+        if self.resources is None:
+            raise RuntimeError(f"sink {self.name!r} was not bound to a pipeline (call bind())")
+        return self.resources
+
+    def topics(self) -> list[str]:
+        """Topics this sink writes to, created when the pipeline starts."""
+        return []
+
+    @property
+    def label(self) -> str:
+        """How logs and metrics name this sink: ``<pipeline>/<sink name>``."""
+        return f"{self.pipeline}/{self.name}" if self.pipeline else self.name
+
+    async def deliver(
+        self, items: Sequence[DeliveryItem], *, before_commit: BeforeCommit | None = None
+    ) -> dict[int, BaseException]:
+        raise NotImplementedError
+
+    async def write_batch(self, events: Sequence[CloudEvent]) -> None:
+        """The plain Sink API: every event in one item each, no offsets."""
+        from eventpipe.base import BatchError
+
+        failed = await self.deliver([DeliveryItem(i, [e]) for i, e in enumerate(events)])
+        if failed:
+            raise BatchError(failed)
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    value = getattr(exc, "retry_after", None)
+    return float(value) if isinstance(value, int | float) else None

@@ -1,0 +1,198 @@
+"""The ``http`` sink: POST CloudEvents to a URL, per event or per batch.
+
+```yaml
+sinks:
+  - http:
+      url: https://hooks.example.com/orders
+      batch: false              # false: one POST per event (binary mode); true: one
+                                # application/cloudevents-batch+json POST per batch
+      mode: binary              # per-event encoding: binary (default) | structured
+      headers: {Authorization: Bearer ...}
+      timeout: 10s
+      concurrency: 16           # POSTs in flight at once (per-event mode)
+      circuit_breaker: {failure_threshold: 5, reset_timeout: 30s}
+```
+
+Each request carries ``Idempotency-Key``: the event id (per-event mode) or a
+digest of the batch's ids, so a retried request can be recognised.
+
+Answers are classified where they enter (ARCHITECTURE.md section 7): 2xx done;
+429, 502, 503, 504, timeouts and connection errors mean the endpoint is down or
+overloaded (:class:`SinkUnavailableError`, ``Retry-After`` honoured): the
+pipeline holds the partition and backs off, and the circuit breaker opens after
+``failure_threshold`` failed writes in a row; other 5xx are retried for the
+record up to ``retry.max_attempts``; other 4xx are permanent (dead letter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+import aiohttp
+from eventpipe.pipelines.durations import Duration
+from pydantic import Field, SecretStr, field_validator
+
+from eventpipe.base import PluginConfig, sinks
+from eventpipe.envelope import CloudEvent, to_http, to_http_batch
+from eventpipe.errors import HttpStatusError
+
+from .api import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
+from .breaker import CircuitBreaker
+
+UNAVAILABLE_STATUSES = frozenset({429, 502, 503, 504})
+
+
+class BreakerConfig(PluginConfig):
+    failure_threshold: int = Field(5, ge=1)
+    reset_timeout: Duration = 30.0
+
+
+class HttpSinkConfig(PluginConfig):
+    url: str
+    batch: bool = False
+    mode: Literal["binary", "structured"] = "binary"
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    timeout: Duration = 10.0
+    concurrency: int = Field(16, ge=1, le=1024)
+    circuit_breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class HttpUnavailableError(SinkUnavailableError):
+    """429 / 502 / 503 / 504, a timeout or a connection failure."""
+
+
+@sinks.register("http")
+class HttpSink(PipelineSink):
+    Config = HttpSinkConfig
+
+    def __init__(self, config: HttpSinkConfig, *, name: str | None = None) -> None:
+        super().__init__(config, name=name)
+        self.cfg = config
+        self.breaker = CircuitBreaker(
+            config.circuit_breaker.failure_threshold, config.circuit_breaker.reset_timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._headers = {k: v.get_secret_value() for k, v in config.headers.items()}
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout),
+                connector=aiohttp.TCPConnector(limit=self.cfg.concurrency),
+            )
+        await super().start()
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+        await super().close()
+
+    async def _post(self, headers: dict[str, str], body: bytes, key: str) -> None:
+        """One POST; raises the classified error."""
+        session = self._session
+        if session is None:
+            raise HttpUnavailableError(f"sink {self.label} is not started")
+        h = {**self._headers, **headers, "Idempotency-Key": key}
+        try:
+            async with session.post(self.cfg.url, data=body, headers=h) as resp:
+                status = resp.status
+                if 200 <= status < 300:
+                    await resp.read()
+                    return
+                text = (await resp.text(errors="replace"))[:200]
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise HttpUnavailableError(
+                f"sink {self.label}: no answer from {self.cfg.url} within {self.cfg.timeout}s"
+            ) from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise HttpUnavailableError(f"sink {self.label}: {type(exc).__name__}: {exc}") from exc
+        if status in UNAVAILABLE_STATUSES:
+            cause = HttpStatusError(status, text, retry_after)
+            err = HttpUnavailableError(
+                f"sink {self.label}: HTTP {status} from {self.cfg.url}", retry_after=retry_after
+            )
+            raise err from cause
+        raise HttpStatusError(status, text, retry_after)
+
+    async def deliver(
+        self, items: Sequence[DeliveryItem], *, before_commit: BeforeCommit | None = None
+    ) -> dict[int, BaseException]:
+        if self.cfg.batch:
+            return await self._deliver_batch(items)
+        jobs: list[tuple[int, CloudEvent]] = [(it.index, e) for it in items for e in it.events]
+        if not jobs:
+            return {}
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+        mode = self.cfg.mode
+
+        async def one(ev: CloudEvent) -> BaseException | None:
+            headers, body = to_http(ev, mode=mode)
+            async with sem:
+                try:
+                    await self._post(headers, body, ev.id)
+                except (HttpStatusError, SinkUnavailableError) as exc:
+                    return exc
+            return None
+
+        results = await asyncio.gather(*(one(ev) for _, ev in jobs))
+        failed: dict[int, BaseException] = {}
+        for (index, _), res in zip(jobs, results, strict=True):
+            if res is not None and index not in failed:
+                failed[index] = res
+        errors = [r for r in results if r is not None]
+        if (
+            errors
+            and len(errors) == len(results)
+            and all(isinstance(e, SinkUnavailableError) for e in errors)
+        ):
+            hints = [a for e in errors if (a := getattr(e, "retry_after", None)) is not None]
+            raise HttpUnavailableError(
+                f"sink {self.label}: every request failed ({errors[0]})",
+                retry_after=max(hints) if hints else None,
+            ) from errors[0]
+        return failed
+
+    async def _deliver_batch(self, items: Sequence[DeliveryItem]) -> dict[int, BaseException]:
+        events = [e for it in items for e in it.events]
+        if not events:
+            return {}
+        headers, body = to_http_batch(events)
+        key = hashlib.sha256("\n".join(e.id for e in events).encode()).hexdigest()
+        try:
+            await self._post(headers, body, key)
+        except HttpStatusError as exc:
+            return {it.index: exc for it in items if it.events}
+        return {}
+
+
+__all__ = ["HttpSink", "HttpSinkConfig", "HttpUnavailableError", "parse_retry_after"]

@@ -1,0 +1,410 @@
+"""The ``postgres`` sink: rows from events, with exactly-once effect.
+
+```yaml
+sinks:
+  - postgres:
+      table: public.orders              # [schema.]table
+      mode: upsert                      # insert (default) | upsert | delete
+      key: [id]                         # conflict / delete key; required for upsert, delete
+      columns:                          # column -> jq over the event's JSON form
+        id: .data.order_id
+        total: .data.total
+        payload: .data                  # objects and arrays are written as jsonb
+        event_id: .id
+      method: copy                      # copy (default) | executemany
+```
+
+Exactly-once effect (ARCHITECTURE.md section 5): one transaction holds the rows
+of a batch and the consumed ``(topic, partition, offset)`` high-water marks in
+``eventpipe.sink_offsets`` (sink ``<pipeline>/<sink name>``).  The mark rows
+are locked first (``FOR UPDATE``), so a worker that lost its partitions in a
+rebalance cannot write a batch the new owner already wrote; records at or
+below the mark are skipped.
+
+A batch is written with one COPY (into the table for ``insert``, into a temp
+staging table for ``upsert`` / ``delete``).  When it fails on bad data (a
+constraint violation, a value of the wrong type), rows are written one by one
+under savepoints to find the bad ones; those are dead-lettered before the
+transaction commits (``before_commit``) and the others are kept.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import psycopg
+import psycopg.errors as pe
+from eventpipe.transforms.event_form import to_event_form
+from eventpipe.transforms.jq_engine import (
+    DEFAULT_ENGINE,
+    EngineName,
+    JqCompileError,
+    compile_program,
+)
+from eventpipe.transforms.steps import values_source
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from eventpipe.base import PluginConfig, sinks
+from eventpipe.errors import PermanentError, SinkWriteError, is_retriable
+
+from .api import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+
+
+class RowMappingError(PermanentError):
+    """A column expression failed for this event."""
+
+
+class RowRejectedError(PermanentError):
+    """PostgreSQL rejected this row (constraint violation, bad value)."""
+
+
+def _ident(v: str) -> str:
+    if not _IDENT.match(v):
+        raise ValueError(f"{v!r} is not a plain SQL identifier (letters, digits, _; max 63)")
+    return v
+
+
+class PostgresSinkConfig(PluginConfig):
+    table: str
+    columns: dict[str, str] = Field(min_length=1)
+    mode: Literal["insert", "upsert", "delete"] = "insert"
+    key: list[str] = Field(default_factory=list)
+    method: Literal["copy", "executemany"] = "copy"
+    url: SecretStr | None = Field(
+        None, description="another database; default: the service's database.url"
+    )
+    engine: EngineName = DEFAULT_ENGINE
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str) -> str:
+        parts = v.split(".")
+        if len(parts) > 2:
+            raise ValueError("use table or schema.table")
+        for p in parts:
+            _ident(p)
+        return v
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, v: dict[str, str]) -> dict[str, str]:
+        for col, expr in v.items():
+            _ident(col)
+            if not isinstance(expr, str) or not expr.strip():
+                raise ValueError(f"column {col!r}: needs a jq expression, e.g. .data.{col}")
+        return v
+
+    @model_validator(mode="after")
+    def _key(self) -> PostgresSinkConfig:
+        if self.mode in ("upsert", "delete") and not self.key:
+            raise ValueError(f"mode {self.mode} needs `key:` (the columns that identify a row)")
+        missing = [k for k in self.key if k not in self.columns]
+        if missing:
+            raise ValueError(f"key column(s) {missing} must also be listed under `columns:`")
+        for col, expr in self.columns.items():
+            try:
+                compile_program(expr, self.engine)
+            except JqCompileError as exc:
+                raise ValueError(f"columns.{col}: {exc.message}") from exc
+        return self
+
+
+def _sql_value(v: Any) -> Any:
+    if isinstance(v, dict | list):
+        return Jsonb(v)
+    return v
+
+
+@sinks.register("postgres")
+class PostgresSink(PipelineSink):
+    Config = PostgresSinkConfig
+    exactly_once: ClassVar[bool] = True
+
+    def __init__(self, config: PostgresSinkConfig, *, name: str | None = None) -> None:
+        super().__init__(config, name=name)
+        self._pool: AsyncConnectionPool | None = None
+        self._own_pool = False
+        self._url: SecretStr | None = None
+        self.columns: list[str] = []
+        self._setup_rows(config)
+
+    def _setup_rows(self, config: PostgresSinkConfig) -> None:
+        self.cfg = config
+        self._url = config.url
+        self.columns = list(config.columns)
+        self._program = compile_program(values_source(list(config.columns.values())), config.engine)
+        parts = config.table.split(".")
+        self._table = sql.Identifier(*parts)
+        self._stage = sql.Identifier(f"ep_stage_{abs(hash((config.table, id(self)))) % 10**8}")
+        self._build_sql()
+
+    # ------------------------------------------------------------- SQL text
+    def _build_sql(self) -> None:
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in self.columns)
+        keys = sql.SQL(", ").join(sql.Identifier(c) for c in self.cfg.key)
+        ph = sql.SQL(", ").join(sql.Placeholder() * len(self.columns))
+        t = self._table
+        others = [c for c in self.columns if c not in self.cfg.key]
+        update: sql.Composable
+        if others:
+            update = sql.SQL("do update set ") + sql.SQL(", ").join(
+                sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in others
+            )
+        else:
+            update = sql.SQL("do nothing")
+        key_match = (
+            sql.SQL(" and ").join(
+                sql.SQL("{t}.{c} is not distinct from s.{c}").format(t=t, c=sql.Identifier(c))
+                for c in self.cfg.key
+            )
+            if self.cfg.key
+            else sql.SQL("false")
+        )
+        mode = self.cfg.mode
+        if mode == "insert":
+            self._row_sql = sql.SQL("insert into {t} ({cols}) values ({ph})").format(
+                t=t, cols=cols, ph=ph
+            )
+        elif mode == "upsert":
+            self._row_sql = sql.SQL(
+                "insert into {t} ({cols}) values ({ph}) on conflict ({keys}) {update}"
+            ).format(t=t, cols=cols, ph=ph, keys=keys, update=update)
+        else:
+            where = sql.SQL(" and ").join(
+                sql.SQL("{c} is not distinct from {p}").format(
+                    c=sql.Identifier(c), p=sql.Placeholder()
+                )
+                for c in self.cfg.key
+            )
+            self._row_sql = sql.SQL("delete from {t} where {w}").format(t=t, w=where)
+        stage = self._stage
+        self._stage_sql = sql.SQL(
+            "create temp table if not exists {s} on commit delete rows as "
+            "select {cols}, 0::bigint as ep_ord from {t} with no data"
+        ).format(s=stage, cols=cols, t=t)
+        if mode == "insert":
+            self._copy_sql = sql.SQL("copy {t} ({cols}) from stdin").format(t=t, cols=cols)
+            self._apply_sql: sql.Composed | None = None
+        else:
+            self._copy_sql = sql.SQL("copy {s} ({cols}, ep_ord) from stdin").format(
+                s=stage, cols=cols
+            )
+            if mode == "upsert":
+                self._apply_sql = sql.SQL(
+                    "insert into {t} ({cols}) select distinct on ({keys}) {cols} from {s} "
+                    "order by {keys}, ep_ord desc on conflict ({keys}) {update}"
+                ).format(t=t, cols=cols, keys=keys, s=stage, update=update)
+            else:
+                self._apply_sql = sql.SQL("delete from {t} using {s} s where {m}").format(
+                    t=t, s=stage, m=key_match
+                )
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        if self._url is not None:
+            self._pool = AsyncConnectionPool(
+                self._url.get_secret_value(),
+                min_size=1,
+                max_size=2,
+                open=False,
+                kwargs={"autocommit": False},
+                name=f"sink-{self.name}",
+            )
+            self._own_pool = True
+            try:
+                await self._pool.open(wait=True, timeout=10)
+            except PoolTimeout as exc:
+                await self._pool.close()
+                raise SinkUnavailableError(f"sink {self.label}: cannot connect") from exc
+        else:
+            self._pool = self.need_resources().pool
+            if self._pool is None:
+                raise SinkUnavailableError(f"sink {self.label}: the service has no database")
+        await super().start()
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None and self._own_pool:
+            await pool.close()
+        await super().close()
+
+    # --------------------------------------------------------------- writing
+    def _row(self, item: DeliveryItem, n: int) -> list[Any]:
+        try:
+            values = self._program.first(to_event_form(item.events[n]))
+        except PermanentError as exc:
+            raise RowMappingError(f"sink {self.label}: column mapping failed: {exc}") from exc
+        return [_sql_value(found[0] if found else None) for found in values]
+
+    async def deliver(
+        self, items: Sequence[DeliveryItem], *, before_commit: BeforeCommit | None = None
+    ) -> dict[int, BaseException]:
+        pool = self._pool
+        if pool is None:
+            raise SinkUnavailableError(f"sink {self.label} is not started")
+        try:
+            async with pool.connection() as conn:
+                return await self._deliver(conn, items, before_commit)
+        except PoolTimeout as exc:
+            raise SinkUnavailableError(f"sink {self.label}: no database connection") from exc
+        except (pe.SerializationFailure, pe.DeadlockDetected, pe.LockNotAvailable) as exc:
+            raise SinkWriteError(f"sink {self.label}: {exc}", retriable=True) from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise SinkUnavailableError(f"sink {self.label}: database unavailable: {exc}") from exc
+
+    async def _deliver(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        items: Sequence[DeliveryItem],
+        before_commit: BeforeCommit | None,
+    ) -> dict[int, BaseException]:
+        failed: dict[int, BaseException] = {}
+        async with conn.transaction():
+            marks = await self._lock_marks(conn, items)
+            todo = [
+                it
+                for it in items
+                if it.topic is None
+                or it.offset is None
+                or it.offset > marks.get((it.topic, it.partition or 0), -1)
+            ]
+            rows: list[list[Any]] = []
+            owners: list[int] = []
+            for it in todo if self.columns else ():
+                for n in range(len(it.events)):
+                    try:
+                        rows.append(self._row(it, n))
+                        owners.append(it.index)
+                    except RowMappingError as exc:
+                        failed[it.index] = exc
+            if failed:  # drop every row of a record with a failed mapping
+                keep = [i for i, o in enumerate(owners) if o not in failed]
+                rows = [rows[i] for i in keep]
+                owners = [owners[i] for i in keep]
+            if rows:
+                try:
+                    async with conn.transaction():
+                        await self._write(conn, rows)
+                except psycopg.DatabaseError as exc:
+                    if is_retriable(exc):
+                        raise
+                    await self._isolate(conn, rows, owners, failed)
+            await self._also_write(conn, todo, failed)
+            if failed and before_commit is not None:
+                await before_commit(failed)
+            await self._advance_marks(conn, todo)
+        return failed
+
+    async def _also_write(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        items: Sequence[DeliveryItem],
+        failed: dict[int, BaseException],
+    ) -> None:
+        """Subclasses write more in the same transaction (the outbox sink)."""
+
+    async def _write(self, conn: psycopg.AsyncConnection[Any], rows: list[list[Any]]) -> None:
+        async with conn.cursor() as cur:
+            if self.cfg.method == "executemany":
+                await cur.executemany(self._row_sql, rows)
+                return
+            if self._apply_sql is not None:
+                await cur.execute(self._stage_sql)
+            async with cur.copy(self._copy_sql) as copy:
+                if self._apply_sql is None:
+                    for row in rows:
+                        await copy.write_row(row)
+                else:
+                    for n, row in enumerate(rows):
+                        await copy.write_row([*row, n])
+            if self._apply_sql is not None:
+                await cur.execute(self._apply_sql)
+
+    async def _isolate(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        rows: list[list[Any]],
+        owners: list[int],
+        failed: dict[int, BaseException],
+    ) -> None:
+        """Write rows one at a time under savepoints; rows PostgreSQL rejects fail
+        their record (and that record's other rows are rolled back with them)."""
+        by_owner: dict[int, list[list[Any]]] = {}
+        for row, owner in zip(rows, owners, strict=True):
+            by_owner.setdefault(owner, []).append(row)
+        for owner, owned in by_owner.items():
+            try:
+                async with conn.transaction(), conn.cursor() as cur:
+                    for row in owned:
+                        await cur.execute(self._row_sql, self._row_params(row))
+            except psycopg.DatabaseError as exc:
+                if is_retriable(exc):
+                    raise
+                err = RowRejectedError(
+                    f"sink {self.label}: {type(exc).__name__}: {str(exc).strip()}"
+                )
+                err.__cause__ = exc
+                failed[owner] = err
+
+    def _row_params(self, row: list[Any]) -> list[Any]:
+        if self.cfg.mode == "delete":
+            return [row[self.columns.index(k)] for k in self.cfg.key]
+        return row
+
+    # ----------------------------------------------------------------- marks
+    def _mark_sink(self) -> str:
+        return self.label
+
+    async def _lock_marks(
+        self, conn: psycopg.AsyncConnection[Any], items: Sequence[DeliveryItem]
+    ) -> dict[tuple[str, int], int]:
+        tps = sorted({(it.topic, it.partition or 0) for it in items if it.topic is not None})
+        if not tps:
+            return {}
+        sink = self._mark_sink()
+        topics = [t for t, _ in tps]
+        parts = [p for _, p in tps]
+        async with conn.cursor() as cur:
+            await cur.execute(
+                'insert into eventpipe.sink_offsets (sink, topic, partition, "offset") '
+                "select %s, t, p, -1 from unnest(%s::text[], %s::int[]) as u(t, p) "
+                "on conflict do nothing",
+                (sink, topics, parts),
+            )
+            await cur.execute(
+                'select topic, partition, "offset" from eventpipe.sink_offsets '
+                "where sink = %s and (topic, partition) in "
+                "(select * from unnest(%s::text[], %s::int[])) "
+                "order by topic, partition for update",
+                (sink, topics, parts),
+            )
+            return {(t, p): o for t, p, o in await cur.fetchall()}
+
+    async def _advance_marks(
+        self, conn: psycopg.AsyncConnection[Any], items: Sequence[DeliveryItem]
+    ) -> None:
+        top: dict[tuple[str, int], int] = {}
+        for it in items:
+            if it.topic is None or it.offset is None:
+                continue
+            k = (it.topic, it.partition or 0)
+            if it.offset > top.get(k, -1):
+                top[k] = it.offset
+        if not top:
+            return
+        await conn.execute(
+            'update eventpipe.sink_offsets s set "offset" = u.o, updated_at = now() '
+            "from unnest(%s::text[], %s::int[], %s::bigint[]) as u(t, p, o) "
+            'where s.sink = %s and s.topic = u.t and s.partition = u.p and s."offset" < u.o',
+            ([t for t, _ in top], [p for _, p in top], list(top.values()), self._mark_sink()),
+        )
+
+
+__all__ = ["PostgresSink", "PostgresSinkConfig", "RowMappingError", "RowRejectedError"]

@@ -1,0 +1,123 @@
+"""Helpers the pipeline integration tests share (no tests here)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+
+from eventpipe.envelope.kafka import KafkaMessage
+from eventpipe.publisher import Publisher
+from eventpipe.service.runner import Service
+from eventpipe.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ident(prefix: str = "p") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def with_pipelines(settings: Settings, *pipelines: dict[str, Any]) -> Settings:
+    """Settings holding ``pipelines``, validated like a config file would be."""
+    from eventpipe.pipelines.spec import parse_pipelines
+
+    s = settings.model_copy(update={"pipelines": list(pipelines)})
+    parse_pipelines(s)
+    return s
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Service]:
+    svc = Service(settings, "pipelines")
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        await svc.stop()
+
+
+async def sql(url: str, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(query.encode(), params)
+        return await cur.fetchall() if cur.description else []
+
+
+async def wait_rows(url: str, query: str, expected: int, timeout: float = 30.0) -> int:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    n = -1
+    while loop.time() < deadline:
+        n = int((await sql(url, query))[0][0])
+        if n >= expected:
+            return n
+        await asyncio.sleep(0.2)
+    return n
+
+
+async def produce_raw(settings: Settings, topic: str, messages: list[KafkaMessage]) -> None:
+    async with Publisher(settings) as p:
+        await p.publish_messages(topic, messages, [str(i) for i in range(len(messages))])
+
+
+def dlq_headers(record: Any) -> dict[str, str]:
+    return {
+        k: v.decode()
+        for k, v in record.headers
+        if k.startswith("eventpipe.dlq.") and not k.endswith("stacktrace")
+    }
+
+
+def write_config(path: Path, settings: Settings, pipelines: list[dict[str, Any]]) -> Path:
+    cfg = {
+        "service": {"log_level": "WARNING", "port": 0},
+        "database": {"pool_max": 4},
+        "pipelines": pipelines,
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def start_worker(cfg: Path, settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(
+        os.environ,
+        EVENTPIPE_KAFKA_BOOTSTRAP=settings.kafka.bootstrap,
+        EVENTPIPE_DATABASE_URL=settings.database.url.get_secret_value(),
+        PYTHONPATH=str(ROOT),
+    )
+    out = log.open("ab")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "eventpipe", "run", "-c", str(cfg), "--role", "pipelines"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=str(cfg.parent),
+        )
+    finally:
+        out.close()
+
+
+def kill9(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            kill9(proc)
