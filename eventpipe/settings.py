@@ -82,6 +82,11 @@ class EmbeddedSettings(Section):
     data_dir: Path = Path(".eventpipe")
     postgres_port: int = Field(5432, ge=0, le=65535)
     kafka_port: int = Field(9092, ge=0, le=65535)
+    init_sql: list[Path] = Field(
+        default_factory=list,
+        description="SQL files `eventpipe dev` runs after migrations (demo tables); "
+        "each must be safe to run again",
+    )
 
 
 class TopicSpec(Section):

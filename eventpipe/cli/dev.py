@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 
 from eventpipe import runtime
-from eventpipe.cli.common import err_console, settings_from_args, setup_logging
+from eventpipe.cli.common import CliError, err_console, settings_from_args, setup_logging
 from eventpipe.embedded.stack import DATABASE_ENV, KAFKA_ENV, EmbeddedStack
 from eventpipe.service.runner import Service, serve_until_signalled
 from eventpipe.settings import Settings
@@ -76,6 +76,23 @@ def banner(settings: Settings, service: Service, stack: EmbeddedStack) -> str:
     )
 
 
+async def _run_init_sql(url: str, files: list[Path]) -> None:
+    """The demo's own tables, created before the service starts (idempotent SQL)."""
+    import psycopg
+
+    from eventpipe.db.migrations import apply_migrations
+
+    await apply_migrations(url)
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        for f in files:
+            try:
+                sql = f.read_text()
+            except OSError as exc:
+                raise CliError(f"embedded.init_sql: cannot read {f}: {exc.strerror}") from exc
+            await conn.execute(sql.encode())
+        await conn.commit()
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     if not Path(args.config).exists():
         err_console.print(
@@ -101,6 +118,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 ),
             }
         )
+
+        if emb.init_sql:
+            runtime.run(_run_init_sql(stack.database_url, emb.init_sql))
 
         def ready(service: Service) -> None:
             err_console.print(banner(settings, service, stack), soft_wrap=True)

@@ -1,0 +1,180 @@
+"""The ``postgres_cdc`` source's typed config (one ``sources:`` entry).
+
+```yaml
+sources:
+  - type: postgres_cdc
+    name: shop                      # unique; default prefix of topics, slot and types
+    tables: [public.orders, public.customers]
+    snapshot: initial               # initial | never | initial_only
+    # everything below is optional
+    database_url: postgresql://...  # default: database.url
+    slot: eventpipe_shop            # default: eventpipe_<name>
+    publication: eventpipe_shop     # default: eventpipe_<name>
+    topic: "{prefix}.{schema}.{table}"
+    numeric: string                 # string | number
+    toast_placeholder: __debezium_unavailable_value
+    key_columns: {public.audit_log: [id]}   # tables without a primary key
+    heartbeat_interval_s: 10
+```
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from eventpipe.base import PluginConfig
+
+from .types import NumericMode
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_SLOT = re.compile(r"^[a-z0-9_]{1,63}$")
+TOPIC_FIELDS = ("prefix", "name", "schema", "table")
+SnapshotMode = Literal["initial", "never", "initial_only"]
+
+
+def parse_table(name: str) -> tuple[str, str]:
+    """``"orders"`` -> ("public", "orders"); ``"shop.orders"`` -> ("shop", "orders")."""
+    schema, dot, table = name.partition(".")
+    if not dot:
+        schema, table = "public", name
+    for part in (schema, table):
+        if not _IDENT.match(part):
+            raise ValueError(
+                f"{name!r}: use schema.table with unquoted identifiers (letters, digits, _)"
+            )
+    return schema, table
+
+
+def qualified(schema: str, table: str) -> str:
+    return f"{schema}.{table}"
+
+
+def sanitize_name(name: str) -> str:
+    """A source name -> something usable in slot and publication names."""
+    return re.sub(r"[^a-z0-9_]", "_", name.lower())[:50]
+
+
+def check_template(template: str, fields: tuple[str, ...]) -> str:
+    try:
+        template.format(**{f: "x" for f in fields})
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(
+            f"{template!r} is not a valid template: use only {{{'}, {'.join(fields)}}}"
+        ) from exc
+    return template
+
+
+class PostgresCdcConfig(PluginConfig):
+    tables: list[str] = Field(min_length=1, description="schema.table names to capture")
+    database_url: SecretStr | None = Field(None, description="default: database.url")
+    slot: str | None = Field(None, description="replication slot; default eventpipe_<name>")
+    publication: str | None = Field(None, description="default eventpipe_<name>")
+    create_slot: bool = True
+    create_publication: bool = True
+    topic_prefix: str | None = Field(None, description="default: the source name")
+    topic: str = "{prefix}.{schema}.{table}"
+    type_prefix: str | None = Field(None, description="CloudEvent type prefix; default prefix")
+    source_uri: str | None = Field(None, description="CloudEvent source; default /eventpipe/...")
+    create_topics: bool = True
+    topic_partitions: int | None = Field(None, ge=1)
+    mode: Literal["binary", "structured"] = "binary"
+    snapshot: SnapshotMode = "initial"
+    snapshot_chunk_size: int = Field(2048, ge=1, le=100_000)
+    batch_size: int = Field(
+        5000, ge=1, le=1_000_000, description="changes per slot read (whole transactions)"
+    )
+    poll_interval_ms: int = Field(10, ge=1, le=60_000)
+    numeric: NumericMode = "string"
+    toast_placeholder: str = "__debezium_unavailable_value"
+    key_columns: dict[str, list[str]] = Field(
+        default_factory=dict, description="key for tables without a primary key"
+    )
+    require_replica_identity_full: bool = False
+    tombstones_on_delete: bool = False
+    emit_messages: bool = Field(False, description="publish logical decoding messages (op m)")
+    message_topic: str = "{prefix}.message"
+    dlq_topic: str | None = Field(None, description="default <name>.dlq")
+    heartbeat_interval_s: float = Field(10.0, gt=0)
+    stall_timeout_s: float = Field(60.0, gt=0)
+    standby_poll_s: float = Field(1.0, gt=0)
+    signal_poll_s: float = Field(1.0, gt=0)
+
+    @field_validator("tables")
+    @classmethod
+    def _tables(cls, v: list[str]) -> list[str]:
+        out = [qualified(*parse_table(t)) for t in v]
+        dup = {t for t in out if out.count(t) > 1}
+        if dup:
+            raise ValueError(f"listed twice: {sorted(dup)}")
+        return out
+
+    @field_validator("slot")
+    @classmethod
+    def _slot(cls, v: str | None) -> str | None:
+        if v is not None and not _SLOT.match(v):
+            raise ValueError("slot names are 1-63 lower-case letters, digits and '_'")
+        return v
+
+    @field_validator("publication")
+    @classmethod
+    def _publication(cls, v: str | None) -> str | None:
+        if v is not None and not _IDENT.match(v):
+            raise ValueError("publication names are letters, digits and '_' (at most 63)")
+        return v
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        return check_template(v, TOPIC_FIELDS)
+
+    @field_validator("message_topic")
+    @classmethod
+    def _message_topic(cls, v: str) -> str:
+        return check_template(v, ("prefix", "name"))
+
+    @field_validator("key_columns")
+    @classmethod
+    def _key_columns(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        out = {}
+        for table, cols in v.items():
+            if not cols:
+                raise ValueError(f"{table}: list at least one column")
+            out[qualified(*parse_table(table))] = cols
+        return out
+
+    @model_validator(mode="after")
+    def _cross(self) -> PostgresCdcConfig:
+        unknown = sorted(set(self.key_columns) - set(self.tables))
+        if unknown:
+            raise ValueError(f"key_columns names tables that are not in tables: {unknown}")
+        if self.stall_timeout_s < 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                "stall_timeout_s must be at least twice heartbeat_interval_s, or an idle "
+                "slot would raise the stall alarm between heartbeats"
+            )
+        return self
+
+    # ---------------------------------------------------- name-dependent defaults
+    def slot_name(self, name: str) -> str:
+        return self.slot or f"eventpipe_{sanitize_name(name)}"
+
+    def publication_name(self, name: str) -> str:
+        return self.publication or f"eventpipe_{sanitize_name(name)}"
+
+    def prefix(self, name: str) -> str:
+        return self.topic_prefix or name
+
+    def types_prefix(self, name: str) -> str:
+        return self.type_prefix or self.prefix(name)
+
+    def source_attr(self, name: str) -> str:
+        return self.source_uri or f"/eventpipe/postgres_cdc/{name}"
+
+    def dlq(self, name: str) -> str:
+        return self.dlq_topic or f"{name}.dlq"
+
+    def topic_for(self, name: str, schema: str, table: str) -> str:
+        return self.topic.format(prefix=self.prefix(name), name=name, schema=schema, table=table)
