@@ -106,7 +106,9 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return resp
 
 
-def build_app(ctx: ServiceContext) -> web.Application:
+def build_app(ctx: ServiceContext, *, ops_only: bool = False) -> web.Application:
+    """The service's HTTP app.  ``ops_only`` (processes whose role is not ingest)
+    serves only /healthz, /readyz and /metrics, for orchestrators and Prometheus."""
     app = web.Application(
         middlewares=[observe],
         # the publish API enforces service.max_body_bytes itself, with problem JSON
@@ -116,6 +118,8 @@ def build_app(ctx: ServiceContext) -> web.Application:
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics_endpoint, name="metrics")
+    if ops_only:
+        return app
     publish_api.install(app)
     for installer in ROUTE_INSTALLERS:
         installer(app, ctx)

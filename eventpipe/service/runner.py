@@ -66,8 +66,8 @@ class Service:
             for comp in self.components:
                 await comp.start()
                 log.info("started %s", comp.name)
-            if "ingest" in roles:
-                await self._start_http()
+            # Every role serves the ops endpoints; only ingest serves the APIs.
+            await self._start_http(ops_only="ingest" not in roles)
             # Everything allocated so far lives as long as the service: keep it out of
             # the cyclic GC's generations so full collections stay short (tail latency).
             gc.collect()
@@ -76,10 +76,10 @@ class Service:
             await self.stop()
             raise
 
-    async def _start_http(self) -> None:
+    async def _start_http(self, *, ops_only: bool = False) -> None:
         assert self.ctx is not None
         svc = self.settings.service
-        app = build_app(self.ctx)
+        app = build_app(self.ctx, ops_only=ops_only)
         self.runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=svc.shutdown_timeout_s
         )
