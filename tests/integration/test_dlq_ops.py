@@ -246,14 +246,21 @@ async def test_cli_list_json_and_interrupted_replay_resumes(settings: Settings, 
     docs = [orjson.loads(line) for line in out.decode().splitlines()]
     assert len(docs) == 30 and docs[0]["pipeline"] == "bulk"
 
-    # Replay at 10/s and interrupt after about a second: some recorded, not all.
+    # Replay at 10/s and interrupt once some, but not all, are recorded.
     p = _cli(settings, "replay", "--topic", dlq_topic, "--rate", "10")
-    await asyncio.sleep(2.5)
-    p.send_signal(signal.SIGKILL)
-    await asyncio.to_thread(p.communicate, timeout=30)
-    async with await psycopg.AsyncConnection.connect(
-        settings.database.url.get_secret_value()
-    ) as conn:
+    url = settings.database.url.get_secret_value()
+    first = 0
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        for _ in range(300):
+            cur = await conn.execute(
+                "select count(*) from eventpipe.dlq_replays where dlq_topic = %s", (dlq_topic,)
+            )
+            (first,) = await cur.fetchone()  # type: ignore[misc]
+            if first > 0:
+                break
+            await asyncio.sleep(0.1)
+        p.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(p.communicate, timeout=30)
         cur = await conn.execute(
             "select count(*) from eventpipe.dlq_replays where dlq_topic = %s", (dlq_topic,)
         )

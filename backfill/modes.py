@@ -1,0 +1,261 @@
+"""The pipeline as a backfill runs it: its steps and validation, built as the live
+pipeline builds them, and in place of its sinks what the mode asks for
+(:mod:`eventpipe.backfill.sinks`).
+
+Stateful steps keep their state in memory for the run (no faust tables): a
+``dedup`` step dedupes within the backfill; ``aggregate`` steps are refused in
+live mode (:func:`eventpipe.backfill.options.check_pipeline_for`).
+
+Each worker gets a :class:`Lane`: its own :class:`BatchProcessor` and sink
+wrappers over the shared real sinks, so the outcome of a batch is its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventpipe.connectors.sinks.api import PipelineSink, SinkResources
+from eventpipe.dlq.writer import DeadLetterWriter
+from eventpipe.pipelines.aggregate import AggregateConfig, Aggregator
+from eventpipe.pipelines.batch import BatchProcessor, Record, Stage
+from eventpipe.pipelines.component import fetch_schemas
+from eventpipe.pipelines.dedup import DedupStepConfig, DedupTable
+from eventpipe.pipelines.retry import RetryPolicy
+from eventpipe.pipelines.spec import (
+    PipelineSpec,
+    SinkEntry,
+    StatefulEntry,
+    build_segments,
+    build_sinks,
+    build_validate,
+)
+from eventpipe.transforms import Chain, ValidateStep
+from eventpipe.transforms.jq_engine import compile_program
+
+from eventpipe.errors import ConfigError
+from eventpipe.service.context import ServiceContext
+from eventpipe.settings import TopicSpec
+
+from .job import Counts, Job
+from .sinks import (
+    CapturedDeadLetters,
+    DeliveryChecks,
+    DryRunSink,
+    LedgerMixin,
+    LiveSink,
+    Outcome,
+    Samples,
+    ShadowSink,
+    ledgered,
+)
+
+
+def _no_event(_: Any) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
+def make_stages(spec: PipelineSpec, segments: Sequence[Any]) -> list[Stage]:
+    """Stages as the runtime names them, stateful ones over in-memory tables."""
+    stages: list[Stage] = []
+    offset = 0
+    for seg in segments:
+        if isinstance(seg, Chain):
+            stages.append(
+                Stage(name="steps:" + "|".join(seg.describe()), chain=seg, step_offset=offset)
+            )
+            offset += len(seg)
+            continue
+        assert isinstance(seg, StatefulEntry)
+        name = f"steps[{offset}].{seg.kind}"
+        table: dict[str, Any] = {}
+        if isinstance(seg.config, AggregateConfig):
+            agg = Aggregator(seg.config, table, pipeline=spec.name, path=name, use_event=_no_event)
+            stages.append(Stage(name=name, aggregator=agg))
+        else:
+            assert isinstance(seg.config, DedupStepConfig)
+            dt = DedupTable(table, seg.config.window, _no_event)
+            stages.append(
+                Stage(name=name, dedup=(dt, compile_program(seg.config.key, seg.config.engine)))
+            )
+        offset += 1
+    return stages
+
+
+@dataclass
+class BuiltPipeline:
+    spec: PipelineSpec
+    stages: list[Stage]
+    validate_input: ValidateStep | None
+    validate_output: ValidateStep | None
+    sinks: list[SinkEntry]
+
+
+async def build_pipeline(spec: PipelineSpec, ctx: ServiceContext) -> BuiltPipeline:
+    """Steps, validation and sink entries; every problem at once (schemas resolved now)."""
+    resolve = await fetch_schemas(spec, ctx)
+    segments, problems = build_segments(spec.steps, path="steps", resolve_schema=resolve)
+    v_in, p_in = build_validate(spec.validate_input, path="validate_input", resolve_schema=resolve)
+    v_out, p_out = build_validate(
+        spec.validate_output, path="validate_output", resolve_schema=resolve
+    )
+    entries, p_sinks = build_sinks(spec.sinks, path="sinks")
+    problems = problems + p_in + p_out + p_sinks
+    if problems:
+        raise ConfigError([(f"pipeline {spec.name}: {p}", m) for p, m in problems])
+    return BuiltPipeline(spec, make_stages(spec, segments), v_in, v_out, entries)
+
+
+@dataclass
+class LaneResult:
+    counts: Counts
+    sinks: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+class Lane:
+    """One worker's processor: ``process`` runs a batch and says what became of it."""
+
+    def __init__(self, processor: BatchProcessor, outcome: Outcome) -> None:
+        self.processor = processor
+        self.outcome = outcome
+
+    async def process(self, records: list[Record]) -> LaneResult:
+        counts = Counts(read=len(records))
+        if not records:
+            return LaneResult(counts)
+        self.outcome.reset(records)
+        await self.processor.process(records)
+        delivered = self.outcome.delivered
+        skipped = self.outcome.skipped
+        for r in records:
+            if r.dead:
+                counts.dead_lettered += 1
+            elif r.duplicate:  # the same (source, id) earlier in the run
+                counts.duplicates += 1
+            elif not r.outputs:
+                counts.filtered += 1
+            else:
+                counts.outputs += len(r.outputs)
+                if any(r.index in s for s in delivered.values()):
+                    counts.delivered += 1
+                elif any(r.index in s for s in skipped.values()):
+                    counts.duplicates += 1
+        per_sink: dict[str, dict[str, int]] = {}
+        for name, idx in delivered.items():
+            per_sink.setdefault(name, {})["delivered"] = len(idx)
+        for name, idx in skipped.items():
+            per_sink.setdefault(name, {})["skipped"] = len(idx)
+        return LaneResult(counts, per_sink)
+
+
+class ModeRunner:
+    """Builds lanes for one job; ``start`` / ``close`` own the real sinks (live)."""
+
+    def __init__(
+        self, built: BuiltPipeline, ctx: ServiceContext, job: Job, *, samples: int = 5
+    ) -> None:
+        self.built = built
+        self.ctx = ctx
+        self.job = job
+        self.spec = built.spec
+        self.samples = Samples(samples)
+        self.sinks: list[PipelineSink] = []
+        self.checks: DeliveryChecks | None = None
+        # As the live pipeline does: an event seen twice (same source and id) within
+        # the dedup window goes through once; here the table lives in memory.
+        window = self.spec.state.dedup_window
+        self.dedup = DedupTable({}, window, _no_event) if window else None
+
+    @property
+    def shadow_topic(self) -> str:
+        return f"{self.spec.name}.shadow"
+
+    async def start(self) -> None:
+        spec, job, ctx = self.spec, self.job, self.ctx
+        if job.mode == "shadow":
+            await ctx.admin.ensure_topics([TopicSpec(name=self.shadow_topic)])
+            return
+        if job.mode != "live":
+            return
+        await ctx.admin.ensure_topics(
+            [TopicSpec(name=spec.dlq_topic, partitions=spec.dead_letter.partitions)]
+        )
+        assert ctx.pool is not None
+        self.checks = DeliveryChecks(
+            ctx.pool,
+            ctx.settings.kafka,
+            job_id=job.id,
+            mark_prefix=job.mark_prefix,
+            live_group=spec.group,
+            from_topics=job.source == "topic",
+            force=bool(job.options.get("force")),
+        )
+        from eventpipe.base import sinks as registry
+
+        resources = SinkResources(ctx.settings, ctx.publisher, ctx.admin, ctx.pool)
+        try:
+            for e in self.built.sinks:
+                cls = registry.get(e.kind)
+                keyed = e.kind == "postgres" and getattr(e.config, "mode", "") in (
+                    "upsert",
+                    "delete",
+                )
+                sink = (cls if keyed else ledgered(cls))(e.config, name=e.name)
+                assert isinstance(sink, PipelineSink)
+                if isinstance(sink, LedgerMixin):
+                    sink.ledger_label = f"{spec.name}/{e.name}"
+                    sink.ledger_job = job.id
+                # Bound as "<pipeline>@<job>": the sink's offset marks are the job's own.
+                sink.bind(job.mark_prefix, resources)
+                self.sinks.append(sink)
+                await sink.start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        for sink in self.sinks:
+            with contextlib.suppress(Exception):
+                await sink.close()
+        self.sinks = []
+        checks, self.checks = self.checks, None
+        if checks is not None:
+            await checks.close()
+
+    def lane(self) -> Lane:
+        spec, job, ctx = self.spec, self.job, self.ctx
+        outcome = Outcome()
+        dlq: DeadLetterWriter
+        wrapped: list[PipelineSink]
+        if job.mode == "live":
+            assert self.checks is not None
+            dlq = DeadLetterWriter(ctx.publisher, spec.dlq_topic)
+            wrapped = [
+                LiveSink(
+                    s,
+                    pipeline=spec.name,
+                    checks=self.checks,
+                    outcome=outcome,
+                    from_topics=job.source == "topic",
+                )
+                for s in self.sinks
+            ]
+        elif job.mode == "shadow":
+            dlq = CapturedDeadLetters(ctx.publisher, spec.dlq_topic, self.samples)
+            wrapped = [ShadowSink(ctx.publisher, self.shadow_topic, job.id, outcome)]
+        else:
+            dlq = CapturedDeadLetters(ctx.publisher, spec.dlq_topic, self.samples)
+            wrapped = [DryRunSink(e, outcome, self.samples) for e in self.built.sinks]
+        processor = BatchProcessor(
+            pipeline=spec.name,
+            stages=self.built.stages,
+            sinks=wrapped,
+            dlq=dlq,
+            retry=RetryPolicy(spec.retry),
+            validate_input=self.built.validate_input,
+            validate_output=self.built.validate_output,
+            dedup=self.dedup,
+        )
+        return Lane(processor, outcome)

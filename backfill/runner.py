@@ -1,0 +1,333 @@
+"""Running a job: plan (or load) it, then workers over its partitions (or tables),
+each batch through a :class:`~eventpipe.backfill.modes.Lane` and recorded in the
+job before the next is read; then the shadow comparison and the report."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+from eventpipe.pipelines.spec import PipelineSpec
+
+from eventpipe.db.migrations import apply_migrations
+from eventpipe.db.pool import open_pool
+from eventpipe.kafka.admin import TopicAdmin
+from eventpipe.publisher import Publisher
+from eventpipe.service.context import ServiceContext
+from eventpipe.settings import Settings
+
+from .job import Job, JobStore, Progress, new_job_id
+from .modes import BuiltPipeline, Lane, LaneResult, ModeRunner, build_pipeline
+from .options import (
+    BackfillArgumentError,
+    BackfillError,
+    BackfillRequest,
+    check_pipeline_for,
+    find_pipeline,
+)
+from .progress import NoView, ProgressView
+from .rate import RateLimiter
+from .report import build_report
+from .shadow import compare
+from .table_reader import TableReader, TableTarget, resolve_tables
+from .topic_reader import Batch, PartitionReader, ms, plan_partitions
+
+log = logging.getLogger("eventpipe.backfill")
+
+
+async def open_context(settings: Settings) -> ServiceContext:
+    """The database pool (migrated: the job tables), producer and topic admin.  Unlike
+    the service's, it creates no topics: a dry run writes nothing to Kafka."""
+    pool = await open_pool(settings.database)
+    ctx = ServiceContext(settings, Publisher(settings), TopicAdmin(settings.kafka), pool)
+    try:
+        await apply_migrations(settings.database.url.get_secret_value())
+        await ctx.admin.start()
+        await ctx.publisher.start()
+    except BaseException:
+        await ctx.close()
+        raise
+    return ctx
+
+
+def resolve_request(settings: Settings, req: BackfillRequest) -> PipelineSpec | None:
+    """Config-level checks of a new job (no connections): the pipeline exists, can be
+    backfilled in this mode, and (table source) has CDC tables.  None when resuming
+    (the job names its pipeline)."""
+    if req.resume is not None:
+        return find_pipeline(settings, req.pipeline) if req.pipeline else None
+    assert req.pipeline is not None
+    spec = find_pipeline(settings, req.pipeline)
+    check_pipeline_for(spec, req.mode)
+    if req.source == "table":
+        resolve_tables(settings, spec, req.tables)
+    return spec
+
+
+class Backfill:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        req: BackfillRequest,
+        *,
+        view: ProgressView | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        assert ctx.pool is not None, "a backfill needs the database"
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.req = req
+        self.view = view or NoView()
+        self.store = JobStore(ctx.pool, self.settings.database.url.get_secret_value())
+        self.now = now
+        self.job: Job | None = None
+        self.spec: PipelineSpec | None = None
+        self.built: BuiltPipeline | None = None
+        self.targets: dict[str, TableTarget] = {}
+        self.run_read = 0
+        self.last_report: dict[str, Any] | None = None
+        self.on_job: Any = None  # called with the job once it exists (CLI prints its id)
+
+    # ------------------------------------------------------------- planning
+    async def _load(self, job_id: str) -> Job:
+        job = await self.store.load(job_id)
+        if job is None:
+            raise BackfillArgumentError("--resume", f"there is no backfill job {job_id!r}")
+        req = self.req
+        if req.pipeline and req.pipeline != job.pipeline:
+            raise BackfillArgumentError(
+                "--pipeline", f"job {job.id} backfills {job.pipeline!r}, not {req.pipeline!r}"
+            )
+        return job
+
+    async def _plan(self, spec: PipelineSpec) -> Job:
+        req = self.req
+        assert req.start is not None and req.end is not None
+        created = self.now or datetime.now(UTC)
+        job = Job(
+            id=new_job_id(),
+            pipeline=spec.name,
+            mode=req.mode,
+            source=req.source,
+            start=req.start,
+            end=min(req.end, created),
+            requested_end=req.end,
+            options={
+                "rate": req.rate,
+                "concurrency": req.concurrency,
+                "time_column": req.time_column,
+                "tables": list(req.tables),
+                "samples": req.samples,
+                "force": req.force,
+            },
+            created_at=created,
+        )
+        job.consumer_group = f"{spec.group}.backfill.{job.id}"
+        if job.source == "topic":
+            job.partitions = await plan_partitions(
+                self.settings.kafka, spec.source.topics, job.start, job.end
+            )
+        else:
+            for target in self.targets.values():
+                reader = TableReader(target, req.time_column, job.start, job.end)
+                await reader.open()
+                try:
+                    job.partitions.append(reader.plan(await reader.count()))
+                finally:
+                    await reader.close()
+        await self.store.create(job)
+        return job
+
+    async def prepare(self) -> Job:
+        """Create the job (or load it to resume) and build the pipeline."""
+        req = self.req
+        if req.resume is not None:
+            job = await self._load(req.resume)
+            spec = find_pipeline(self.settings, job.pipeline)
+            check_pipeline_for(spec, job.mode)
+        else:
+            assert req.pipeline is not None
+            spec = find_pipeline(self.settings, req.pipeline)
+            check_pipeline_for(spec, req.mode)
+            job = None
+        source = job.source if job is not None else req.source
+        if source == "table":
+            only = job.options.get("tables", []) if job is not None else req.tables
+            self.targets = {t.stream: t for t in resolve_tables(self.settings, spec, only)}
+        self.spec = spec
+        self.built = await build_pipeline(spec, self.ctx)
+        if job is None:
+            job = await self._plan(spec)
+        elif job.source == "topic" and job.status != "completed":
+            known = {(p.stream, p.partition) for p in job.partitions}
+            added = await plan_partitions(
+                self.settings.kafka, spec.source.topics, job.start, job.end, known=known
+            )
+            if added:
+                await self.store.add_partitions(job, added)
+        self.job = job
+        return job
+
+    # ------------------------------------------------------------------ run
+    async def run(self) -> dict[str, Any]:
+        job = self.job or await self.prepare()
+        if self.on_job is not None:
+            self.on_job(job)
+        if job.status == "completed" and job.report is not None:
+            return job.report
+        assert self.built is not None and self.spec is not None
+        async with self.store.hold(job):
+            if self.req.resume is not None:
+                await self.store.started_again(job)
+            runner = ModeRunner(
+                self.built, self.ctx, job, samples=int(job.options.get("samples", 5))
+            )
+            started = time.monotonic()
+            status, error = "failed", None
+            report: dict[str, Any] | None = None
+            try:
+                await runner.start()
+                await self._work(job, runner)
+                comparison = None
+                if job.mode == "shadow":
+                    existing = await self.ctx.admin.list_topics()
+                    comparison = (
+                        await compare(
+                            self.settings.kafka,
+                            job=job,
+                            shadow_topic=runner.shadow_topic,
+                            source_topics=self.spec.source.topics,
+                            entries=self.built.sinks,
+                            existing=existing,
+                            limit=runner.samples.limit,
+                        )
+                    ).as_dict()
+                status = "completed"
+                job.status = status
+                report = build_report(
+                    job,
+                    run_seconds=time.monotonic() - started,
+                    run_read=self.run_read,
+                    destination=self._destination(runner),
+                    samples=self._samples(runner),
+                    comparison=comparison,
+                )
+                return report
+            except asyncio.CancelledError:
+                status = "interrupted"
+                raise
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                raise
+            finally:
+                seconds = time.monotonic() - started
+                job.status = status
+                if report is None:
+                    report = build_report(
+                        job,
+                        run_seconds=seconds,
+                        run_read=self.run_read,
+                        destination=self._destination(runner),
+                        samples=self._samples(runner),
+                    )
+                self.last_report = report
+                await runner.close()
+                await self.store.finish(job, status, seconds=seconds, report=report, error=error)
+
+    def _destination(self, runner: ModeRunner) -> str | None:
+        job, spec = runner.job, runner.spec
+        if job.mode == "shadow":
+            return f"outputs written to {runner.shadow_topic}"
+        if job.mode == "live":
+            return f"dead letters to {spec.dlq_topic}"
+        return "dry run: nothing was written"
+
+    @staticmethod
+    def _samples(runner: ModeRunner) -> dict[str, Any] | None:
+        if runner.job.mode == "live":
+            return None
+        s = runner.samples
+        return {"outputs": s.outputs, "dead_letters": s.dead_letters}
+
+    async def _work(self, job: Job, runner: ModeRunner) -> None:
+        assert self.spec is not None
+        todo = deque(p for p in job.partitions if not p.done)
+        rate = job.options.get("rate")
+        limiter = RateLimiter(float(rate) if rate else None)
+        size = limiter.batch_size(self.spec.batch.max_records)
+        total = sum(max(p.estimate, p.position) for p in job.partitions)
+        done = sum(
+            max(p.estimate, p.position) if p.done else min(p.position, p.estimate)
+            for p in job.partitions
+        )
+        self.view.start(f"{job.id} {job.mode}", total, done)
+        concurrency = max(1, min(int(job.options.get("concurrency", 4)), len(todo) or 1))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(concurrency):
+                    tg.create_task(self._worker(job, runner, todo, limiter, size))
+        except BaseExceptionGroup as eg:
+            # one cause is enough for the caller (and a CancelledError stays one)
+            first = eg.exceptions[0]
+            raise first from None
+        finally:
+            self.view.stop()
+
+    async def _worker(
+        self,
+        job: Job,
+        runner: ModeRunner,
+        todo: deque[Progress],
+        limiter: RateLimiter,
+        size: int,
+    ) -> None:
+        lane = runner.lane()
+        if job.source == "topic":
+            # a dry run leaves no trace in Kafka, not even its group's offsets
+            group = job.consumer_group if job.mode != "dry_run" else None
+            async with PartitionReader(self.settings.kafka, group, max_records=size) as reader:
+                while todo:
+                    p = todo.popleft()
+                    batches = reader.batches(p, ms(job.start), ms(job.end))
+                    async for batch in batches:
+                        await self._step(job, lane, p, batch, limiter)
+                        await reader.commit(p)
+            return
+        while todo:
+            p = todo.popleft()
+            target = self.targets.get(p.stream)
+            if target is None:
+                raise BackfillError(
+                    f"job {job.id} reads table {p.stream.removeprefix('table:')}, which no "
+                    "postgres_cdc source of the config feeds into the pipeline any more"
+                )
+            treader = TableReader(target, str(job.options["time_column"]), job.start, job.end)
+            await treader.open()
+            try:
+                async for batch in treader.batches(p, size):
+                    await self._step(job, lane, p, batch, limiter)
+            finally:
+                await treader.close()
+
+    async def _step(
+        self, job: Job, lane: Lane, p: Progress, batch: Batch, limiter: RateLimiter
+    ) -> None:
+        await limiter.acquire(len(batch.records))
+        result: LaneResult = await lane.process(batch.records)
+        before = p.position
+        p.counts.add(result.counts)
+        p.counts.outside += batch.outside
+        for name, c in result.sinks.items():
+            for k, n in c.items():
+                p.add_sink(name, k, n)
+        p.next_offset = batch.next_offset
+        if batch.last_key is not None:
+            p.last_key = batch.last_key
+        p.done = batch.done
+        await self.store.save(job.id, p)
+        self.run_read += len(batch.records)
+        self.view.advance(max(0, p.position - before), len(batch.records))
