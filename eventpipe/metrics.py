@@ -24,7 +24,9 @@ ERRORS = Counter("eventpipe_errors_total", "Errors by class", ["error_class"])
 
 # Ingestion sources (webhooks, foreign Kafka topics): labelled by source name.
 WEBHOOK_REQUESTS = Counter(
-    "eventpipe_webhook_requests_total", "Webhook requests by source and status", ["source", "status"]
+    "eventpipe_webhook_requests_total",
+    "Webhook requests by source and status",
+    ["source", "status"],
 )
 WEBHOOK_VERIFY_FAILURES = Counter(
     "eventpipe_webhook_verification_failures_total",
