@@ -71,9 +71,24 @@ def banner(settings: Settings, service: Service, stack: EmbeddedStack) -> str:
             "See it:",
             f"  .venv/bin/eventpipe tail --bootstrap {bs} --topic {topic} --from-beginning",
             "",
+            *_webhook_lines(settings, service),
             "Ctrl-C stops everything.",
         ]
     )
+
+
+def _webhook_lines(settings: Settings, service: Service) -> list[str]:
+    hooks = [s for s in settings.sources if s.get("type") == "webhook"]
+    if not hooks:
+        return []
+    lines = ["Webhook endpoints (signed requests; see README for a signed curl example):"]
+    for h in hooks:
+        lines.append(f"  POST {service.url}/webhooks/{h['name']}  -> topic {h.get('topic')}")
+    if settings.pipelines:
+        names = ", ".join(str(p.get("name")) for p in settings.pipelines)
+        lines.append(f"Pipelines running: {names}")
+    lines.append("")
+    return lines
 
 
 async def _run_init_sql(url: str, files: list[Path]) -> None:

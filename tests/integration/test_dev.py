@@ -3,6 +3,8 @@ command works, `tail` shows the event, Ctrl-C / SIGTERM / kill -9 leave nothing.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import queue
 import re
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import orjson
 import psutil
+import psycopg
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,6 +111,7 @@ def test_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path, stop_signal: int) -
     dev = DevProcess(tmp_path)
     try:
         url = dev.wait_for(r"HTTP API\s+(http://\S+)").group(1)
+        db_url = dev.wait_for(r"PostgreSQL\s+(postgresql://\S+)").group(1)
         publish = dev.wait_for(r"^\s+(\.venv/bin/eventpipe publish .*)$").group(1)
         curl = dev.wait_for(r"^\s+(curl .*)$").group(1)
         tail = dev.wait_for(r"^\s+(\.venv/bin/eventpipe tail .*)$").group(1)
@@ -132,6 +136,28 @@ def test_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path, stop_signal: int) -
             assert resp.status == 202
         with urllib.request.urlopen(f"{url}/readyz", timeout=10) as resp:
             assert orjson.loads(resp.read())["status"] == "ready"
+
+        # The demo's webhook -> pipeline -> Postgres path, signed as the README shows.
+        body = b'{"id":"o-1","customer":"c-7","status":"created","total":42.5}'
+        sig = hmac.new(b"demo-secret-change-me", body, hashlib.sha256).hexdigest()
+        req = urllib.request.Request(
+            f"{url}/webhooks/shop",
+            data=body,
+            method="POST",
+            headers={"content-type": "application/json", "x-signature": sig},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+        row = None
+        for _ in range(100):
+            with psycopg.connect(db_url) as conn:
+                row = conn.execute(
+                    "select customer, total from demo_orders where id = 'o-1'"
+                ).fetchone()
+            if row:
+                break
+            time.sleep(0.2)
+        assert row is not None and row[0] == "c-7" and float(row[1]) == 42.5
 
         t = _run_printed(tail + " --max 2 --idle-timeout 10")
         ids = {orjson.loads(line)["id"] for line in t.stdout.decode().splitlines()}
