@@ -40,15 +40,14 @@ from eventpipe.connectors.postgres_cdc.events import EventBuilder
 from eventpipe.connectors.postgres_cdc.types import TypeRegistry
 
 from bench.common import (
-    bench_stack,
     console,
     cpu_note,
     percentile,
     pid_peak_rss_mb,
+    run_on_stack,
     summary_ms,
     table,
 )
-from eventpipe import runtime
 from eventpipe.envelope.event import parse_time
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.kafka.client import producer_kwargs
@@ -400,12 +399,7 @@ async def run(bootstrap: str, db_url: str) -> None:
 
 
 def main() -> None:
-    external = os.environ.get("EVENTPIPE_KAFKA_BOOTSTRAP")
-    if external and os.environ.get("EVENTPIPE_DATABASE_URL"):
-        runtime.run(run(external, os.environ["EVENTPIPE_DATABASE_URL"]))
-        return
-    with bench_stack() as stack:
-        runtime.run(run(stack.bootstrap, stack.database_url))
+    run_on_stack(run)
 
 
 if __name__ == "__main__":

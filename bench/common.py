@@ -7,8 +7,9 @@ import os
 import resource
 import statistics
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -73,3 +74,16 @@ def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 
 def cpu_note() -> str:
     return f"{os.cpu_count()} cores; broker and database on the same machine"
+
+
+def run_on_stack(run: Callable[[str, str], Coroutine[Any, Any, None]]) -> None:
+    """Run ``run(bootstrap, database_url)`` on the external services named by
+    EVENTPIPE_KAFKA_BOOTSTRAP / EVENTPIPE_DATABASE_URL, else on an embedded stack."""
+    from eventpipe import runtime
+
+    external = os.environ.get("EVENTPIPE_KAFKA_BOOTSTRAP")
+    if external and os.environ.get("EVENTPIPE_DATABASE_URL"):
+        runtime.run(run(external, os.environ["EVENTPIPE_DATABASE_URL"]))
+        return
+    with bench_stack() as stack:
+        runtime.run(run(stack.bootstrap, stack.database_url))

@@ -20,16 +20,15 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from bench.common import (
-    bench_stack,
     console,
     cpu_note,
     percentile,
     pid_peak_rss_mb,
+    run_on_stack,
     self_peak_rss_mb,
     summary_ms,
     table,
 )
-from eventpipe import runtime
 from eventpipe.embedded.process import free_port
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.http import to_http, to_http_batch
@@ -293,12 +292,7 @@ async def run(bootstrap: str, db_url: str) -> None:
 
 
 def main() -> None:
-    external = os.environ.get("EVENTPIPE_KAFKA_BOOTSTRAP")
-    if external and os.environ.get("EVENTPIPE_DATABASE_URL"):
-        runtime.run(run(external, os.environ["EVENTPIPE_DATABASE_URL"]))
-        return
-    with bench_stack() as stack:
-        runtime.run(run(stack.bootstrap, stack.database_url))
+    run_on_stack(run)
 
 
 if __name__ == "__main__":

@@ -48,11 +48,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.common import (
-    bench_stack,
     console,
     cpu_note,
     percentile,
     pid_peak_rss_mb,
+    run_on_stack,
     summary_ms,
     table,
 )
@@ -673,12 +673,7 @@ def main() -> None:
     if len(sys.argv) == 5 and sys.argv[1] == "--minimal":
         minimal_main(int(sys.argv[2]), sys.argv[3], sys.argv[4])
         return
-    external = os.environ.get("EVENTPIPE_KAFKA_BOOTSTRAP")
-    if external and os.environ.get("EVENTPIPE_DATABASE_URL"):
-        runtime.run(run(external, os.environ["EVENTPIPE_DATABASE_URL"]))
-        return
-    with bench_stack() as stack:
-        runtime.run(run(stack.bootstrap, stack.database_url))
+    run_on_stack(run)
 
 
 if __name__ == "__main__":
