@@ -4,15 +4,17 @@ The app runs inside the service's event loop as a mode Service (``await
 app.start()``), not through faust's CLI, with ``web_enabled=False`` and the
 ``memory://`` store (tables are rebuilt from their changelog topics).
 
-The agent takes batches straight off its channel's queue (up to
-``batch.max_records``, waiting at most ``batch.within`` for more), so the
-per-record path is a queue ``get_nowait`` rather than a trip through faust's
-per-event stream iterator.  For each record it does what faust's stream does:
-tracks the message (so a rebalance waits for the batch in flight), makes it the
-current event for table writes, and acks it -- only after
-:class:`~eventpipe.pipelines.batch.BatchProcessor` returned, i.e. after every
-record is in its sinks or in the dead-letter topic.  The table changelog is
-flushed before the acks, so committed offsets never run ahead of table state.
+The agent reads its source partitions in batches (up to ``batch.max_records``,
+waiting at most ``batch.within`` for more) straight from the app's consumer --
+not through faust's per-record fetcher and channel queue, which drop records
+around a rebalance -- with :class:`~eventpipe.pipelines.source.SourceReader`:
+after every assignment each partition is sought to the committed offset (or
+lower, to the exactly-once sinks' lowest high-water mark + 1), and from then on
+its records are processed contiguously, never past a hole.  The batch is held
+in flight for faust (a rebalance waits for it), processed by
+:class:`~eventpipe.pipelines.batch.BatchProcessor` (every record is in its sinks
+or in the dead-letter topic when it returns), the table changelog is flushed,
+and only then are its offsets acked to faust, which commits them.
 
 ``processing_guarantee: exactly_once`` switches faust to Kafka transactions;
 that needs a broker whose transactional producer aiokafka can start (Apache
@@ -46,9 +48,11 @@ from eventpipe.errors import ConfigError
 from eventpipe.settings import TopicSpec
 
 from .aggregate import AggregateConfig, Aggregator
-from .batch import BatchProcessor, Record, Stage
+from .batch import BatchProcessor, Stage
+from .changelog import ChangelogWrites
 from .dedup import DedupStepConfig, DedupTable
 from .retry import RetryPolicy
+from .source import SourceBatch, SourceReader
 from .spec import PipelineSpec, StatefulEntry, build_segments, build_sinks, build_validate
 
 log = logging.getLogger("eventpipe.pipelines")
@@ -96,7 +100,8 @@ class PipelineRuntime:
         self._batch_task: asyncio.Future[None] | None = None
         self._stopping = False
         self._lag_task: asyncio.Task[None] | None = None
-        self._positions: dict[tuple[str, int], int] = {}
+        self.reader: SourceReader | None = None
+        self.changelog: ChangelogWrites | None = None
 
     # ------------------------------------------------------------- building
     def _build_steps(self) -> tuple[list[Any], list[tuple[str, str]]]:
@@ -148,6 +153,11 @@ class PipelineRuntime:
             broker_max_poll_records=s.batch.max_records,
             stream_buffer_maxsize=max(4 * s.batch.max_records, 4096),
             table_cleanup_interval=60.0,
+            # The memory store is rebuilt from the changelog by each process, so a
+            # "persisted offset" is only what this process wrote; faust compares it with
+            # the broker's end offset, which Tansu may report a moment stale -- and a
+            # crashed Recovery leaves the worker assigned but idle.
+            recovery_consistency_check=False,
             producer_acks=-1,
             producer_linger=0.005,
         )
@@ -175,10 +185,13 @@ class PipelineRuntime:
                 self.sinks.append(sink)
             await self._ensure_topics()
             app = self.app = self._faust_app()
+            self.changelog = ChangelogWrites(app)
+            self.reader = SourceReader(app, s.source.topics, marks=self._marks)
+            self.reader.install()
             stages = self._stages(app, segments)
             dedup = None
             if s.state.dedup_window:
-                table = app.Table("dedup", partitions=self.partitions, default=None)
+                table = self._table(app, "dedup")
                 dedup = DedupTable(table, s.state.dedup_window, _use_event)
             for sink in self.sinks:
                 await sink.start()
@@ -204,6 +217,13 @@ class PipelineRuntime:
             raise
         log.info("pipeline %s started (group %s, %d partitions)", s.name, s.group, self.partitions)
 
+    def _table(self, app: faust.App, name: str) -> Any:
+        assert self.changelog is not None
+        bulk = self.spec.processing_guarantee != "exactly_once"
+        return self.changelog.table(
+            app.Table(name, partitions=self.partitions, default=None), bulk=bulk
+        )
+
     def _stages(self, app: faust.App, segments: list[Any]) -> list[Stage]:
         stages: list[Stage] = []
         offset = 0
@@ -215,7 +235,7 @@ class PipelineRuntime:
                 continue
             assert isinstance(seg, StatefulEntry)
             name = f"steps[{offset}].{seg.kind}"
-            table = app.Table(f"state-{offset}", partitions=self.partitions, default=None)
+            table = self._table(app, f"state-{offset}")
             if isinstance(seg.config, AggregateConfig):
                 agg = Aggregator(seg.config, table, pipeline=self.name, path=name,
                                  use_event=_use_event)
@@ -230,76 +250,60 @@ class PipelineRuntime:
 
     # ---------------------------------------------------------------- agent
     def _pause(self, tps: Iterable[tuple[str, int]]) -> None:
-        if self.app is not None:
-            self.app.consumer.pause_partitions([TP(t, p) for t, p in tps])
+        if self.reader is not None:
+            self.reader.pause({TP(t, p) for t, p in tps})
 
     def _resume(self, tps: Iterable[tuple[str, int]]) -> None:
-        if self.app is not None:
-            self.app.consumer.resume_partitions([TP(t, p) for t, p in tps])
+        if self.reader is not None:
+            self.reader.resume({TP(t, p) for t, p in tps})
 
-    async def _take(self, queue: Any, max_n: int, within: float) -> list[Any]:
-        batch = [await queue.get()]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while len(batch) < max_n:
-            while len(batch) < max_n and not queue.empty():
-                batch.append(queue.get_nowait())
-            remaining = deadline - loop.time()
-            if len(batch) >= max_n or remaining <= 0:
-                break
-            try:
-                async with asyncio.timeout(remaining):
-                    batch.append(await queue.get())
-            except TimeoutError:
-                break
-        return batch
+    async def _marks(self, topics: list[str]) -> dict[tuple[str, int], int]:
+        """The lowest high-water mark per partition over the exactly-once sinks."""
+        low: dict[tuple[str, int], int] = {}
+        for sink in self.sinks:
+            if not sink.exactly_once:
+                continue
+            for tp, mark in (await sink.marks(topics)).items():
+                if tp not in low or mark < low[tp]:
+                    low[tp] = mark
+        return low
 
     async def _agent(self, stream: Any) -> None:
-        app = self.app
-        assert app is not None and self.processor is not None
-        chan = aiter(stream.channel)  # registers the channel with the conductor
-        queue = chan.queue
-        consumer = app.consumer
+        app, reader, processor = self.app, self.reader, self.processor
+        assert app is not None and reader is not None and processor is not None
+        # Iterating the channel subscribes the source topics (faust's conductor); its
+        # queue stays empty: faust's fetcher leaves the source partitions to `reader`.
+        aiter(stream.channel)
         max_n, within = self.spec.batch.max_records, self.spec.batch.within
-        while not self._stopping:
-            try:
-                events = await self._take(queue, max_n, within)
-            except StopAsyncIteration:  # faust closes the channel on stop
-                return
-            # During a rebalance flow control is off; afterwards faust seeks every
-            # assigned partition back to its committed offset, so records fetched under
-            # an older generation are read again and are dropped here.  Records of the
-            # current generation are never dropped: a gap would let a later offset's
-            # mark (Postgres sink) pass over them.
-            await app.flow_control.acquire()
-            generation = app.consumer_generation_id
-            events = [e for e in events if e.message.generation_id == generation]
-            if not events:
-                continue
-            for e in events:
-                if not e.message.tracked:
-                    e.message.tracked = True
-                    consumer.track_message(e.message)
-            records = [_record(i, e) for i, e in enumerate(events)]
-            task = self._batch_task = asyncio.ensure_future(self.processor.process(records))
-            try:
-                await asyncio.shield(task)
-                if app.tables.changelog_topics:
-                    await app.producer.buffer.flush()
-                    await app.producer.flush()
-            except BaseException:
-                task.cancel()
-                # Not processed: leave the offsets uncommitted, and let a rebalance or
-                # shutdown stop waiting for these messages.
-                for e in events:
-                    consumer.unacked.discard(e.message)
-                raise
-            finally:
-                self._batch_task = None
-            for e in events:
-                await stream.ack(e)
-                self._positions[(e.message.topic, e.message.partition)] = e.message.offset + 1
-            self.batches += 1
+        # The next batch is read while this one is processed; it is checked against
+        # the assignment again when its turn comes (`in_flight`).
+        ahead = asyncio.ensure_future(reader.next_batch(max_n, within))
+        try:
+            while not self._stopping:
+                batch = await ahead
+                ahead = asyncio.ensure_future(reader.next_batch(max_n, within))
+                if batch is None:
+                    continue
+                with reader.in_flight(batch) as current:
+                    if not current:
+                        continue  # read under an assignment that is gone: not processed
+                    await self._process(processor, batch)
+                    reader.ack(batch)
+                self.batches += 1
+        finally:
+            ahead.cancel()
+
+    async def _process(self, processor: BatchProcessor, batch: SourceBatch) -> None:
+        task = self._batch_task = asyncio.ensure_future(processor.process(batch.records))
+        try:
+            await asyncio.shield(task)
+            if self.changelog is not None:
+                await self.changelog.flush()
+        except BaseException:
+            task.cancel()  # not processed: its offsets stay uncommitted
+            raise
+        finally:
+            self._batch_task = None
 
     async def _report_lag(self) -> None:
         label = metrics.PIPELINE_CONSUMER_LAG
@@ -313,7 +317,7 @@ class PipelineRuntime:
                     if tp.topic not in self.spec.source.topics:
                         continue
                     hw = app.consumer.highwater(tp)
-                    pos = self._positions.get((tp.topic, tp.partition))
+                    pos = self.reader.positions.next.get(tp) if self.reader else None
                     if hw is None or pos is None:
                         continue
                     label.labels(
@@ -356,23 +360,3 @@ class PipelineRuntime:
             shutil.rmtree(self._own_dir, ignore_errors=True)
             self._own_dir = None
 
-
-def _record(index: int, e: Any) -> Record:
-    m = e.message
-    headers = m.headers
-    if headers is None:
-        headers = []
-    elif not isinstance(headers, list):
-        headers = list(headers.items()) if hasattr(headers, "items") else list(headers)
-    ts = m.timestamp
-    return Record(
-        index=index,
-        topic=m.topic,
-        partition=m.partition,
-        offset=m.offset,
-        timestamp_ms=int(ts * 1000) if ts is not None else None,
-        key=m.key,
-        value=m.value,
-        headers=headers,
-        handle=e,
-    )

@@ -105,6 +105,14 @@ class PipelineSink(Sink):
         """Topics this sink writes to, created when the pipeline starts."""
         return []
 
+    async def marks(self, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+        """``exactly_once`` sinks: the stored high-water mark per ``(topic, partition)``
+        of ``topics`` (the last offset written; partitions never written are absent).
+        The pipeline starts reading a partition no later than the lowest mark + 1, so
+        a sink never skips a record it did not write.  Raises
+        :class:`SinkUnavailableError` when the marks cannot be read now."""
+        return {}
+
     @property
     def label(self) -> str:
         """How logs and metrics name this sink: ``<pipeline>/<sink name>``."""

@@ -362,6 +362,23 @@ class PostgresSink(PipelineSink):
     def _mark_sink(self) -> str:
         return self.label
 
+    async def marks(self, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+        pool = self._pool
+        if pool is None:
+            raise SinkUnavailableError(f"sink {self.label} is not started")
+        try:
+            async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                await cur.execute(
+                    'select topic, partition, "offset" from eventpipe.sink_offsets '
+                    'where sink = %s and topic = any(%s) and "offset" >= 0',
+                    (self._mark_sink(), list(topics)),
+                )
+                return {(t, p): o for t, p, o in await cur.fetchall()}
+        except PoolTimeout as exc:
+            raise SinkUnavailableError(f"sink {self.label}: no database connection") from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise SinkUnavailableError(f"sink {self.label}: database unavailable: {exc}") from exc
+
     async def _lock_marks(
         self, conn: psycopg.AsyncConnection[Any], items: Sequence[DeliveryItem]
     ) -> dict[tuple[str, int], int]:

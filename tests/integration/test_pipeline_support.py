@@ -78,9 +78,11 @@ def dlq_headers(record: Any) -> dict[str, str]:
     }
 
 
-def write_config(path: Path, settings: Settings, pipelines: list[dict[str, Any]]) -> Path:
+def write_config(
+    path: Path, settings: Settings, pipelines: list[dict[str, Any]], *, log_level: str = "WARNING"
+) -> Path:
     cfg = {
-        "service": {"log_level": "WARNING", "port": 0},
+        "service": {"log_level": log_level, "port": 0},
         "database": {"pool_max": 4},
         "pipelines": pipelines,
     }

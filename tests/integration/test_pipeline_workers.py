@@ -1,6 +1,10 @@
-"""Two workers in one consumer group: a second worker joins mid-stream and the first
-leaves (two rebalances); every event is handled once -- one row in Postgres, one
-record on the output topic -- and re-sent duplicates are dropped by the dedup table."""
+"""Two workers in one consumer group, with events flowing: the first worker is
+processing when a second one joins (a rebalance splits the partitions), and it
+leaves gracefully once the second one reads (a rebalance hands everything over).
+Every event is handled once -- one row in Postgres, one record on the output
+topic -- and re-sent duplicates are dropped by the dedup table.  (Before the
+source reader, faust's channel queue dropped a few records around a rebalance and
+the postgres sink's high-water mark skipped them for good.)"""
 
 from __future__ import annotations
 
@@ -26,6 +30,21 @@ from tests.integration.test_pipeline_support import (
 N = 3000
 
 
+def log_text(log: Path) -> str:
+    return log.read_text() if log.exists() else ""
+
+
+async def wait_reading(log: Path, name: str, timeout: float = 60.0) -> None:
+    """Until the worker logging to ``log`` reads partitions of ``name``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if f"pipeline source: reading {name}[" in log_text(log):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no worker read {name}:\n{log_text(log)[-2000:]}")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_two_workers_rebalance_each_event_once(settings: Settings, tmp_path: Path) -> None:
@@ -42,30 +61,42 @@ async def test_two_workers_rebalance_each_event_once(settings: Settings, tmp_pat
         "state": {"dedup_window": "1h"},
         "batch": {"max_records": 100, "within": "20ms"},
     }
-    cfg = write_config(tmp_path / "w.yaml", settings, [pipeline])
+    cfg = write_config(tmp_path / "w.yaml", settings, [pipeline], log_level="INFO")
     async with TopicAdmin(settings.kafka) as admin:
         await admin.ensure_topics([TopicSpec(name=name, partitions=4)])
     events = [CloudEvent.create("t", "/scale", {"i": i}, id=f"s{i}", partitionkey=str(i))
               for i in range(N)]
     count = f"select count(*) from {name}"
-    a = start_worker(cfg, settings, tmp_path / "a.log")
+    logs = {w: tmp_path / f"{w}.log" for w in "ab"}
+    a = start_worker(cfg, settings, logs["a"])
     b = None
+
+    def tails() -> str:
+        return "".join(log_text(p)[-3000:] for p in logs.values())
+
     try:
         async with Publisher(settings) as pub:
-            for i in range(0, N, 100):
-                chunk = events[i : i + 100]
-                await pub.publish_batch(name, chunk)
-                if i == 1000:
-                    b = start_worker(cfg, settings, tmp_path / "b.log")
-                if i == 2000:
-                    # re-send a slice already processed: dedup must drop it
-                    await pub.publish_batch(name, events[:100])
-                    stop(a)  # graceful leave: the group rebalances onto b
-                await asyncio.sleep(0.2)
-        assert b is not None
-        assert await wait_rows(url, count, N, timeout=90) >= N, (
-            (tmp_path / "a.log").read_text()[-2000:] + (tmp_path / "b.log").read_text()[-2000:]
-        )
+            await pub.publish_batch(name, events[:1000])
+            # a is up and working before b joins
+            assert await wait_rows(url, count, 1000, timeout=60) >= 1000, tails()
+
+            async def publish_rest() -> None:
+                for i in range(1000, N, 100):
+                    await pub.publish_batch(name, events[i : i + 100])
+                    if i == 2000:  # re-send a slice already processed: dedup drops it
+                        await pub.publish_batch(name, events[:100])
+                    await asyncio.sleep(0.6)  # ~12 s: both rebalances happen mid-stream
+
+            publishing = asyncio.ensure_future(publish_rest())
+            b = start_worker(cfg, settings, logs["b"])
+            await wait_reading(logs["b"], name)  # rebalance 1: b joined, a still reads
+            await asyncio.sleep(0.5)
+            stop(a)  # rebalance 2: a leaves mid-stream, b takes everything
+            await publishing
+        assert await wait_rows(url, count, N, timeout=90) >= N, tails()
+        # b read its half, then (after a left) all four partitions, while events flowed
+        reads = [ln for ln in log_text(logs["b"]).splitlines() if "pipeline source: reading" in ln]
+        assert len(reads) >= 2 and all(f"{name}[{p}]@" in reads[-1] for p in range(4)), reads
         await asyncio.sleep(2.0)
         out = await read_records(settings.kafka.bootstrap, f"{name}.out", N, timeout=30)
     finally:

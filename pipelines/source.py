@@ -1,0 +1,494 @@
+"""How a pipeline's agent reads its source partitions: in batches, straight from the
+faust app's consumer, contiguously per partition, one assignment at a time.
+
+Why not faust's channel: faust hands records to an agent through its fetcher ->
+conductor -> channel queue, and that path loses records around a rebalance.
+Flow control clears every channel queue on revoke *and again on each resume*
+(table recovery resumes flow several times), and the fetcher cancels the record
+it is handing over when flow stops -- while it goes on delivering later offsets
+of the same partition under the same generation (after recovery completes, the
+fetcher may still be iterating records fetched before its seek to the committed
+offset).  A later offset then reached the sinks and the postgres sink stored it
+as the partition's high-water mark; the dropped record, read again after a
+seek, was at or below the mark and was skipped: lost.  (faust's commit moved
+past it too: its ack bookkeeping lets a hole of one offset right after the
+committed offset through.)  Per record, that path also costs faust's fetcher two
+tasks and four futures, which capped a pipeline at ~10k events/s.
+
+So the source topics are not read by faust's fetcher (:class:`SourceConsumer`
+leaves them out; it keeps serving the changelog topics).  The faust app still
+owns group membership, assignment, table recovery (the changelog-backed dedup
+and aggregate tables), offset commits and rebalance hand-over: the agent marks
+its batch in flight as an unacked message, so a revoke waits for it, and acks
+its offsets through faust's ack bookkeeping, so faust commits them.  The agent
+reads from the same aiokafka consumer, on faust's consumer thread, and
+:class:`Positions` keeps the one invariant the exactly-once sinks' high-water
+marks rely on:
+
+* once an assignment is complete (table recovery done), every source partition
+  is sought to its start -- the committed offset, lowered to the lowest
+  high-water mark + 1 of the pipeline's exactly-once sinks -- before anything
+  of it is processed; nothing read before that seek is used;
+* after that, the records of a partition reach the batch processor in offset
+  order with no hole: a record beyond the next expected offset is not
+  processed; the partition is sought back to the expected offset and read
+  again, and the gap is accepted only when a fetch from the expected offset
+  itself answers with a later offset (the offsets do not exist: compaction,
+  transaction markers, retention);
+* a batch read under an older assignment is dropped unprocessed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiokafka.structs import TopicPartition
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
+from faust.types import TP
+from mode.utils.futures import notify
+
+from .batch import Record
+
+if TYPE_CHECKING:
+    import faust
+    from aiokafka import AIOKafkaConsumer
+
+log = logging.getLogger("eventpipe.pipelines")
+
+
+class SourceConsumer(AIOKafkaFaustConsumer):
+    """faust's aiokafka consumer, except that its fetcher leaves the partitions of
+    ``source_topics`` to the pipeline's agent (:class:`SourceReader`), and that a
+    revoke commits what was acked first."""
+
+    source_topics: frozenset[str] = frozenset()
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        # faust drops the acked-but-uncommitted offsets of revoked partitions before
+        # its revoke handler commits, so the next owner would process up to a commit
+        # interval of records again.  Commit them while they are still known.
+        if revoked:
+            try:
+                await self.commit(revoked)
+            except Exception as exc:  # the rebalance goes on; at worst: duplicates
+                log.warning("pipeline source: commit before revoke failed: %r", exc)
+        await super().on_partitions_revoked(revoked)
+
+    async def _getmany(
+        self, active_partitions: set[TP] | None, timeout: float  # noqa: ASYNC109 (faust's)
+    ) -> Any:
+        if active_partitions and self.source_topics:
+            theirs = {tp for tp in active_partitions if tp.topic not in self.source_topics}
+            if len(theirs) != len(active_partitions):
+                if not theirs:
+                    # An empty set would make aiokafka return every partition.
+                    await asyncio.sleep(min(timeout, 1.0))
+                    return {}
+                active_partitions = theirs
+        return await super()._getmany(active_partitions, timeout)
+
+
+class _Offsets(Protocol):
+    """What :class:`Positions` needs of a fetched record."""
+
+    @property
+    def offset(self) -> int: ...
+
+
+@dataclass
+class Positions:
+    """The next offset to process, per partition, within one assignment.
+
+    ``admit`` gets each run of a partition's records as one fetch returned them
+    and returns the part that may be processed -- always a run that starts at the
+    expected offset -- plus, when the run would skip ahead, the offset to seek
+    back to.  Within one fetched run, offsets that are absent do not exist (the
+    broker answered one fetch); the edge between runs is what is checked.
+    """
+
+    next: dict[TP, int] = field(default_factory=dict)
+    # partition -> (offset we sought it to, highest offset a re-read may start at:
+    # the record that showed the hole; None after an assignment's own seek), while
+    # nothing has been admitted since the seek
+    sought: dict[TP, tuple[int, int | None]] = field(default_factory=dict)
+    gaps_accepted: int = 0
+    holes_refetched: int = 0
+
+    def reset(self, starts: dict[TP, int]) -> None:
+        """A new assignment: every partition was just sought to ``starts``."""
+        self.next = dict(starts)
+        self.sought = {tp: (o, None) for tp, o in starts.items()}
+
+    def admit(self, tp: TP, records: Sequence[_Offsets]) -> tuple[Sequence[_Offsets], int | None]:
+        expected = self.next.get(tp)
+        if expected is None or not records:
+            return (), None  # not (or no longer) ours
+        n = len(records)
+        i = 0
+        while i < n and records[i].offset < expected:
+            i += 1  # processed already under this assignment
+        if i:
+            records = records[i:]
+            if not records:
+                return (), None
+        first = records[0].offset
+        if first > expected:
+            sought = self.sought.get(tp)
+            if sought is None or sought[0] != expected:
+                # A hole: do not process past it.  Read again from the expected offset.
+                self.sought[tp] = (expected, first)
+                self.holes_refetched += 1
+                log.warning(
+                    "partition %s[%d]: got offset %d, expected %d; seeking back to re-read",
+                    tp.topic, tp.partition, first, expected,
+                )
+                return (), expected
+            bound = sought[1]
+            if bound is not None and first > bound:
+                return (), None  # read before the seek back: the re-read comes next
+            # A fetch from `expected` itself answered with `first`: the offsets between
+            # do not exist.
+            self.gaps_accepted += 1
+            log.info(
+                "partition %s[%d]: offsets %d..%d do not exist (compacted, transaction "
+                "markers or deleted); continuing at %d",
+                tp.topic, tp.partition, expected, first - 1, first,
+            )
+        # Offsets within one fetched run increase; anything else is not trusted.
+        last = first
+        for k in range(1, len(records)):
+            o = records[k].offset
+            if o <= last:
+                records = records[:k]
+                break
+            last = o
+        self.sought.pop(tp, None)
+        self.next[tp] = last + 1
+        return records, None
+
+
+class _InFlight:
+    """Stands in faust's set of unacked messages while a batch is processed, so a
+    rebalance (or shutdown) waits for the batch before it commits and hands over."""
+
+    __slots__ = ("__weakref__", "acked", "refcount")
+
+    def __init__(self) -> None:
+        self.acked = False
+        self.refcount = 1
+
+    def __repr__(self) -> str:
+        return "<pipeline batch in flight>"
+
+
+class _Message:
+    __slots__ = ("partition", "topic", "tp")
+
+    def __init__(self, tp: TP) -> None:
+        self.topic = tp.topic
+        self.partition = tp.partition
+        self.tp = tp
+
+
+class _Handle:
+    """What faust tables need of the current event: the partition it was read from."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, tp: TP) -> None:
+        self.message = _Message(tp)
+
+
+@dataclass
+class SourceBatch:
+    records: list[Record]
+    # partition -> [first offset, end offset) this batch completes
+    spans: dict[TP, tuple[int, int]]
+    epoch: int
+
+
+# ---------------------------------------------------- run on faust's consumer thread
+async def _starts(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition]
+) -> dict[TopicPartition, tuple[int | None, int, int]]:
+    """(committed offset, current position, log start) per partition."""
+    earliest = await consumer.beginning_offsets(tps)
+    out: dict[TopicPartition, tuple[int | None, int, int]] = {}
+    for tp in tps:
+        committed = await consumer.committed(tp)
+        position = await consumer.position(tp)
+        out[tp] = (committed, position, earliest.get(tp, 0))
+    return out
+
+
+async def _seek(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    for tp, offset in offsets.items():
+        consumer.seek(tp, offset)
+
+
+async def _fetch(
+    consumer: AIOKafkaConsumer, tps: frozenset[TopicPartition], wait_s: float, max_records: int
+) -> dict[TopicPartition, list[Any]]:
+    # What faust's own fetcher does (AIOKafkaConsumerThread._fetch_records): take the
+    # prefetched records of these partitions only.  ``tps`` is never empty (an empty
+    # set means every partition to aiokafka, changelogs included).
+    if consumer._subscription.reassignment_in_progress:
+        await asyncio.sleep(min(wait_s, 0.05))  # a rebalance: nothing of ours to read
+        return {}
+    fetcher = consumer._fetcher
+    with consumer._subscription.fetch_context():
+        result: dict[TopicPartition, list[Any]] = await fetcher.fetched_records(
+            tps, timeout=wait_s, max_records=max_records
+        )
+        return result
+
+
+class SourceReader:
+    """Reads the source partitions assigned to a faust app (see the module docs)."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        topics: Sequence[str],
+        *,
+        marks: Any = None,
+    ) -> None:
+        self.app = app
+        self.topics = frozenset(topics)
+        self._marks = marks  # async (topics) -> {(topic, partition): mark}
+        self.positions = Positions()
+        self.paused: set[TP] = set()
+        self.epoch = 0  # bumped by every revoke / assignment
+        self._established = -1
+        self._tps: frozenset[TopicPartition] = frozenset()
+        self._handles: dict[TP, _Handle] = {}
+        self._last_error = 0.0
+
+    # ------------------------------------------------------------ faust hooks
+    def install(self) -> None:
+        """Before the app's consumer exists: keep faust's fetcher off the source topics."""
+        transport: Any = self.app.transport
+        transport.Consumer = SourceConsumer
+        consumer = self.app.consumer
+        assert isinstance(consumer, SourceConsumer)
+        consumer.source_topics = self.topics
+        receiver: Any = self._on_rebalance
+        self.app.on_partitions_revoked.connect(receiver)
+        self.app.on_partitions_assigned.connect(receiver)
+
+    async def _on_rebalance(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self.epoch += 1
+
+    @property
+    def _consumer(self) -> Any:
+        return self.app.consumer
+
+    def ready(self) -> bool:
+        """The assignment is complete: table recovery done and the stream flowing."""
+        app: Any = self.app
+        return bool(
+            not app.rebalancing and app.consumer.flow_active and app.flow_control.is_active()
+        )
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(aiokafka consumer, *args)`` on faust's consumer thread, as a task of
+        its own: not through faust's method queue (``call_thread``), whose two workers
+        faust needs during a rebalance (its fetcher holds one, a commit needs the other;
+        a fetch of ours waiting for the reassignment there would deadlock the revoke)."""
+        thread = self._consumer._thread
+        fut = asyncio.run_coroutine_threadsafe(
+            fn(thread._ensure_consumer(), *args), thread.thread_loop
+        )
+        return await asyncio.wrap_future(fut)
+
+    def _assigned(self) -> frozenset[TopicPartition]:
+        return frozenset(
+            TopicPartition(tp.topic, tp.partition)
+            for tp in self._consumer.assignment()
+            if tp.topic in self.topics
+        )
+
+    # ------------------------------------------------------------ assignment
+    async def _establish(self, epoch: int) -> bool:
+        """Seek every assigned source partition to where processing must start."""
+        tps = self._assigned()
+        starts: dict[TP, int] = {}
+        if tps:
+            found = await self._call(_starts, sorted(tps))
+            marks: dict[tuple[str, int], int] = {}
+            if self._marks is not None:
+                marks = await self._marks(sorted(self.topics))
+            seek: dict[TopicPartition, int] = {}
+            for tp, (committed, position, earliest) in found.items():
+                start = committed if committed is not None else position
+                mark = marks.get((tp.topic, tp.partition))
+                if mark is not None and mark + 1 < start:
+                    log.warning(
+                        "partition %s[%d]: committed offset %d is past the sinks' "
+                        "high-water mark %d; reading from %d",
+                        tp.topic, tp.partition, start, mark, mark + 1,
+                    )
+                    start = mark + 1
+                start = max(start, earliest)
+                seek[tp] = start
+                starts[TP(tp.topic, tp.partition)] = start
+            if self.epoch != epoch or not self.ready():
+                return False
+            await self._call(_seek, seek)
+        if self.epoch != epoch or not self.ready():
+            return False
+        # faust's per-partition ack bookkeeping restarts with the assignment.
+        consumer = self._consumer
+        for tp in starts:
+            consumer._acked.pop(tp, None)
+            consumer._acked_index.pop(tp, None)
+            consumer._gap.pop(tp, None)
+        self.positions.reset(starts)
+        self._tps = tps
+        self._established = epoch
+        log.info(
+            "pipeline source: reading %s",
+            ", ".join(f"{tp.topic}[{tp.partition}]@{o}" for tp, o in sorted(starts.items()))
+            or "nothing (no partitions assigned)",
+        )
+        return True
+
+    # -------------------------------------------------------------- reading
+    async def next_batch(self, max_records: int, within: float) -> SourceBatch | None:
+        """Records to process next (``None``: nothing now, or the assignment changed)."""
+        if not self.ready():
+            await asyncio.sleep(0.05)
+            return None
+        epoch = self.epoch
+        if self._established != epoch or self._tps != self._assigned():
+            try:
+                if not await self._establish(epoch):
+                    await asyncio.sleep(0.05)
+                    return None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._complain("cannot position the source partitions", exc)
+                await asyncio.sleep(1.0)
+                return None
+        tps = frozenset(tp for tp in self._tps if tp not in self.paused)
+        if not tps:
+            await asyncio.sleep(0.1)
+            return None
+        records: list[Record] = []
+        spans: dict[TP, tuple[int, int]] = {}
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        positions = self.positions
+        while len(records) < max_records:
+            if deadline is None:
+                timeout = 1.0
+            else:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+            try:
+                got = await self._call(_fetch, tps, timeout, max_records - len(records))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._complain("fetching failed", exc)
+                await asyncio.sleep(1.0)
+                return None
+            if self.epoch != epoch:
+                return None
+            if not got:
+                break
+            if deadline is None:
+                deadline = loop.time() + within
+            seek: dict[TopicPartition, int] = {}
+            for atp, recs in got.items():
+                tp = TP(atp.topic, atp.partition)
+                start = positions.next.get(tp)
+                run, back = positions.admit(tp, recs)
+                if back is not None:
+                    seek[atp] = back
+                if not run or start is None:
+                    continue
+                first = spans[tp][0] if tp in spans else start
+                spans[tp] = (first, positions.next[tp])
+                self._to_records(tp, run, records)
+            if seek:
+                await self._call(_seek, seek)
+        if not records and not spans:
+            return None
+        return SourceBatch(records, spans, epoch)
+
+    def _to_records(self, tp: TP, run: Sequence[Any], out: list[Record]) -> None:
+        handle = self._handles.get(tp)
+        if handle is None:
+            handle = self._handles[tp] = _Handle(tp)
+        topic, partition = tp.topic, tp.partition
+        n = len(out)
+        for r in run:
+            headers = r.headers
+            out.append(
+                Record(
+                    index=n,
+                    topic=topic,
+                    partition=partition,
+                    offset=r.offset,
+                    timestamp_ms=r.timestamp,
+                    key=r.key,
+                    value=r.value,
+                    headers=headers if isinstance(headers, list) else list(headers),
+                    handle=handle,
+                )
+            )
+            n += 1
+
+    def _complain(self, what: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        level = logging.WARNING if now - self._last_error > 30 else logging.DEBUG
+        self._last_error = now
+        log.log(level, "pipeline source: %s: %r", what, exc)
+
+    # ----------------------------------------------------- processing a batch
+    @contextlib.contextmanager
+    def in_flight(self, batch: SourceBatch) -> Iterator[bool]:
+        """Hold ``batch`` as in flight for faust (a revoke waits for it).  Yields
+        whether it may be processed: read under the current, complete assignment."""
+        consumer = self._consumer
+        token = _InFlight()
+        ok = batch.epoch == self.epoch and self.ready()
+        if ok:
+            consumer.unacked.add(token)
+        try:
+            yield ok
+        finally:
+            token.acked = True
+            consumer.unacked.discard(token)
+            notify(consumer._waiting_for_ack)
+
+    def ack(self, batch: SourceBatch) -> None:
+        """The batch is done: let faust commit its offsets."""
+        consumer = self._consumer
+        now = time.monotonic()
+        inbound = self.app.monitor.stream_inbound_time
+        for tp, (lo, hi) in batch.spans.items():
+            committed = consumer._committed_offset[tp]
+            if committed is not None and committed > lo:
+                lo = committed
+            if lo < hi:
+                offsets = range(lo, hi)
+                consumer._acked[tp].extend(offsets)
+                consumer._acked_index[tp].update(offsets)
+                consumer._n_acked += hi - lo
+            inbound[tp] = now
+
+    def pause(self, tps: set[TP]) -> None:
+        self.paused |= tps
+
+    def resume(self, tps: set[TP]) -> None:
+        self.paused -= tps

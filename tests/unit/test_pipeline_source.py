@@ -1,0 +1,126 @@
+"""The source reader's contiguity guard: a partition's records reach the batch
+processor with no hole, so an exactly-once sink's high-water mark never passes a
+record it did not write (the two-worker rebalance loss)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+from eventpipe.pipelines.source import Positions, SourceBatch, SourceReader
+from faust.types import TP
+
+T = TP("orders", 0)
+
+
+@dataclass
+class Rec:
+    offset: int
+
+
+class MarkSink:
+    """What the postgres sink does with offsets: write, then keep the high-water
+    mark; a record at or below the mark is skipped."""
+
+    def __init__(self) -> None:
+        self.mark = -1
+        self.written: list[int] = []
+
+    def deliver(self, records: list[Rec]) -> None:
+        for r in records:
+            if r.offset > self.mark:
+                self.written.append(r.offset)
+        if records:
+            self.mark = max(self.mark, records[-1].offset)
+
+
+def run(
+    log: list[int], start: int, drop_once: set[int], batch: int = 4
+) -> tuple[MarkSink, Positions]:
+    """Drive Positions like SourceReader does, over a fetcher whose deliveries lose
+    each offset in ``drop_once`` the first time it is at the edge of a delivery
+    (what faust's cleared channel queue did between two batches)."""
+    positions = Positions()
+    positions.reset({T: start})
+    sink = MarkSink()
+    position = start  # the consumer's fetch position
+    for _ in range(100):
+        run_ = [o for o in log if o >= position][:batch]
+        if not run_:
+            break
+        position = run_[-1] + 1  # the consumer moved past everything it returned
+        lost = drop_once & {run_[0], run_[-1]}
+        delivered = [Rec(o) for o in run_ if o not in lost]
+        drop_once -= lost
+        admitted, back = positions.admit(T, delivered)
+        if back is not None:
+            assert not admitted
+            position = back
+            continue
+        sink.deliver(list(admitted))
+    return sink, positions
+
+
+def test_a_hole_is_not_marked_past_and_is_read_again() -> None:
+    log = list(range(20))
+    # lost: the last record of one delivery (3) and the first of another (11)
+    sink, positions = run(log, 0, {3, 11})
+    assert sink.written == log  # every record once, in order: nothing was lost
+    assert positions.holes_refetched == 2 and positions.gaps_accepted == 0
+    assert positions.next[T] == 20
+
+
+def test_the_batch_after_a_hole_is_refused_whole() -> None:
+    p = Positions()
+    p.reset({T: 0})
+    run1, back1 = p.admit(T, [Rec(0), Rec(1), Rec(2)])
+    assert [r.offset for r in run1] == [0, 1, 2] and back1 is None
+    # offset 3 was dropped on the way: nothing from 4 on may reach a sink
+    run2, back2 = p.admit(T, [Rec(4), Rec(5)])
+    assert not run2 and back2 == 3 and p.next[T] == 3
+    # records read before the seek back are refused too, without another seek
+    run3, back3 = p.admit(T, [Rec(6), Rec(7)])
+    assert not run3 and back3 is None and p.holes_refetched == 1
+    run4, back4 = p.admit(T, [Rec(3), Rec(4), Rec(5)])
+    assert [r.offset for r in run4] == [3, 4, 5] and back4 is None
+
+
+def test_offsets_that_do_not_exist_are_skipped_once_a_refetch_proves_it() -> None:
+    log = [0, 1, 2, 6, 7, 9, 10]  # compacted: 3-5 and 8 do not exist
+    sink, positions = run(log, 0, set(), batch=3)
+    assert sink.written == log
+    # 0 1 2 | 6 7 9: the run after 2 starts at 6 -> re-read from 3 proves the gap
+    assert positions.holes_refetched == 1 and positions.gaps_accepted == 1
+
+
+def test_a_gap_right_after_our_own_seek_is_already_proven() -> None:
+    p = Positions()
+    p.reset({T: 3})  # sought to 3 (e.g. retention deleted 3 and 4)
+    got, back = p.admit(T, [Rec(5), Rec(6)])
+    assert [r.offset for r in got] == [5, 6] and back is None and p.gaps_accepted == 1
+
+
+def test_records_already_processed_are_dropped_and_disorder_is_cut() -> None:
+    p = Positions()
+    p.reset({T: 10})
+    got, back = p.admit(T, [Rec(8), Rec(9), Rec(10), Rec(11), Rec(11), Rec(12)])
+    assert [r.offset for r in got] == [10, 11] and back is None and p.next[T] == 12
+    assert p.admit(TP("other", 0), [Rec(0)]) == ((), None)  # not assigned to us
+
+
+def test_ack_hands_faust_every_offset_of_the_batch_from_the_committed_one() -> None:
+    consumer = SimpleNamespace(
+        _committed_offset=defaultdict(lambda: None, {T: 12}),
+        _acked=defaultdict(list),
+        _acked_index=defaultdict(set),
+        _n_acked=0,
+    )
+    app: Any = SimpleNamespace(consumer=consumer, monitor=SimpleNamespace(stream_inbound_time={}))
+    reader = SourceReader(app, ["orders"])
+    other = TP("orders", 1)
+    reader.ack(SourceBatch(records=[], spans={T: (10, 15), other: (0, 3)}, epoch=0))
+    assert consumer._acked[T] == [12, 13, 14]  # below the committed offset: ignored, as faust does
+    assert consumer._acked[other] == [0, 1, 2]
+    assert consumer._n_acked == 6 and set(app.monitor.stream_inbound_time) == {T, other}
