@@ -55,6 +55,13 @@ from eventpipe.errors import PermanentError, SinkWriteError, is_retriable
 from .api import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_PATH = re.compile(r"^\s*((?:\.[A-Za-z_][A-Za-z0-9_]*)+)\s*$")
+
+
+def simple_path(expr: str) -> tuple[str, ...] | None:
+    """``.a.b.c`` -> ``("a", "b", "c")``; None for any other jq expression."""
+    m = _PATH.match(expr)
+    return tuple(m.group(1)[1:].split(".")) if m else None
 
 
 class RowMappingError(PermanentError):
@@ -140,6 +147,13 @@ class PostgresSink(PipelineSink):
         self._url = config.url
         self.columns = list(config.columns)
         self._program = compile_program(values_source(list(config.columns.values())), config.engine)
+        # Columns that are plain paths (.id, .data.order_id) are looked up in Python
+        # (~2 us a row instead of ~15 for the jq program); anything the lookup cannot
+        # answer as jq would (a non-object on the way) goes to the program.
+        paths = [simple_path(e) for e in config.columns.values()]
+        self._paths: list[tuple[str, ...]] | None = (
+            [p for p in paths if p is not None] if all(p is not None for p in paths) else None
+        )
         parts = config.table.split(".")
         self._table = sql.Identifier(*parts)
         self._stage = sql.Identifier(f"ep_stage_{abs(hash((config.table, id(self)))) % 10**8}")
@@ -237,6 +251,23 @@ class PostgresSink(PipelineSink):
 
     # --------------------------------------------------------------- writing
     def _row(self, item: DeliveryItem, n: int) -> list[Any]:
+        paths = self._paths
+        if paths is not None:
+            form: Any = to_event_form(item.events[n])
+            row = []
+            for path in paths:
+                v = form
+                for key in path:
+                    if v is None:
+                        break
+                    if type(v) is not dict:
+                        return self._row_jq(item, n)  # jq's error for this value
+                    v = v.get(key)
+                row.append(_sql_value(v))
+            return row
+        return self._row_jq(item, n)
+
+    def _row_jq(self, item: DeliveryItem, n: int) -> list[Any]:
         try:
             values = self._program.first(to_event_form(item.events[n]))
         except PermanentError as exc:

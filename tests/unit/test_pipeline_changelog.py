@@ -1,0 +1,113 @@
+"""Table writes go to the store at once and to the changelog topic in one producer
+batch per partition, in order, serialized as faust serializes them; the batch is
+done only when the broker acknowledged them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from eventpipe.pipelines.changelog import BulkChangelogTable, ChangelogWrites
+from faust.streams import _current_event
+
+
+class Event:
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition, topic="src")
+
+
+@contextlib.contextmanager
+def reading(partition: int) -> Iterator[None]:
+    event = Event(partition)
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class Store(dict[str, Any]):
+    persisted: dict[Any, int]
+
+    def set_persisted_offset(self, tp: Any, offset: int) -> None:
+        self.persisted[tp] = offset
+
+
+class Batch:
+    def __init__(self, room: int) -> None:
+        self.room, self.records = room, []
+
+    def append(self, *, key: Any, value: Any, timestamp: Any) -> Any:
+        if len(self.records) == self.room:
+            return None
+        self.records.append((key, value))
+        return object()
+
+
+class Producer:
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.sent: list[tuple[str, int, list[Any]]] = []
+        self.offsets: dict[int, int] = {}
+
+    def create_batch(self) -> Batch:
+        return Batch(self.room)
+
+    async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> Any:
+        self.sent.append((topic, partition, batch.records))
+        base = self.offsets.get(partition, 0)
+        self.offsets[partition] = base + len(batch.records)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(SimpleNamespace(offset=base))
+        return fut
+
+
+def faust_table() -> Any:
+    topic = SimpleNamespace(
+        get_topic_name=lambda: "p-dedup-changelog",
+        prepare_key=lambda k, ser: (f"K:{k}".encode(), None),
+        prepare_value=lambda v, ser: (f"V:{v}".encode(), None),
+    )
+    store = Store()
+    store.persisted = {}
+    return SimpleNamespace(data=store, changelog_topic=topic, key_serializer="json",
+                           value_serializer="json")
+
+
+async def test_writes_are_produced_per_partition_in_order() -> None:
+    producer = Producer(room=2)
+    app = SimpleNamespace(producer=SimpleNamespace(_ensure_producer=lambda: producer))
+    writes = ChangelogWrites(app)
+    raw = faust_table()
+    table = writes.table(raw, bulk=True)
+    assert isinstance(table, BulkChangelogTable)
+    with reading(1):
+        table["a"] = 1
+        table["b"] = 2
+        table["a"] = 3
+    with reading(0):
+        table["c"] = 4
+        del table["b"]  # a deletion is a tombstone in the partition being read
+    assert dict(raw.data) == {"a": 3, "c": 4} and table.get("a") == 3 and "b" not in table
+    assert producer.sent == []  # nothing leaves before the batch is done
+    await writes.flush()
+    assert producer.sent == [
+        ("p-dedup-changelog", 1, [(b"K:a", b"V:1"), (b"K:b", b"V:2")]),
+        ("p-dedup-changelog", 1, [(b"K:a", b"V:3")]),  # the first batch was full
+        ("p-dedup-changelog", 0, [(b"K:c", b"V:4"), (b"K:b", None)]),
+    ]
+    assert {tp.partition: o for tp, o in raw.data.persisted.items()} == {1: 2, 0: 1}
+    await writes.flush()
+    assert len(producer.sent) == 3  # flushed records are not sent again
+
+
+def test_a_write_outside_a_record_is_refused() -> None:
+    writes = ChangelogWrites(SimpleNamespace())
+    table = writes.table(faust_table(), bulk=True)
+    with pytest.raises(TypeError):
+        table["x"] = 1

@@ -1,0 +1,57 @@
+"""The postgres sink maps plain-path columns in Python: the same values (and the
+same failures) as its jq program."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from eventpipe.connectors.sinks.api import DeliveryItem
+from eventpipe.connectors.sinks.postgres import (
+    PostgresSink,
+    PostgresSinkConfig,
+    RowMappingError,
+    simple_path,
+)
+
+from eventpipe.envelope import CloudEvent
+
+COLUMNS = {"id": ".id", "oid": ".data.order_id", "deep": ".data.a.b", "ext": ".region"}
+
+
+def sink(columns: dict[str, str]) -> PostgresSink:
+    return PostgresSink(PostgresSinkConfig(table="t", columns=columns), name="pg")
+
+
+def event(data: Any) -> CloudEvent:
+    return CloudEvent.create("t", "/s", data, id="e1", region="eu")
+
+
+@pytest.mark.parametrize("data", [
+    {"order_id": "o1", "a": {"b": [1, 2]}},
+    {"order_id": 7.5},
+    {"a": None},
+    {},
+    None,
+    {"order_id": {"x": 1}, "a": {"b": {"c": True}}},
+])
+def test_fast_rows_equal_the_jq_rows(data: Any) -> None:
+    s = sink(COLUMNS)
+    assert s._paths is not None
+    item = DeliveryItem(0, [event(data)])
+    fast, slow = s._row(item, 0), s._row_jq(item, 0)
+    assert [getattr(v, "obj", v) for v in fast] == [getattr(v, "obj", v) for v in slow]
+
+
+@pytest.mark.parametrize("data", [{"a": "text"}, {"a": [1]}, [1, 2], "scalar"])
+def test_a_value_jq_cannot_index_fails_the_row_as_jq_does(data: Any) -> None:
+    s = sink(COLUMNS)
+    with pytest.raises(RowMappingError):
+        s._row(DeliveryItem(0, [event(data)]), 0)
+
+
+def test_only_plain_paths_take_the_fast_way() -> None:
+    assert simple_path(".data.order_id") == ("data", "order_id")
+    for expr in [".", ".a?", ".[0]", ".a | tostring", '.["a"]', "..", ".a.b[]"]:
+        assert simple_path(expr) is None
+    assert sink({"id": ".id", "n": ".data.n | tonumber"})._paths is None
