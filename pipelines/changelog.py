@@ -11,10 +11,11 @@ faust sends a changelog record per write through its producer buffer: a future
 per record, a background task per send, sensors.  With ``at_least_once``
 processing, :class:`BulkChangelogTable` writes the table's store directly and
 queues the changelog record; :meth:`ChangelogWrites.flush` produces the batch's
-records as one producer batch per changelog partition (serialized exactly as
-faust does, to the same topic and partition) and waits for the broker.  With ``exactly_once``, the
-records must go through faust's transactional producers, so faust's own table
-path is kept and only its futures are awaited.
+records in a couple of producer batches per changelog partition (serialized
+exactly as faust does, to the same topic and partition) and waits for the
+broker.  With ``exactly_once``, the records must go through faust's
+transactional producers, so faust's own table path is kept and only its futures
+are awaited.
 """
 
 from __future__ import annotations
@@ -74,17 +75,22 @@ class ChangelogWrites:
                 entry[1].append((k, v))
             producer = self.app.producer._ensure_producer()
             for tp, (table, kvs) in by_tp.items():
-                batch, n = producer.create_batch(), 0
-                for k, v in kvs:
-                    if batch.append(key=k, value=v, timestamp=None) is None:
+                # The last record goes in a batch of its own: Tansu reports a partition's
+                # end offset as the last batch's base offset + 1, and faust's recovery
+                # reads a changelog only up to that end offset.
+                for chunk in (kvs[:-1], kvs[-1:]):
+                    batch, n = producer.create_batch(), 0
+                    for k, v in chunk:
+                        if batch.append(key=k, value=v, timestamp=None) is None:
+                            fut = await producer.send_batch(batch, tp.topic, partition=tp.partition)
+                            sent.append((table, tp, n, fut))
+                            batch, n = producer.create_batch(), 0
+                            if batch.append(key=k, value=v, timestamp=None) is None:
+                                raise ValueError(f"changelog record too large for {tp.topic}")
+                        n += 1
+                    if n:
                         fut = await producer.send_batch(batch, tp.topic, partition=tp.partition)
                         sent.append((table, tp, n, fut))
-                        batch, n = producer.create_batch(), 0
-                        if batch.append(key=k, value=v, timestamp=None) is None:
-                            raise ValueError(f"changelog record too large for {tp.topic}")
-                    n += 1
-                fut = await producer.send_batch(batch, tp.topic, partition=tp.partition)
-                sent.append((table, tp, n, fut))
         if futures:
             await asyncio.gather(*futures)
         if sent:

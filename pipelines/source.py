@@ -481,6 +481,10 @@ class SourceReader:
         ok = batch.epoch == self.epoch and self.ready()
         if ok:
             consumer.unacked.add(token)
+        elif batch.epoch == self.epoch:
+            # Dropped unprocessed: whatever was read after it is void too, and the
+            # partitions are sought again before anything more is processed.
+            self.epoch += 1
         try:
             yield ok
         finally:

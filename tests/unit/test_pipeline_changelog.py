@@ -80,7 +80,7 @@ def faust_table() -> Any:
 
 
 async def test_writes_are_produced_per_partition_in_order() -> None:
-    producer = Producer(room=2)
+    producer = Producer(room=1)
     app = SimpleNamespace(producer=SimpleNamespace(_ensure_producer=lambda: producer))
     writes = ChangelogWrites(app)
     raw = faust_table()
@@ -96,14 +96,30 @@ async def test_writes_are_produced_per_partition_in_order() -> None:
     assert dict(raw.data) == {"a": 3, "c": 4} and table.get("a") == 3 and "b" not in table
     assert producer.sent == []  # nothing leaves before the batch is done
     await writes.flush()
+    # the last record of a partition goes alone (Tansu's end offset is the last
+    # batch's base offset + 1); batches that are full are sent and a new one started
     assert producer.sent == [
-        ("p-dedup-changelog", 1, [(b"K:a", b"V:1"), (b"K:b", b"V:2")]),
-        ("p-dedup-changelog", 1, [(b"K:a", b"V:3")]),  # the first batch was full
-        ("p-dedup-changelog", 0, [(b"K:c", b"V:4"), (b"K:b", None)]),
+        ("p-dedup-changelog", 1, [(b"K:a", b"V:1")]),
+        ("p-dedup-changelog", 1, [(b"K:b", b"V:2")]),
+        ("p-dedup-changelog", 1, [(b"K:a", b"V:3")]),
+        ("p-dedup-changelog", 0, [(b"K:c", b"V:4")]),
+        ("p-dedup-changelog", 0, [(b"K:b", None)]),
     ]
     assert {tp.partition: o for tp, o in raw.data.persisted.items()} == {1: 2, 0: 1}
     await writes.flush()
-    assert len(producer.sent) == 3  # flushed records are not sent again
+    assert len(producer.sent) == 5  # flushed records are not sent again
+
+
+async def test_a_partition_s_records_fill_one_batch_then_the_last_goes_alone() -> None:
+    producer = Producer(room=100)
+    app = SimpleNamespace(producer=SimpleNamespace(_ensure_producer=lambda: producer))
+    writes = ChangelogWrites(app)
+    table = writes.table(faust_table(), bulk=True)
+    with reading(2):
+        for i in range(5):
+            table[f"k{i}"] = i
+    await writes.flush()
+    assert [len(r) for _, _, r in producer.sent] == [4, 1]
 
 
 def test_a_write_outside_a_record_is_refused() -> None:

@@ -124,3 +124,29 @@ def test_ack_hands_faust_every_offset_of_the_batch_from_the_committed_one() -> N
     assert consumer._acked[T] == [12, 13, 14]  # below the committed offset: ignored, as faust does
     assert consumer._acked[other] == [0, 1, 2]
     assert consumer._n_acked == 6 and set(app.monitor.stream_inbound_time) == {T, other}
+
+
+def reader_on(rebalancing: bool) -> tuple[SourceReader, Any]:
+    consumer = SimpleNamespace(unacked=set(), _waiting_for_ack=None, flow_active=True)
+    app: Any = SimpleNamespace(
+        consumer=consumer, rebalancing=rebalancing,
+        flow_control=SimpleNamespace(is_active=lambda: True),
+    )
+    return SourceReader(app, ["orders"]), consumer
+
+
+def test_a_batch_is_in_flight_for_faust_while_processed() -> None:
+    reader, consumer = reader_on(rebalancing=False)
+    with reader.in_flight(SourceBatch([], {}, epoch=0)) as current:
+        assert current and len(consumer.unacked) == 1  # a revoke waits for it
+    assert not consumer.unacked and reader.epoch == 0
+
+
+def test_a_batch_read_before_a_rebalance_is_dropped_with_what_was_read_after_it() -> None:
+    reader, consumer = reader_on(rebalancing=True)
+    with reader.in_flight(SourceBatch([], {}, epoch=0)) as current:
+        assert not current and not consumer.unacked
+    # the next batch (read ahead under epoch 0) is void too; positions are sought again
+    assert reader.epoch == 1
+    with reader.in_flight(SourceBatch([], {}, epoch=0)) as current:
+        assert not current
