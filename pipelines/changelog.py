@@ -27,6 +27,10 @@ from typing import Any
 from faust.streams import current_event
 from faust.types import TP
 
+from eventpipe.kafka.batches import Header, send_batches
+
+_NO_HEADERS: list[Header] = []  # shared; only read
+
 
 class ChangelogWrites:
     """The changelog records of the current batch's table writes."""
@@ -63,7 +67,7 @@ class ChangelogWrites:
         if records:
             # Serialized as faust serializes table keys and values; one producer batch
             # per changelog partition (in order), not a send per record.
-            by_tp: dict[TP, tuple[Any, list[tuple[Any, Any]]]] = {}
+            by_tp: dict[TP, tuple[Any, list[tuple[Any, Any, list[Header]]]]] = {}
             for table, partition, key, value in records:
                 topic = table.changelog_topic
                 k, _ = topic.prepare_key(key, table.key_serializer)
@@ -72,25 +76,16 @@ class ChangelogWrites:
                 entry = by_tp.get(tp)
                 if entry is None:
                     entry = by_tp[tp] = (table, [])
-                entry[1].append((k, v))
+                entry[1].append((k, v, _NO_HEADERS))
             producer = self.app.producer._ensure_producer()
-            for tp, (table, kvs) in by_tp.items():
+            for tp, (table, rows) in by_tp.items():
                 # The last record goes in a batch of its own: Tansu reports a partition's
                 # end offset as the last batch's base offset + 1, and faust's recovery
                 # reads a changelog only up to that end offset.
-                for chunk in (kvs[:-1], kvs[-1:]):
-                    batch, n = producer.create_batch(), 0
-                    for k, v in chunk:
-                        if batch.append(key=k, value=v, timestamp=None) is None:
-                            fut = await producer.send_batch(batch, tp.topic, partition=tp.partition)
-                            sent.append((table, tp, n, fut))
-                            batch, n = producer.create_batch(), 0
-                            if batch.append(key=k, value=v, timestamp=None) is None:
-                                raise ValueError(f"changelog record too large for {tp.topic}")
-                        n += 1
-                    if n:
-                        fut = await producer.send_batch(batch, tp.topic, partition=tp.partition)
-                        sent.append((table, tp, n, fut))
+                for b in await send_batches(
+                    producer, tp.topic, tp.partition, rows, split_last=True
+                ):
+                    sent.append((table, tp, b.end - b.start, b.ack))
         if futures:
             await asyncio.gather(*futures)
         if sent:

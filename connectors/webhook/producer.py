@@ -31,6 +31,7 @@ from aiokafka.partitioner import murmur2
 
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.errors import BrokerUnavailableError
+from eventpipe.kafka.batches import send_batches
 from eventpipe.kafka.client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
 from eventpipe.settings import KafkaSettings
 
@@ -179,9 +180,8 @@ class BatchProducer:
                 q.scheduled = True
                 asyncio.get_running_loop().call_soon(self._start, topic, q)
 
-    @classmethod
+    @staticmethod
     async def _submit(
-        cls,
         producer: AIOKafkaProducer,
         topic: str,
         partition: int,
@@ -189,30 +189,14 @@ class BatchProducer:
         idx: list[int],
         waiters: list[asyncio.Future[None]],
     ) -> list[asyncio.Future[object]]:
+        records = [(items[i].key, items[i].value, items[i].headers) for i in idx]
         out = []
-        batch = producer.create_batch()
-        members: list[asyncio.Future[None]] = []
-        for i in idx:
-            m = items[i]
-            if batch.append(key=m.key, value=m.value, timestamp=None, headers=m.headers) is None:
-                out.append(await cls._send_batch(producer, batch, topic, partition, members))
-                batch, members = producer.create_batch(), []
-                batch.append(key=m.key, value=m.value, timestamp=None, headers=m.headers)
-            members.append(waiters[i])
-        out.append(await cls._send_batch(producer, batch, topic, partition, members))
+        for b in await send_batches(producer, topic, partition, records):
+            b.ack.add_done_callback(
+                partial(_answer, [waiters[i] for i in idx[b.start : b.end]], topic)
+            )
+            out.append(b.ack)
         return out
-
-    @staticmethod
-    async def _send_batch(
-        producer: AIOKafkaProducer,
-        batch: object,
-        topic: str,
-        partition: int,
-        members: list[asyncio.Future[None]],
-    ) -> asyncio.Future[object]:
-        fut: asyncio.Future[object] = await producer.send_batch(batch, topic, partition=partition)
-        fut.add_done_callback(partial(_answer, members, topic))
-        return fut
 
 
 class _Queue:

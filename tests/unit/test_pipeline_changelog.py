@@ -39,14 +39,20 @@ class Store(dict[str, Any]):
 
 
 class Batch:
-    def __init__(self, room: int) -> None:
-        self.room, self.records = room, []
+    """aiokafka's BatchBuilder interface: append until full, close before sending."""
 
-    def append(self, *, key: Any, value: Any, timestamp: Any) -> Any:
-        if len(self.records) == self.room:
+    def __init__(self, room: int) -> None:
+        self.room, self.records, self.closed = room, [], False
+
+    def append(self, *, key: Any, value: Any, timestamp: Any, headers: list[Any]) -> Any:
+        assert isinstance(headers, list)  # the C builder refuses anything else
+        if self.closed or len(self.records) == self.room:
             return None
         self.records.append((key, value))
         return object()
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class Producer:
@@ -59,6 +65,8 @@ class Producer:
         return Batch(self.room)
 
     async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> Any:
+        # An open batch would wait out linger_ms in aiokafka's accumulator.
+        assert batch.closed, "a complete batch is closed before it is handed over"
         self.sent.append((topic, partition, batch.records))
         base = self.offsets.get(partition, 0)
         self.offsets[partition] = base + len(batch.records)

@@ -1,0 +1,144 @@
+"""Pipelines as real worker processes: ``eventpipe run --role pipelines``, several of
+them in one consumer group (how a pipeline scales out, ARCHITECTURE.md section 8).
+
+The source topic is filled before the workers start.  Each worker serves its ops
+endpoints on its own port; their ``/metrics`` are polled (every ``POLL_S``) for
+``eventpipe_pipeline_events_in_total`` and ``..._events_out_total``.  The rate is
+counted from the first poll at which every worker is consuming (the group has
+rebalanced and each holds partitions) until the sinks together have written all
+``n`` events: ``(n - out at start) / elapsed``.  A worker's peak RSS is its VmHWM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from bench.common import pid_peak_rss_mb
+from eventpipe.embedded.process import free_port
+
+POLL_S = 0.1
+_SAMPLE = re.compile(
+    r'^eventpipe_pipeline_events_(in|out)_total\{[^}]*pipeline="([^"]+)"[^}]*\} ([0-9.e+]+)$',
+    re.M,
+)
+
+
+@dataclass
+class WorkersResult:
+    rate: float  # events/s, all workers together
+    counted: int  # events in the timed window
+    rss_mb: list[float]  # peak RSS of each worker
+
+
+def _config(path: Path, spec: dict[str, Any]) -> Path:
+    cfg = {
+        "service": {"host": "127.0.0.1", "log_level": "WARNING"},
+        "kafka": {"linger_ms": 5},
+        "database": {"pool_max": 4},
+        "pipelines": [spec],
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+async def _counts(
+    session: aiohttp.ClientSession, port: int, pipeline: str
+) -> tuple[float, float] | None:
+    """(events in, events out) of one worker, or None while it is not serving."""
+    try:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as r:
+            text = await r.text()
+    except (aiohttp.ClientError, OSError):
+        return None
+    got = {"in": 0.0, "out": 0.0}
+    for kind, name, value in _SAMPLE.findall(text):
+        if name == pipeline:
+            got[kind] += float(value)
+    return got["in"], got["out"]
+
+
+async def run_workers(
+    bootstrap: str, db_url: str, spec: dict[str, Any], n: int, workers: int
+) -> WorkersResult:
+    work = Path(tempfile.mkdtemp(prefix="bench-workers-"))
+    cfg = _config(work / "pipeline.yaml", spec)
+    ports = [free_port() for _ in range(workers)]
+    procs = await asyncio.to_thread(_start, cfg, ports, bootstrap, db_url)
+    name = spec["name"]
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            t_start: float | None = None
+            out_start = 0.0
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                for i, p in enumerate(procs):
+                    if p.poll() is not None:
+                        tail = (work / f"worker{i}.log").read_text()[-2000:]
+                        raise RuntimeError(f"worker {i} exited with {p.returncode}:\n{tail}")
+                now = time.perf_counter()
+                counts = await asyncio.gather(*(_counts(session, p, name) for p in ports))
+                if all(c is not None for c in counts):
+                    total_out = sum(c[1] for c in counts if c is not None)
+                    if t_start is None and all(c is not None and c[0] > 0 for c in counts):
+                        t_start, out_start = now, total_out
+                    if t_start is not None and total_out >= n:
+                        counted = int(n - out_start)
+                        if counted < n // 4:
+                            raise RuntimeError(
+                                f"only {counted} of {n} events were left once every worker "
+                                "was consuming: raise BENCH_WORKER_EVENTS"
+                            )
+                        rss = [pid_peak_rss_mb(p.pid) for p in procs]
+                        return WorkersResult(counted / (now - t_start), counted, rss)
+                await asyncio.sleep(POLL_S)
+            raise TimeoutError(f"the workers did not deliver {n} events in time")
+    finally:
+        await asyncio.to_thread(_stop, procs)
+
+
+Procs = list[subprocess.Popen[bytes]]
+COMMAND = [sys.executable, "-m", "eventpipe", "run", "--role", "pipelines", "-c"]
+
+
+def _start(cfg: Path, ports: list[int], bootstrap: str, db_url: str) -> Procs:
+    procs = []
+    for i, port in enumerate(ports):
+        env = dict(
+            os.environ,
+            EVENTPIPE_KAFKA_BOOTSTRAP=bootstrap,
+            EVENTPIPE_DATABASE_URL=db_url,
+            EVENTPIPE_SERVICE_PORT=str(port),
+        )
+        with (cfg.parent / f"worker{i}.log").open("wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [*COMMAND, str(cfg)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    return procs
+
+
+def _stop(procs: Procs) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()

@@ -1,0 +1,67 @@
+"""Whole record batches to one partition (eventpipe.kafka.batches) on the real broker:
+every record arrives once, in order, with its key and headers; the acks' base
+offsets say how the records were split; a record larger than a batch travels
+in a batch of its own."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from eventpipe.kafka.batches import send_batches
+from eventpipe.settings import Settings
+from tests.helpers import read_records
+
+
+def rows(
+    n: int, size: int = 40
+) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+    return [
+        (f"k{i}".encode(), f"{i:0{size}d}".encode(), [("n", str(i).encode())]) for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("split_last", [False, True])
+async def test_records_arrive_once_in_order_split_into_batches(
+    settings: Settings, topic: str, split_last: bool
+) -> None:
+    # A long linger: a batch handed over open would sit in the accumulator for it,
+    # and the small batch size forces several batches.
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap,
+        acks="all",
+        linger_ms=60_000,
+        max_batch_size=4096,
+    )
+    await producer.start()
+    try:
+        records = rows(500)
+        sent = await send_batches(producer, topic, 1, records, split_last=split_last)
+        metas = [await b.ack for b in sent]
+    finally:
+        await producer.stop()
+    assert len(sent) > 2  # 500 records of ~60 bytes do not fit one 4 KiB batch
+    assert [b.start for b in sent] == [0, *(b.end for b in sent[:-1])]
+    assert sent[-1].end == 500
+    base = metas[0].offset
+    assert [m.offset - base for m in metas] == [b.start for b in sent]
+    if split_last:
+        assert (sent[-1].start, sent[-1].end) == (499, 500)
+    got = [r for r in await read_records(settings.kafka.bootstrap, topic, 500) if r.partition == 1]
+    assert [r.offset - base for r in got] == list(range(500))
+    assert [(r.key, r.value, list(r.headers)) for r in got] == records
+
+
+async def test_a_record_larger_than_a_batch_travels_alone(settings: Settings, topic: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, max_batch_size=1024)
+    await producer.start()
+    try:
+        records = [(b"a", b"small", []), (b"b", b"x" * 4096, []), (b"c", b"small", [])]
+        sent = await send_batches(producer, topic, 0, records)
+        for b in sent:
+            await b.ack
+    finally:
+        await producer.stop()
+    assert [(b.start, b.end) for b in sent] == [(0, 1), (1, 2), (2, 3)]
+    got = [r for r in await read_records(settings.kafka.bootstrap, topic, 3) if r.partition == 0]
+    assert [(r.key, r.value) for r in got] == [(k, v) for k, v, _ in records]
