@@ -218,7 +218,9 @@ class BatchProcessor:
                     step = getattr(exc, "step", None)
                     letters.append(
                         self._letter(
-                            rec, exc, getattr(exc, "stage", "transform"),
+                            rec,
+                            exc,
+                            getattr(exc, "stage", "transform"),
                             self._step_name(step, stage.step_offset),
                         )
                     )
@@ -267,9 +269,7 @@ class BatchProcessor:
         by_index = {r.index: r for r in live}
         attempts: dict[int, int] = {}
         first_failed: dict[int, datetime] = {}
-        pending = [
-            DeliveryItem(r.index, r.outputs, r.topic, r.partition, r.offset) for r in live
-        ]
+        pending = [DeliveryItem(r.index, r.outputs, r.topic, r.partition, r.offset) for r in live]
 
         async def before_commit(failed: dict[int, BaseException]) -> None:
             letters = []
@@ -296,7 +296,11 @@ class BatchProcessor:
                 delay = self.retry.delay(down, retry_after_of(exc))
                 log.warning(
                     "pipeline %s sink %s unavailable (%s); holding %d record(s), retry in %.2fs%s",
-                    self.pipeline, label, exc, len(pending), delay,
+                    self.pipeline,
+                    label,
+                    exc,
+                    len(pending),
+                    delay,
                     " (circuit open)" if opened else "",
                 )
                 if not opened:
@@ -326,9 +330,7 @@ class BatchProcessor:
                 if is_retriable(err) and n < self.retry.max_attempts:
                     retry.append(it)
                 else:
-                    letters.append(
-                        self._letter(rec, err, "sink", label, n, first_failed[it.index])
-                    )
+                    letters.append(self._letter(rec, err, "sink", label, n, first_failed[it.index]))
             await self._write_dead_letters(letters)
             pending = retry
             if pending:
@@ -396,15 +398,23 @@ class BatchProcessor:
                 delay = self.retry.delay(failures)
                 log.warning(
                     "pipeline %s: dead-letter topic %s not writable (%s); retry in %.2fs",
-                    self.pipeline, self.dlq.topic, exc, delay,
+                    self.pipeline,
+                    self.dlq.topic,
+                    exc,
+                    delay,
                 )
                 await asyncio.sleep(delay)
         for d in letters:
             metrics.PIPELINE_DEAD_LETTERS.labels(pipeline=self.pipeline, stage=d.stage).inc()
             log.info(
                 "pipeline %s: dead-lettered %s[%s]@%s at %s%s: %s",
-                self.pipeline, d.origin.topic, d.origin.partition, d.origin.offset, d.stage,
-                f" ({d.step})" if d.step else "", d.exception_message[:200],
+                self.pipeline,
+                d.origin.topic,
+                d.origin.partition,
+                d.origin.offset,
+                d.stage,
+                f" ({d.step})" if d.step else "",
+                d.exception_message[:200],
             )
 
     # ------------------------------------------------------------ dedup marks

@@ -44,9 +44,7 @@ def subjects_of(spec: PipelineSpec) -> set[tuple[str, Any]]:
     return found
 
 
-async def fetch_schemas(
-    spec: PipelineSpec, ctx: ServiceContext | None
-) -> SchemaResolver | None:
+async def fetch_schemas(spec: PipelineSpec, ctx: ServiceContext | None) -> SchemaResolver | None:
     """A resolver over schemas fetched now (steps resolve at build, never per event)."""
     wanted = subjects_of(spec)
     if not wanted:

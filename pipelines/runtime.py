@@ -235,16 +235,18 @@ class PipelineRuntime:
         offset = 0
         for seg in segments:
             if isinstance(seg, Chain):
-                stages.append(Stage(name="steps:" + "|".join(seg.describe()), chain=seg,
-                                    step_offset=offset))
+                stages.append(
+                    Stage(name="steps:" + "|".join(seg.describe()), chain=seg, step_offset=offset)
+                )
                 offset += len(seg)
                 continue
             assert isinstance(seg, StatefulEntry)
             name = f"steps[{offset}].{seg.kind}"
             table = self._table(app, f"state-{offset}")
             if isinstance(seg.config, AggregateConfig):
-                agg = Aggregator(seg.config, table, pipeline=self.name, path=name,
-                                 use_event=_use_event)
+                agg = Aggregator(
+                    seg.config, table, pipeline=self.name, path=name, use_event=_use_event
+                )
                 stages.append(Stage(name=name, aggregator=agg))
             else:
                 assert isinstance(seg.config, DedupStepConfig)
@@ -365,4 +367,3 @@ class PipelineRuntime:
         if self._own_dir is not None:
             shutil.rmtree(self._own_dir, ignore_errors=True)
             self._own_dir = None
-

@@ -98,7 +98,9 @@ class SourceConsumer(AIOKafkaFaustConsumer):
         await super().on_partitions_revoked(revoked)
 
     async def _getmany(
-        self, active_partitions: set[TP] | None, timeout: float  # noqa: ASYNC109 (faust's)
+        self,
+        active_partitions: set[TP] | None,
+        timeout: float,  # noqa: ASYNC109 (faust's)
     ) -> Any:
         if active_partitions and self.source_topics:
             theirs = {tp for tp in active_partitions if tp.topic not in self.source_topics}
@@ -163,7 +165,10 @@ class Positions:
                 self.holes_refetched += 1
                 log.warning(
                     "partition %s[%d]: got offset %d, expected %d; seeking back to re-read",
-                    tp.topic, tp.partition, first, expected,
+                    tp.topic,
+                    tp.partition,
+                    first,
+                    expected,
                 )
                 return (), expected
             bound = sought[1]
@@ -175,7 +180,11 @@ class Positions:
             log.info(
                 "partition %s[%d]: offsets %d..%d do not exist (compacted, transaction "
                 "markers or deleted); continuing at %d",
-                tp.topic, tp.partition, expected, first - 1, first,
+                tp.topic,
+                tp.partition,
+                expected,
+                first - 1,
+                first,
             )
         # Offsets within one fetched run increase; anything else is not trusted.
         last = first
@@ -349,7 +358,11 @@ class SourceReader:
                     log.warning(
                         "partition %s[%d]: committed offset %d is past the sinks' "
                         "high-water mark %d; reading from %d",
-                        tp.topic, tp.partition, start, mark, mark + 1,
+                        tp.topic,
+                        tp.partition,
+                        start,
+                        mark,
+                        mark + 1,
                     )
                     start = mark + 1
                 start = max(start, earliest)

@@ -297,9 +297,7 @@ def check_pipeline(raw: Any, where: str) -> tuple[PipelineSpec | None, list[tupl
 
 
 def _tidy(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [
-        (p.replace(".(root)", ""), m.removeprefix("Value error, ")) for p, m in problems
-    ]
+    return [(p.replace(".(root)", ""), m.removeprefix("Value error, ")) for p, m in problems]
 
 
 def validate_pipelines(settings: Settings) -> list[tuple[str, str]]:
@@ -322,8 +320,11 @@ def validate_pipelines(settings: Settings) -> list[tuple[str, str]]:
         names.setdefault(spec.name, i)
         if spec.group in groups:
             problems.append(
-                (f"{where}.source.group", f"group {spec.group!r} is also used by "
-                 f"pipelines[{groups[spec.group]}]; each pipeline needs its own consumer group")
+                (
+                    f"{where}.source.group",
+                    f"group {spec.group!r} is also used by "
+                    f"pipelines[{groups[spec.group]}]; each pipeline needs its own consumer group",
+                )
             )
         groups.setdefault(spec.group, i)
     return problems

@@ -70,8 +70,10 @@ class _Checker:
                 node = names[node]
             elif isinstance(node, dict) and isinstance(node.get("type"), list | dict):
                 node = node["type"]
-            elif isinstance(node, dict) and node.get("type") in names and node["type"] not in (
-                AVRO_PRIMITIVES
+            elif (
+                isinstance(node, dict)
+                and node.get("type") in names
+                and node["type"] not in (AVRO_PRIMITIVES)
             ):
                 node = names[node["type"]]
             else:
@@ -109,19 +111,23 @@ class _Checker:
             for branch in r:
                 if not self.check(branch, w, path):
                     return []
-            return [self.issue(
-                "MISSING_UNION_BRANCH", path,
-                f"The {self.rlabel} schema is missing a type inside a union field at path "
-                f"'{path or '/'}' in the {self.wlabel} schema",
-                f"reader union lacking writer type: {wk.upper()}",
-            )]
+            return [
+                self.issue(
+                    "MISSING_UNION_BRANCH",
+                    path,
+                    f"The {self.rlabel} schema is missing a type inside a union field at path "
+                    f"'{path or '/'}' in the {self.wlabel} schema",
+                    f"reader union lacking writer type: {wk.upper()}",
+                )
+            ]
         if rk in PROMOTIONS.get(wk, ()):
             return []
         return [self.type_mismatch(rk, wk, path)]
 
     def type_mismatch(self, rk: str, wk: str, path: str) -> Incompatibility:
         return self.issue(
-            "TYPE_MISMATCH", path,
+            "TYPE_MISMATCH",
+            path,
             f"The type (path '{path or '/'}') of a field in the {self.rlabel} schema does not "
             f"match with the {self.wlabel} schema",
             f"reader type: {rk.upper()} not compatible with writer type: {wk.upper()}",
@@ -146,30 +152,39 @@ class _Checker:
         self, kind: str, r: dict[str, Any], w: dict[str, Any], path: str
     ) -> list[Incompatibility]:
         if not self.names_match(r, w):
-            return [self.issue(
-                "NAME_MISMATCH", f"{path}/name",
-                f"The name of the schema has changed (path '{path}/name')",
-                f"expected: {w['name']}",
-            )]
+            return [
+                self.issue(
+                    "NAME_MISMATCH",
+                    f"{path}/name",
+                    f"The name of the schema has changed (path '{path}/name')",
+                    f"expected: {w['name']}",
+                )
+            ]
         if kind == "fixed":
             if r["size"] != w["size"]:
-                return [self.issue(
-                    "FIXED_SIZE_MISMATCH", f"{path}/size",
-                    f"The size of FIXED type field at path '{path}/size' in the {self.rlabel} "
-                    f"schema does not match with the {self.wlabel} schema",
-                    f"expected: {w['size']}, found: {r['size']}",
-                )]
+                return [
+                    self.issue(
+                        "FIXED_SIZE_MISMATCH",
+                        f"{path}/size",
+                        f"The size of FIXED type field at path '{path}/size' in the {self.rlabel} "
+                        f"schema does not match with the {self.wlabel} schema",
+                        f"expected: {w['size']}, found: {r['size']}",
+                    )
+                ]
             return []
         if kind == "enum":
             missing = [s for s in w["symbols"] if s not in r["symbols"]]
             if missing and "default" not in r:
                 shown = ", ".join(missing)
-                return [self.issue(
-                    "MISSING_ENUM_SYMBOLS", f"{path}/symbols",
-                    f"The {self.rlabel} schema is missing enum symbols '[{shown}]' at path "
-                    f"'{path}/symbols' in the {self.wlabel} schema",
-                    f"[{shown}]",
-                )]
+                return [
+                    self.issue(
+                        "MISSING_ENUM_SYMBOLS",
+                        f"{path}/symbols",
+                        f"The {self.rlabel} schema is missing enum symbols '[{shown}]' at path "
+                        f"'{path}/symbols' in the {self.wlabel} schema",
+                        f"[{shown}]",
+                    )
+                ]
             return []
         return self.record(r, w, path)
 
@@ -183,12 +198,16 @@ class _Checker:
                 wf = next((wfields[a] for a in rf.get("aliases", ()) if a in wfields), None)
             if wf is None:
                 if "default" not in rf:
-                    out.append(self.issue(
-                        "READER_FIELD_MISSING_DEFAULT_VALUE", fpath,
-                        f"The field '{rf['name']}' at path '{fpath}' in the {self.rlabel} schema "
-                        f"has no default value and is missing in the {self.wlabel} schema",
-                        str(rf["name"]),
-                    ))
+                    out.append(
+                        self.issue(
+                            "READER_FIELD_MISSING_DEFAULT_VALUE",
+                            fpath,
+                            f"The field '{rf['name']}' at path '{fpath}' in the "
+                            f"{self.rlabel} schema has no default value and is missing in "
+                            f"the {self.wlabel} schema",
+                            str(rf["name"]),
+                        )
+                    )
                 continue
             out.extend(self.check(rf["type"], wf["type"], f"{fpath}/type"))
         return out

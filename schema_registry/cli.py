@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
     p.add_argument(
-        "--registry", metavar="URL",
+        "--registry",
+        metavar="URL",
         help=f"schema registry URL (default: ${URL_ENV}, else the service's {PREFIX})",
     )
 
@@ -61,12 +62,18 @@ def _schema_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("subject")
     p.add_argument("file", help="schema file ('-' = stdin)")
     p.add_argument(
-        "--type", dest="schema_type", choices=SCHEMA_TYPES, type=str.upper,
+        "--type",
+        dest="schema_type",
+        choices=SCHEMA_TYPES,
+        type=str.upper,
         help="schema type (default: AVRO for .avsc; JSON when the file has $schema, "
         "properties or type object; else AVRO)",
     )
     p.add_argument(
-        "--ref", action="append", default=[], metavar="NAME=SUBJECT:VERSION",
+        "--ref",
+        action="append",
+        default=[],
+        metavar="NAME=SUBJECT:VERSION",
         help="a reference the schema uses (repeatable); VERSION may be 'latest'",
     )
 
@@ -100,7 +107,8 @@ def _register_schemas(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _common(ck)
     _schema_args(ck)
     ck.add_argument(
-        "--version", default=None,
+        "--version",
+        default=None,
         help="check against this version only ('latest' or a number); default: the "
         "versions the subject's compatibility level names",
     )
@@ -111,7 +119,8 @@ def _register_schemas(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     d.add_argument("subject")
     d.add_argument("--version", help="delete only this version ('latest' or a number)")
     d.add_argument(
-        "--permanent", action="store_true",
+        "--permanent",
+        action="store_true",
         help="hard delete (only after a soft delete); ids are never reused either way",
     )
     d.set_defaults(func=cmd_delete)
@@ -123,8 +132,12 @@ def _register_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s = ssub.add_parser("serve", help="serve the registry API at the root of a port")
     add_config_args(s)
     s.add_argument("--host", help="bind address (default service.host)")
-    s.add_argument("--port", type=int, default=DEFAULT_SERVE_PORT,
-                   help=f"port (default {DEFAULT_SERVE_PORT}; 0 = any free port)")
+    s.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_SERVE_PORT,
+        help=f"port (default {DEFAULT_SERVE_PORT}; 0 = any free port)",
+    )
     s.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
     s.set_defaults(func=cmd_serve)
 
@@ -187,8 +200,9 @@ def _parse_ref(value: str) -> SchemaReference:
     name, sep, rest = value.partition("=")
     subject, sep2, version = rest.rpartition(":")
     if not sep or not sep2 or not name or not subject:
-        raise CliError(f"--ref {value!r}: use NAME=SUBJECT:VERSION, e.g. "
-                       "com.acme.Address=address-value:1")
+        raise CliError(
+            f"--ref {value!r}: use NAME=SUBJECT:VERSION, e.g. com.acme.Address=address-value:1"
+        )
     if version.lower() == "latest":
         return SchemaReference(name, subject, -1)
     try:
@@ -280,7 +294,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     async def action(c: SchemaRegistryClient) -> tuple[Any, str]:
         result = await c.check_compatibility(
-            args.subject, schema, version=version  # type: ignore[arg-type]
+            args.subject,
+            schema,
+            version=version,  # type: ignore[arg-type]
         )
         return result, await c.get_compatibility(args.subject)
 
@@ -298,9 +314,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     if args.version is not None:
         version = _version(args.version)
-        deleted = _run(args, lambda c: c.delete_version(
-            args.subject, version, permanent=args.permanent  # type: ignore[arg-type]
-        ))
+        deleted = _run(
+            args,
+            lambda c: c.delete_version(
+                args.subject,
+                version,
+                permanent=args.permanent,  # type: ignore[arg-type]
+            ),
+        )
         kind = "permanently deleted" if args.permanent else "soft-deleted"
         out_console.print(f"{kind} {args.subject} version {deleted}")
         return 0
@@ -366,6 +387,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         err_console.print(f"schema registry serving on {url}", soft_wrap=True)
 
-    asyncio.run(serve_registry(settings, host, args.port, migrate=not args.no_migrate,
-                               on_ready=ready))
+    asyncio.run(
+        serve_registry(settings, host, args.port, migrate=not args.no_migrate, on_ready=ready)
+    )
     return 0

@@ -112,9 +112,7 @@ class SchemaRegistryClient:
         self._own_session = session is None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._headers = {"Accept": ACCEPT, **(headers or {})}
-        self._ids: LRU[tuple[str, str, str, tuple[SchemaReference, ...]], int] = LRU(
-            cache_capacity
-        )
+        self._ids: LRU[tuple[str, str, str, tuple[SchemaReference, ...]], int] = LRU(cache_capacity)
         self._schemas: LRU[int, Schema] = LRU(cache_capacity)
         self._versions: LRU[tuple[str, int], RegisteredSchema] = LRU(cache_capacity)
         self._lookups: LRU[tuple[str, Schema, bool], RegisteredSchema] = LRU(cache_capacity)
@@ -159,7 +157,12 @@ class SchemaRegistryClient:
         self.requests += 1
         try:
             async with self._session.request(
-                method, url, data=data, params=params, headers=headers, auth=self._auth,
+                method,
+                url,
+                data=data,
+                params=params,
+                headers=headers,
+                auth=self._auth,
                 timeout=self._timeout,
             ) as resp:
                 raw = await resp.read()
@@ -177,13 +180,14 @@ class SchemaRegistryClient:
         if status >= 400:
             if isinstance(payload, dict):
                 code = payload.get("error_code", status)
-                message = payload.get("message") or payload.get("detail") or raw.decode(
-                    errors="replace"
+                message = (
+                    payload.get("message") or payload.get("detail") or raw.decode(errors="replace")
                 )
             else:
                 code, message = status, raw.decode(errors="replace")[:500] or f"HTTP {status}"
-            raise RegistryClientError(status, int(code) if str(code).isdigit() else status,
-                                      str(message))
+            raise RegistryClientError(
+                status, int(code) if str(code).isdigit() else status, str(message)
+            )
         if payload is None and raw:
             raise RegistryClientError(status, -1, f"not a JSON answer: {raw[:200]!r}")
         return payload
@@ -206,7 +210,9 @@ class SchemaRegistryClient:
         if cached is not None:
             return cached
         out = await self._request(
-            "POST", f"subjects/{_q(subject)}/versions", body=s.to_dict(),
+            "POST",
+            f"subjects/{_q(subject)}/versions",
+            body=s.to_dict(),
             params={"normalize": "true"} if normalize else None,
         )
         schema_id = int(out["id"])
@@ -257,7 +263,9 @@ class SchemaRegistryClient:
         if cached is not None:
             return cached
         out = await self._request(
-            "POST", f"subjects/{_q(subject)}", body=s.to_dict(),
+            "POST",
+            f"subjects/{_q(subject)}",
+            body=s.to_dict(),
             params={"deleted": "true"} if deleted else None,
         )
         out.setdefault("subject", subject)
@@ -273,10 +281,14 @@ class SchemaRegistryClient:
         return list(await self._request("GET", "subjects", params=params or None))
 
     async def versions(self, subject: str, *, deleted: bool = False) -> list[int]:
-        return [int(v) for v in await self._request(
-            "GET", f"subjects/{_q(subject)}/versions",
-            params={"deleted": "true"} if deleted else None,
-        )]
+        return [
+            int(v)
+            for v in await self._request(
+                "GET",
+                f"subjects/{_q(subject)}/versions",
+                params={"deleted": "true"} if deleted else None,
+            )
+        ]
 
     async def schema_versions(self, schema_id: int) -> list[tuple[str, int]]:
         out = await self._request("GET", f"schemas/ids/{int(schema_id)}/versions")
@@ -284,7 +296,8 @@ class SchemaRegistryClient:
 
     async def delete_subject(self, subject: str, *, permanent: bool = False) -> list[int]:
         out = await self._request(
-            "DELETE", f"subjects/{_q(subject)}",
+            "DELETE",
+            f"subjects/{_q(subject)}",
             params={"permanent": "true"} if permanent else None,
         )
         self._forget(subject)
@@ -294,7 +307,8 @@ class SchemaRegistryClient:
         self, subject: str, version: Version, *, permanent: bool = False
     ) -> int:
         out = await self._request(
-            "DELETE", f"subjects/{_q(subject)}/versions/{version}",
+            "DELETE",
+            f"subjects/{_q(subject)}/versions/{version}",
             params={"permanent": "true"} if permanent else None,
         )
         self._forget(subject)
@@ -378,8 +392,9 @@ class SchemaRegistryClient:
         for ref in references:
             reg = await self.get_version(ref.subject, ref.version if ref.version > 0 else "latest")
             parsed = await self._parse_registered(reg.id, reg.schema, _depth + 1)
-            out.append(ResolvedReference(SchemaReference(ref.name, ref.subject, reg.version),
-                                         parsed))
+            out.append(
+                ResolvedReference(SchemaReference(ref.name, ref.subject, reg.version), parsed)
+            )
         return tuple(out)
 
     async def _parse_registered(self, schema_id: int, schema: Schema, depth: int) -> ParsedSchema:
@@ -400,8 +415,9 @@ class SchemaRegistryClient:
 
     async def parse(self, schema: Schema) -> ParsedSchema:
         """Parse a schema of ours, fetching the schemas its references name."""
-        return parse(schema.schema_type, schema.schema,
-                     await self.resolve_references(schema.references))
+        return parse(
+            schema.schema_type, schema.schema, await self.resolve_references(schema.references)
+        )
 
 
 def schema_resolver(
@@ -434,4 +450,3 @@ def schema_resolver(
         return str(out.get("schemaType") or AVRO), str(out["schema"])
 
     return resolve
-

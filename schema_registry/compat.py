@@ -39,10 +39,13 @@ def can_read(
             reader, writer, reader_label=reader_label, writer_label=writer_label
         )
     old, new = (writer, reader) if reader_label == "new" else (reader, writer)
-    return [Incompatibility(
-        "SCHEMA_TYPE_CHANGED", "/",
-        f"The schema type changed from {old.schema_type} to {new.schema_type}",
-    )]
+    return [
+        Incompatibility(
+            "SCHEMA_TYPE_CHANGED",
+            "/",
+            f"The schema type changed from {old.schema_type} to {new.schema_type}",
+        )
+    ]
 
 
 def pair_issues(level: str, new: ParsedSchema, old: ParsedSchema) -> list[Incompatibility]:
@@ -52,15 +55,14 @@ def pair_issues(level: str, new: ParsedSchema, old: ParsedSchema) -> list[Incomp
     if level.startswith(("FORWARD", "FULL")):
         seen = {str(i) for i in out}
         out += [
-            i for i in can_read(old, new, reader_label="old", writer_label="new")
+            i
+            for i in can_read(old, new, reader_label="old", writer_label="new")
             if str(i) not in seen
         ]
     return out
 
 
-def check(
-    level: str, new: ParsedSchema, previous: Sequence[tuple[int, ParsedSchema]]
-) -> list[str]:
+def check(level: str, new: ParsedSchema, previous: Sequence[tuple[int, ParsedSchema]]) -> list[str]:
     """Messages why ``new`` breaks ``level`` against ``previous`` ((version, schema),
     oldest first); empty when it is compatible.  Stops at the first version it breaks,
     newest first, as Confluent does."""

@@ -100,7 +100,7 @@ class IncompatibleSchema(RegistryError):
 
     def __init__(self, subject: str, messages: list[str]) -> None:
         super().__init__(
-            f'Schema being registered is incompatible with an earlier schema for subject '
+            f"Schema being registered is incompatible with an earlier schema for subject "
             f'"{subject}", details: [{", ".join(messages)}]'
         )
         self.messages = messages
@@ -139,9 +139,7 @@ class InvalidMode(RegistryError):
     status, error_code = 422, 42204
 
     def __init__(self, mode: object) -> None:
-        super().__init__(
-            f"Invalid mode {mode!r}. Valid values are READWRITE, READONLY and IMPORT"
-        )
+        super().__init__(f"Invalid mode {mode!r}. Valid values are READWRITE, READONLY and IMPORT")
 
 
 class OperationNotPermitted(RegistryError):

@@ -25,17 +25,41 @@ from typing import Any
 from .models import Incompatibility
 from .schemas import JsonSchema
 
-_ANNOTATIONS = frozenset((
-    "$schema", "$id", "id", "title", "description", "default", "examples", "$comment",
-    "definitions", "$defs", "readOnly", "writeOnly", "deprecated", "$anchor",
-    "$dynamicAnchor", "$vocabulary", "format",
-))
+_ANNOTATIONS = frozenset(
+    (
+        "$schema",
+        "$id",
+        "id",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "$comment",
+        "definitions",
+        "$defs",
+        "readOnly",
+        "writeOnly",
+        "deprecated",
+        "$anchor",
+        "$dynamicAnchor",
+        "$vocabulary",
+        "format",
+    )
+)
 _UPPER_LIMITS = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
 _LOWER_LIMITS = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
-_OBJECT_KEYS = frozenset((
-    "properties", "required", "additionalProperties", "patternProperties",
-    "dependentRequired", "dependencies", "propertyNames", "unevaluatedProperties",
-))
+_OBJECT_KEYS = frozenset(
+    (
+        "properties",
+        "required",
+        "additionalProperties",
+        "patternProperties",
+        "dependentRequired",
+        "dependencies",
+        "propertyNames",
+        "unevaluatedProperties",
+    )
+)
 _ARRAY_KEYS = frozenset(("items", "prefixItems", "additionalItems", "contains", "uniqueItems"))
 
 
@@ -143,11 +167,14 @@ class _Checker:
         if _is_true(r) or _is_false(w):
             return []
         if _is_false(r):
-            return [self.issue(
-                "SCHEMA_NARROWED", path,
-                f"The {self.rl} schema rejects every value at path '{path}' that the {self.wl} "
-                "schema accepts",
-            )]
+            return [
+                self.issue(
+                    "SCHEMA_NARROWED",
+                    path,
+                    f"The {self.rl} schema rejects every value at path '{path}' that the {self.wl} "
+                    "schema accepts",
+                )
+            ]
         r = _merge_all_of(_as_dict(r))
         w = _merge_all_of(_as_dict(w))
         if "$ref" in r or "$ref" in w:  # a recursive reference left in place
@@ -167,44 +194,57 @@ class _Checker:
             if isinstance(r.get(kw), list):
                 base = {k: v for k, v in r.items() if k != kw}
                 out = self.cmp(base, w, path) if base else []
-                if not any(not self.cmp(branch, w, f"{path}/{kw}/{i}")
-                           for i, branch in enumerate(r[kw])):
-                    out.append(self.issue(
-                        "COMBINED_TYPE_SUBSCHEMAS_CHANGED", f"{path}/{kw}",
-                        f"No subschema of '{kw}' at path '{path}/{kw}' in the {self.rl} schema "
-                        f"accepts what the {self.wl} schema allows there",
-                    ))
+                if not any(
+                    not self.cmp(branch, w, f"{path}/{kw}/{i}") for i, branch in enumerate(r[kw])
+                ):
+                    out.append(
+                        self.issue(
+                            "COMBINED_TYPE_SUBSCHEMAS_CHANGED",
+                            f"{path}/{kw}",
+                            f"No subschema of '{kw}' at path '{path}/{kw}' in the {self.rl} schema "
+                            f"accepts what the {self.wl} schema allows there",
+                        )
+                    )
                 return out
         out = []
         if "not" in r and r["not"] != w.get("not"):
-            out.append(self.issue(
-                "NOT_TYPE_CHANGED", f"{path}/not",
-                f"The 'not' keyword at path '{path}/not' in the {self.rl} schema differs from "
-                f"the {self.wl} schema",
-            ))
+            out.append(
+                self.issue(
+                    "NOT_TYPE_CHANGED",
+                    f"{path}/not",
+                    f"The 'not' keyword at path '{path}/not' in the {self.rl} schema differs from "
+                    f"the {self.wl} schema",
+                )
+            )
         rt, wt = _types(r), _types(w)
         if rt is not None:
             if wt is None:
-                out.append(self.issue(
-                    "TYPE_NARROWED", f"{path}/type",
-                    f"The {self.rl} schema at path '{path}' only accepts type(s) "
-                    f"{sorted(rt)}, the {self.wl} schema any type",
-                ))
+                out.append(
+                    self.issue(
+                        "TYPE_NARROWED",
+                        f"{path}/type",
+                        f"The {self.rl} schema at path '{path}' only accepts type(s) "
+                        f"{sorted(rt)}, the {self.wl} schema any type",
+                    )
+                )
             else:
                 lost = sorted(t for t in wt if not _fits(t, rt))
                 if lost:
-                    out.append(self.issue(
-                        "TYPE_NARROWED" if any(_fits(t, wt) for t in rt) else "TYPE_CHANGED",
-                        f"{path}/type",
-                        f"The type at path '{path}' changed: the {self.wl} schema allows "
-                        f"{sorted(wt)}, the {self.rl} schema {sorted(rt)}",
-                    ))
+                    out.append(
+                        self.issue(
+                            "TYPE_NARROWED" if any(_fits(t, wt) for t in rt) else "TYPE_CHANGED",
+                            f"{path}/type",
+                            f"The type at path '{path}' changed: the {self.wl} schema allows "
+                            f"{sorted(wt)}, the {self.rl} schema {sorted(rt)}",
+                        )
+                    )
         out.extend(self.values(r, w, path))
         out.extend(self.limits(r, w, path))
 
         def both(t: str, keys: frozenset[str]) -> bool:
             return (
-                (rt is None or t in rt) and (wt is None or t in wt)
+                (rt is None or t in rt)
+                and (wt is None or t in wt)
                 and any(k in r or k in w for k in keys)
             )
 
@@ -220,17 +260,23 @@ class _Checker:
             return []
         wv = _values(w)
         if wv is None:
-            return [self.issue(
-                "ENUM_ARRAY_ADDED", f"{path}/enum",
-                f"The {self.rl} schema restricts the values at path '{path}' to {rv}; the "
-                f"{self.wl} schema did not",
-            )]
+            return [
+                self.issue(
+                    "ENUM_ARRAY_ADDED",
+                    f"{path}/enum",
+                    f"The {self.rl} schema restricts the values at path '{path}' to {rv}; the "
+                    f"{self.wl} schema did not",
+                )
+            ]
         missing = [v for v in wv if v not in rv]
         if missing:
-            return [self.issue(
-                "ENUM_ARRAY_NARROWED", f"{path}/enum",
-                f"The {self.rl} schema at path '{path}' no longer allows the values {missing}",
-            )]
+            return [
+                self.issue(
+                    "ENUM_ARRAY_NARROWED",
+                    f"{path}/enum",
+                    f"The {self.rl} schema at path '{path}' no longer allows the values {missing}",
+                )
+            ]
         return []
 
     def limits(self, r: dict[str, Any], w: dict[str, Any], path: str) -> list[Incompatibility]:
@@ -241,37 +287,52 @@ class _Checker:
                 continue
             name = _snake(key)
             if not isinstance(wv, int | float) or isinstance(wv, bool):
-                out.append(self.issue(
-                    f"{name}_ADDED", f"{path}/{key}",
-                    f"The {self.rl} schema adds '{key}: {rv}' at path '{path}'",
-                ))
+                out.append(
+                    self.issue(
+                        f"{name}_ADDED",
+                        f"{path}/{key}",
+                        f"The {self.rl} schema adds '{key}: {rv}' at path '{path}'",
+                    )
+                )
             elif (rv < wv) if upper else (rv > wv):
-                out.append(self.issue(
-                    f"{name}_{'DECREASED' if upper else 'INCREASED'}", f"{path}/{key}",
-                    f"'{key}' at path '{path}' changed from {wv} to {rv}, rejecting values "
-                    f"the {self.wl} schema allows",
-                ))
+                out.append(
+                    self.issue(
+                        f"{name}_{'DECREASED' if upper else 'INCREASED'}",
+                        f"{path}/{key}",
+                        f"'{key}' at path '{path}' changed from {wv} to {rv}, rejecting values "
+                        f"the {self.wl} schema allows",
+                    )
+                )
         if "multipleOf" in r:
             rm, wm = r["multipleOf"], w.get("multipleOf")
             ratio = wm / rm if isinstance(wm, int | float) and rm else None
             if ratio is None or abs(ratio - round(ratio)) > 1e-9:
-                out.append(self.issue(
-                    "MULTIPLE_OF_CHANGED", f"{path}/multipleOf",
-                    f"'multipleOf: {rm}' at path '{path}' rejects values the {self.wl} "
-                    "schema allows",
-                ))
+                out.append(
+                    self.issue(
+                        "MULTIPLE_OF_CHANGED",
+                        f"{path}/multipleOf",
+                        f"'multipleOf: {rm}' at path '{path}' rejects values the {self.wl} "
+                        "schema allows",
+                    )
+                )
         for key in ("pattern", "propertyNames", "contains"):
             if key in r and r[key] != w.get(key):
-                out.append(self.issue(
-                    _snake(key) + ("_ADDED" if key not in w else "_CHANGED"), f"{path}/{key}",
-                    f"'{key}' at path '{path}' in the {self.rl} schema differs from the "
-                    f"{self.wl} schema",
-                ))
+                out.append(
+                    self.issue(
+                        _snake(key) + ("_ADDED" if key not in w else "_CHANGED"),
+                        f"{path}/{key}",
+                        f"'{key}' at path '{path}' in the {self.rl} schema differs from the "
+                        f"{self.wl} schema",
+                    )
+                )
         if r.get("uniqueItems") is True and w.get("uniqueItems") is not True:
-            out.append(self.issue(
-                "UNIQUE_ITEMS_ADDED", f"{path}/uniqueItems",
-                f"The {self.rl} schema requires unique items at path '{path}'",
-            ))
+            out.append(
+                self.issue(
+                    "UNIQUE_ITEMS_ADDED",
+                    f"{path}/uniqueItems",
+                    f"The {self.rl} schema requires unique items at path '{path}'",
+                )
+            )
         return out
 
     # ------------------------------------------------------------------ objects
@@ -300,11 +361,14 @@ class _Checker:
         wreq = set(w.get("required") or ())
         for name in r.get("required") or ():
             if name not in wreq:
-                out.append(self.issue(
-                    "REQUIRED_PROPERTY_ADDED", f"{path}/required",
-                    f"The {self.rl} schema requires property '{name}' at path '{path}', "
-                    f"which the {self.wl} schema does not require",
-                ))
+                out.append(
+                    self.issue(
+                        "REQUIRED_PROPERTY_ADDED",
+                        f"{path}/required",
+                        f"The {self.rl} schema requires property '{name}' at path '{path}', "
+                        f"which the {self.wl} schema does not require",
+                    )
+                )
         for name, rsub in rprops.items():
             ppath = f"{path}/properties/{name}"
             if name in wprops:
@@ -317,18 +381,24 @@ class _Checker:
             if not sub:
                 continue
             if _is_true(wsub):
-                out.append(self.issue(
-                    "PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL", ppath,
-                    f"The {self.rl} schema adds property '{name}' at path '{ppath}', but the "
-                    f"{self.wl} schema has an open content model, so old data may hold "
-                    f"'{name}' with any value",
-                ))
+                out.append(
+                    self.issue(
+                        "PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL",
+                        ppath,
+                        f"The {self.rl} schema adds property '{name}' at path '{ppath}', but the "
+                        f"{self.wl} schema has an open content model, so old data may hold "
+                        f"'{name}' with any value",
+                    )
+                )
             else:
-                out.append(self.issue(
-                    "PROPERTY_ADDED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL", ppath,
-                    f"The {self.rl} schema adds property '{name}' at path '{ppath}' that "
-                    f"rejects values the {self.wl} schema's additional properties allow",
-                ))
+                out.append(
+                    self.issue(
+                        "PROPERTY_ADDED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+                        ppath,
+                        f"The {self.rl} schema adds property '{name}' at path '{ppath}' that "
+                        f"rejects values the {self.wl} schema's additional properties allow",
+                    )
+                )
                 out.extend(sub)
         for name, wsub in wprops.items():
             if name in rprops:
@@ -338,29 +408,38 @@ class _Checker:
             if _is_true(rsub):
                 continue  # open content model: the removed property is still accepted
             if _is_false(rsub):
-                out.append(self.issue(
-                    "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL", ppath,
-                    f"The {self.rl} schema removes property '{name}' at path '{ppath}' and has "
-                    f"a closed content model, so it rejects data holding '{name}'",
-                ))
+                out.append(
+                    self.issue(
+                        "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL",
+                        ppath,
+                        f"The {self.rl} schema removes property '{name}' at path '{ppath}' and has "
+                        f"a closed content model, so it rejects data holding '{name}'",
+                    )
+                )
                 continue
             sub = self.cmp(rsub, wsub, ppath)
             if sub:
-                out.append(self.issue(
-                    "PROPERTY_REMOVED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL", ppath,
-                    f"The {self.rl} schema removes property '{name}' at path '{ppath}' and its "
-                    f"additional properties reject what the {self.wl} schema allowed",
-                ))
+                out.append(
+                    self.issue(
+                        "PROPERTY_REMOVED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+                        ppath,
+                        f"The {self.rl} schema removes property '{name}' at path '{ppath}' and its "
+                        f"additional properties reject what the {self.wl} schema allowed",
+                    )
+                )
                 out.extend(sub)
         radd, wadd = self._additional(r), self._additional(w)
         if not _is_false(wadd):
             if _is_false(radd):
-                out.append(self.issue(
-                    "ADDITIONAL_PROPERTIES_REMOVED", f"{path}/additionalProperties",
-                    f"The {self.rl} schema closes the content model at path '{path}' "
-                    f"(additionalProperties: false); the {self.wl} schema allowed other "
-                    "properties",
-                ))
+                out.append(
+                    self.issue(
+                        "ADDITIONAL_PROPERTIES_REMOVED",
+                        f"{path}/additionalProperties",
+                        f"The {self.rl} schema closes the content model at path '{path}' "
+                        f"(additionalProperties: false); the {self.wl} schema allowed other "
+                        "properties",
+                    )
+                )
             else:
                 out.extend(self.cmp(radd, wadd, f"{path}/additionalProperties"))
         for pattern, rsub in (r.get("patternProperties") or {}).items():
@@ -380,17 +459,23 @@ class _Checker:
                 have = wdeps.get(prop)
                 if isinstance(needs, list):
                     if not isinstance(have, list) or not set(needs) <= set(have):
-                        out.append(self.issue(
-                            "DEPENDENCY_ARRAY_EXTENDED", f"{path}/{key}/{prop}",
-                            f"The {self.rl} schema adds dependencies of '{prop}' at path "
-                            f"'{path}/{key}'",
-                        ))
+                        out.append(
+                            self.issue(
+                                "DEPENDENCY_ARRAY_EXTENDED",
+                                f"{path}/{key}/{prop}",
+                                f"The {self.rl} schema adds dependencies of '{prop}' at path "
+                                f"'{path}/{key}'",
+                            )
+                        )
                 elif have is None:
-                    out.append(self.issue(
-                        "DEPENDENCY_SCHEMA_ADDED", f"{path}/{key}/{prop}",
-                        f"The {self.rl} schema adds a dependency schema for '{prop}' at path "
-                        f"'{path}/{key}'",
-                    ))
+                    out.append(
+                        self.issue(
+                            "DEPENDENCY_SCHEMA_ADDED",
+                            f"{path}/{key}/{prop}",
+                            f"The {self.rl} schema adds a dependency schema for '{prop}' at path "
+                            f"'{path}/{key}'",
+                        )
+                    )
                 else:
                     out.extend(self.cmp(needs, have, f"{path}/{key}/{prop}"))
         return out

@@ -96,7 +96,9 @@ class RegisteredSchema:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RegisteredSchema:
         return cls(
-            subject=d["subject"], version=int(d["version"]), id=int(d["id"]),
+            subject=d["subject"],
+            version=int(d["version"]),
+            id=int(d["id"]),
             schema=Schema.from_dict(d),
         )
 

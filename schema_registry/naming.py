@@ -62,7 +62,11 @@ def strategy(name: str) -> SubjectNameStrategy:
         for known, fn in STRATEGIES.items():
             if candidate.lower() == known.lower():
                 return fn
-    raise ConfigError([(
-        "subject_name_strategy",
-        f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}",
-    )])
+    raise ConfigError(
+        [
+            (
+                "subject_name_strategy",
+                f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}",
+            )
+        ]
+    )

@@ -139,8 +139,9 @@ class SchemaRegistry:
                     "is not registered"
                 )
             parsed = await self._parsed_by_id(conn, row.schema_id, depth)
-            out.append(ResolvedReference(SchemaReference(ref.name, ref.subject, row.version),
-                                         parsed))
+            out.append(
+                ResolvedReference(SchemaReference(ref.name, ref.subject, row.version), parsed)
+            )
         return tuple(out)
 
     async def parse(self, conn: Conn, schema: Schema) -> ParsedSchema:
@@ -266,8 +267,10 @@ class SchemaRegistry:
                 sid = await self._import_id(conn, parsed, schema_id)
             if version is None:
                 version = await store.next_version(conn, subject)
-            elif any(v.version == version
-                     for v in await store.versions(conn, subject, include_deleted=True)):
+            elif any(
+                v.version == version
+                for v in await store.versions(conn, subject, include_deleted=True)
+            ):
                 raise OperationNotPermitted(
                     f"version {version} of subject {subject!r} already exists"
                 )
@@ -316,7 +319,9 @@ class SchemaRegistry:
         subject: str, version: int, schema_id: int, parsed: ParsedSchema
     ) -> RegisteredSchema:
         return RegisteredSchema(
-            subject, version, schema_id,
+            subject,
+            version,
+            schema_id,
             Schema(parsed.text, parsed.schema_type, parsed.reference_list),
         )
 
@@ -395,7 +400,9 @@ class SchemaRegistry:
             stored = await store.get_schema(conn, row.schema_id, registered=False)
             assert stored is not None
             return RegisteredSchema(
-                subject, row.version, row.schema_id,
+                subject,
+                row.version,
+                row.schema_id,
                 Schema(stored.text, stored.schema_type, stored.references),
             )
 
@@ -489,4 +496,3 @@ class SchemaRegistry:
                 await self._not_referenced(conn, subject, [row.version], permanent=True)
                 await store.delete_versions(conn, subject, [row.version])
             return row.version
-

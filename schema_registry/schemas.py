@@ -73,7 +73,10 @@ class AvroSchema(ParsedSchema):
     @property
     def record_name(self) -> str | None:
         if isinstance(self.parsed, dict) and self.parsed.get("type") in (
-            "record", "error", "enum", "fixed"
+            "record",
+            "error",
+            "enum",
+            "fixed",
         ):
             return str(self.parsed["name"])
         return None
@@ -177,8 +180,11 @@ class _AvroChecker:
 
     def check_name(self, name: object, path: str, what: str) -> None:
         if not isinstance(name, str) or not all(_NAME.match(p) for p in name.split(".")):
-            self.fail(path, f"{what} {name!r} is not a valid Avro name "
-                      "([A-Za-z_][A-Za-z0-9_]*, dot-separated for namespaces)")
+            self.fail(
+                path,
+                f"{what} {name!r} is not a valid Avro name "
+                "([A-Za-z_][A-Za-z0-9_]*, dot-separated for namespaces)",
+            )
 
     def named(self, node: dict[str, Any], ns: str | None, path: str) -> str | None:
         self.check_name(node.get("name"), path + "/name", f"{node['type']} name")
@@ -232,11 +238,16 @@ class _AvroChecker:
                 self.walk(f["type"], inner, fpath + "/type")
                 ftype = f["type"]
                 if (
-                    "default" in f and isinstance(ftype, dict) and ftype.get("type") == "enum"
+                    "default" in f
+                    and isinstance(ftype, dict)
+                    and ftype.get("type") == "enum"
                     and f["default"] not in ftype.get("symbols", [])
                 ):
-                    self.fail(fpath, f"default {f['default']!r} of field {f['name']!r} is not "
-                              "one of the enum's symbols")
+                    self.fail(
+                        fpath,
+                        f"default {f['default']!r} of field {f['name']!r} is not "
+                        "one of the enum's symbols",
+                    )
         elif kind == "enum":
             self.named(node, ns, path)
             if not isinstance(node.get("symbols"), list):

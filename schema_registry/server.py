@@ -76,7 +76,7 @@ def _page(request: web.Request, items: list[Any]) -> list[Any]:
         limit = int(request.query.get("limit", "-1"))
     except ValueError as exc:
         raise BadRequest("offset and limit must be integers") from exc
-    items = items[max(offset, 0):]
+    items = items[max(offset, 0) :]
     return items if limit < 0 else items[:limit]
 
 
@@ -159,7 +159,8 @@ async def schema_text_by_id(request: web.Request) -> web.Response:
 
 async def schema_versions(request: web.Request) -> web.Response:
     pairs = await _registry(request).schema_versions(
-        _schema_id(request), deleted=_flag(request, "deleted"),
+        _schema_id(request),
+        deleted=_flag(request, "deleted"),
         subject=request.query.get("subject"),
     )
     return reply(_page(request, [{"subject": s, "version": v} for s, v in pairs]))
@@ -167,7 +168,8 @@ async def schema_versions(request: web.Request) -> web.Response:
 
 async def schema_subjects(request: web.Request) -> web.Response:
     pairs = await _registry(request).schema_versions(
-        _schema_id(request), deleted=_flag(request, "deleted"),
+        _schema_id(request),
+        deleted=_flag(request, "deleted"),
         subject=request.query.get("subject"),
     )
     return reply(_page(request, list(dict.fromkeys(s for s, _ in pairs))))
@@ -211,7 +213,8 @@ async def lookup(request: web.Request) -> web.Response:
 
 async def get_version(request: web.Request) -> web.Response:
     reg = await _registry(request).get_version(
-        request.match_info["subject"], request.match_info["version"],
+        request.match_info["subject"],
+        request.match_info["version"],
         deleted=_flag(request, "deleted"),
     )
     return reply(reg.to_dict())
@@ -219,7 +222,8 @@ async def get_version(request: web.Request) -> web.Response:
 
 async def get_version_schema(request: web.Request) -> web.Response:
     reg = await _registry(request).get_version(
-        request.match_info["subject"], request.match_info["version"],
+        request.match_info["subject"],
+        request.match_info["version"],
         deleted=_flag(request, "deleted"),
     )
     return web.Response(body=reg.schema.schema.encode(), content_type=CONTENT_TYPE)
@@ -241,7 +245,8 @@ async def delete_subject(request: web.Request) -> web.Response:
 
 async def delete_version(request: web.Request) -> web.Response:
     version = await _registry(request).delete_version(
-        request.match_info["subject"], request.match_info["version"],
+        request.match_info["subject"],
+        request.match_info["version"],
         permanent=_flag(request, "permanent"),
     )
     return reply(version)
@@ -317,16 +322,25 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/subjects/{subject}/versions", list_versions, name="sr.versions")
     r.add_post("/subjects/{subject}/versions", register, name="sr.register")
     r.add_get("/subjects/{subject}/versions/{version}", get_version, name="sr.version")
-    r.add_delete("/subjects/{subject}/versions/{version}", delete_version,
-                 name="sr.delete_version")
-    r.add_get("/subjects/{subject}/versions/{version}/schema", get_version_schema,
-              name="sr.version_schema")
-    r.add_get("/subjects/{subject}/versions/{version}/referencedby", referenced_by,
-              name="sr.referenced_by")
-    r.add_post("/compatibility/subjects/{subject}/versions", compatibility,
-               name="sr.compatibility_all")
-    r.add_post("/compatibility/subjects/{subject}/versions/{version}", compatibility,
-               name="sr.compatibility")
+    r.add_delete("/subjects/{subject}/versions/{version}", delete_version, name="sr.delete_version")
+    r.add_get(
+        "/subjects/{subject}/versions/{version}/schema",
+        get_version_schema,
+        name="sr.version_schema",
+    )
+    r.add_get(
+        "/subjects/{subject}/versions/{version}/referencedby",
+        referenced_by,
+        name="sr.referenced_by",
+    )
+    r.add_post(
+        "/compatibility/subjects/{subject}/versions", compatibility, name="sr.compatibility_all"
+    )
+    r.add_post(
+        "/compatibility/subjects/{subject}/versions/{version}",
+        compatibility,
+        name="sr.compatibility",
+    )
     for path, suffix in (("/config", ""), ("/config/{subject}", "_subject")):
         r.add_get(path, get_config, name=f"sr.get_config{suffix}")
         r.add_put(path, put_config, name=f"sr.put_config{suffix}")

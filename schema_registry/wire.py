@@ -69,9 +69,7 @@ def avro_encode(schema: AvroSchema, value: Any) -> bytes:
 def avro_decode(payload: bytes, writer: AvroSchema, reader: AvroSchema | None = None) -> Any:
     buf = io.BytesIO(payload)
     try:
-        value = schemaless_reader(
-            buf, writer.wire, reader.wire if reader is not None else None
-        )
+        value = schemaless_reader(buf, writer.wire, reader.wire if reader is not None else None)
     except EOFError as exc:
         raise WireFormatError("the Avro payload ends early") from exc
     except Exception as exc:  # fastavro raises SchemaResolutionError, ValueError, ...

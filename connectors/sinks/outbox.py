@@ -86,9 +86,11 @@ class OutboxSink(PostgresSink):
         self.outbox_cfg = config
         if config.rows is not None:
             self._setup_rows(config.rows)
-        program = "[" + ", ".join(
-            f"[first(({e}))]" for e in (config.aggregate_type, config.aggregate_id)
-        ) + "]"
+        program = (
+            "["
+            + ", ".join(f"[first(({e}))]" for e in (config.aggregate_type, config.aggregate_id))
+            + "]"
+        )
         self._agg = compile_program(program, config.engine)
 
     async def start(self) -> None:

@@ -21,7 +21,11 @@ BASE = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 def sale(i: int) -> CloudEvent:
     cust = f"c{i % 3}"
     return CloudEvent.create(
-        "shop.sale", "/shop", {"amount": i + 1}, id=f"sale-{i}", partitionkey=cust,
+        "shop.sale",
+        "/shop",
+        {"amount": i + 1},
+        id=f"sale-{i}",
+        partitionkey=cust,
         # spans several 1-minute windows; events i and i + 30 share one, so the
         # second run adds to sums the first run started
         time=BASE + timedelta(seconds=17 * (i % 30)),
@@ -33,8 +37,16 @@ async def test_tumbling_sum_is_correct_across_a_restart(settings: Settings) -> N
     pipeline = {
         "name": name,
         "source": {"topics": [name], "partitions": 3},
-        "steps": [{"aggregate": {"op": "sum", "value": ".data.amount",
-                                 "window": {"tumbling": "1m"}, "retention": "1h"}}],
+        "steps": [
+            {
+                "aggregate": {
+                    "op": "sum",
+                    "value": ".data.amount",
+                    "window": {"tumbling": "1m"},
+                    "retention": "1h",
+                }
+            }
+        ],
         "sinks": [{"topic": {"topic": f"{name}.sums"}}],
         "batch": {"max_records": 10, "within": "10ms"},
     }

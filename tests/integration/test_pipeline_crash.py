@@ -37,20 +37,23 @@ async def test_kill9_five_times_postgres_holds_each_event_once(
     name = ident("crash")
     url = settings.database.url.get_secret_value()
     # No unique constraint: a duplicate write would show up as a second row.
-    await sql(url, f"create table {name} (event_id text not null, n int not null, "
-                   "part int, off bigint)")
+    await sql(
+        url, f"create table {name} (event_id text not null, n int not null, part int, off bigint)"
+    )
     pipeline = {
         "name": name,
         "source": {"topics": [name], "partitions": 3, "session_timeout": "6s"},
-        "steps": [{"jq": "{n: .n, tag: \"crash\"}"}],
+        "steps": [{"jq": '{n: .n, tag: "crash"}'}],
         "sinks": [{"postgres": {"table": name, "columns": {"event_id": ".id", "n": ".data.n"}}}],
         "state": {"dedup_window": 0},
         "batch": {"max_records": 500, "within": "20ms"},
     }
     cfg = write_config(tmp_path / "crash.yaml", settings, [pipeline])
     log = tmp_path / "worker.log"
-    events = [CloudEvent.create("crash.test", "/crash", {"n": i}, id=f"e{i}",
-                                partitionkey=str(i % 97)) for i in range(N)]
+    events = [
+        CloudEvent.create("crash.test", "/crash", {"n": i}, id=f"e{i}", partitionkey=str(i % 97))
+        for i in range(N)
+    ]
     async with Publisher(settings) as pub:
         from eventpipe.kafka.admin import TopicAdmin
         from eventpipe.settings import TopicSpec
@@ -93,8 +96,9 @@ async def test_kill9_five_times_postgres_holds_each_event_once(
         await asyncio.sleep(1.0)  # anything duplicated late would show up now
     finally:
         stop(proc)
-    total, distinct, lo, hi = (await sql(
-        url, f"select count(*), count(distinct event_id), min(n), max(n) from {name}"))[0]
+    total, distinct, lo, hi = (
+        await sql(url, f"select count(*), count(distinct event_id), min(n), max(n) from {name}")
+    )[0]
     assert kills >= 3, f"only {kills} kills happened mid-stream (seed {seed})"
     assert (total, distinct) == (N, N), (
         f"seed {seed}: {total} rows, {distinct} distinct; {KILLS} kills; "

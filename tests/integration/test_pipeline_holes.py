@@ -34,9 +34,9 @@ async def test_records_lost_between_fetches_are_read_again_not_skipped(
     async with TopicAdmin(settings.kafka) as admin:
         await admin.ensure_topics([TopicSpec(name=name, partitions=1)])
     async with Publisher(settings) as pub:
-        await pub.publish_batch(name, [
-            CloudEvent.create("t", "/holes", {"i": i}, id=f"h{i}") for i in range(N)
-        ])
+        await pub.publish_batch(
+            name, [CloudEvent.create("t", "/holes", {"i": i}, id=f"h{i}") for i in range(N)]
+        )
 
     fetch = source._fetch
     seen: list[int] = []  # how often LOST_FROM came back from the consumer
@@ -54,7 +54,7 @@ async def test_records_lost_between_fetches_are_read_again_not_skipped(
     pipeline = {
         "name": name,
         "source": {"topics": [name], "partitions": 1},
-        "steps": [{"jq": '{i}'}],
+        "steps": [{"jq": "{i}"}],
         "sinks": [{"postgres": {"table": name, "columns": {"event_id": ".id"}}}],
         "state": {"dedup_window": 0},
         "batch": {"max_records": 50, "within": "10ms"},

@@ -88,28 +88,41 @@ async def test_http_sink_retries_timeouts_429_and_dead_letters(
     pipeline = {
         "name": name,
         "source": {"topics": [name], "partitions": 2},
-        "sinks": [{"http": {"url": url, "timeout": "500ms", "concurrency": 8,
-                            "circuit_breaker": {"failure_threshold": 3, "reset_timeout": "1s"}}}],
+        "sinks": [
+            {
+                "http": {
+                    "url": url,
+                    "timeout": "500ms",
+                    "concurrency": 8,
+                    "circuit_breaker": {"failure_threshold": 3, "reset_timeout": "1s"},
+                }
+            }
+        ],
         "retry": {"max_attempts": 4, "initial": "50ms", "max": "200ms", "jitter": True},
         "batch": {"max_records": 50, "within": "20ms"},
     }
     s = with_pipelines(settings, pipeline)
-    ids = [f"ok-{i}" for i in range(20)] + ["fail2-a", "always500-a", "bad400-a", "slow-a",
-                                             "busy-a"] + [f"ok-{i}" for i in range(20, 40)]
+    ids = (
+        [f"ok-{i}" for i in range(20)]
+        + ["fail2-a", "always500-a", "bad400-a", "slow-a", "busy-a"]
+        + [f"ok-{i}" for i in range(20, 40)]
+    )
     async with running(s), Publisher(s) as pub:
-        await pub.publish_batch(name, [CloudEvent.create("t", "/hook", {"i": i}, id=i)
-                                       for i in ids])
+        await pub.publish_batch(
+            name, [CloudEvent.create("t", "/hook", {"i": i}, id=i) for i in ids]
+        )
         expected = {i for i in ids if not i.startswith(("always500", "bad400"))}
-        assert await wait_until(lambda: expected <= set(ep.delivered)), (
-            sorted(expected - set(ep.delivered))
+        assert await wait_until(lambda: expected <= set(ep.delivered)), sorted(
+            expected - set(ep.delivered)
         )
         letters = await read_records(s.kafka.bootstrap, f"{name}.dlq", 2, timeout=20)
 
         # The endpoint goes down: the pipeline holds (breaker open, partition paused)
         # instead of dead-lettering, and delivers everything once it is back.
         ep.down = True
-        await pub.publish_batch(name, [CloudEvent.create("t", "/hook", {}, id=f"later-{i}")
-                                       for i in range(10)])
+        await pub.publish_batch(
+            name, [CloudEvent.create("t", "/hook", {}, id=f"later-{i}") for i in range(10)]
+        )
         await asyncio.sleep(3.0)
         calls_down = ep.calls_while_down
         ep.down = False

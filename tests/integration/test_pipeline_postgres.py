@@ -23,16 +23,20 @@ from tests.integration.test_pipeline_support import (
 
 def order(i: int, **data: object) -> CloudEvent:
     body = {"order_id": f"o-{i}", "total": i, "customer": f"c{i % 5}", **data}
-    return CloudEvent.create("shop.order.created", "/shop", body, id=f"evt-{i}",
-                             partitionkey=f"c{i % 5}")
+    return CloudEvent.create(
+        "shop.order.created", "/shop", body, id=f"evt-{i}", partitionkey=f"c{i % 5}"
+    )
 
 
 async def test_postgres_and_topic_sinks_with_dead_letters(settings: Settings) -> None:
     name = ident("orders")
     table = name
     url = settings.database.url.get_secret_value()
-    await sql(url, f"create table {table} (id text primary key, total numeric not null "
-                   "check (total < 1000), customer text, event_id text not null)")
+    await sql(
+        url,
+        f"create table {table} (id text primary key, total numeric not null "
+        "check (total < 1000), customer text, event_id text not null)",
+    )
     pipeline = {
         "name": name,
         "source": {"topics": [name], "partitions": 3},
@@ -42,18 +46,34 @@ async def test_postgres_and_topic_sinks_with_dead_letters(settings: Settings) ->
             {"filter": ".data.total >= 0"},
         ],
         "sinks": [
-            {"postgres": {"table": table, "columns": {
-                "id": ".data.id", "total": ".data.total", "customer": ".data.customer",
-                "event_id": ".id"}}},
+            {
+                "postgres": {
+                    "table": table,
+                    "columns": {
+                        "id": ".data.id",
+                        "total": ".data.total",
+                        "customer": ".data.customer",
+                        "event_id": ".id",
+                    },
+                }
+            },
             {"topic": {"topic": f"{name}.out"}},
         ],
         "retry": {"max_attempts": 2, "initial": "10ms", "max": "50ms"},
     }
     s = with_pipelines(settings, pipeline)
     good = [order(i) for i in range(60)]
-    bad_json = KafkaMessage(b"k", b"{not json", [
-        ("ce_specversion", b"1.0"), ("ce_id", b"bad-json"), ("ce_source", b"/shop"),
-        ("ce_type", b"shop.order.created"), ("content-type", b"application/json")])
+    bad_json = KafkaMessage(
+        b"k",
+        b"{not json",
+        [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", b"bad-json"),
+            ("ce_source", b"/shop"),
+            ("ce_type", b"shop.order.created"),
+            ("content-type", b"application/json"),
+        ],
+    )
     schema_invalid = order(1001)
     schema_invalid.data = {"order_id": "o-x"}  # no total
     jq_error = order(1002, total="not a number")
@@ -100,8 +120,11 @@ async def test_postgres_and_topic_sinks_with_dead_letters(settings: Settings) ->
     assert "CheckViolation" in k["eventpipe.dlq.exception.message"]
     # the original headers travel with the dead letter: the CloudEvent id survives
     assert dict(by_stage["sink"].headers)["ce_id"] == b"evt-1003"
-    marks = await sql(url, "select partition, \"offset\" from eventpipe.sink_offsets "
-                           "where sink = %s", (f"{name}/postgres",))
+    marks = await sql(
+        url,
+        'select partition, "offset" from eventpipe.sink_offsets where sink = %s',
+        (f"{name}/postgres",),
+    )
     assert marks and all(o >= 0 for _, o in marks)
 
 
@@ -113,15 +136,31 @@ async def test_upsert_and_delete_modes(settings: Settings) -> None:
         "name": name,
         "source": {"topics": [name], "partitions": 1},
         "steps": [{"filter": '.type == "set"'}],
-        "sinks": [{"postgres": {"table": name, "mode": "upsert", "key": ["k"],
-                                "columns": {"k": ".data.k", "v": ".data.v"}}}],
+        "sinks": [
+            {
+                "postgres": {
+                    "table": name,
+                    "mode": "upsert",
+                    "key": ["k"],
+                    "columns": {"k": ".data.k", "v": ".data.v"},
+                }
+            }
+        ],
     }
     dele = {
         "name": f"{name}-del",
         "source": {"topics": [name], "partitions": 1},
         "steps": [{"filter": '.type == "del"'}],
-        "sinks": [{"postgres": {"table": name, "mode": "delete", "key": ["k"],
-                                "columns": {"k": ".data.k"}}}],
+        "sinks": [
+            {
+                "postgres": {
+                    "table": name,
+                    "mode": "delete",
+                    "key": ["k"],
+                    "columns": {"k": ".data.k"},
+                }
+            }
+        ],
     }
     s = with_pipelines(settings, up, dele)
     events = [CloudEvent.create("set", "/kv", {"k": f"k{i % 4}", "v": i}) for i in range(20)]

@@ -64,8 +64,10 @@ async def test_two_workers_rebalance_each_event_once(settings: Settings, tmp_pat
     cfg = write_config(tmp_path / "w.yaml", settings, [pipeline], log_level="INFO")
     async with TopicAdmin(settings.kafka) as admin:
         await admin.ensure_topics([TopicSpec(name=name, partitions=4)])
-    events = [CloudEvent.create("t", "/scale", {"i": i}, id=f"s{i}", partitionkey=str(i))
-              for i in range(N)]
+    events = [
+        CloudEvent.create("t", "/scale", {"i": i}, id=f"s{i}", partitionkey=str(i))
+        for i in range(N)
+    ]
     count = f"select count(*) from {name}"
     logs = {w: tmp_path / f"{w}.log" for w in "ab"}
     a = start_worker(cfg, settings, logs["a"])

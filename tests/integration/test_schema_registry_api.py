@@ -77,8 +77,12 @@ async def test_register_and_read_back(api: Api, subject: str) -> None:
     schema_id = await api.ok_register(subject, rec(("id", "long")))
     status, body = await api.call("GET", f"/subjects/{subject}/versions/1")
     assert status == 200
-    assert body == {"subject": subject, "version": 1, "id": schema_id,
-                    "schema": json.dumps(rec(("id", "long")), separators=(",", ":"))}
+    assert body == {
+        "subject": subject,
+        "version": 1,
+        "id": schema_id,
+        "schema": json.dumps(rec(("id", "long")), separators=(",", ":")),
+    }
     assert await api.call("GET", f"/subjects/{subject}/versions/latest") == (200, body)
     assert await api.call("GET", f"/subjects/{subject}/versions") == (200, [1])
     assert await api.call("GET", f"/schemas/ids/{schema_id}") == (200, {"schema": body["schema"]})
@@ -94,8 +98,10 @@ async def test_register_and_read_back(api: Api, subject: str) -> None:
 async def test_same_schema_same_id_and_no_new_version(api: Api, subject: str) -> None:
     a = await api.ok_register(subject, rec(("id", "long")))
     # same schema, other whitespace / key order: same registration
-    same = '{"namespace": "com.acme", "name": "Order", "type": "record", ' \
-           '"fields": [{"type": "long", "name": "id"}]}'
+    same = (
+        '{"namespace": "com.acme", "name": "Order", "type": "record", '
+        '"fields": [{"type": "long", "name": "id"}]}'
+    )
     assert await api.ok_register(subject, same) == a
     assert await api.call("GET", f"/subjects/{subject}/versions") == (200, [1])
     other = subject.replace("-value", "-key")
@@ -161,9 +167,15 @@ async def test_subject_not_found_message_names_it(api: Api, subject: str) -> Non
         ({"schema": "x", "schemaType": "PROTOBUF"}, 422, 42201, "PROTOBUF"),
         ({}, 422, 42201, "Empty schema"),
         ({"schema": '"string"', "references": [{"name": "x"}]}, 422, 42201, "references[0]"),
-        ({"schema": '{"type":"record","name":"O","fields":[{"name":"a","type":"Addr"}]}',
-          "references": [{"name": "Addr", "subject": "nope-nope", "version": 1}]},
-         422, 42201, "'nope-nope' version 1 is not registered"),
+        (
+            {
+                "schema": '{"type":"record","name":"O","fields":[{"name":"a","type":"Addr"}]}',
+                "references": [{"name": "Addr", "subject": "nope-nope", "version": 1}],
+            },
+            422,
+            42201,
+            "'nope-nope' version 1 is not registered",
+        ),
     ],
 )
 async def test_invalid_schemas_are_42201(
@@ -180,9 +192,7 @@ async def test_malformed_body_is_400(api: Api, subject: str) -> None:
         assert (await resp.json(content_type=None))["error_code"] == 400
 
 
-async def test_incompatible_registration_is_409_naming_the_problem(
-    api: Api, subject: str
-) -> None:
+async def test_incompatible_registration_is_409_naming_the_problem(api: Api, subject: str) -> None:
     await api.ok_register(subject, rec(("id", "long")))
     status, body = await api.register(subject, rec(("id", "long"), ("email", "string")))
     assert (status, body["error_code"]) == (409, 409)
@@ -195,8 +205,9 @@ async def test_incompatible_registration_is_409_naming_the_problem(
 async def test_compatibility_endpoint(api: Api, subject: str) -> None:
     await api.ok_register(subject, rec(("id", "long")))
     bad = {"schema": json.dumps(rec(("id", "long"), ("email", "string")))}
-    good = {"schema": json.dumps(rec(("id", "long"), {"name": "e", "type": "string",
-                                                       "default": ""}))}
+    good = {
+        "schema": json.dumps(rec(("id", "long"), {"name": "e", "type": "string", "default": ""}))
+    }
     path = f"/compatibility/subjects/{subject}/versions"
     assert await api.call("POST", path + "/latest", good) == (200, {"is_compatible": True})
     assert await api.call("POST", path + "/latest", bad) == (200, {"is_compatible": False})
@@ -222,13 +233,19 @@ W3 = rec(("id", "long"))
 LEVELS: dict[str, tuple[list[Any], Any, Any]] = {
     "NONE": ([V1], '"string"', rec(("id", "string"))),
     "BACKWARD": ([V1], V3, V2),
-    "BACKWARD_TRANSITIVE": ([V1, V2], V3, rec(("id", "long"), {"name": "x", "type": "int",
-                                                               "default": 1})),
+    "BACKWARD_TRANSITIVE": (
+        [V1, V2],
+        V3,
+        rec(("id", "long"), {"name": "x", "type": "int", "default": 1}),
+    ),
     "FORWARD": ([W1], W3, rec(("id", "long"), ("n", "int"), ("z", "int"))),
     "FORWARD_TRANSITIVE": ([W1, W2], W3, rec(("id", "long"), ("n", "int"), ("z", "int"))),
     "FULL": ([V1], V3, V2),
-    "FULL_TRANSITIVE": ([W1, W2], W3, rec(("id", "long"), ("n", "int"),
-                                          {"name": "z", "type": "int", "default": 0})),
+    "FULL_TRANSITIVE": (
+        [W1, W2],
+        W3,
+        rec(("id", "long"), ("n", "int"), {"name": "z", "type": "int", "default": 0}),
+    ),
 }
 
 
@@ -236,7 +253,8 @@ LEVELS: dict[str, tuple[list[Any], Any, Any]] = {
 async def test_every_level_through_the_api(api: Api, subject: str, level: str) -> None:
     history, failing, passing = LEVELS[level]
     assert await api.call("PUT", f"/config/{subject}", {"compatibility": "NONE"}) == (
-        200, {"compatibility": "NONE"}
+        200,
+        {"compatibility": "NONE"},
     )
     for schema in history:
         await api.ok_register(subject, schema)
@@ -252,8 +270,7 @@ async def test_every_level_through_the_api(api: Api, subject: str, level: str) -
 
 async def test_json_schema_registration_and_open_content_model(api: Api, subject: str) -> None:
     open_a = {"type": "object", "properties": {"a": {"type": "string"}}}
-    open_ab = {"type": "object", "properties": {"a": {"type": "string"},
-                                                "b": {"type": "integer"}}}
+    open_ab = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}}
     schema_id = await api.ok_register(subject, open_a, schemaType="JSON")
     status, body = await api.call("GET", f"/subjects/{subject}/versions/1")
     assert body["schemaType"] == "JSON"
@@ -265,32 +282,37 @@ async def test_json_schema_registration_and_open_content_model(api: Api, subject
     other = subject + "-closed"
     await api.ok_register(other, closed_a, schemaType="JSON")
     await api.ok_register(other, closed_ab, schemaType="JSON")
-    status, body = await api.register(other, {**closed_ab, "required": ["b"]},
-                                      schemaType="JSON")
+    status, body = await api.register(other, {**closed_ab, "required": ["b"]}, schemaType="JSON")
     assert status == 409 and "REQUIRED_PROPERTY_ADDED" in body["message"]
 
 
 async def test_config_endpoints(api: Api, subject: str) -> None:
     status, body = await api.call("GET", "/config")
     assert status == 200 and body["compatibilityLevel"] in (
-        "NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL",
-        "FULL_TRANSITIVE")
+        "NONE",
+        "BACKWARD",
+        "BACKWARD_TRANSITIVE",
+        "FORWARD",
+        "FORWARD_TRANSITIVE",
+        "FULL",
+        "FULL_TRANSITIVE",
+    )
     # global set to what it is (tests share the database): the PUT answer's shape
     assert await api.call("PUT", "/config", {"compatibility": body["compatibilityLevel"]}) == (
-        200, {"compatibility": body["compatibilityLevel"]}
+        200,
+        {"compatibility": body["compatibilityLevel"]},
     )
     status, err = await api.call("PUT", "/config", {"compatibility": "SIDEWAYS"})
     assert (status, err["error_code"]) == (422, 42203)
     status, err = await api.call("GET", f"/config/{subject}")
     assert (status, err["error_code"]) == (404, 40408)
     assert await api.call("GET", f"/config/{subject}", defaultToGlobal="true") == (
-        200, {"compatibilityLevel": body["compatibilityLevel"]}
+        200,
+        {"compatibilityLevel": body["compatibilityLevel"]},
     )
     await api.call("PUT", f"/config/{subject}", {"compatibility": "full"})
     assert await api.call("GET", f"/config/{subject}") == (200, {"compatibilityLevel": "FULL"})
-    assert await api.call("DELETE", f"/config/{subject}") == (
-        200, {"compatibilityLevel": "FULL"}
-    )
+    assert await api.call("DELETE", f"/config/{subject}") == (200, {"compatibilityLevel": "FULL"})
     assert (await api.call("GET", f"/config/{subject}"))[0] == 404
 
 
@@ -299,7 +321,8 @@ async def test_modes(api: Api, subject: str) -> None:
     assert (status, body) == (200, {"mode": "READWRITE"})
     await api.ok_register(subject, V1)
     assert await api.call("PUT", f"/mode/{subject}", {"mode": "READONLY"}) == (
-        200, {"mode": "READONLY"}
+        200,
+        {"mode": "READONLY"},
     )
     assert await api.call("GET", f"/mode/{subject}") == (200, {"mode": "READONLY"})
     status, body = await api.register(subject, V2)
@@ -320,7 +343,8 @@ async def test_import_mode_keeps_given_ids_and_the_sequence_moves_past(
     api: Api, subject: str
 ) -> None:
     assert await api.call("PUT", f"/mode/{subject}", {"mode": "IMPORT"}) == (
-        200, {"mode": "IMPORT"}
+        200,
+        {"mode": "IMPORT"},
     )
     wanted = 1_000_000 + uuid.uuid4().int % 1_000_000
     text = json.dumps(rec(("imported", "string"), name=f"I{uuid.uuid4().hex}"))
@@ -329,8 +353,9 @@ async def test_import_mode_keeps_given_ids_and_the_sequence_moves_past(
     status, body = await api.register(subject, rec(("other", "int")), id=wanted, version=4)
     assert (status, body["error_code"]) == (422, 42205)  # id taken by another schema
     await api.call("DELETE", f"/mode/{subject}")
-    fresh = await api.ok_register(subject + "-after", rec(("x", "int"),
-                                                         name=f"N{uuid.uuid4().hex}"))
+    fresh = await api.ok_register(
+        subject + "-after", rec(("x", "int"), name=f"N{uuid.uuid4().hex}")
+    )
     assert fresh > wanted
 
 
@@ -350,9 +375,7 @@ async def test_soft_and_permanent_deletes(api: Api, subject: str) -> None:
     assert (await api.call("GET", f"/schemas/ids/{id1}"))[0] == 200  # readers still decode
     status, body = await api.call("DELETE", f"/subjects/{subject}/versions/1")
     assert (status, body["error_code"]) == (404, 40406)
-    assert await api.call("DELETE", f"/subjects/{subject}/versions/1", permanent="true") == (
-        200, 1
-    )
+    assert await api.call("DELETE", f"/subjects/{subject}/versions/1", permanent="true") == (200, 1)
     status, body = await api.call("DELETE", f"/subjects/{subject}", permanent="true")
     assert (status, body["error_code"]) == (404, 40405)
     assert await api.call("DELETE", f"/subjects/{subject}") == (200, [2])
@@ -362,7 +385,8 @@ async def test_soft_and_permanent_deletes(api: Api, subject: str) -> None:
     assert (status, body["error_code"]) == (404, 40404)
     assert await api.call("DELETE", f"/subjects/{subject}", permanent="true") == (200, [2])
     assert (await api.call("GET", f"/subjects/{subject}/versions", deleted="true"))[1][
-        "error_code"] == 40401
+        "error_code"
+    ] == 40401
     assert (await api.call("GET", f"/schemas/ids/{id2}"))[1]["error_code"] == 40403
     # ids are never reused: a new schema gets a new id; the old schema its old one back
     new_id = await api.ok_register(subject, rec(("z", "int"), name=f"Z{uuid.uuid4().hex}"))
@@ -373,8 +397,12 @@ async def test_soft_and_permanent_deletes(api: Api, subject: str) -> None:
 
 async def test_references(api: Api, subject: str) -> None:
     addr_subject = subject + "-address"
-    addr = {"type": "record", "name": "Address", "namespace": "com.acme",
-            "fields": [{"name": "city", "type": "string"}]}
+    addr = {
+        "type": "record",
+        "name": "Address",
+        "namespace": "com.acme",
+        "fields": [{"name": "city", "type": "string"}],
+    }
     addr_id = await api.ok_register(addr_subject, addr)
     order = rec(("id", "long"), ("ship_to", "com.acme.Address"))
     refs = [{"name": "com.acme.Address", "subject": addr_subject, "version": 1}]
@@ -386,20 +414,21 @@ async def test_references(api: Api, subject: str) -> None:
     assert body["references"] == refs
     assert (await api.call("GET", f"/schemas/ids/{order_id}"))[1]["references"] == refs
     assert await api.call("GET", f"/subjects/{addr_subject}/versions/1/referencedby") == (
-        200, [order_id]
+        200,
+        [order_id],
     )
     status, body = await api.call("DELETE", f"/subjects/{addr_subject}/versions/1")
     assert (status, body["error_code"]) == (422, 42206)
     status, body = await api.call(
-        "POST", f"/subjects/{subject}",
+        "POST",
+        f"/subjects/{subject}",
         {"schema": json.dumps(order), "references": refs},
     )
     assert (status, body["id"]) == (200, order_id)
 
 
 async def test_json_references(api: Api, subject: str) -> None:
-    addr = {"type": "object", "properties": {"city": {"type": "string"}},
-            "required": ["city"]}
+    addr = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
     await api.ok_register(subject + "-addr", addr, schemaType="JSON")
     order = {"type": "object", "properties": {"to": {"$ref": "address.json"}}}
     refs = [{"name": "address.json", "subject": subject + "-addr", "version": 1}]
@@ -421,9 +450,7 @@ async def test_concurrent_registrations_get_one_id(api: Api, subject: str) -> No
     assert ids.isdisjoint({b["id"] for _, b in across})
 
 
-async def test_concurrent_different_schemas_get_distinct_versions(
-    api: Api, subject: str
-) -> None:
+async def test_concurrent_different_schemas_get_distinct_versions(api: Api, subject: str) -> None:
     await api.call("PUT", f"/config/{subject}", {"compatibility": "NONE"})
     schemas = [rec((f"f{i}", "int"), name=f"S{uuid.uuid4().hex}") for i in range(8)]
     results = await asyncio.gather(*(api.register(subject, s) for s in schemas))
@@ -437,10 +464,9 @@ async def test_subject_listing_filters(api: Api, subject: str) -> None:
     await api.ok_register(subject + "-b", V1)
     _, names = await api.call("GET", "/subjects", subjectPrefix=subject)
     assert names == [subject, subject + "-b"]
-    assert await api.call("GET", "/subjects", subjectPrefix=subject, limit="1") == (
-        200, [subject]
-    )
+    assert await api.call("GET", "/subjects", subjectPrefix=subject, limit="1") == (200, [subject])
     await api.call("DELETE", f"/subjects/{subject}-b")
     assert await api.call("GET", "/subjects", subjectPrefix=subject, deletedOnly="true") == (
-        200, [subject + "-b"]
+        200,
+        [subject + "-b"],
     )

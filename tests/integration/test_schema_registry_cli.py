@@ -54,11 +54,26 @@ async def test_register_list_show_check_delete(
     registry_url: str, subject: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     name = f"Order{uuid.uuid4().hex}"
-    v1 = write(tmp_path, "v1.avsc", {"type": "record", "name": name, "namespace": "com.acme",
-                                      "fields": [{"name": "id", "type": "long"}]})
-    v2_bad = write(tmp_path, "v2.avsc", {"type": "record", "name": name, "namespace": "com.acme",
-                                          "fields": [{"name": "id", "type": "long"},
-                                                     {"name": "email", "type": "string"}]})
+    v1 = write(
+        tmp_path,
+        "v1.avsc",
+        {
+            "type": "record",
+            "name": name,
+            "namespace": "com.acme",
+            "fields": [{"name": "id", "type": "long"}],
+        },
+    )
+    v2_bad = write(
+        tmp_path,
+        "v2.avsc",
+        {
+            "type": "record",
+            "name": name,
+            "namespace": "com.acme",
+            "fields": [{"name": "id", "type": "long"}, {"name": "email", "type": "string"}],
+        },
+    )
     reg = ("--registry", registry_url)
 
     assert await cli("schemas", "register", subject, v1, *reg) == 0
@@ -91,8 +106,15 @@ async def test_register_list_show_check_delete(
 async def test_json_schema_file_and_type_guess(
     registry_url: str, subject: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write(tmp_path, "order.json", {"$schema": "http://json-schema.org/draft-07/schema#",
-                                          "type": "object", "properties": {"a": {}}})
+    path = write(
+        tmp_path,
+        "order.json",
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object",
+            "properties": {"a": {}},
+        },
+    )
     assert await cli("schemas", "register", subject, path, "--registry", registry_url) == 0
     capsys.readouterr()
     assert await cli("schemas", "show", subject, "--registry", registry_url) == 0
@@ -119,30 +141,50 @@ async def test_references_from_the_command_line(
     registry_url: str, subject: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     addr_name = f"Addr{uuid.uuid4().hex}"
-    addr = write(tmp_path, "addr.avsc", {"type": "record", "name": addr_name,
-                                         "namespace": "com.acme",
-                                         "fields": [{"name": "city", "type": "string"}]})
-    order = write(tmp_path, "order.avsc", {"type": "record", "name": f"O{uuid.uuid4().hex}",
-                                           "namespace": "com.acme",
-                                           "fields": [{"name": "to",
-                                                       "type": f"com.acme.{addr_name}"}]})
+    addr = write(
+        tmp_path,
+        "addr.avsc",
+        {
+            "type": "record",
+            "name": addr_name,
+            "namespace": "com.acme",
+            "fields": [{"name": "city", "type": "string"}],
+        },
+    )
+    order = write(
+        tmp_path,
+        "order.avsc",
+        {
+            "type": "record",
+            "name": f"O{uuid.uuid4().hex}",
+            "namespace": "com.acme",
+            "fields": [{"name": "to", "type": f"com.acme.{addr_name}"}],
+        },
+    )
     reg = ("--registry", registry_url)
     assert await cli("schemas", "register", subject + "-addr", addr, *reg) == 0
     ref = f"com.acme.{addr_name}={subject}-addr:latest"
     assert await cli("schemas", "register", subject, order, "--ref", ref, *reg) == 0
     capsys.readouterr()
     assert await cli("schemas", "show", subject, *reg) == 0
-    assert f"reference com.acme.{addr_name} = {subject}-addr version 1" in (
-        capsys.readouterr().err
-    )
+    assert f"reference com.acme.{addr_name} = {subject}-addr version 1" in (capsys.readouterr().err)
 
 
 async def test_schema_registry_serve_runs_alone(settings: Settings, subject: str) -> None:
     env = {**os.environ, "EVENTPIPE_DATABASE_URL": settings.database.url.get_secret_value()}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "eventpipe.cli.main", "schema-registry", "serve",
-        "--host", "127.0.0.1", "--port", "0",
-        env=env, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "eventpipe.cli.main",
+        "schema-registry",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
     )
     try:
         assert proc.stderr is not None

@@ -54,9 +54,14 @@ def subject() -> str:
 
 
 def record(*fields: dict[str, Any], name: str | None = None) -> str:
-    return json.dumps({"type": "record", "name": name or f"R{uuid.uuid4().hex}",
-                       "namespace": "com.acme",
-                       "fields": list(fields) or [{"name": "id", "type": "long"}]})
+    return json.dumps(
+        {
+            "type": "record",
+            "name": name or f"R{uuid.uuid4().hex}",
+            "namespace": "com.acme",
+            "fields": list(fields) or [{"name": "id", "type": "long"}],
+        }
+    )
 
 
 async def test_register_get_lookup_and_cache(client: SchemaRegistryClient, subject: str) -> None:
@@ -126,9 +131,15 @@ async def test_compatibility_config_and_mode(client: SchemaRegistryClient, subje
     assert not result.is_compatible
     assert any("READER_FIELD_MISSING_DEFAULT_VALUE" in m for m in result.messages)
     assert (await client.check_compatibility(subject, breaking, version=None)).messages
-    assert await client.get_compatibility(subject) in ("BACKWARD", "NONE", "FULL", "FORWARD",
-                                                       "BACKWARD_TRANSITIVE",
-                                                       "FORWARD_TRANSITIVE", "FULL_TRANSITIVE")
+    assert await client.get_compatibility(subject) in (
+        "BACKWARD",
+        "NONE",
+        "FULL",
+        "FORWARD",
+        "BACKWARD_TRANSITIVE",
+        "FORWARD_TRANSITIVE",
+        "FULL_TRANSITIVE",
+    )
     assert await client.set_compatibility("forward", subject) == "FORWARD"
     assert await client.get_compatibility(subject) == "FORWARD"
     assert (await client.check_compatibility(subject, breaking)).is_compatible
@@ -162,8 +173,11 @@ async def test_avro_serde_round_trip_with_reader_schema(
 ) -> None:
     name = f"O{uuid.uuid4().hex}"
     v1 = record({"name": "id", "type": "long"}, name=name)
-    v2 = record({"name": "id", "type": "long"},
-                {"name": "note", "type": "string", "default": "-"}, name=name)
+    v2 = record(
+        {"name": "id", "type": "long"},
+        {"name": "note", "type": "string", "default": "-"},
+        name=name,
+    )
     topic = subject.removesuffix("-value")
     data = await Serializer(client, v1).serialize(topic, {"id": 5})
     assert await Deserializer(client).deserialize(data) == {"id": 5}
@@ -182,19 +196,26 @@ async def test_serializer_modes(client: SchemaRegistryClient, subject: str) -> N
     schema_id = await client.register(subject, text)
     data = await Serializer(client, record(), use_latest=True).serialize(topic, {"id": 1})
     assert data[:5] == frame(schema_id, b"")
-    keyed = await Serializer(client, text, subject_name_strategy=topic_record_name_strategy) \
-        .serialize(topic, {"id": 2}, is_key=True)
-    reg = await client.get_latest(f"{topic}-{json.loads(text)['namespace']}."
-                                  f"{json.loads(text)['name']}")
+    keyed = await Serializer(
+        client, text, subject_name_strategy=topic_record_name_strategy
+    ).serialize(topic, {"id": 2}, is_key=True)
+    reg = await client.get_latest(
+        f"{topic}-{json.loads(text)['namespace']}.{json.loads(text)['name']}"
+    )
     assert keyed[:5] == frame(reg.id, b"")
 
 
 async def test_json_serde_validates(client: SchemaRegistryClient, subject: str) -> None:
     topic = subject.removesuffix("-value")
-    doc = json.dumps({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
-                      "title": f"J{uuid.uuid4().hex}",
-                      "properties": {"n": {"type": "integer", "minimum": 0}},
-                      "required": ["n"]})
+    doc = json.dumps(
+        {
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object",
+            "title": f"J{uuid.uuid4().hex}",
+            "properties": {"n": {"type": "integer", "minimum": 0}},
+            "required": ["n"],
+        }
+    )
     ser = Serializer(client, Schema(doc, "JSON"))
     data = await ser.serialize(topic, {"n": 3})
     assert data[5:] == b'{"n":3}'

@@ -65,8 +65,12 @@ async def sync(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 def unique_record(*fields: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "record", "name": f"R{uuid.uuid4().hex}", "namespace": "com.acme",
-            "fields": list(fields) or [{"name": "id", "type": "long"}]}
+    return {
+        "type": "record",
+        "name": f"R{uuid.uuid4().hex}",
+        "namespace": "com.acme",
+        "fields": list(fields) or [{"name": "id", "type": "long"}],
+    }
 
 
 @pytest.fixture
@@ -108,12 +112,22 @@ async def test_confluent_client_sees_compatibility_and_errors(
     base = unique_record({"name": "id", "type": "long"})
     await sync(confluent.register_schema, subject, CSchema(json.dumps(base), "AVRO"))
     breaking = {**base, "fields": [*base["fields"], {"name": "email", "type": "string"}]}
-    assert await sync(confluent.test_compatibility, subject,
-                      CSchema(json.dumps(breaking), "AVRO")) is False
-    assert await sync(confluent.test_compatibility_all_versions, subject,
-                      CSchema(json.dumps(breaking), "AVRO"), verbose=True) is False
-    assert await sync(confluent.test_compatibility, subject,
-                      CSchema(json.dumps(base), "AVRO")) is True
+    assert (
+        await sync(confluent.test_compatibility, subject, CSchema(json.dumps(breaking), "AVRO"))
+        is False
+    )
+    assert (
+        await sync(
+            confluent.test_compatibility_all_versions,
+            subject,
+            CSchema(json.dumps(breaking), "AVRO"),
+            verbose=True,
+        )
+        is False
+    )
+    assert (
+        await sync(confluent.test_compatibility, subject, CSchema(json.dumps(base), "AVRO")) is True
+    )
     with pytest.raises(SchemaRegistryError) as info:
         await sync(confluent.register_schema, subject, CSchema(json.dumps(breaking), "AVRO"))
     assert (info.value.http_status_code, info.value.error_code) == (409, 409)
@@ -121,8 +135,7 @@ async def test_confluent_client_sees_compatibility_and_errors(
 
     assert await sync(confluent.set_compatibility, subject, "NONE") == {"compatibility": "NONE"}
     assert await sync(confluent.get_compatibility, subject) == "NONE"
-    assert await sync(confluent.register_schema, subject,
-                      CSchema(json.dumps(breaking), "AVRO")) > 0
+    assert await sync(confluent.register_schema, subject, CSchema(json.dumps(breaking), "AVRO")) > 0
     assert await sync(confluent.delete_version, subject, 2) == 2
     assert await sync(confluent.delete_subject, subject) == [1]
     assert await sync(confluent.delete_subject, subject, True) == [1, 2]
@@ -141,8 +154,10 @@ async def test_confluent_client_sees_compatibility_and_errors(
 async def test_confluent_serializer_bytes_decode_with_ours(
     confluent: ConfluentClient, ours: SchemaRegistryClient, topic_name: str
 ) -> None:
-    schema = unique_record({"name": "id", "type": "long"}, {"name": "tags", "type": {
-        "type": "array", "items": "string"}})
+    schema = unique_record(
+        {"name": "id", "type": "long"},
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+    )
     ser = await sync(AvroSerializer, confluent, json.dumps(schema))
     ctx = SerializationContext(topic_name, MessageField.VALUE)
     data = await sync(ser, {"id": 9, "tags": ["a", "b"]}, ctx)
@@ -167,12 +182,16 @@ async def test_our_serializer_bytes_decode_with_confluent(
 async def test_both_serializers_write_identical_bytes(
     confluent: ConfluentClient, ours: SchemaRegistryClient, topic_name: str
 ) -> None:
-    schema = unique_record({"name": "id", "type": "long"},
-                           {"name": "when", "type": {"type": "long",
-                                                     "logicalType": "timestamp-millis"}})
+    schema = unique_record(
+        {"name": "id", "type": "long"},
+        {"name": "when", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    )
     value = {"id": 123456789, "when": 1_700_000_000_000}
-    theirs = await sync(await sync(AvroSerializer, confluent, json.dumps(schema)), value,
-                        SerializationContext(topic_name, MessageField.KEY))
+    theirs = await sync(
+        await sync(AvroSerializer, confluent, json.dumps(schema)),
+        value,
+        SerializationContext(topic_name, MessageField.KEY),
+    )
     mine = await Serializer(ours, json.dumps(schema)).serialize(topic_name, value, is_key=True)
     assert mine == theirs
 
@@ -180,8 +199,12 @@ async def test_both_serializers_write_identical_bytes(
 async def test_references_across_clients(
     confluent: ConfluentClient, ours: SchemaRegistryClient, topic_name: str
 ) -> None:
-    addr = {"type": "record", "name": f"Address{uuid.uuid4().hex}", "namespace": "com.acme",
-            "fields": [{"name": "city", "type": "string"}]}
+    addr = {
+        "type": "record",
+        "name": f"Address{uuid.uuid4().hex}",
+        "namespace": "com.acme",
+        "fields": [{"name": "city", "type": "string"}],
+    }
     addr_name = f"com.acme.{addr['name']}"
     addr_subject = f"{topic_name}-address"
     await ours.register(addr_subject, json.dumps(addr))
@@ -196,8 +219,9 @@ async def test_references_across_clients(
     reg = await ours.get_latest(f"{topic_name}-value")
     assert reg.schema.references == (SchemaReference(addr_name, addr_subject, 1),)
     # and ours writes, theirs reads (it fetches the reference itself)
-    mine = await Serializer(ours, Schema(json.dumps(order), "AVRO", reg.schema.references)) \
-        .serialize(topic_name, value)
+    mine = await Serializer(
+        ours, Schema(json.dumps(order), "AVRO", reg.schema.references)
+    ).serialize(topic_name, value)
     assert await sync(await sync(AvroDeserializer, confluent), mine, ctx) == value
 
 
@@ -206,12 +230,19 @@ async def test_record_name_strategy_matches_confluent(
 ) -> None:
     schema = unique_record({"name": "id", "type": "long"})
     full_name = f"com.acme.{schema['name']}"
-    theirs = await sync(AvroSerializer, confluent, json.dumps(schema),
-                        conf={"subject.name.strategy": record_subject_name_strategy})
+    theirs = await sync(
+        AvroSerializer,
+        confluent,
+        json.dumps(schema),
+        conf={"subject.name.strategy": record_subject_name_strategy},
+    )
     data = await sync(theirs, {"id": 1}, SerializationContext(topic_name, MessageField.VALUE))
-    mine = await Serializer(ours, json.dumps(schema),
-                            subject_name_strategy=naming.record_name_strategy,
-                            auto_register=False).serialize(topic_name, {"id": 1})
+    mine = await Serializer(
+        ours,
+        json.dumps(schema),
+        subject_name_strategy=naming.record_name_strategy,
+        auto_register=False,
+    ).serialize(topic_name, {"id": 1})
     assert mine == data
     assert full_name in await ours.subjects()
 
@@ -219,10 +250,14 @@ async def test_record_name_strategy_matches_confluent(
 async def test_json_schema_registered_by_confluent_client_decodes_with_ours(
     confluent: ConfluentClient, ours: SchemaRegistryClient, topic_name: str
 ) -> None:
-    doc = {"type": "object", "title": f"T{uuid.uuid4().hex}",
-           "properties": {"n": {"type": "integer"}}}
-    schema_id = await sync(confluent.register_schema, f"{topic_name}-value",
-                           CSchema(json.dumps(doc), "JSON"))
+    doc = {
+        "type": "object",
+        "title": f"T{uuid.uuid4().hex}",
+        "properties": {"n": {"type": "integer"}},
+    }
+    schema_id = await sync(
+        confluent.register_schema, f"{topic_name}-value", CSchema(json.dumps(doc), "JSON")
+    )
     got = await sync(confluent.get_schema, schema_id)
     assert got.schema_type == "JSON"
     # Confluent's JSON serializer writes frame + JSON text: decode that with ours

@@ -83,8 +83,9 @@ def faust_table() -> Any:
     )
     store = Store()
     store.persisted = {}
-    return SimpleNamespace(data=store, changelog_topic=topic, key_serializer="json",
-                           value_serializer="json")
+    return SimpleNamespace(
+        data=store, changelog_topic=topic, key_serializer="json", value_serializer="json"
+    )
 
 
 async def test_writes_are_produced_per_partition_in_order() -> None:

@@ -27,14 +27,17 @@ def event(data: Any) -> CloudEvent:
     return CloudEvent.create("t", "/s", data, id="e1", region="eu")
 
 
-@pytest.mark.parametrize("data", [
-    {"order_id": "o1", "a": {"b": [1, 2]}},
-    {"order_id": 7.5},
-    {"a": None},
-    {},
-    None,
-    {"order_id": {"x": 1}, "a": {"b": {"c": True}}},
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"order_id": "o1", "a": {"b": [1, 2]}},
+        {"order_id": 7.5},
+        {"a": None},
+        {},
+        None,
+        {"order_id": {"x": 1}, "a": {"b": {"c": True}}},
+    ],
+)
 def test_fast_rows_equal_the_jq_rows(data: Any) -> None:
     s = sink(COLUMNS)
     assert s._paths is not None

@@ -129,7 +129,8 @@ def test_ack_hands_faust_every_offset_of_the_batch_from_the_committed_one() -> N
 def reader_on(rebalancing: bool) -> tuple[SourceReader, Any]:
     consumer = SimpleNamespace(unacked=set(), _waiting_for_ack=None, flow_active=True)
     app: Any = SimpleNamespace(
-        consumer=consumer, rebalancing=rebalancing,
+        consumer=consumer,
+        rebalancing=rebalancing,
         flow_control=SimpleNamespace(is_active=lambda: True),
     )
     return SourceReader(app, ["orders"]), consumer

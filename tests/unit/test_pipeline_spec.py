@@ -37,8 +37,13 @@ GOOD = {
         {"topic": {"topic": "orders.enriched"}},
     ],
     "state": {"dedup_window": "24h"},
-    "retry": {"max_attempts": 5, "backoff": "exponential", "initial": "200ms", "max": "30s",
-              "jitter": True},
+    "retry": {
+        "max_attempts": 5,
+        "backoff": "exponential",
+        "initial": "200ms",
+        "max": "30s",
+        "jitter": True,
+    },
     "dead_letter": {"topic": "orders-enriched.dlq"},
 }
 
@@ -54,10 +59,18 @@ def test_the_issue_example_loads(tmp_path: Path) -> None:
 def test_every_problem_is_reported_with_its_path(tmp_path: Path) -> None:
     bad = {
         **GOOD,
-        "steps": [{"jq": "{id: .id}"}, {"filter": ".data |"},
-                  {"aggregate": {"op": "sum", "window": {"tumbling": "1m"}}}, {"route": 5}],
-        "sinks": [{"postgres": {"table": "t", "mode": "upsert", "columns": {"id": ".id"}}},
-                  {"nope": {}}, {"topic": {"topic": "x", "bogus": 1}}, {"http": {"url": "ftp://x"}}],
+        "steps": [
+            {"jq": "{id: .id}"},
+            {"filter": ".data |"},
+            {"aggregate": {"op": "sum", "window": {"tumbling": "1m"}}},
+            {"route": 5},
+        ],
+        "sinks": [
+            {"postgres": {"table": "t", "mode": "upsert", "columns": {"id": ".id"}}},
+            {"nope": {}},
+            {"topic": {"topic": "x", "bogus": 1}},
+            {"http": {"url": "ftp://x"}},
+        ],
         "retry": {"initial": "5x"},
     }
     found = problems(tmp_path, [bad, {**GOOD, "name": "orders-enriched"}])

@@ -60,8 +60,14 @@ def test_window_starts() -> None:
 
 
 def ev(i: int, amount: float, key: str = "c1", sec: int = 5) -> CloudEvent:
-    return CloudEvent.create("sale", "/s", {"amount": amount}, id=f"e{i}", partitionkey=key,
-                             time=datetime(2026, 1, 1, 0, 0, sec, tzinfo=UTC))
+    return CloudEvent.create(
+        "sale",
+        "/s",
+        {"amount": amount},
+        id=f"e{i}",
+        partitionkey=key,
+        time=datetime(2026, 1, 1, 0, 0, sec, tzinfo=UTC),
+    )
 
 
 def test_aggregate_sum_and_replay_is_not_counted_twice() -> None:

@@ -19,8 +19,14 @@ def js(obj: Any, refs: tuple[ResolvedReference, ...] = ()) -> ParsedSchema:
     return parse("JSON", json.dumps(obj), refs)
 
 
-def obj(props: dict[str, Any], *, closed: bool = False, required: list[str] | None = None,
-        draft: str = D7, **extra: Any) -> ParsedSchema:
+def obj(
+    props: dict[str, Any],
+    *,
+    closed: bool = False,
+    required: list[str] | None = None,
+    draft: str = D7,
+    **extra: Any,
+) -> ParsedSchema:
     doc: dict[str, Any] = {"$schema": draft, "type": "object", "properties": props, **extra}
     if closed:
         doc["additionalProperties"] = False
@@ -43,31 +49,46 @@ AB = {"a": {"type": "string"}, "b": {"type": "integer"}}
 CASES: list[tuple[str, ParsedSchema, ParsedSchema, dict[str, str | None]]] = [
     (
         "property added, open content model",
-        obj(A), obj(AB),
-        {"BACKWARD": "PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL", "FORWARD": None,
-         "FULL": "PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL", "NONE": None},
+        obj(A),
+        obj(AB),
+        {
+            "BACKWARD": "PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL",
+            "FORWARD": None,
+            "FULL": "PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL",
+            "NONE": None,
+        },
     ),
     (
         "property added, closed content model",
-        obj(A, closed=True), obj(AB, closed=True),
-        {"BACKWARD": None, "FORWARD": "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL",
-         "FULL": "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL"},
+        obj(A, closed=True),
+        obj(AB, closed=True),
+        {
+            "BACKWARD": None,
+            "FORWARD": "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL",
+            "FULL": "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL",
+        },
     ),
     (
         "required property added, closed content model",
-        obj(A, closed=True), obj(AB, closed=True, required=["b"]),
+        obj(A, closed=True),
+        obj(AB, closed=True, required=["b"]),
         {"BACKWARD": "REQUIRED_PROPERTY_ADDED"},
     ),
     (
         "property removed, open content model",
-        obj(AB), obj(A),
+        obj(AB),
+        obj(A),
         {"BACKWARD": None, "FORWARD": "PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL"},
     ),
     (
         "property removed, closed content model",
-        obj(AB, closed=True), obj(A, closed=True),
-        {"BACKWARD": "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL", "FORWARD": None,
-         "FULL": "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL"},
+        obj(AB, closed=True),
+        obj(A, closed=True),
+        {
+            "BACKWARD": "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL",
+            "FORWARD": None,
+            "FULL": "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL",
+        },
     ),
     (
         "property removed, partially open model that covers it",
@@ -83,32 +104,38 @@ CASES: list[tuple[str, ParsedSchema, ParsedSchema, dict[str, str | None]]] = [
     ),
     (
         "required removed",
-        obj(AB, required=["a", "b"]), obj(AB, required=["a"]),
+        obj(AB, required=["a", "b"]),
+        obj(AB, required=["a"]),
         {"BACKWARD": None, "FORWARD": "REQUIRED_PROPERTY_ADDED"},
     ),
     (
         "content model closed",
-        obj(A), obj(A, closed=True),
+        obj(A),
+        obj(A, closed=True),
         {"BACKWARD": "ADDITIONAL_PROPERTIES_REMOVED", "FORWARD": None},
     ),
     (
         "type widened integer -> number",
-        obj({"n": {"type": "integer"}}), obj({"n": {"type": "number"}}),
+        obj({"n": {"type": "integer"}}),
+        obj({"n": {"type": "number"}}),
         {"BACKWARD": None, "FORWARD": "TYPE_NARROWED"},
     ),
     (
         "type changed string -> integer",
-        obj({"n": {"type": "string"}}), obj({"n": {"type": "integer"}}),
+        obj({"n": {"type": "string"}}),
+        obj({"n": {"type": "integer"}}),
         {"BACKWARD": "TYPE_CHANGED", "FORWARD": "TYPE_CHANGED"},
     ),
     (
         "type gains null",
-        obj({"n": {"type": "string"}}), obj({"n": {"type": ["string", "null"]}}),
+        obj({"n": {"type": "string"}}),
+        obj({"n": {"type": ["string", "null"]}}),
         {"BACKWARD": None, "FORWARD": "TYPE_NARROWED"},
     ),
     (
         "enum extended",
-        obj({"s": {"enum": ["A", "B"]}}), obj({"s": {"enum": ["A", "B", "C"]}}),
+        obj({"s": {"enum": ["A", "B"]}}),
+        obj({"s": {"enum": ["A", "B", "C"]}}),
         {"BACKWARD": None, "FORWARD": "ENUM_ARRAY_NARROWED"},
     ),
     (
@@ -119,12 +146,14 @@ CASES: list[tuple[str, ParsedSchema, ParsedSchema, dict[str, str | None]]] = [
     ),
     (
         "minimum added",
-        obj({"n": {"type": "integer"}}), obj({"n": {"type": "integer", "minimum": 0}}),
+        obj({"n": {"type": "integer"}}),
+        obj({"n": {"type": "integer", "minimum": 0}}),
         {"BACKWARD": "MINIMUM_ADDED", "FORWARD": None},
     ),
     (
         "pattern added",
-        obj({"s": {"type": "string"}}), obj({"s": {"type": "string", "pattern": "^x"}}),
+        obj({"s": {"type": "string"}}),
+        obj({"s": {"type": "string", "pattern": "^x"}}),
         {"BACKWARD": "PATTERN_ADDED", "FORWARD": None},
     ),
     (
@@ -141,22 +170,47 @@ CASES: list[tuple[str, ParsedSchema, ParsedSchema, dict[str, str | None]]] = [
     ),
     (
         "2020-12 tuple position narrowed",
-        obj({"t": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "number"}]}},
-            draft=D2020),
-        obj({"t": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "integer"}]}},
-            draft=D2020),
+        obj(
+            {"t": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "number"}]}},
+            draft=D2020,
+        ),
+        obj(
+            {"t": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "integer"}]}},
+            draft=D2020,
+        ),
         {"BACKWARD": "TYPE_NARROWED"},
     ),
     (
         "draft 7 $ref to definitions",
-        js({"$schema": D7, "type": "object", "properties": {"p": {"$ref": "#/definitions/p"}},
-            "definitions": {"p": {"type": "object", "properties": A,
-                                  "additionalProperties": False}}}),
-        js({"$schema": D7, "type": "object", "properties": {"p": {"$ref": "#/definitions/p"}},
-            "definitions": {"p": {"type": "object", "properties": AB,
-                                  "additionalProperties": False, "required": ["b"]}}}),
-        {"BACKWARD": "REQUIRED_PROPERTY_ADDED",
-         "FORWARD": "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL"},
+        js(
+            {
+                "$schema": D7,
+                "type": "object",
+                "properties": {"p": {"$ref": "#/definitions/p"}},
+                "definitions": {
+                    "p": {"type": "object", "properties": A, "additionalProperties": False}
+                },
+            }
+        ),
+        js(
+            {
+                "$schema": D7,
+                "type": "object",
+                "properties": {"p": {"$ref": "#/definitions/p"}},
+                "definitions": {
+                    "p": {
+                        "type": "object",
+                        "properties": AB,
+                        "additionalProperties": False,
+                        "required": ["b"],
+                    }
+                },
+            }
+        ),
+        {
+            "BACKWARD": "REQUIRED_PROPERTY_ADDED",
+            "FORWARD": "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL",
+        },
     ),
 ]
 
@@ -218,7 +272,14 @@ def test_true_schema_accepts_anything_and_false_nothing() -> None:
 
 
 def test_recursive_reference_terminates() -> None:
-    tree = {"$schema": D2020, "$defs": {"node": {"type": "object", "properties": {
-        "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
-        "$ref": "#/$defs/node"}
+    tree = {
+        "$schema": D2020,
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+            }
+        },
+        "$ref": "#/$defs/node",
+    }
     assert check("FULL", js(tree), js(tree)) == []

@@ -15,8 +15,12 @@ from eventpipe.schema_registry.schemas import (
     parse,
 )
 
-ORDER = {"type": "record", "name": "Order", "namespace": "com.acme",
-         "fields": [{"name": "id", "type": "long"}]}
+ORDER = {
+    "type": "record",
+    "name": "Order",
+    "namespace": "com.acme",
+    "fields": [{"name": "id", "type": "long"}],
+}
 
 
 def test_avro_text_is_compact_json_in_the_given_key_order() -> None:
@@ -31,8 +35,12 @@ def test_avro_text_is_compact_json_in_the_given_key_order() -> None:
 
 def test_same_schema_written_differently_has_one_fingerprint() -> None:
     a = parse("AVRO", json.dumps(ORDER))
-    reordered = {"fields": [{"type": {"type": "long"}, "name": "id"}], "namespace": "com.acme",
-                 "name": "Order", "type": "record"}
+    reordered = {
+        "fields": [{"type": {"type": "long"}, "name": "id"}],
+        "namespace": "com.acme",
+        "name": "Order",
+        "type": "record",
+    }
     b = parse("AVRO", json.dumps(reordered, indent=2))
     assert a.fingerprint == b.fingerprint
 
@@ -46,9 +54,10 @@ def test_same_schema_written_differently_has_one_fingerprint() -> None:
     ],
 )
 def test_a_real_difference_changes_the_fingerprint(change: dict[str, object]) -> None:
-    assert parse("AVRO", json.dumps(ORDER)).fingerprint != parse(
-        "AVRO", json.dumps({**ORDER, **change})
-    ).fingerprint
+    assert (
+        parse("AVRO", json.dumps(ORDER)).fingerprint
+        != parse("AVRO", json.dumps({**ORDER, **change})).fingerprint
+    )
 
 
 def test_type_and_references_are_part_of_the_fingerprint() -> None:
@@ -61,10 +70,25 @@ def test_type_and_references_are_part_of_the_fingerprint() -> None:
 
 
 def test_avro_reference_supplies_a_named_type() -> None:
-    addr = parse("AVRO", json.dumps({"type": "record", "name": "Address", "namespace": "com.acme",
-                                     "fields": [{"name": "city", "type": "string"}]}))
-    order = json.dumps({"type": "record", "name": "Order", "namespace": "com.acme",
-                        "fields": [{"name": "to", "type": "Address"}]})
+    addr = parse(
+        "AVRO",
+        json.dumps(
+            {
+                "type": "record",
+                "name": "Address",
+                "namespace": "com.acme",
+                "fields": [{"name": "city", "type": "string"}],
+            }
+        ),
+    )
+    order = json.dumps(
+        {
+            "type": "record",
+            "name": "Order",
+            "namespace": "com.acme",
+            "fields": [{"name": "to", "type": "Address"}],
+        }
+    )
     with pytest.raises(InvalidSchema, match=r"unknown type 'com\.acme\.Address'.*reference"):
         parse("AVRO", order)
     ref = ResolvedReference(SchemaReference("com.acme.Address", "address-value", 1), addr)
@@ -75,8 +99,12 @@ def test_avro_reference_supplies_a_named_type() -> None:
 
 
 def test_json_reference_resolves_a_ref_by_name() -> None:
-    addr = parse("JSON", json.dumps({"type": "object", "properties": {"city": {"type": "string"}},
-                                     "required": ["city"]}))
+    addr = parse(
+        "JSON",
+        json.dumps(
+            {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+        ),
+    )
     order = json.dumps({"type": "object", "properties": {"to": {"$ref": "address.json"}}})
     with pytest.raises(InvalidSchema, match=r"address\.json"):
         parse("JSON", order)
@@ -90,11 +118,27 @@ def test_json_reference_resolves_a_ref_by_name() -> None:
 
 
 def test_json_schema_drafts_7_and_2020_12() -> None:
-    d7 = parse("JSON", json.dumps({"$schema": "http://json-schema.org/draft-07/schema#",
-                                   "type": "array", "items": [{"type": "string"}]}))
-    d2020 = parse("JSON", json.dumps({"$schema": "https://json-schema.org/draft/2020-12/schema",
-                                      "type": "array", "prefixItems": [{"type": "string"}],
-                                      "title": "Pair"}))
+    d7 = parse(
+        "JSON",
+        json.dumps(
+            {
+                "$schema": "http://json-schema.org/draft-07/schema#",
+                "type": "array",
+                "items": [{"type": "string"}],
+            }
+        ),
+    )
+    d2020 = parse(
+        "JSON",
+        json.dumps(
+            {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "array",
+                "prefixItems": [{"type": "string"}],
+                "title": "Pair",
+            }
+        ),
+    )
     assert isinstance(d7, JsonSchema) and isinstance(d2020, JsonSchema)
     assert not d7.validator().is_valid([1])
     assert not d2020.validator().is_valid([1])
@@ -114,12 +158,23 @@ def test_references_must_be_of_the_same_type() -> None:
         ("AVRO", "{not json", "not valid JSON"),
         ("AVRO", '{"type": "record", "name": "X"}', "needs a 'fields' array"),
         ("AVRO", '{"type": "record", "name": "1X", "fields": []}', "not a valid Avro name"),
-        ("AVRO", '{"type": "record", "name": "X", "fields": [{"name": "a", "type": "int"},'
-                 ' {"name": "a", "type": "int"}]}', "field 'a' appears twice"),
-        ("AVRO", '{"type": "record", "name": "X", "fields": [{"name": "a", "type": "int",'
-                 ' "default": "x"}]}', "Default value"),
-        ("AVRO", '{"type": "record", "name": "X", "fields": [{"name": "a", "type": "Nope"}]}',
-         "unknown type 'Nope'"),
+        (
+            "AVRO",
+            '{"type": "record", "name": "X", "fields": [{"name": "a", "type": "int"},'
+            ' {"name": "a", "type": "int"}]}',
+            "field 'a' appears twice",
+        ),
+        (
+            "AVRO",
+            '{"type": "record", "name": "X", "fields": [{"name": "a", "type": "int",'
+            ' "default": "x"}]}',
+            "Default value",
+        ),
+        (
+            "AVRO",
+            '{"type": "record", "name": "X", "fields": [{"name": "a", "type": "Nope"}]}',
+            "unknown type 'Nope'",
+        ),
         ("AVRO", '["int", "int"]', "holds 'int' twice"),
         ("AVRO", '{"type": "enum", "name": "E", "symbols": ["A", "A"]}', "unique"),
         ("AVRO", '{"type": "fixed", "name": "F", "size": -1}', "non-negative integer"),
@@ -143,8 +198,12 @@ def test_model_dicts_follow_confluent_shapes() -> None:
     assert avro.to_dict() == {"subject": "s", "version": 1, "id": 5, "schema": '"string"'}
     js = RegisteredSchema("s", 2, 6, Schema("{}", "JSON", (SchemaReference("a", "b", 3),)))
     assert js.to_dict() == {
-        "subject": "s", "version": 2, "id": 6, "schemaType": "JSON",
-        "references": [{"name": "a", "subject": "b", "version": 3}], "schema": "{}",
+        "subject": "s",
+        "version": 2,
+        "id": 6,
+        "schemaType": "JSON",
+        "references": [{"name": "a", "subject": "b", "version": 3}],
+        "schema": "{}",
     }
     assert RegisteredSchema.from_dict(js.to_dict()) == js
     assert Schema.from_dict({"schema": "x"}).schema_type == "AVRO"

@@ -35,9 +35,7 @@ async def test_schema_types_and_root(client: Client) -> None:
         ("POST", "/subjects/s/versions", 400, 400),  # body is not JSON
     ],
 )
-async def test_error_bodies(
-    client: Client, method: str, path: str, status: int, code: int
-) -> None:
+async def test_error_bodies(client: Client, method: str, path: str, status: int, code: int) -> None:
     resp = await client.request(method, path, data=b"{not json")
     assert resp.status == status
     body = await resp.json(content_type=CT)

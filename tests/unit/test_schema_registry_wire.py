@@ -22,10 +22,16 @@ from eventpipe.schema_registry.wire import (
 
 from eventpipe.errors import ConfigError, is_retriable
 
-ORDER_V1 = {"type": "record", "name": "Order", "namespace": "com.acme",
-            "fields": [{"name": "id", "type": "long"}, {"name": "qty", "type": "int"}]}
-ORDER_V2 = {**ORDER_V1, "fields": [*ORDER_V1["fields"],
-                                   {"name": "note", "type": "string", "default": "none"}]}
+ORDER_V1 = {
+    "type": "record",
+    "name": "Order",
+    "namespace": "com.acme",
+    "fields": [{"name": "id", "type": "long"}, {"name": "qty", "type": "int"}],
+}
+ORDER_V2 = {
+    **ORDER_V1,
+    "fields": [*ORDER_V1["fields"], {"name": "note", "type": "string", "default": "none"}],
+}
 
 
 def avro(doc: object) -> AvroSchema:
@@ -65,7 +71,9 @@ def test_avro_round_trip_is_schemaless_binary() -> None:
 def test_avro_decode_resolves_to_a_reader_schema() -> None:
     payload = avro_encode(avro(ORDER_V1), {"id": 1, "qty": 3})
     assert avro_decode(payload, avro(ORDER_V1), avro(ORDER_V2)) == {
-        "id": 1, "qty": 3, "note": "none"
+        "id": 1,
+        "qty": 3,
+        "note": "none",
     }
 
 
@@ -105,8 +113,7 @@ def test_subject_naming_strategies() -> None:
     ("name", "expected"),
     [
         ("TopicNameStrategy", naming.topic_name_strategy),
-        ("io.confluent.kafka.serializers.subject.RecordNameStrategy",
-         naming.record_name_strategy),
+        ("io.confluent.kafka.serializers.subject.RecordNameStrategy", naming.record_name_strategy),
         ("topic_record", naming.topic_record_name_strategy),
         ("record", naming.record_name_strategy),
     ],
@@ -139,8 +146,14 @@ def test_bytes_from_confluent_serializer_decode_with_ours() -> None:
 
 
 def test_top_level_union_of_a_referenced_type_round_trips() -> None:
-    node = avro({"type": "record", "name": "Node", "namespace": "x", "fields": [
-        {"name": "v", "type": "int"}, {"name": "next", "type": ["null", "x.Node"]}]})
+    node = avro(
+        {
+            "type": "record",
+            "name": "Node",
+            "namespace": "x",
+            "fields": [{"name": "v", "type": "int"}, {"name": "next", "type": ["null", "x.Node"]}],
+        }
+    )
     ref = ResolvedReference(SchemaReference("x.Node", "node-value", 1), node)
     union = parse("AVRO", '["null", "x.Node"]', (ref,))
     assert isinstance(union, AvroSchema)
