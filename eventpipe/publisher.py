@@ -26,7 +26,8 @@ from eventpipe import metrics
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.errors import BrokerUnavailableError, EventpipeError, error_class_name
-from eventpipe.kafka.client import producer_kwargs, wrap_kafka_error
+from eventpipe.kafka.batches import group_by_partition, send_batches
+from eventpipe.kafka.client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
 from eventpipe.settings import KafkaSettings, Settings
 
 log = logging.getLogger("eventpipe.publisher")
@@ -151,11 +152,8 @@ class Publisher:
         """Send all events, then wait for every acknowledgement.  Raises
         :class:`PublishBatchError` naming the failed ones if any failed."""
         mode = self.mode
-        # A generator: each record is encoded just before it is handed to the producer
-        # (which copies it into its batch buffer), so encoded records do not pile up
-        # and the cyclic GC has little to walk.
         return await self.publish_messages(
-            topic, (to_kafka(e, mode=mode) for e in events), [e.id for e in events]
+            topic, [to_kafka(e, mode=mode) for e in events], [e.id for e in events]
         )
 
     async def publish_messages(
@@ -163,46 +161,61 @@ class Publisher:
     ) -> list[Ack]:
         """Lower level: already-encoded records (the HTTP API and CLI use it).
 
-        Every record is handed to the producer first (it batches them on the
-        wire), then the acknowledgements are awaited in order: most are already
-        done by then, so this suspends about once per producer batch."""
+        Records are partitioned as aiokafka's default partitioner would (by key;
+        the keyless ones of a call share one partition) and submitted as closed
+        record batches per partition (:mod:`eventpipe.kafka.batches`): one future
+        per batch instead of one ``send()`` per record.  Then every batch's
+        acknowledgement is awaited; a failed batch fails each of its records."""
         producer = self._producer_or_raise()
         started = time.perf_counter()
-        send = producer.send
-        futures: list[asyncio.Future[Any] | BaseException] = []
-        append = futures.append
-        for msg in messages:
-            try:
-                append(await send(topic, msg.value, key=msg.key, headers=msg.headers))
-            except ke.KafkaError as exc:
-                append(wrap_kafka_error(exc, f"produce to {topic}"))
-        acks: list[Ack | None] = [None] * len(futures)
+        msgs = messages if isinstance(messages, list) else list(messages)
+        acks: list[Ack | None] = [None] * len(msgs)
         failed: dict[int, BaseException] = {}
+        pending: list[tuple[int, list[int], asyncio.Future[Any]]] = []
         try:
             async with asyncio.timeout(self.timeout_s):
-                for i, fut in enumerate(futures):
-                    if isinstance(fut, BaseException):
-                        failed[i] = fut
-                        continue
-                    try:
-                        md = await fut
-                    except ke.KafkaError as exc:
-                        failed[i] = wrap_kafka_error(exc, f"produce to {topic}")
-                        continue
-                    acks[i] = Ack(topic, md.partition, md.offset, ids[i])
-        except TimeoutError:
-            for i, fut in enumerate(futures):
-                if acks[i] is None and i not in failed:
-                    if isinstance(fut, asyncio.Future) and not fut.done():
-                        fut.cancel()
-                    failed[i] = BrokerUnavailableError(
-                        f"no acknowledgement from the broker within {self.timeout_s:.0f}s"
+                partitions = await producer.partitions_for(topic)
+                groups, too_large = group_by_partition(
+                    partitions, msgs, self.kafka.max_request_size
+                )
+                for i in too_large:
+                    failed[i] = RecordTooLargeError(
+                        f"produce to {topic}: the record exceeds kafka.max_request_size"
                     )
-        n_acked = len(futures) - len(failed)
+                for p, idx in groups.items():
+                    records = [(msgs[i].key, msgs[i].value, msgs[i].headers) for i in idx]
+                    for b in await send_batches(producer, topic, p, records):
+                        pending.append((p, idx[b.start : b.end], b.ack))
+                for p, members, ack in pending:
+                    try:
+                        md = await ack
+                    except ke.KafkaError as exc:
+                        err = wrap_kafka_error(exc, f"produce to {topic}")
+                        for i in members:
+                            failed[i] = err
+                        continue
+                    base = md.offset
+                    for d, i in enumerate(members):
+                        acks[i] = Ack(topic, p, base + d, ids[i])
+        except TimeoutError:
+            rest: BaseException | None = BrokerUnavailableError(
+                f"no acknowledgement from the broker within {self.timeout_s:.0f}s"
+            )
+        except ke.KafkaError as exc:  # metadata: no partitions for the topic in time
+            rest = wrap_kafka_error(exc, f"produce to {topic}")
+        except RecordTooLargeError as exc:  # a record no batch takes
+            rest = exc
+        else:
+            rest = None
+        if rest is not None:
+            for i in range(len(msgs)):
+                if acks[i] is None and i not in failed:
+                    failed[i] = rest
+        n_acked = len(msgs) - len(failed)
         metrics.EVENTS_PUBLISHED.labels(topic=topic).inc(n_acked)
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         if failed:
-            for err in failed.values():
-                metrics.ERRORS.labels(error_class=error_class_name(err)).inc()
+            for e in failed.values():
+                metrics.ERRORS.labels(error_class=error_class_name(e)).inc()
             raise PublishBatchError({i: a for i, a in enumerate(acks) if a is not None}, failed)
         return acks  # type: ignore[return-value]  # no None left when nothing failed

@@ -86,7 +86,9 @@ class PipelineComponent(Component):
         ctx = self.ctx
         resolve = await fetch_schemas(self.spec, ctx)
         resources = SinkResources(ctx.settings, ctx.publisher, ctx.admin, ctx.pool)
-        self.runtime = PipelineRuntime(self.spec, resources, resolve_schema=resolve)
+        self.runtime = PipelineRuntime(
+            self.spec, resources, resolve_schema=resolve, on_failure=self.report_failure
+        )
         await self.runtime.start()
 
     async def stop(self) -> None:

@@ -30,7 +30,7 @@ import logging
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from .source import SourceBatch, SourceReader
 from .spec import PipelineSpec, StatefulEntry, build_segments, build_sinks, build_validate
 
 log = logging.getLogger("eventpipe.pipelines")
+STOP_TIMEOUT_S = 30.0
 
 
 @contextlib.contextmanager
@@ -86,8 +87,11 @@ class PipelineRuntime:
         *,
         resolve_schema: SchemaResolver | None = None,
         data_dir: Path | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.spec = spec
+        self.on_failure = on_failure
+        self.failure: BaseException | None = None
         self.resources = resources
         self.resolve_schema = resolve_schema
         self.name = spec.name
@@ -279,6 +283,8 @@ class PipelineRuntime:
     async def _agent(self, stream: Any) -> None:
         app, reader, processor = self.app, self.reader, self.processor
         assert app is not None and reader is not None and processor is not None
+        if self.failure is not None:
+            return  # faust restarts a crashed agent; this pipeline is shutting down
         # Iterating the channel subscribes the source topics (faust's conductor); its
         # queue stays empty: faust's fetcher leaves the source partitions to `reader`.
         aiter(stream.channel)
@@ -298,6 +304,14 @@ class PipelineRuntime:
                     await self._process(processor, batch)
                     reader.ack(batch)
                 self.batches += 1
+        except Exception as exc:
+            # faust logs an agent's crash and carries on without it: the pipeline
+            # would sit idle.  Report it, so the service exits and is restarted.
+            if not self._stopping:
+                self.failure = exc
+                if self.on_failure is not None:
+                    self.on_failure(exc)
+            raise
         finally:
             ahead.cancel()
 
@@ -355,7 +369,9 @@ class PipelineRuntime:
         app, self.app = self.app, None
         if app is not None:
             try:
-                await app.stop()
+                await asyncio.wait_for(app.stop(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                log.error("pipeline %s: faust did not stop within %gs", self.name, STOP_TIMEOUT_S)
             except Exception:
                 log.exception("pipeline %s: stopping faust failed", self.name)
         for sink in self.sinks:

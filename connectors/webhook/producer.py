@@ -20,38 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import warnings
 from collections.abc import Sequence
-from functools import lru_cache, partial
+from functools import partial
 
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as ke
-from aiokafka.partitioner import murmur2
 
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.errors import BrokerUnavailableError
-from eventpipe.kafka.batches import send_batches
+from eventpipe.kafka.batches import group_by_partition, send_batches
 from eventpipe.kafka.client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
 from eventpipe.settings import KafkaSettings
 
-RECORD_OVERHEAD = 64  # varints, attributes and offsets of one record, generously
 # A second flush waits in aiokafka's accumulator while the first is on the wire, so
 # it leaves the moment the ack arrives (aiokafka keeps one request in flight per
 # broker).
 MAX_FLUSHES = 2
-
-
-@lru_cache(maxsize=8192)
-def _hash(key: bytes) -> int:
-    return murmur2(key) & 0x7FFFFFFF
-
-
-def record_size(msg: KafkaMessage) -> int:
-    size = RECORD_OVERHEAD + len(msg.key or b"") + len(msg.value or b"")
-    for name, value in msg.headers:
-        size += len(name) + len(value) + 4
-    return size
 
 
 class BatchProducer:
@@ -141,21 +126,15 @@ class BatchProducer:
             if producer is None:
                 raise BrokerUnavailableError("the webhook producer is not running")
             async with asyncio.timeout(self.timeout_s):
-                partitions = sorted(await producer.partitions_for(topic))
-                sticky = random.choice(partitions)
-                n = len(partitions)
-                groups: dict[int, list[int]] = {}
-                for i, msg in enumerate(items):
-                    if record_size(msg) > self._max_request:
-                        _fail(
-                            [waiters[i]],
-                            RecordTooLargeError(
-                                f"produce to {topic}: the record exceeds kafka.max_request_size"
-                            ),
-                        )
-                        continue
-                    p = sticky if msg.key is None else partitions[_hash(msg.key) % n]
-                    groups.setdefault(p, []).append(i)
+                partitions = await producer.partitions_for(topic)
+                groups, too_large = group_by_partition(partitions, items, self._max_request)
+                if too_large:
+                    _fail(
+                        [waiters[i] for i in too_large],
+                        RecordTooLargeError(
+                            f"produce to {topic}: the record exceeds kafka.max_request_size"
+                        ),
+                    )
                 acks = []
                 for p, idx in groups.items():
                     acks.extend(await self._submit(producer, topic, p, items, idx, waiters))

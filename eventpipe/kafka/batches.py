@@ -13,14 +13,67 @@ batch that is already complete, and an open batch could also take records that
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from functools import lru_cache
+from typing import Any, NamedTuple, Protocol
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 from .client import RecordTooLargeError
 
 Header = tuple[str, bytes]
+RECORD_OVERHEAD = 64  # varints, attributes and offsets of one record, generously
+
+
+class Record(Protocol):
+    """What a record to produce has (``KafkaMessage`` is one)."""
+
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> list[Header]: ...
+
+
+@lru_cache(maxsize=8192)
+def key_hash(key: bytes) -> int:
+    """murmur2 of a key, as aiokafka's default partitioner and the Java client use."""
+    return murmur2(key) & 0x7FFFFFFF
+
+
+def record_size(msg: Record) -> int:
+    """An upper bound of a record's size in a batch."""
+    size = RECORD_OVERHEAD + len(msg.key or b"") + len(msg.value or b"")
+    for name, value in msg.headers:
+        size += len(name) + len(value) + 4
+    return size
+
+
+def group_by_partition(
+    partitions: Sequence[int], records: Sequence[Record], max_size: int
+) -> tuple[dict[int, list[int]], list[int]]:
+    """Record indices by partition, and the indices of records over ``max_size``.
+
+    A keyed record goes where aiokafka's default partitioner puts it
+    (``sorted(partitions)[murmur2(key) % n]``), so one key keeps one partition
+    whichever path produced it; the keyless records of one call share one random
+    partition (sticky, as Kafka's own producer does), which keeps batches large."""
+    ordered = sorted(partitions)
+    n = len(ordered)
+    sticky = random.choice(ordered)
+    groups: dict[int, list[int]] = {}
+    too_large: list[int] = []
+    for i, msg in enumerate(records):
+        if record_size(msg) > max_size:
+            too_large.append(i)
+            continue
+        key = msg.key
+        p = sticky if key is None else ordered[key_hash(key) % n]
+        groups.setdefault(p, []).append(i)
+    return groups, too_large
 
 
 class SentBatch(NamedTuple):

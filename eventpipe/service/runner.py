@@ -15,6 +15,7 @@ from typing import Literal
 from aiohttp import web
 
 from eventpipe.embedded.process import PortInUseError
+from eventpipe.errors import RetriableError
 from eventpipe.service.app import build_app
 from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings
@@ -24,14 +25,28 @@ Role = Literal["ingest", "pipelines", "cdc", "all"]
 ROLES: tuple[Role, ...] = ("ingest", "pipelines", "cdc", "all")
 
 
+class ComponentFailedError(RetriableError):
+    """A component stopped on an error it could not handle.  The process exits
+    (status 3) so that its supervisor restarts it: work that was not acknowledged
+    is uncommitted and gets done again."""
+
+
 class Component:
     """A long-running part of the service (a pipeline, a CDC reader)."""
 
     name = "component"
+    on_failure: Callable[[Component, BaseException], None] | None = None
 
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+    def report_failure(self, exc: BaseException) -> None:
+        """The component's work stopped on ``exc``: log it and tell the service,
+        which shuts down and exits non-zero (a component never dies silently)."""
+        log.error("%s stopped on an unexpected error", self.name, exc_info=exc)
+        if self.on_failure is not None:
+            self.on_failure(self, exc)
 
 
 # role -> factories building that role's components from the context.  Later
@@ -55,6 +70,13 @@ class Service:
         self.runner: web.AppRunner | None = None
         self.components: list[Component] = []
         self.port: int | None = None
+        self.failure: tuple[str, BaseException] | None = None
+        self.failed = asyncio.Event()
+
+    def _component_failed(self, comp: Component, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = (comp.name, exc)
+        self.failed.set()
 
     async def start(self) -> None:
         self.ctx = await ServiceContext.open(self.settings)
@@ -64,6 +86,7 @@ class Service:
                 for factory in COMPONENT_FACTORIES.get(r, []):
                     self.components.extend(factory(self.ctx))
             for comp in self.components:
+                comp.on_failure = self._component_failed
                 await comp.start()
                 log.info("started %s", comp.name)
             # Every role serves the ops endpoints; only ingest serves the APIs.
@@ -134,10 +157,22 @@ async def serve_until_signalled(
             res = on_ready(service)
             if asyncio.iscoroutine(res):
                 await res
-        await stop.wait()
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(service.failed.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
         log.info("shutting down")
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
         await service.stop()
+    if service.failure is not None:
+        name, exc = service.failure
+        raise ComponentFailedError(
+            f"{name} stopped on an unexpected error ({type(exc).__name__}: {exc}); the "
+            "service shut down so that its supervisor restarts it (unacknowledged work "
+            "is done again); the log has the traceback"
+        ) from exc

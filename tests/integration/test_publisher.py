@@ -3,13 +3,15 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from eventpipe.embedded.process import free_port
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import BrokerUnavailableError
-from eventpipe.publisher import Publisher
+from eventpipe.kafka.client import RecordTooLargeError
+from eventpipe.publisher import PublishBatchError, Publisher
 from eventpipe.settings import Settings
-from tests.helpers import read_events
+from tests.helpers import read_events, read_records
 
 
 async def test_publish_returns_ack_and_event_is_on_topic(settings: Settings, topic: str) -> None:
@@ -37,6 +39,42 @@ async def test_batch_is_acknowledged_in_order_and_keys_pick_partitions(
     assert all(len(parts) == 1 for parts in by_key.values())
     got = await read_events(settings.kafka.bootstrap, topic, 300)
     assert sorted(e.data["n"] for e in got) == list(range(300))
+
+
+async def test_each_ack_names_where_its_record_is_stored(settings: Settings, topic: str) -> None:
+    # Records go in closed batches per partition: each Ack's offset is the batch's
+    # base offset plus the record's place in it, and keyed records land where
+    # aiokafka's default partitioner (and the Java client) would put them.
+    events = [
+        CloudEvent.create("t", "/s", {"n": i, "pad": "x" * 700}, partitionkey=f"k{i % 7}")
+        for i in range(200)
+    ]
+    events += [CloudEvent.create("t", "/s", {"n": 200 + i}) for i in range(20)]  # keyless
+    async with Publisher(settings) as p:
+        acks = await p.publish_batch(topic, events)
+    records = await read_records(settings.kafka.bootstrap, topic, len(events))
+    stored = {(r.partition, r.offset): dict(r.headers)["ce_id"].decode() for r in records}
+    assert len(stored) == len(events)
+    assert {(a.partition, a.offset): a.id for a in acks} == stored
+    partitioner = DefaultPartitioner()
+    parts = sorted({a.partition for a in acks} | {0, 1, 2})
+    for e, a in zip(events[:200], acks, strict=False):
+        assert a.partition == partitioner(str(e.partitionkey).encode(), parts, parts)
+    assert len({a.partition for a in acks[200:]}) == 1  # keyless: one sticky partition
+
+
+async def test_oversize_record_fails_alone(settings: Settings, topic: str) -> None:
+    kafka = settings.kafka.model_copy(update={"max_request_size": 50_000})
+    events = [CloudEvent.create("t", "/s", {"n": i}, partitionkey="k") for i in range(5)]
+    events[2] = CloudEvent.create("t", "/s", {"big": "x" * 60_000}, partitionkey="k")
+    async with Publisher(kafka) as p:
+        with pytest.raises(PublishBatchError) as ei:
+            await p.publish_batch(topic, events)
+    assert set(ei.value.failed) == {2}
+    assert isinstance(ei.value.failed[2], RecordTooLargeError)
+    assert sorted(ei.value.acked) == [0, 1, 3, 4]
+    got = await read_events(settings.kafka.bootstrap, topic, 4)
+    assert sorted(e.data["n"] for e in got) == [0, 1, 3, 4]
 
 
 async def test_structured_mode(settings: Settings, topic: str) -> None:

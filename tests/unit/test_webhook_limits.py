@@ -8,12 +8,12 @@ import pytest
 from eventpipe.connectors.webhook.batching import Coalescer
 from eventpipe.connectors.webhook.dedup import RecentIds
 from eventpipe.connectors.webhook.limits import TokenBucket
-from eventpipe.connectors.webhook.producer import record_size
 from eventpipe.connectors.webhook.rejects import REDACTED, Reject, dead_letter
 from eventpipe.dlq.record import H_STAGE, H_STEP
 from multidict import CIMultiDict
 
 from eventpipe.envelope.kafka import KafkaMessage
+from eventpipe.kafka.batches import record_size
 
 
 def test_token_bucket_burst_then_rate():
