@@ -33,7 +33,7 @@ from eventpipe.db.migrations import apply_migrations
 from eventpipe.db.pool import open_pool
 from eventpipe.settings import Settings
 
-from .client import SchemaRegistryClient
+from .client import SchemaRegistryClient, Version
 from .errors import RegistryClientError, RegistryUnavailableError
 from .models import AVRO, JSON, SCHEMA_TYPES, Schema, SchemaReference
 from .server import PREFIX, build_registry_app
@@ -217,7 +217,7 @@ def _schema_from_args(args: argparse.Namespace) -> Schema:
     return Schema(text, kind, tuple(_parse_ref(r) for r in args.ref))
 
 
-def _version(value: str | None) -> int | str | None:
+def _version(value: str | None) -> Version | None:
     if value is None:
         return None
     if value.lower() == "latest":
@@ -272,7 +272,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     elif args.subject:
         version = _version(args.version)
         assert version is not None
-        reg = _run(args, lambda c: c.get_version(args.subject, version))  # type: ignore[arg-type]
+        reg = _run(args, lambda c: c.get_version(args.subject, version))
         schema = reg.schema
         err_console.print(
             f"{reg.subject} version {reg.version}, id {reg.id}, type {schema.schema_type}",
@@ -296,7 +296,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         result = await c.check_compatibility(
             args.subject,
             schema,
-            version=version,  # type: ignore[arg-type]
+            version=version,
         )
         return result, await c.get_compatibility(args.subject)
 
@@ -314,12 +314,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_delete(args: argparse.Namespace) -> int:
     if args.version is not None:
         version = _version(args.version)
+        assert version is not None
         deleted = _run(
             args,
             lambda c: c.delete_version(
                 args.subject,
                 version,
-                permanent=args.permanent,  # type: ignore[arg-type]
+                permanent=args.permanent,
             ),
         )
         kind = "permanently deleted" if args.permanent else "soft-deleted"
