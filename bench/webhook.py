@@ -66,6 +66,9 @@ MAX_REQUESTS = int(os.environ.get("BENCH_MAX_REQUESTS", "300000"))
 USE_WRK = os.environ.get("BENCH_WRK", "auto")  # auto | no
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 TOPIC = f"bench.webhooks.{os.getpid()}"
+# Delivery ids are unique to this run: a second run on the same database would
+# otherwise be answered from the dedup table (200, nothing produced).
+RUN = f"{os.getpid()}x{int(time.time())}"
 SOURCE = "bench"
 KEY = b"bench-standard-webhooks-key-0123456789"
 SECRET = "whsec_" + base64.b64encode(KEY).decode()
@@ -264,7 +267,7 @@ def sign_pool(n: int, prefix: str) -> Pool:
     ts = str(int(time.time()))
     rows = []
     for i in range(n):
-        msg_id = f"msg_{prefix}_{i}"
+        msg_id = f"msg_{RUN}_{prefix}_{i}"
         b = i % len(BODIES)
         mac = hmac.new(KEY, f"{msg_id}.{ts}.".encode() + BODIES[b], hashlib.sha256).digest()
         rows.append((msg_id, ts, "v1," + base64.b64encode(mac).decode(), str(b)))
