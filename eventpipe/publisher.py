@@ -26,7 +26,7 @@ from eventpipe import metrics
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.errors import BrokerUnavailableError, EventpipeError, error_class_name
-from eventpipe.kafka.batches import group_by_partition, send_batches
+from eventpipe.kafka.batches import group_by_partition, send_batches, too_large
 from eventpipe.kafka.client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
 from eventpipe.settings import KafkaSettings, Settings
 
@@ -169,19 +169,17 @@ class Publisher:
         producer = self._producer_or_raise()
         started = time.perf_counter()
         msgs = messages if isinstance(messages, list) else list(messages)
+        if not msgs:
+            return []  # nothing to send: no metadata round trip for the topic either
         acks: list[Ack | None] = [None] * len(msgs)
         failed: dict[int, BaseException] = {}
         pending: list[tuple[int, list[int], asyncio.Future[Any]]] = []
         try:
             async with asyncio.timeout(self.timeout_s):
                 partitions = await producer.partitions_for(topic)
-                groups, too_large = group_by_partition(
-                    partitions, msgs, self.kafka.max_request_size
-                )
-                for i in too_large:
-                    failed[i] = RecordTooLargeError(
-                        f"produce to {topic}: the record exceeds kafka.max_request_size"
-                    )
+                groups, oversize = group_by_partition(partitions, msgs, self.kafka.max_request_size)
+                for i in oversize:
+                    failed[i] = too_large(topic)
                 for p, idx in groups.items():
                     records = [(msgs[i].key, msgs[i].value, msgs[i].headers) for i in idx]
                     for b in await send_batches(producer, topic, p, records):

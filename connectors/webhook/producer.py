@@ -29,8 +29,8 @@ from aiokafka import errors as ke
 
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.errors import BrokerUnavailableError
-from eventpipe.kafka.batches import group_by_partition, send_batches
-from eventpipe.kafka.client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
+from eventpipe.kafka.batches import group_by_partition, send_batches, too_large
+from eventpipe.kafka.client import producer_kwargs, wrap_kafka_error
 from eventpipe.settings import KafkaSettings
 
 # A second flush waits in aiokafka's accumulator while the first is on the wire, so
@@ -127,14 +127,9 @@ class BatchProducer:
                 raise BrokerUnavailableError("the webhook producer is not running")
             async with asyncio.timeout(self.timeout_s):
                 partitions = await producer.partitions_for(topic)
-                groups, too_large = group_by_partition(partitions, items, self._max_request)
-                if too_large:
-                    _fail(
-                        [waiters[i] for i in too_large],
-                        RecordTooLargeError(
-                            f"produce to {topic}: the record exceeds kafka.max_request_size"
-                        ),
-                    )
+                groups, oversize = group_by_partition(partitions, items, self._max_request)
+                if oversize:
+                    _fail([waiters[i] for i in oversize], too_large(topic))
                 acks = []
                 for p, idx in groups.items():
                     acks.extend(await self._submit(producer, topic, p, items, idx, waiters))

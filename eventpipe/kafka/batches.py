@@ -52,6 +52,11 @@ def record_size(msg: Record) -> int:
     return size
 
 
+def too_large(topic: str) -> RecordTooLargeError:
+    """The error for a record that :func:`group_by_partition` found over the limit."""
+    return RecordTooLargeError(f"produce to {topic}: the record exceeds kafka.max_request_size")
+
+
 def group_by_partition(
     partitions: Sequence[int], records: Sequence[Record], max_size: int
 ) -> tuple[dict[int, list[int]], list[int]]:

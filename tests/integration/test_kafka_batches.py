@@ -5,10 +5,15 @@ in a batch of its own."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiokafka import AIOKafkaProducer
+from eventpipe.connectors.webhook.producer import BatchProducer
 
+from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.kafka.batches import send_batches
+from eventpipe.kafka.client import RecordTooLargeError
 from eventpipe.settings import Settings
 from tests.helpers import read_records
 
@@ -65,3 +70,27 @@ async def test_a_record_larger_than_a_batch_travels_alone(settings: Settings, to
     assert [(b.start, b.end) for b in sent] == [(0, 1), (1, 2), (2, 3)]
     got = [r for r in await read_records(settings.kafka.bootstrap, topic, 3) if r.partition == 0]
     assert [(r.key, r.value) for r in got] == [(k, v) for k, v, _ in records]
+
+
+async def test_webhook_producer_fails_an_oversize_record_alone(
+    settings: Settings, topic: str
+) -> None:
+    # Records of concurrent requests share one flush: the one over
+    # kafka.max_request_size fails with RecordTooLargeError, the others are stored.
+    kafka = settings.kafka.model_copy(update={"max_request_size": 20_000})
+    producer = BatchProducer(kafka)
+    await producer.start()
+    try:
+        small = [KafkaMessage(f"k{i}".encode(), b"v" * 100, [("n", b"1")]) for i in range(3)]
+        big = KafkaMessage(b"big", b"x" * 30_000, [])
+        results = await asyncio.gather(
+            *(producer.send(topic, [m]) for m in [small[0], big, small[1], small[2]]),
+            return_exceptions=True,
+        )
+    finally:
+        await producer.stop()
+    assert [r is None for r in results] == [True, False, True, True]
+    assert isinstance(results[1], RecordTooLargeError)
+    assert "max_request_size" in str(results[1])
+    got = await read_records(settings.kafka.bootstrap, topic, 3)
+    assert sorted(r.key for r in got) == [b"k0", b"k1", b"k2"]

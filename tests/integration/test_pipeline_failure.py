@@ -10,6 +10,7 @@ import asyncio
 import pytest
 from eventpipe.pipelines.changelog import ChangelogWrites
 
+from eventpipe.cli.common import report
 from eventpipe.envelope import CloudEvent
 from eventpipe.publisher import Publisher
 from eventpipe.service.runner import ComponentFailedError, Service, serve_until_signalled
@@ -52,6 +53,7 @@ async def test_unexpected_error_stops_the_service_and_nothing_is_lost(
     assert f"pipeline {name}" in str(info.value)
     assert "TypeError: a bug in the changelog flush" in str(info.value)
     assert isinstance(info.value.__cause__, TypeError)
+    assert report(info.value) == 3  # what `eventpipe run` exits with
 
     # Restarted without the bug, every event is there once: the failed batch's
     # offsets were never committed.

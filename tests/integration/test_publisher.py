@@ -63,6 +63,11 @@ async def test_each_ack_names_where_its_record_is_stored(settings: Settings, top
     assert len({a.partition for a in acks[200:]}) == 1  # keyless: one sticky partition
 
 
+async def test_empty_batch_sends_nothing_and_needs_no_topic(settings: Settings) -> None:
+    async with Publisher(settings) as p:
+        assert await p.publish_batch(f"never-created-{uuid.uuid4().hex[:8]}", []) == []
+
+
 async def test_oversize_record_fails_alone(settings: Settings, topic: str) -> None:
     kafka = settings.kafka.model_copy(update={"max_request_size": 50_000})
     events = [CloudEvent.create("t", "/s", {"n": i}, partitionkey="k") for i in range(5)]
