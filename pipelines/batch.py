@@ -50,7 +50,8 @@ _STEP_INDEX = re.compile(r"^steps\[(\d+)\]")
 
 @dataclass(slots=True)
 class Record:
-    """A consumed record and what became of it."""
+    """A consumed record and what became of it.  (SourceReader._to_records passes
+    the first nine fields by position.)"""
 
     index: int
     topic: str
@@ -315,12 +316,16 @@ class BatchProcessor:
             down = 0
             retry: list[DeliveryItem] = []
             letters: list[DeadLetter] = []
+            if not failed:
+                m_out.inc(sum(len(it.events) for it in pending))
+                break
             now = datetime.now(UTC)
+            delivered = 0
             for it in pending:
                 rec = by_index[it.index]
                 err = failed.get(it.index)
                 if err is None:
-                    m_out.inc(len(it.events))
+                    delivered += len(it.events)
                     continue
                 if rec.dead:  # dead-lettered by the sink's before_commit
                     continue
@@ -331,6 +336,7 @@ class BatchProcessor:
                     retry.append(it)
                 else:
                     letters.append(self._letter(rec, err, "sink", label, n, first_failed[it.index]))
+            m_out.inc(delivered)
             await self._write_dead_letters(letters)
             pending = retry
             if pending:

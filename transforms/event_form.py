@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from eventpipe.envelope.event import CORE_ATTRIBUTES, CloudEvent, format_time, is_json_content_type
@@ -51,6 +52,42 @@ def has_json_data(event: CloudEvent) -> bool:
         if len(_json_content_types) < 256:
             _json_content_types[ct] = known
     return known
+
+
+_PLAIN_ATTRIBUTES = frozenset(
+    {"specversion", "id", "source", "type", "subject", "datacontenttype", "dataschema"}
+)
+
+
+def _form_data(event: CloudEvent) -> Any:
+    data = event.data
+    return None if isinstance(data, bytes | bytearray) else data
+
+
+def _form_time(event: CloudEvent) -> Any:
+    return None if event.time is None else _time_text(event.time)
+
+
+def _form_data_base64(event: CloudEvent) -> Any:
+    data = event.data
+    if isinstance(data, bytes | bytearray):
+        return base64.b64encode(data).decode("ascii")
+    return None
+
+
+def event_form_getter(key: str) -> Callable[[CloudEvent], Any]:
+    """A function answering ``to_event_form(event).get(key)`` without building the
+    whole object (the postgres sink's plain-path columns)."""
+    if key in _PLAIN_ATTRIBUTES:
+        return attrgetter(key)
+    special = {"data": _form_data, "time": _form_time, "data_base64": _form_data_base64}
+    if key in special:
+        return special[key]
+
+    def extension(event: CloudEvent) -> Any:
+        return event.extensions.get(key)  # extensions never take a reserved name
+
+    return extension
 
 
 def to_event_form(event: CloudEvent) -> dict[str, Any]:

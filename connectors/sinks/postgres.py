@@ -31,12 +31,12 @@ transaction commits (``before_commit``) and the others are kept.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 import psycopg
 import psycopg.errors as pe
-from eventpipe.transforms.event_form import to_event_form
+from eventpipe.transforms.event_form import event_form_getter, to_event_form
 from eventpipe.transforms.jq_engine import (
     DEFAULT_ENGINE,
     EngineName,
@@ -70,6 +70,10 @@ class RowMappingError(PermanentError):
 
 class RowRejectedError(PermanentError):
     """PostgreSQL rejected this row (constraint violation, bad value)."""
+
+
+class _BatchRefused(Exception):
+    """PostgreSQL refused a batch's rows (bad data); its transaction rolled back."""
 
 
 def _ident(v: str) -> str:
@@ -151,8 +155,10 @@ class PostgresSink(PipelineSink):
         # (~2 us a row instead of ~15 for the jq program); anything the lookup cannot
         # answer as jq would (a non-object on the way) goes to the program.
         paths = [simple_path(e) for e in config.columns.values()]
-        self._paths: list[tuple[str, ...]] | None = (
-            [p for p in paths if p is not None] if all(p is not None for p in paths) else None
+        self._paths: list[tuple[Callable[[Any], Any], tuple[str, ...]]] | None = (
+            [(event_form_getter(p[0]), p[1:]) for p in paths if p is not None]
+            if all(p is not None for p in paths)
+            else None
         )
         parts = config.table.split(".")
         self._table = sql.Identifier(*parts)
@@ -252,20 +258,20 @@ class PostgresSink(PipelineSink):
     # --------------------------------------------------------------- writing
     def _row(self, item: DeliveryItem, n: int) -> list[Any]:
         paths = self._paths
-        if paths is not None:
-            form: Any = to_event_form(item.events[n])
-            row = []
-            for path in paths:
-                v = form
-                for key in path:
-                    if v is None:
-                        break
-                    if type(v) is not dict:
-                        return self._row_jq(item, n)  # jq's error for this value
-                    v = v.get(key)
-                row.append(_sql_value(v))
-            return row
-        return self._row_jq(item, n)
+        if paths is None:
+            return self._row_jq(item, n)
+        event = item.events[n]
+        row = []
+        for get, rest in paths:
+            v = get(event)
+            for key in rest:
+                if v is None:
+                    break
+                if type(v) is not dict:
+                    return self._row_jq(item, n)  # jq's error for this value
+                v = v.get(key)
+            row.append(Jsonb(v) if isinstance(v, dict | list) else v)
+        return row
 
     def _row_jq(self, item: DeliveryItem, n: int) -> list[Any]:
         try:
@@ -296,6 +302,21 @@ class PostgresSink(PipelineSink):
         items: Sequence[DeliveryItem],
         before_commit: BeforeCommit | None,
     ) -> dict[int, BaseException]:
+        try:
+            return await self._transaction(conn, items, before_commit, one_by_one=False)
+        except _BatchRefused:
+            # The batch's COPY hit bad data and its transaction rolled back: write it
+            # again, row by row under savepoints, to find the bad rows.
+            return await self._transaction(conn, items, before_commit, one_by_one=True)
+
+    async def _transaction(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        items: Sequence[DeliveryItem],
+        before_commit: BeforeCommit | None,
+        *,
+        one_by_one: bool,
+    ) -> dict[int, BaseException]:
         failed: dict[int, BaseException] = {}
         async with conn.transaction():
             marks = await self._lock_marks(conn, items)
@@ -319,14 +340,17 @@ class PostgresSink(PipelineSink):
                 keep = [i for i, o in enumerate(owners) if o not in failed]
                 rows = [rows[i] for i in keep]
                 owners = [owners[i] for i in keep]
-            if rows:
+            if rows and one_by_one:
+                await self._isolate(conn, rows, owners, failed)
+            elif rows:
+                # No savepoint around the COPY (two round trips a batch): when it
+                # fails on bad data, the whole transaction is done again row by row.
                 try:
-                    async with conn.transaction():
-                        await self._write(conn, rows)
+                    await self._write(conn, rows)
                 except psycopg.DatabaseError as exc:
                     if is_retriable(exc):
                         raise
-                    await self._isolate(conn, rows, owners, failed)
+                    raise _BatchRefused from exc
             await self._also_write(conn, todo, failed)
             if failed and before_commit is not None:
                 await before_commit(failed)
@@ -420,17 +444,15 @@ class PostgresSink(PipelineSink):
         topics = [t for t, _ in tps]
         parts = [p for _, p in tps]
         async with conn.cursor() as cur:
+            # One round trip: create the missing mark rows and lock them all (a no-op
+            # update locks a row as FOR UPDATE does), returning the current marks.  A
+            # worker that lost the partitions waits here and then sees the new owner's
+            # marks.  Rows are locked in (topic, partition) order: no deadlock.
             await cur.execute(
-                'insert into eventpipe.sink_offsets (sink, topic, partition, "offset") '
+                'insert into eventpipe.sink_offsets as s (sink, topic, partition, "offset") '
                 "select %s, t, p, -1 from unnest(%s::text[], %s::int[]) as u(t, p) "
-                "on conflict do nothing",
-                (sink, topics, parts),
-            )
-            await cur.execute(
-                'select topic, partition, "offset" from eventpipe.sink_offsets '
-                "where sink = %s and (topic, partition) in "
-                "(select * from unnest(%s::text[], %s::int[])) "
-                "order by topic, partition for update",
+                'on conflict (sink, topic, partition) do update set "offset" = s."offset" '
+                'returning topic, partition, "offset"',
                 (sink, topics, parts),
             )
             return {(t, p): o for t, p, o in await cur.fetchall()}

@@ -13,6 +13,7 @@ from eventpipe.connectors.sinks.postgres import (
     RowMappingError,
     simple_path,
 )
+from eventpipe.transforms.event_form import event_form_getter, to_event_form
 
 from eventpipe.envelope import CloudEvent
 
@@ -58,3 +59,26 @@ def test_only_plain_paths_take_the_fast_way() -> None:
     for expr in [".", ".a?", ".[0]", ".a | tostring", '.["a"]', "..", ".a.b[]"]:
         assert simple_path(expr) is None
     assert sink({"id": ".id", "n": ".data.n | tonumber"})._paths is None
+
+
+@pytest.mark.parametrize("data", [{"a": 1}, b"\x00\x01", None, [1, 2]])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "subject",
+        "time",
+        "datacontenttype",
+        "dataschema",
+        "data",
+        "data_base64",
+        "region",
+        "absent",
+    ],
+)
+def test_the_attribute_getters_answer_as_the_event_form(data: Any, key: str) -> None:
+    ev = CloudEvent.create("t", "/s", data, id="e1", subject="sub", region="eu")
+    assert event_form_getter(key)(ev) == to_event_form(ev).get(key)
