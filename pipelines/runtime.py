@@ -374,6 +374,11 @@ class PipelineRuntime:
                 log.error("pipeline %s: faust did not stop within %gs", self.name, STOP_TIMEOUT_S)
             except Exception:
                 log.exception("pipeline %s: stopping faust failed", self.name)
+            if self.reader is not None:
+                self.reader.uninstall()
+            # start() froze what existed then (the app among it); what is garbage now
+            # can only be collected once it is back in the collector's generations.
+            gc.unfreeze()
         for sink in self.sinks:
             try:
                 await sink.close()

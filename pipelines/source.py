@@ -313,6 +313,16 @@ class SourceReader:
         self.app.on_partitions_revoked.connect(receiver)
         self.app.on_partitions_assigned.connect(receiver)
 
+    def uninstall(self) -> None:
+        """Disconnect from the app's signals.  faust keeps their receivers in the
+        App class's signal, for the life of the process: left connected, a stopped
+        pipeline (its reader, processor and tables -- every dedup key) is never
+        freed, and its receiver would be called for a later app that happens to get
+        the same id()."""
+        receiver: Any = self._on_rebalance
+        self.app.on_partitions_revoked.disconnect(receiver)
+        self.app.on_partitions_assigned.disconnect(receiver)
+
     async def _on_rebalance(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         self.epoch += 1
 

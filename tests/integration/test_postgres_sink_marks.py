@@ -24,8 +24,6 @@ from eventpipe.envelope import CloudEvent
 from eventpipe.settings import Settings
 from tests.integration.test_pipeline_support import ident, sql
 
-pytestmark = pytest.mark.integration
-
 
 class HeldSink(PostgresSink):
     """Stops inside its transaction (after the rows, before the marks) until released."""
