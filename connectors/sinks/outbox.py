@@ -11,9 +11,10 @@ sinks:
 ```
 
 Each output event is written to the outbox table with
-``eventpipe.connectors.outbox.api.publish(conn, event, aggregate_type=...,
-aggregate_id=...)`` -- the same function applications use, and the outbox relay
-(CDC issue) publishes those rows in order.  The consumed offsets are marked in
+``eventpipe.connectors.outbox.api.publish_many`` -- what applications use, and
+the outbox relay publishes those rows in order.  A record whose outbox row cannot
+be made (no aggregate type / id, data that is not JSON) is dead-lettered whole:
+neither its table rows nor its outbox rows are written.  The consumed offsets are marked in
 the same transaction, as in the ``postgres`` sink, so the effect is
 exactly-once.
 """
@@ -21,9 +22,10 @@ exactly-once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import psycopg
+from eventpipe.connectors.outbox.api import publish_many, row_values
 from eventpipe.transforms.event_form import to_event_form
 from eventpipe.transforms.jq_engine import (
     DEFAULT_ENGINE,
@@ -35,6 +37,7 @@ from eventpipe.transforms.jq_engine import (
 from pydantic import model_validator
 
 from eventpipe.base import PluginConfig, sinks
+from eventpipe.envelope import CloudEvent
 from eventpipe.errors import PermanentError
 
 from .api import DeliveryItem
@@ -61,15 +64,7 @@ class OutboxMappingError(PermanentError):
     pass
 
 
-def _publisher() -> Any:
-    """The shared outbox writer (connectors/outbox, owned by the CDC / outbox work)."""
-    try:
-        from eventpipe.connectors.outbox.api import publish
-    except ImportError as exc:  # pragma: no cover - depends on the outbox package
-        raise PermanentError(
-            "the outbox sink needs eventpipe.connectors.outbox.publish, which is not installed"
-        ) from exc
-    return publish
+_OUTBOX = "outbox"  # DeliveryItem.extra: the record's (event, aggregate type, id)
 
 
 @sinks.register("outbox")
@@ -93,9 +88,38 @@ class OutboxSink(PostgresSink):
         )
         self._agg = compile_program(program, config.engine)
 
-    async def start(self) -> None:
-        self._publish = _publisher()
-        await super().start()
+    def _check_items(self, items: Sequence[DeliveryItem], failed: dict[int, BaseException]) -> None:
+        # Every outbox row of a record is made (and checked) before any row of the
+        # batch is written: a record whose outbox row cannot be made is dead-lettered
+        # whole, its table rows not written either.
+        for it in items:
+            if it.index in failed:
+                continue
+            made: list[tuple[CloudEvent, str, str]] = []
+            try:
+                for ev in it.events:
+                    found = self._agg.first(to_event_form(ev))
+                    values = [] if found is NO_OUTPUT else [f[0] if f else None for f in found]
+                    if len(values) != 2 or any(v is None or v == "" for v in values):
+                        raise OutboxMappingError(
+                            f"sink {self.label}: aggregate_type / aggregate_id yielded "
+                            "nothing, null or an empty string"
+                        )
+                    agg_type, agg_id = str(values[0]), str(values[1])
+                    row_values(ev, agg_type, agg_id)  # raises what the insert would
+                    made.append((ev, agg_type, agg_id))
+            except OutboxMappingError as exc:
+                failed[it.index] = exc
+                continue
+            except PermanentError as exc:
+                failed[it.index] = OutboxMappingError(f"sink {self.label}: {exc}")
+                continue
+            except Exception as exc:  # a jq runtime error
+                failed[it.index] = OutboxMappingError(
+                    f"sink {self.label}: aggregate_type / aggregate_id failed: {exc}"
+                )
+                continue
+            it.extra[_OUTBOX] = made
 
     async def _also_write(
         self,
@@ -103,19 +127,11 @@ class OutboxSink(PostgresSink):
         items: Sequence[DeliveryItem],
         failed: dict[int, BaseException],
     ) -> None:
-        publish = self._publish
+        made: list[tuple[CloudEvent, str, str]] = []
         for it in items:
-            if it.index in failed:
-                continue
-            for ev in it.events:
-                found = self._agg.first(to_event_form(ev))
-                if found is NO_OUTPUT or not found[0] or not found[1]:
-                    failed[it.index] = OutboxMappingError(
-                        f"sink {self.label}: aggregate_type / aggregate_id yielded nothing"
-                    )
-                    break
-                agg_type, agg_id = found[0][0], found[1][0]
-                await publish(conn, ev, aggregate_type=str(agg_type), aggregate_id=str(agg_id))
+            if it.index not in failed:
+                made.extend(cast(list[tuple[CloudEvent, str, str]], it.extra.get(_OUTBOX, [])))
+        await publish_many(conn, made)
 
 
 __all__ = ["OutboxSink", "OutboxSinkConfig"]

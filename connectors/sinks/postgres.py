@@ -327,9 +327,12 @@ class PostgresSink(PipelineSink):
                 or it.offset is None
                 or it.offset > marks.get((it.topic, it.partition or 0), -1)
             ]
+            self._check_items(todo, failed)
             rows: list[list[Any]] = []
             owners: list[int] = []
             for it in todo if self.columns else ():
+                if it.index in failed:
+                    continue
                 for n in range(len(it.events)):
                     try:
                         rows.append(self._row(it, n))
@@ -356,6 +359,10 @@ class PostgresSink(PipelineSink):
                 await before_commit(failed)
             await self._advance_marks(conn, todo)
         return failed
+
+    def _check_items(self, items: Sequence[DeliveryItem], failed: dict[int, BaseException]) -> None:
+        """Subclasses fail records here, before anything of the batch is written, when
+        what they write besides the rows cannot be made (so no record is half-applied)."""
 
     async def _also_write(
         self,
