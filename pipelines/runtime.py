@@ -58,6 +58,7 @@ from .spec import PipelineSpec, StatefulEntry, build_segments, build_sinks, buil
 
 log = logging.getLogger("eventpipe.pipelines")
 STOP_TIMEOUT_S = 30.0
+LAG_REPORT_S = 5.0
 
 
 @contextlib.contextmanager
@@ -328,9 +329,13 @@ class PipelineRuntime:
             self._batch_task = None
 
     async def _report_lag(self) -> None:
+        """Consumer lag per source partition, every LAG_REPORT_S; a partition that has
+        lag but did not move since the last report is logged as stalled, with what the
+        reader knows about it."""
         label = metrics.PIPELINE_CONSUMER_LAG
+        last: dict[Any, int] = {}
         while True:
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(LAG_REPORT_S)
             app = self.app
             if app is None:
                 return
@@ -342,9 +347,28 @@ class PipelineRuntime:
                     pos = self.reader.positions.next.get(tp) if self.reader else None
                     if hw is None or pos is None:
                         continue
+                    lag = max(0, hw - pos)
                     label.labels(
                         pipeline=self.name, topic=tp.topic, partition=str(tp.partition)
-                    ).set(max(0, hw - pos))
+                    ).set(lag)
+                    reader = self.reader
+                    if lag and last.get(tp) == pos and reader is not None:
+                        log.warning(
+                            "pipeline %s: %s[%d] has lag %d and has not moved from offset "
+                            "%d for %gs (source ready: %s; assignment established: %s; "
+                            "paused by a sink: %s; batches so far: %d)",
+                            self.name,
+                            tp.topic,
+                            tp.partition,
+                            lag,
+                            pos,
+                            LAG_REPORT_S,
+                            reader.ready(),
+                            reader.established,
+                            tp in reader.paused,
+                            self.batches,
+                        )
+                    last[tp] = pos
             except Exception:  # metrics must never stop a pipeline
                 log.debug("lag report failed", exc_info=True)
 

@@ -327,6 +327,11 @@ class SourceReader:
         self.epoch += 1
 
     @property
+    def established(self) -> bool:
+        """The current assignment's partitions are sought to where processing starts."""
+        return self._established == self.epoch
+
+    @property
     def _consumer(self) -> Any:
         return self.app.consumer
 

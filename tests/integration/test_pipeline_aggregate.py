@@ -6,8 +6,11 @@ recovery stopped before the tail of a multi-record changelog batch.)"""
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from eventpipe.envelope import CloudEvent
 from eventpipe.publisher import Publisher
@@ -32,7 +35,14 @@ def sale(i: int) -> CloudEvent:
     )
 
 
-async def test_tumbling_sum_is_correct_across_a_restart(settings: Settings) -> None:
+async def test_tumbling_sum_is_correct_across_a_restart(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It failed twice in full-suite runs (50 of 60 updates: one partition idle in the
+    # second run) and never alone: keep the pipeline's and faust's recovery logs for
+    # the report.
+    caplog.set_level(logging.INFO, logger="eventpipe")
+    caplog.set_level(logging.INFO, logger="faust.tables")
     name = ident("agg")
     pipeline = {
         "name": name,
