@@ -71,12 +71,21 @@ def group_by_partition(
     sticky = random.choice(ordered)
     groups: dict[int, list[int]] = {}
     too_large: list[int] = []
+    # murmur2 is pure Python (0.7 us for a 3-byte key, 3.3 for 22 bytes): hash each
+    # distinct key of the call once; keys repeat within a batch (customers, orders).
+    placed: dict[bytes, int] = {}
     for i, msg in enumerate(records):
         if record_size(msg) > max_size:
             too_large.append(i)
             continue
         key = msg.key
-        p = sticky if key is None else ordered[key_hash(key) % n]
+        if key is None:
+            p = sticky
+        else:
+            found = placed.get(key)
+            if found is None:
+                found = placed[key] = ordered[key_hash(key) % n]
+            p = found
         groups.setdefault(p, []).append(i)
     return groups, too_large
 
