@@ -54,9 +54,7 @@ def has_json_data(event: CloudEvent) -> bool:
     return known
 
 
-_PLAIN_ATTRIBUTES = frozenset(
-    {"specversion", "id", "source", "type", "subject", "datacontenttype", "dataschema"}
-)
+_PLAIN_ATTRIBUTES = CORE_ATTRIBUTES - {"time"}  # the form holds them as they are
 
 
 def _form_data(event: CloudEvent) -> Any:

@@ -14,8 +14,8 @@ Each output event is written to the outbox table with
 ``eventpipe.connectors.outbox.api.publish_many`` -- what applications use, and
 the outbox relay publishes those rows in order.  A record whose outbox row cannot
 be made (no aggregate type / id, data that is not JSON) is dead-lettered whole:
-neither its table rows nor its outbox rows are written.  The consumed offsets are marked in
-the same transaction, as in the ``postgres`` sink, so the effect is
+neither its table rows nor its outbox rows are written.  The consumed offsets are
+marked in the same transaction, as in the ``postgres`` sink, so the effect is
 exactly-once.
 """
 
@@ -111,13 +111,8 @@ class OutboxSink(PostgresSink):
             except OutboxMappingError as exc:
                 failed[it.index] = exc
                 continue
-            except PermanentError as exc:
+            except PermanentError as exc:  # a jq runtime error, data that is not JSON
                 failed[it.index] = OutboxMappingError(f"sink {self.label}: {exc}")
-                continue
-            except Exception as exc:  # a jq runtime error
-                failed[it.index] = OutboxMappingError(
-                    f"sink {self.label}: aggregate_type / aggregate_id failed: {exc}"
-                )
                 continue
             it.extra[_OUTBOX] = made
 

@@ -270,7 +270,7 @@ class PostgresSink(PipelineSink):
                 if type(v) is not dict:
                     return self._row_jq(item, n)  # jq's error for this value
                 v = v.get(key)
-            row.append(Jsonb(v) if isinstance(v, dict | list) else v)
+            row.append(_sql_value(v))
         return row
 
     def _row_jq(self, item: DeliveryItem, n: int) -> list[Any]:

@@ -40,7 +40,9 @@ class Record(Protocol):
 
 @lru_cache(maxsize=8192)
 def key_hash(key: bytes) -> int:
-    """murmur2 of a key, as aiokafka's default partitioner and the Java client use."""
+    """murmur2 of a key, as aiokafka's default partitioner and the Java client use.
+    Cached: murmur2 is pure Python (0.7 us for a 3-byte key, 3.3 for 22 bytes) and
+    keys repeat (customers, orders)."""
     return murmur2(key) & 0x7FFFFFFF
 
 
@@ -71,21 +73,12 @@ def group_by_partition(
     sticky = random.choice(ordered)
     groups: dict[int, list[int]] = {}
     too_large: list[int] = []
-    # murmur2 is pure Python (0.7 us for a 3-byte key, 3.3 for 22 bytes): hash each
-    # distinct key of the call once; keys repeat within a batch (customers, orders).
-    placed: dict[bytes, int] = {}
     for i, msg in enumerate(records):
         if record_size(msg) > max_size:
             too_large.append(i)
             continue
         key = msg.key
-        if key is None:
-            p = sticky
-        else:
-            found = placed.get(key)
-            if found is None:
-                found = placed[key] = ordered[key_hash(key) % n]
-            p = found
+        p = sticky if key is None else ordered[key_hash(key) % n]
         groups.setdefault(p, []).append(i)
     return groups, too_large
 

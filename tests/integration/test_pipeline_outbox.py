@@ -1,7 +1,8 @@
 """A pipeline into the ``outbox`` sink end to end: each record's table rows and its
 outbox row in one transaction with the offset marks, exactly once across a
-restart; a record whose outbox row cannot be made is dead-lettered whole (no
-table row of it is written either)."""
+restart; a record whose outbox row cannot be made (a null aggregate id, a jq
+error, data that is not JSON) is dead-lettered whole (no table row of it is
+written either)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ async def test_rows_and_outbox_rows_exactly_once_and_a_bad_record_whole_in_the_d
             {
                 "outbox": {
                     "aggregate_type": f'"{name}"',
-                    "aggregate_id": ".data.account",
+                    "aggregate_id": "(.data.account // .subject) | "
+                    'if type == "object" then error("an object") else . end',
                     "rows": {
                         "table": name,
                         "columns": {"id": ".data.order_id", "total": ".data.total"},
@@ -47,14 +49,26 @@ async def test_rows_and_outbox_rows_exactly_once_and_a_bad_record_whole_in_the_d
         ],
     }
     s = with_pipelines(settings, pipeline)
-    no_account = order(99, account=None)  # its row could be written; its outbox row not
+    # Their rows could be written; their outbox rows cannot be made.
+    bad = [
+        order(97, account=None),  # null aggregate id
+        order(98, account={"x": 1}),  # the aggregate_id program fails
+        CloudEvent.create(  # binary data: the outbox holds JSON
+            "shop.order.created",
+            "/shop",
+            b"\x00\x01",
+            id="evt-99",
+            subject="a1",
+            datacontenttype="application/octet-stream",
+        ),
+    ]
 
     async with running(s):
         async with Publisher(s) as pub:
             await pub.publish_batch(name, [order(i) for i in range(20)])
-            await pub.publish_batch(name, [no_account])
+            await pub.publish_batch(name, bad)
         assert await wait_rows(url, f"select count(*) from {name}", 20) == 20
-        letters = await read_records(s.kafka.bootstrap, f"{name}.dlq", 1, timeout=30)
+        letters = await read_records(s.kafka.bootstrap, f"{name}.dlq", 3, timeout=30)
     # Restarted (same group), then more events: nothing is written twice.
     async with running(s):
         async with Publisher(s) as pub:
@@ -74,10 +88,16 @@ async def test_rows_and_outbox_rows_exactly_once_and_a_bad_record_whole_in_the_d
     assert all(r[1] == f"a{int(r[0][4:]) % 3}" and r[2] == "shop.order.created" for r in outbox)
     assert all(r[3] == f"o-{r[0][4:]}" for r in outbox)
 
-    assert len(letters) == 1
-    h = dlq_headers(letters[0])
-    assert h["eventpipe.dlq.stage"] == "sink"
-    assert h["eventpipe.dlq.step"] == "outbox"
-    assert h["eventpipe.dlq.exception.class"].endswith("OutboxMappingError")
-    assert dict(letters[0].headers)["ce_id"] == b"evt-99"
-    assert await sql(url, f"select count(*) from {name} where id = 'o-99'") == [(0,)]
+    assert len(letters) == 3
+    why = {}
+    for letter in letters:
+        h = dlq_headers(letter)
+        assert h["eventpipe.dlq.stage"] == "sink"
+        assert h["eventpipe.dlq.step"] == "outbox"
+        assert h["eventpipe.dlq.exception.class"].endswith("OutboxMappingError")
+        why[dict(letter.headers)["ce_id"].decode()] = h["eventpipe.dlq.exception.message"]
+    assert sorted(why) == ["evt-97", "evt-98", "evt-99"]
+    assert "null" in why["evt-97"]
+    assert "an object" in why["evt-98"]
+    assert "JSON" in why["evt-99"]
+    assert await sql(url, f"select count(*) from {name} where id in ('o-97', 'o-98')") == [(0,)]
