@@ -368,6 +368,8 @@ class PipelineRuntime:
                             tp in reader.paused,
                             self.batches,
                         )
+                        if reader.ready() and reader.established and tp not in reader.paused:
+                            reader.reread({tp})
                     last[tp] = pos
             except Exception:  # metrics must never stop a pipeline
                 log.debug("lag report failed", exc_info=True)

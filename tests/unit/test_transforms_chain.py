@@ -79,9 +79,11 @@ def test_chain_plan_fuses_the_runs_that_pay() -> None:
         {"validate": {"schema": {"type": "object"}}},
     ]
     chain = Chain(config)
+    # The filters read only .data: they join the data run (on data, one engine
+    # call); the route reads the event form and runs on its own.
     assert chain.describe() == [
-        "steps[0].jq+steps[1].jq",
-        "steps[2].filter+steps[3].filter+steps[4].filter+steps[5].route",
+        "steps[0].jq+steps[1].jq+steps[2].filter+steps[3].filter+steps[4].filter",
+        "steps[5].route",
         "steps[6].validate",
     ]
     assert len(Chain(config, fuse=False).describe()) == 7

@@ -24,8 +24,18 @@ pytestmark = pytest.mark.usefixtures("cross_engine")
 CHAINS: list[tuple[list[dict[str, Any]], int]] = [
     ([{"jq": ".items[]"}, {"jq": "{sku, q: .qty}"}], 1),
     ([{"jq": ".items[]"}, {"jq": "select(.qty > 1)"}, {"jq": ".sku"}], 1),
-    # a data step then event-form steps: measured slower fused, so not fused
-    ([{"jq": ".items[]"}, {"filter": ".data.qty | . > 1"}], 0),
+    # a data step then an event-form filter: measured slower fused, so not fused
+    ([{"jq": ".items[]"}, {"filter": '.data.qty > 1 and .type != ""'}], 0),
+    # ... unless the filter reads only .data: then it runs on data, fused
+    ([{"jq": ".items[]"}, {"filter": ".data.qty | . > 1"}], 1),
+    ([{"jq": ".items[]"}, {"filter": ".data.qty > 1"}, {"jq": ".sku"}], 1),
+    ([{"jq": ".items[]?"}, {"filter": '.data.sku == "A" or .data["qty"] >= 3'}], 1),
+    ([{"jq": ".items"}, {"filter": ".data[0].qty // 0 > 1"}, {"filter": ".data | length"}], 1),
+    ([{"filter": '.data.status == "paid"'}, {"jq": ".items[]"}, {"filter": ".data.qty > 1"}], 1),
+    # a leading filter that reads more than .data keeps the run on the event form
+    ([{"filter": '.type == "shop.order.paid"'}, {"jq": ".items[]"}, {"filter": ".data.qty"}], 1),
+    ([{"set": {"subject": ".data.status"}}, {"jq": ".items[]"}, {"filter": ".data.qty > 2"}], 1),
+    ([{"set": {"datacontenttype": '"text/plain"'}}, {"jq": "."}, {"filter": ".data"}], 1),
     # filters, then at most one set / route, then data steps
     ([{"filter": '.type | startswith("shop.")'}, {"jq": ".items | length"}], 1),
     ([{"filter": '.data.status == "paid"'}, {"jq": ".items[]"}, {"jq": ".sku"}], 1),
@@ -249,6 +259,12 @@ def test_fused_sources() -> None:
     then_data = Chain([{"filter": ".a"}, {"jq": ".b"}, {"jq": ".c"}]).runners[0]
     assert isinstance(then_data, FusedRunner)
     assert then_data.source == "select(first(\n.a\n)) | .data | (\n.b\n) | (\n.c\n)"
+    data_filter = Chain([{"jq": ".b"}, {"filter": ".data.c > 1"}, {"jq": ".d"}]).runners[0]
+    assert isinstance(data_filter, FusedRunner)
+    assert data_filter.source == ("(\n.b\n) | (\nselect(first(\n.c > 1\n))\n) | (\n.d\n)")
+    leading = Chain([{"filter": ".data.a"}, {"jq": ".b"}]).runners[0]
+    assert isinstance(leading, FusedRunner)
+    assert leading.source == "(\nselect(first(\n.a\n))\n) | (\n.b\n)"
     set_data = Chain([{"set": {"subject": ".a"}}, {"jq": ".b"}]).runners[0]
     assert isinstance(set_data, FusedRunner)
     assert set_data.source == "[(\n[[first(\n.a\n)]]\n), [.data | (\n.b\n)]]"
