@@ -269,16 +269,18 @@ async def _seek(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) 
 
 async def _rewind(
     consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]
-) -> dict[TopicPartition, int | None]:
+) -> dict[TopicPartition, tuple[int | None, str]]:
     """Seek each partition whose consumer position is not the offset given back to
-    it; returns where each stood before (``None``: no valid position)."""
+    it; returns where each stood before (``None``: no valid position) and what
+    the consumer held buffered for it (for the log)."""
     subscription = consumer._subscription.subscription
     assignment = None if subscription is None else subscription.assignment
-    before: dict[TopicPartition, int | None] = {}
+    buffered = consumer._fetcher._records
+    before: dict[TopicPartition, tuple[int | None, str]] = {}
     for tp, offset in offsets.items():
         state = None if assignment is None else assignment.state_value(tp)
         position = state.position if state is not None and state.has_valid_position else None
-        before[tp] = position
+        before[tp] = (position, repr(buffered.get(tp)))
         if position != offset:
             consumer.seek(tp, offset)
     return before
@@ -526,16 +528,18 @@ class SourceReader:
         if not offsets:
             return
         stood = await self._call(_rewind, offsets)
-        for atp, before in stood.items():
+        for atp, (before, held) in stood.items():
             offset = offsets[atp]
             tp = TP(atp.topic, atp.partition)
             if before == offset:
                 # Nothing was taken unprocessed: only slow (a sink holding a batch).
                 log.info(
-                    "partition %s[%d]: stalled at offset %d, where the consumer stands too",
+                    "partition %s[%d]: stalled at offset %d, where the consumer stands "
+                    "too (buffered: %s)",
                     tp.topic,
                     tp.partition,
                     offset,
+                    held,
                 )
                 continue
             # From here, a fetch from `offset` that answers with a later offset
