@@ -268,15 +268,21 @@ async def run(bootstrap: str, db_url: str) -> None:
     rss = self_peak_rss_mb()
     w_src = await make_topic(settings, f"bench-w-src-{stamp}", partitions=4)
     await fill(settings, w_src, N_WORKERS)
+    # Measured as the raw peer is: best of PEER_ROUNDS (each round a new consumer
+    # group reading the same filled topic).
     scaled: list[tuple[int, WorkersResult]] = []
+    worker_rounds: dict[int, list[WorkersResult]] = {}
     for workers in (1, 2):
-        spec = {
-            "name": f"bench-w{workers}-{stamp}",
-            "source": {"topics": [w_src], "session_timeout": "6s"},
-            "steps": STEPS_JAQ,
-            "sinks": [{"topic": {"topic": f"bp-w{workers}-{stamp}", "partitions": 4}}],
-        }
-        scaled.append((workers, await run_workers(bootstrap, db_url, spec, N_WORKERS, workers)))
+        for r in range(PEER_ROUNDS):
+            spec = {
+                "name": f"bench-w{workers}r{r}-{stamp}",
+                "source": {"topics": [w_src], "session_timeout": "6s"},
+                "steps": STEPS_JAQ,
+                "sinks": [{"topic": {"topic": f"bp-w{workers}r{r}-{stamp}", "partitions": 4}}],
+            }
+            result = await run_workers(bootstrap, db_url, spec, N_WORKERS, workers)
+            worker_rounds.setdefault(workers, []).append(result)
+        scaled.append((workers, max(worker_rounds[workers], key=lambda w: w.rate)))
 
     def verdict(v: float) -> str:
         return (
@@ -317,8 +323,13 @@ async def run(bootstrap: str, db_url: str) -> None:
     )
     console.print(
         f"worker processes: {N_WORKERS:,} events on 4 partitions, timed once every worker "
-        f"was consuming ({', '.join(f'{r.counted:,}' for _, r in scaled)} events counted); "
-        f"two workers = {scaled[1][1].rate / scaled[0][1].rate:.2f}x one"
+        f"was consuming ({', '.join(f'{r.counted:,}' for _, r in scaled)} events counted), "
+        f"best of {PEER_ROUNDS} rounds ("
+        + "; ".join(
+            f"{w}: " + ", ".join(f"{r.rate:,.0f}" for r in rounds)
+            for w, rounds in worker_rounds.items()
+        )
+        + f" events/s); two workers = {scaled[1][1].rate / scaled[0][1].rate:.2f}x one"
     )
 
     copy_rounds: list[float] = []

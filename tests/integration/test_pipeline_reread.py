@@ -64,7 +64,9 @@ async def test_records_drained_but_not_processed_are_read_again(
             assert reader is not None
             await pub.publish_batch(name, events[:5])
             assert len(await read_events(settings.kafka.bootstrap, f"{name}-out", 5)) == 5
-            reader.pause({tp})  # the reader leaves the partition alone meanwhile
+            reader.pause({tp})  # the reader leaves the partition alone meanwhile...
+            # ...once the fetch it may have waiting (at most 1 s) has returned
+            await asyncio.sleep(2.0)
             await pub.publish_batch(name, events[5:])
             taken = await reader._call(_steal, TopicPartition(name, 0), 5)
             assert taken == [5, 6, 7, 8, 9]
