@@ -112,13 +112,17 @@ class SourceConsumer(AIOKafkaFaustConsumer):
         timeout: float,  # noqa: ASYNC109 (faust's)
     ) -> Any:
         if active_partitions and self.source_topics:
-            theirs = {tp for tp in active_partitions if tp.topic not in self.source_topics}
-            if len(theirs) != len(active_partitions):
-                if not theirs:
-                    # An empty set would make aiokafka return every partition.
-                    await asyncio.sleep(min(timeout, 1.0))
-                    return {}
-                active_partitions = theirs
+            # Always a snapshot: faust's set is live, and the fetch runs later, on the
+            # consumer thread.  Passed on as is, it could gain the source partitions
+            # meanwhile (recovery resuming them), and faust's fetcher then drained
+            # their records: they never reached the reader, which lost them (taken
+            # before it sought the partition to its start) or stalled behind them.
+            theirs = frozenset(tp for tp in active_partitions if tp.topic not in self.source_topics)
+            if not theirs:
+                # An empty set would make aiokafka return every partition.
+                await asyncio.sleep(min(timeout, 1.0))
+                return {}
+            active_partitions = set(theirs)
         return await super()._getmany(active_partitions, timeout)
 
 
@@ -510,9 +514,10 @@ class SourceReader:
     def reread(self, tps: set[TP]) -> None:
         """Read these partitions again from the next offset to process, before the
         next fetch.  For a partition that has lag and does not move: its records
-        were taken from the consumer's buffer but never reached the processor (seen
-        once in ~10 full test runs, cause unknown), and with no later record to
-        show the hole, nothing else would read them again."""
+        were taken from the consumer's buffer but never reached the processor, and
+        with no later record to show the hole, nothing else would read them again.
+        (The one cause found, faust's fetcher draining them, is closed in
+        :meth:`SourceConsumer._getmany`; this is the net for any other.)"""
         self._reread |= tps
 
     async def _rewind(self) -> None:

@@ -1,9 +1,9 @@
 """Records taken from the consumer's buffer that never reached the processor are
 read again: a partition with lag that does not move is sought back to the next
-offset to process.  (A full-suite run showed it once: `test_pipeline_aggregate`
-stalled at offset 10 of a partition with lag 10, the consumer ahead of the
-reader, and no later record arrived to reveal the hole.)  Here the records are
-taken out of aiokafka's buffer behind the reader's back."""
+offset to process.  (`test_pipeline_aggregate` once stalled at offset 10 of a
+partition with lag 10: faust's own fetcher had drained the records, see
+`SourceConsumer._getmany`, and no later record arrived to reveal the hole.)
+Here the records are taken out of aiokafka's buffer behind the reader's back."""
 
 from __future__ import annotations
 

@@ -151,3 +151,35 @@ def test_a_batch_read_before_a_rebalance_is_dropped_with_what_was_read_after_it(
     assert reader.epoch == 1
     with reader.in_flight(SourceBatch([], {}, epoch=0)) as current:
         assert not current
+
+
+async def test_faust_fetcher_gets_a_snapshot_without_the_source_partitions(
+    monkeypatch: Any,
+) -> None:
+    """faust's fetcher passes its live set of active partitions; the fetch itself
+    runs later on the consumer thread.  A set that gained the source partitions
+    meanwhile made faust's fetcher drain their records, which the reader then
+    never saw (lost, or a partition stalled behind them: the outbox and aggregate
+    restart tests, 1 run in 3)."""
+    from eventpipe.pipelines.source import AIOKafkaFaustConsumer, SourceConsumer
+
+    changelog, source = TP("p-dedup-changelog", 0), TP("orders", 0)
+    live = {changelog}
+    seen: list[set[TP]] = []
+
+    async def fetch(self: Any, active: set[TP], timeout: float) -> dict[Any, Any]:
+        live.add(source)  # faust resumes the source partitions before the fetch runs
+        seen.append(set(active))
+        return {}
+
+    monkeypatch.setattr(AIOKafkaFaustConsumer, "_getmany", fetch)
+    consumer = SourceConsumer.__new__(SourceConsumer)
+    consumer.source_topics = frozenset({"orders"})
+    assert await consumer._getmany(live, 0.01) == {}
+    assert seen == [{changelog}]
+    live.discard(source)
+    live.add(TP("orders", 1))  # only source partitions: nothing is fetched
+    live.discard(changelog)
+    seen.clear()
+    assert await consumer._getmany(live, 0.01) == {}
+    assert seen == []
