@@ -44,6 +44,7 @@ import jq
 import orjson
 from eventpipe.transforms import Chain, FilterStep, JqStep, ValidateStep
 from eventpipe.transforms.avro_check import AvroChecker
+from eventpipe.transforms.data_filter import data_form
 from eventpipe.transforms.event_form import to_event_form, with_data
 from fastavro.validation import validate as fastavro_validate
 
@@ -363,6 +364,11 @@ def jaq_alternatives(
     map_batch = jaq.compile(f"[.[] | try [({MAP})] catch null]")
     map_stream = jaq.compile(f"try [({MAP})] catch null")
     filter_batch = jaq.compile(f"[.[] | try [first({FILTER})] catch null]")
+    # What the chain runs since a filter of .data only joins the data steps: map and
+    # filter in one program on the data.
+    on_data = data_form(FILTER)
+    assert on_data is not None
+    map_then_filter = jaq.compile(f"({MAP}) | select(first({on_data}))")
     # The map run inside the filter's program, on the event's JSON form.
     map_in_filter = jaq.compile(
         f"(.data | ({MAP})) as $d | .data = $d | select(first({FILTER})) | $d"
@@ -398,13 +404,18 @@ def jaq_alternatives(
         (f"map, one call per {BATCH} events (array)", per_batch(map_batch), datas),
         (f"map, one call per {BATCH} events (JSON text stream)", text_stream, datas),
         (
-            "filter, per event on the event form (the filter step)",
+            "filter, per event on the event form (a filter reading more than .data)",
             lambda xs: [filter_p.first(f) for f in xs],
             forms,
         ),
         (f"filter, one call per {BATCH} events (array)", per_batch(filter_batch), forms),
         (
-            "map + filter, two calls per event (as the chain runs them)",
+            "map + filter on data, one program (as the chain runs them)",
+            lambda xs: [with_data(e, d) for e in xs for d in map_then_filter.run(e.data)],
+            events,
+        ),
+        (
+            "map + filter, two calls per event (unfused)",
             lambda xs: [
                 filter_p.first(to_event_form(with_data(e, d)))
                 for e in xs
