@@ -52,6 +52,7 @@ from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.json import encode_structured, from_structured_dict
 from eventpipe.registry import load_builtin_plugins
 
+fastjsonschema: Any
 try:
     import fastjsonschema
 except ImportError:  # pragma: no cover - the peer is optional
@@ -505,7 +506,9 @@ def main() -> int:
     c_json = timings.add(events_path(json_step.apply), events)
     c_avro = timings.add(events_path(avro_step.apply), events)
     fjs_check = fastjsonschema.compile(ORDER_SCHEMA) if fastjsonschema is not None else None
-    c_fjs = timings.add((lambda ds: [fjs_check(d) for d in ds]) if fjs_check else None, datas)
+    c_fjs = timings.add(
+        (lambda ds: [fjs_check(d) for d in ds]) if fjs_check is not None else None, datas
+    )
     c_fastavro = timings.add(lambda ds: [fastavro_validate(d, parsed_avro) for d in ds], datas)
     c_alternatives = [
         (name, timings.add(run, items)) for name, run, items in jaq_alternatives(events)
