@@ -30,7 +30,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy eventpipe connectors transforms pipelines schema_registry dlq backfill
+	$(BIN)/mypy eventpipe connectors transforms pipelines schema_registry dlq backfill bench
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .eventpipe .pytest_cache .mypy_cache .ruff_cache
