@@ -117,12 +117,12 @@ class SourceConsumer(AIOKafkaFaustConsumer):
             # meanwhile (recovery resuming them), and faust's fetcher then drained
             # their records: they never reached the reader, which lost them (taken
             # before it sought the partition to its start) or stalled behind them.
-            theirs = frozenset(tp for tp in active_partitions if tp.topic not in self.source_topics)
+            theirs = {tp for tp in active_partitions if tp.topic not in self.source_topics}
             if not theirs:
                 # An empty set would make aiokafka return every partition.
                 await asyncio.sleep(min(timeout, 1.0))
                 return {}
-            active_partitions = set(theirs)
+            active_partitions = theirs
         return await super()._getmany(active_partitions, timeout)
 
 

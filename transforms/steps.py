@@ -22,6 +22,7 @@ when given, and otherwise leaves the event as it is.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
@@ -38,7 +39,15 @@ from .data_filter import data_form
 from .errors import TransformError
 from .event_form import extension_value, has_json_data, json_type, to_event_form, with_data
 from .fusion import FusablePart, parenthesise
-from .jq_engine import DEFAULT_ENGINE, NO_OUTPUT, EngineName, compile_program, is_truthy
+from .jq_engine import (
+    DEFAULT_ENGINE,
+    NO_OUTPUT,
+    EngineName,
+    JqCompileError,
+    Program,
+    compile_program,
+    is_truthy,
+)
 from .jq_step import non_blank
 
 ROUTE_EXTENSION: Final = "routetopic"
@@ -93,7 +102,12 @@ class FilterStep(TransformStep):
         # An expression that reads only .data runs on data, without the event form
         # (6.8 -> 4.1 us for `.data.total > 10` on ~600-byte events).
         on_data = data_form(config.expression)
-        self._on_data = None if on_data is None else compile_program(on_data, config.engine)
+        self._on_data: Program | None = None
+        if on_data is not None:
+            # Should the rewrite not compile (the expression itself did), the filter
+            # runs on the event form.
+            with contextlib.suppress(JqCompileError):
+                self._on_data = compile_program(on_data, config.engine)
 
     def apply(self, event: CloudEvent) -> list[CloudEvent]:
         on_data = self._on_data

@@ -13,19 +13,13 @@ from typing import Any
 
 import pytest
 from aiokafka.structs import TopicPartition
-from eventpipe.connectors.sinks.api import SinkResources
 from eventpipe.pipelines import runtime as runtime_module
-from eventpipe.pipelines.runtime import PipelineRuntime
-from eventpipe.pipelines.spec import PipelineSpec
 from faust.types import TP
 
-from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
-from eventpipe.kafka.admin import TopicAdmin
-from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
 from tests.helpers import read_events
-from tests.integration.test_pipeline_support import ident
+from tests.integration.test_pipeline_support import ident, runtime
 
 
 async def _steal(consumer: Any, tp: TopicPartition, n: int) -> list[int]:
@@ -47,34 +41,25 @@ async def test_records_drained_but_not_processed_are_read_again(
     caplog.set_level(logging.WARNING, logger="eventpipe.pipelines")
     name = ident("reread")
     tp = TP(name, 0)
-    pool = await open_pool(settings.database)
     events = [CloudEvent.create("t", "/reread", {"i": i}, id=f"e{i}") for i in range(10)]
-    async with Publisher(settings) as pub, TopicAdmin(settings.kafka) as admin:
-        spec = PipelineSpec.model_validate(
-            {
-                "name": name,
-                "source": {"topics": [name], "partitions": 1},
-                "sinks": [{"topic": {"topic": f"{name}-out"}}],
-            }
-        )
-        rt = PipelineRuntime(spec, SinkResources(settings, pub, admin, pool))
-        try:
-            await rt.start()
-            reader = rt.reader
-            assert reader is not None
-            await pub.publish_batch(name, events[:5])
-            assert len(await read_events(settings.kafka.bootstrap, f"{name}-out", 5)) == 5
-            reader.pause({tp})  # the reader leaves the partition alone meanwhile...
-            # ...once the fetch it may have waiting (at most 1 s) has returned
-            await asyncio.sleep(2.0)
-            await pub.publish_batch(name, events[5:])
-            taken = await reader._call(_steal, TopicPartition(name, 0), 5)
-            assert taken == [5, 6, 7, 8, 9]
-            reader.resume({tp})
-            out = await read_events(settings.kafka.bootstrap, f"{name}-out", 10, timeout=30)
-        finally:
-            await rt.stop()
-            await pool.close()
+    spec = {
+        "name": name,
+        "source": {"topics": [name], "partitions": 1},
+        "sinks": [{"topic": {"topic": f"{name}-out"}}],
+    }
+    async with runtime(settings, spec) as (rt, pub):
+        reader = rt.reader
+        assert reader is not None
+        await pub.publish_batch(name, events[:5])
+        assert len(await read_events(settings.kafka.bootstrap, f"{name}-out", 5)) == 5
+        reader.pause({tp})  # the reader leaves the partition alone meanwhile...
+        # ...once the fetch it may have waiting (at most 1 s) has returned
+        await asyncio.sleep(2.0)
+        await pub.publish_batch(name, events[5:])
+        taken = await reader._call(_steal, TopicPartition(name, 0), 5)
+        assert taken == [5, 6, 7, 8, 9]
+        reader.resume({tp})
+        out = await read_events(settings.kafka.bootstrap, f"{name}-out", 10, timeout=30)
 
     assert sorted(e.id for e in out) == sorted(e.id for e in events)
     assert reader.rereads >= 1

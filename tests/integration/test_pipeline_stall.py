@@ -7,19 +7,13 @@ import asyncio
 import logging
 
 import pytest
-from eventpipe.connectors.sinks.api import SinkResources
 from eventpipe.pipelines import runtime as runtime_module
-from eventpipe.pipelines.runtime import PipelineRuntime
-from eventpipe.pipelines.spec import PipelineSpec
 from faust.types import TP
 from prometheus_client import REGISTRY
 
-from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
-from eventpipe.kafka.admin import TopicAdmin
-from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
-from tests.integration.test_pipeline_support import ident
+from tests.integration.test_pipeline_support import ident, runtime
 
 
 async def test_a_partition_with_lag_that_does_not_move_is_reported(
@@ -28,32 +22,23 @@ async def test_a_partition_with_lag_that_does_not_move_is_reported(
     monkeypatch.setattr(runtime_module, "LAG_REPORT_S", 0.3)
     caplog.set_level(logging.WARNING, logger="eventpipe.pipelines")
     name = ident("stall")
-    pool = await open_pool(settings.database)
-    async with Publisher(settings) as pub, TopicAdmin(settings.kafka) as admin:
-        spec = PipelineSpec.model_validate(
-            {
-                "name": name,
-                "source": {"topics": [name], "partitions": 1},
-                "sinks": [{"topic": {"topic": f"{name}-out"}}],
-            }
+    spec = {
+        "name": name,
+        "source": {"topics": [name], "partitions": 1},
+        "sinks": [{"topic": {"topic": f"{name}-out"}}],
+    }
+    async with runtime(settings, spec) as (rt, pub):
+        assert rt.reader is not None
+        rt.reader.pause({TP(name, 0)})  # as an open circuit breaker would
+        await pub.publish_batch(
+            name, [CloudEvent.create("t", "/stall", {"i": i}, id=f"e{i}") for i in range(5)]
         )
-        rt = PipelineRuntime(spec, SinkResources(settings, pub, admin, pool))
-        try:
-            await rt.start()
-            assert rt.reader is not None
-            rt.reader.pause({TP(name, 0)})  # as an open circuit breaker would
-            await pub.publish_batch(
-                name, [CloudEvent.create("t", "/stall", {"i": i}, id=f"e{i}") for i in range(5)]
-            )
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 30
-            while loop.time() < deadline:
-                if any("has not moved" in r.getMessage() for r in caplog.records):
-                    break
-                await asyncio.sleep(0.1)
-        finally:
-            await rt.stop()
-            await pool.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while loop.time() < deadline:
+            if any("has not moved" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.1)
 
     stalled = [r.getMessage() for r in caplog.records if "has not moved" in r.getMessage()]
     assert stalled, "no stall warning"

@@ -15,8 +15,13 @@ from typing import Any
 
 import psycopg
 import yaml
+from eventpipe.connectors.sinks.api import SinkResources
+from eventpipe.pipelines.runtime import PipelineRuntime
+from eventpipe.pipelines.spec import PipelineSpec
 
+from eventpipe.db.pool import open_pool
 from eventpipe.envelope.kafka import KafkaMessage
+from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.publisher import Publisher
 from eventpipe.service.runner import Service
 from eventpipe.settings import Settings
@@ -45,6 +50,27 @@ async def running(settings: Settings) -> AsyncIterator[Service]:
         yield svc
     finally:
         await svc.stop()
+
+
+@contextlib.asynccontextmanager
+async def runtime(
+    settings: Settings, spec: dict[str, Any]
+) -> AsyncIterator[tuple[PipelineRuntime, Publisher]]:
+    """One pipeline's runtime in this process (started; stopped on exit), and a
+    publisher to feed it: for tests that reach into the reader or the processor."""
+    pool = await open_pool(settings.database)
+    try:
+        async with Publisher(settings) as pub, TopicAdmin(settings.kafka) as admin:
+            rt = PipelineRuntime(
+                PipelineSpec.model_validate(spec), SinkResources(settings, pub, admin, pool)
+            )
+            try:
+                await rt.start()
+                yield rt, pub
+            finally:
+                await rt.stop()
+    finally:
+        await pool.close()
 
 
 async def sql(url: str, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
