@@ -1,42 +1,46 @@
-"""A producer for many small concurrent writes: one record batch per partition.
+"""A producer for many small concurrent writes: records join the partition's open batch.
 
-Requests hand their records to :meth:`BatchProducer.send`; records arriving
-together (and all that arrive while the previous write of the topic waits for
-its acknowledgement) are encoded into one ``BatchBuilder`` per partition and
-submitted with ``send_batch``: one future per partition instead of one per
-record, whose done-callback answers the requests of that batch directly (fewer
-event-loop hops between the broker's ack and the HTTP answer).  Keys are
-partitioned like aiokafka's default partitioner (murmur2, as the Java client),
-so a key lands where ``Publisher`` would put it; keyless records of one flush go
-to one randomly chosen partition (sticky, as Kafka's own producer does), which
-keeps batches large.
+Requests hand their records to :meth:`BatchProducer.send`.  Each partition has at
+most one *open* record batch (an aiokafka ``BatchBuilder`` already handed to the
+accumulator with ``send_batch``): a record is appended to it while it waits
+there for the request in flight to be acknowledged, and rides out with it.  The
+batch closes when aiokafka drains it onto the wire (or when it is full); the
+next record opens a new one.  That is what Kafka's own producer does with
+``linger``: under load a record waits for at most the request in flight, not
+for a flush queued behind it, and it costs one append, not a future and a
+partitioner call inside aiokafka.  One done-callback per batch answers all its
+requests directly.  Keys are partitioned like aiokafka's default partitioner
+(murmur2, as the Java client), so a key lands where ``Publisher`` would put it;
+the keyless records of one call go to one randomly chosen partition (sticky, as
+Kafka's own producer does).
 
 :meth:`send` returns only after the broker acknowledged (acks from
-``kafka.acks``); it raises ``BrokerUnavailableError`` (retriable) or
-``RecordTooLargeError`` / ``PermanentError``.
+``kafka.acks``), or raises ``BrokerUnavailableError`` (retriable, also when no
+acknowledgement came within ``timeout_s``), ``RecordTooLargeError`` (before
+anything of the call was produced) or ``PermanentError``.  This producer is the
+webhook sources' own: nothing else appends to its batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import time
 import warnings
 from collections.abc import Sequence
-from functools import partial
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as ke
 
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.errors import BrokerUnavailableError
-from eventpipe.kafka.batches import group_by_partition, send_batches, too_large
-from eventpipe.kafka.client import producer_kwargs, wrap_kafka_error
+from eventpipe.kafka.batches import key_hash, record_size, too_large
+from eventpipe.kafka.client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
 from eventpipe.settings import KafkaSettings
 
-# A second flush waits in aiokafka's accumulator while the first is on the wire, so
-# it leaves the moment the ack arrives (aiokafka keeps one request in flight per
-# broker).
-MAX_FLUSHES = 2
+PARTITIONS_TTL_S = 1.0  # how long a topic's partition list is reused without asking
 
 
 class BatchProducer:
@@ -45,7 +49,9 @@ class BatchProducer:
         self.timeout_s = timeout_s
         self._max_request = kafka.max_request_size
         self._producer: AIOKafkaProducer | None = None
-        self._queues: dict[str, _Queue] = {}
+        self._open: dict[tuple[str, int], _Batch] = {}
+        self._unanswered: set[_Batch] = set()
+        self._partitions: dict[str, tuple[float, list[int]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -64,10 +70,11 @@ class BatchProducer:
         self._loop = asyncio.get_running_loop()
 
     async def stop(self) -> None:
-        """Finish queued writes (bounded by the timeout), then close.  Idempotent."""
-        tasks = [t for q in self._queues.values() for t in q.tasks]
-        if tasks:
-            await asyncio.wait(tasks, timeout=self.timeout_s)
+        """Finish the batches in flight (bounded by the timeout), then close.  Idempotent."""
+        waiters = [w for b in self._unanswered for w in b.waiters]
+        if waiters:
+            await asyncio.wait(waiters, timeout=self.timeout_s)
+        self._open.clear()
         producer, self._producer = self._producer, None
         if producer is not None:
             with contextlib.suppress(Exception):
@@ -80,19 +87,25 @@ class BatchProducer:
 
     async def send(self, topic: str, messages: Sequence[KafkaMessage]) -> None:
         """Write ``messages`` to ``topic``; returns after every one was acknowledged."""
-        q = self._queues.get(topic)
-        if q is None:
-            q = self._queues[topic] = _Queue()
+        producer = self._producer
+        if producer is None:
+            raise BrokerUnavailableError("the webhook producer is not running")
+        if any(record_size(m) > self._max_request for m in messages):
+            raise too_large(topic)
+        ordered = self._cached_partitions(topic) or await self._fetch_partitions(topic)
         loop = self._loop or asyncio.get_running_loop()
+        n = len(ordered)
+        sticky = random.choice(ordered)
         futures = []
         for msg in messages:
+            key = msg.key
+            p = sticky if key is None else ordered[key_hash(key) % n]
+            batch = self._open.get((topic, p))
+            if batch is None or not batch.append(msg):
+                batch = self._open_batch(producer, topic, p, msg)
             fut: asyncio.Future[None] = loop.create_future()
-            q.items.append(msg)
-            q.waiters.append(fut)
+            batch.waiters.append(fut)
             futures.append(fut)
-        if q.busy < MAX_FLUSHES and not q.scheduled:
-            q.scheduled = True
-            loop.call_soon(self._start, topic, q)
         if len(futures) == 1:
             await futures[0]
             return
@@ -101,109 +114,135 @@ class BatchProducer:
         if err is not None:
             raise err
 
-    def _start(self, topic: str, q: _Queue) -> None:
-        q.scheduled = False
-        if q.busy >= MAX_FLUSHES or not q.items:
-            return
-        q.busy += 1
-        items, waiters = q.items, q.waiters
-        q.items, q.waiters = [], []
-        task = asyncio.get_running_loop().create_task(self._write(topic, q, items, waiters))
-        q.tasks.add(task)
-        task.add_done_callback(q.tasks.discard)
+    # ------------------------------------------------------------ partitions
+    def _cached_partitions(self, topic: str) -> list[int] | None:
+        cached = self._partitions.get(topic)
+        if cached is not None and time.monotonic() - cached[0] < PARTITIONS_TTL_S:
+            return cached[1]
+        return None
 
-    async def _write(
-        self,
-        topic: str,
-        q: _Queue,
-        items: list[KafkaMessage],
-        waiters: list[asyncio.Future[None]],
-    ) -> None:
-        """One flush: a record batch per partition.  Each batch's acknowledgement
-        answers its requests directly (a done-callback), not via this task."""
+    async def _fetch_partitions(self, topic: str) -> list[int]:
+        assert self._producer is not None
         try:
-            producer = self._producer
-            if producer is None:
-                raise BrokerUnavailableError("the webhook producer is not running")
             async with asyncio.timeout(self.timeout_s):
-                partitions = await producer.partitions_for(topic)
-                groups, oversize = group_by_partition(partitions, items, self._max_request)
-                if oversize:
-                    _fail([waiters[i] for i in oversize], too_large(topic))
-                acks = []
-                for p, idx in groups.items():
-                    acks.extend(await self._submit(producer, topic, p, items, idx, waiters))
-                if acks:
-                    await asyncio.wait(acks)
+                found = await self._producer.partitions_for(topic)
         except TimeoutError:
-            _fail(
-                waiters,
-                BrokerUnavailableError(
-                    f"no acknowledgement from the broker within {self.timeout_s:g}s"
-                ),
-            )
+            raise BrokerUnavailableError(
+                f"no metadata for {topic} from the broker within {self.timeout_s:g}s"
+            ) from None
         except ke.KafkaError as exc:
-            _fail(waiters, wrap_kafka_error(exc, f"produce to {topic}"))
-        except BaseException as exc:
-            _fail(waiters, exc if isinstance(exc, Exception) else BrokerUnavailableError("stopped"))
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            q.busy -= 1
-            if q.items and not q.scheduled:
-                q.scheduled = True
-                asyncio.get_running_loop().call_soon(self._start, topic, q)
+            raise wrap_kafka_error(exc, f"produce to {topic}") from exc
+        ordered = sorted(found)
+        if not ordered:
+            raise BrokerUnavailableError(f"produce to {topic}: the topic has no partitions")
+        self._partitions[topic] = (time.monotonic(), ordered)
+        return ordered
 
-    @staticmethod
+    # --------------------------------------------------------------- batches
+    def _open_batch(
+        self, producer: AIOKafkaProducer, topic: str, partition: int, first: KafkaMessage
+    ) -> _Batch:
+        """A new open batch for the partition holding ``first``, handed to aiokafka
+        behind the partition's previous batch (order kept)."""
+        previous = self._open.get((topic, partition))
+        batch = _Batch(producer.create_batch())
+        if not batch.append(first):
+            # record_size() said it fits a request; the builder takes any first record
+            raise RecordTooLargeError(f"produce to {topic}: a record fits no record batch")
+        self._open[(topic, partition)] = batch
+        self._unanswered.add(batch)
+        assert self._loop is not None
+        self._loop.create_task(
+            self._submit(producer, topic, partition, batch, previous.queued if previous else None)
+        )
+        return batch
+
     async def _submit(
+        self,
         producer: AIOKafkaProducer,
         topic: str,
         partition: int,
-        items: list[KafkaMessage],
-        idx: list[int],
-        waiters: list[asyncio.Future[None]],
-    ) -> list[asyncio.Future[object]]:
-        records = [(items[i].key, items[i].value, items[i].headers) for i in idx]
-        out = []
-        for b in await send_batches(producer, topic, partition, records):
-            b.ack.add_done_callback(
-                partial(_answer, [waiters[i] for i in idx[b.start : b.end]], topic)
-            )
-            out.append(b.ack)
-        return out
+        batch: _Batch,
+        after: asyncio.Future[None] | None,
+    ) -> None:
+        assert self._loop is not None
+        deadline = self._loop.call_later(self.timeout_s, self._expire, topic, batch)
+        try:
+            if after is not None and not after.done():
+                await asyncio.wait([after])  # the partition's previous batch goes first
+            ack = await producer.send_batch(batch.builder, topic, partition=partition)
+        except BaseException as exc:
+            deadline.cancel()
+            batch.builder.close()
+            self._finish(topic, partition, batch)
+            batch.fail(_produce_error(exc, topic))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        finally:
+            batch.queued.set_result(None)
+        ack.add_done_callback(lambda f: self._answered(topic, partition, batch, deadline, f))
+
+    def _answered(
+        self,
+        topic: str,
+        partition: int,
+        batch: _Batch,
+        deadline: asyncio.TimerHandle,
+        ack: asyncio.Future[Any],
+    ) -> None:
+        deadline.cancel()
+        self._finish(topic, partition, batch)
+        if ack.cancelled():
+            batch.fail(BrokerUnavailableError(f"produce to {topic}: cancelled"))
+        elif (exc := ack.exception()) is not None:
+            batch.fail(_produce_error(exc, topic))
+        else:
+            batch.succeed()
+
+    def _expire(self, topic: str, batch: _Batch) -> None:
+        """No acknowledgement within ``timeout_s``: the requests get 503 (the batch may
+        still land later; the id makes that a duplicate downstream, not a loss)."""
+        batch.builder.close()
+        batch.fail(
+            BrokerUnavailableError(f"no acknowledgement from the broker within {self.timeout_s:g}s")
+        )
+
+    def _finish(self, topic: str, partition: int, batch: _Batch) -> None:
+        self._unanswered.discard(batch)
+        if self._open.get((topic, partition)) is batch:
+            del self._open[(topic, partition)]
 
 
-class _Queue:
-    __slots__ = ("busy", "items", "scheduled", "tasks", "waiters")
+class _Batch:
+    """One open record batch and the requests waiting for its acknowledgement."""
 
-    def __init__(self) -> None:
-        self.items: list[KafkaMessage] = []
+    __slots__ = ("builder", "queued", "waiters")
+
+    def __init__(self, builder: Any) -> None:
+        self.builder = builder
         self.waiters: list[asyncio.Future[None]] = []
-        self.busy = 0  # flushes in flight
-        self.scheduled = False
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.queued: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
+    def append(self, msg: KafkaMessage) -> bool:
+        """False once aiokafka drained the batch (built, hence closed) or it is full."""
+        return (
+            self.builder.append(key=msg.key, value=msg.value, timestamp=None, headers=msg.headers)
+            is not None
+        )
 
-def _answer(members: list[asyncio.Future[None]], topic: str, ack: asyncio.Future[object]) -> None:
-    """A batch's acknowledgement (or failure) answers its requests."""
-    if ack.cancelled():
-        _fail(members, BrokerUnavailableError(f"produce to {topic}: cancelled"))
-        return
-    exc = ack.exception()
-    if exc is None:
-        for w in members:
+    def succeed(self) -> None:
+        for w in self.waiters:
             if not w.done():
                 w.set_result(None)
-        return
-    _fail(
-        members,
-        wrap_kafka_error(exc, f"produce to {topic}")
-        if isinstance(exc, ke.KafkaError)
-        else BrokerUnavailableError(f"produce to {topic}: {type(exc).__name__}"),
-    )
+
+    def fail(self, exc: BaseException) -> None:
+        for w in self.waiters:
+            if not w.done():
+                w.set_exception(exc)
 
 
-def _fail(waiters: list[asyncio.Future[None]], exc: BaseException) -> None:
-    for w in waiters:
-        if not w.done():
-            w.set_exception(exc)
+def _produce_error(exc: BaseException, topic: str) -> Exception:
+    if isinstance(exc, ke.KafkaError):
+        return wrap_kafka_error(exc, f"produce to {topic}")
+    return BrokerUnavailableError(f"produce to {topic}: {type(exc).__name__}")

@@ -94,3 +94,69 @@ async def test_webhook_producer_fails_an_oversize_record_alone(
     assert "max_request_size" in str(results[1])
     got = await read_records(settings.kafka.bootstrap, topic, 3)
     assert sorted(r.key for r in got) == [b"k0", b"k1", b"k2"]
+
+
+async def test_webhook_producer_appends_concurrent_records_to_the_open_batch(
+    settings: Settings, topic: str
+) -> None:
+    # Small batches force several per partition; a second wave is sent while the
+    # first is in flight.  Every record arrives once, each key's records in the
+    # order they were sent, and records share batches (far fewer than one each).
+    kafka = settings.kafka.model_copy(update={"max_batch_size": 4096})
+    producer = BatchProducer(kafka)
+    await producer.start()
+    assert producer._producer is not None
+    real_send_batch = producer._producer.send_batch
+    batches = 0
+
+    async def counting(*args: object, **kwargs: object) -> object:
+        nonlocal batches
+        batches += 1
+        return await real_send_batch(*args, **kwargs)
+
+    producer._producer.send_batch = counting
+    keys = [b"alpha", b"beta", b"gamma", b"delta"]
+
+    def msg(i: int) -> KafkaMessage:
+        return KafkaMessage(keys[i % 4], f"{i:06d}".encode() * 10, [("n", str(i).encode())])
+
+    try:
+        first = [asyncio.ensure_future(producer.send(topic, [msg(i)])) for i in range(300)]
+        await asyncio.sleep(0)
+        second = [asyncio.ensure_future(producer.send(topic, [msg(i)])) for i in range(300, 600)]
+        results = await asyncio.gather(*first, *second, return_exceptions=True)
+    finally:
+        await producer.stop()
+    assert results == [None] * 600
+    assert 4 <= batches < 100
+    got = await read_records(settings.kafka.bootstrap, topic, 600)
+    assert sorted(int(r.value[:6]) for r in got) == list(range(600))
+    for key in keys:
+        sent = [int(r.value[:6]) for r in sorted(got, key=lambda r: r.offset) if r.key == key]
+        assert sent == sorted(sent)
+        assert len({r.partition for r in got if r.key == key}) == 1
+
+
+async def test_webhook_producer_refuses_a_call_with_an_oversize_record_whole(
+    settings: Settings, topic: str
+) -> None:
+    # One request's events are stored together or not at all: the oversize one is
+    # found before anything of the call is produced.
+    kafka = settings.kafka.model_copy(update={"max_request_size": 20_000})
+    producer = BatchProducer(kafka)
+    await producer.start()
+    try:
+        with pytest.raises(RecordTooLargeError):
+            await producer.send(
+                topic,
+                [
+                    KafkaMessage(b"a", b"small", []),
+                    KafkaMessage(b"b", b"x" * 30_000, []),
+                    KafkaMessage(b"c", b"small", []),
+                ],
+            )
+        await producer.send(topic, [KafkaMessage(b"marker", b"after", [])])
+    finally:
+        await producer.stop()
+    got = await read_records(settings.kafka.bootstrap, topic, 1)
+    assert [(r.key, r.value) for r in got] == [(b"marker", b"after")]
