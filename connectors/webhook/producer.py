@@ -51,6 +51,7 @@ class BatchProducer:
         self._producer: AIOKafkaProducer | None = None
         self._open: dict[tuple[str, int], _Batch] = {}
         self._unanswered: set[_Batch] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._partitions: dict[str, tuple[float, list[int]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -72,8 +73,8 @@ class BatchProducer:
     async def stop(self) -> None:
         """Finish the batches in flight (bounded by the timeout), then close.  Idempotent."""
         waiters = [w for b in self._unanswered for w in b.waiters]
-        if waiters:
-            await asyncio.wait(waiters, timeout=self.timeout_s)
+        if waiters or self._tasks:
+            await asyncio.wait([*waiters, *self._tasks], timeout=self.timeout_s)
         self._open.clear()
         producer, self._producer = self._producer, None
         if producer is not None:
@@ -152,9 +153,11 @@ class BatchProducer:
         self._open[(topic, partition)] = batch
         self._unanswered.add(batch)
         assert self._loop is not None
-        self._loop.create_task(
+        task = self._loop.create_task(
             self._submit(producer, topic, partition, batch, previous.queued if previous else None)
         )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return batch
 
     async def _submit(
