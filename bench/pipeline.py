@@ -32,7 +32,7 @@ from eventpipe.transforms import Chain
 
 from bench.common import console, cpu_note, run_on_stack, self_peak_rss_mb, table
 from bench.publish import PAYLOAD
-from bench.workers import WorkersResult, run_workers
+from bench.workers import WorkersResult, run_raw_workers, run_workers
 from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka, to_kafka
@@ -287,6 +287,15 @@ async def run(bootstrap: str, db_url: str) -> None:
             result = await run_workers(bootstrap, db_url, spec, N_WORKERS, workers)
             worker_rounds.setdefault(workers, []).append(result)
         scaled.append((workers, max(worker_rounds[workers], key=lambda w: w.rate)))
+    # The raw passthrough scaled out the same way (processes in one consumer group,
+    # the same topic, counted the same way): processes against processes.
+    raw_scaled: dict[int, list[float]] = {}
+    for workers in (1, 2):
+        for r in range(PEER_ROUNDS):
+            dst = await make_topic(settings, f"bp-rw{workers}r{r}-{stamp}", partitions=4)
+            raw_scaled.setdefault(workers, []).append(
+                await run_raw_workers(bootstrap, w_src, dst, N_WORKERS, workers)
+            )
 
     def verdict(v: float) -> str:
         return (
@@ -320,6 +329,28 @@ async def run(bootstrap: str, db_url: str) -> None:
                 for w, r in scaled
             ),
         ],
+    )
+    table(
+        "(a) scaled out, processes against processes: the same 4-partition topic, "
+        "counted the same way",
+        ["processes", "raw passthrough (peer)", "eventpipe run (jaq steps)", "ratio"],
+        [
+            [
+                str(w),
+                f"{max(raw_scaled[w]):,.0f}",
+                f"{r.rate:,.0f}",
+                f"{r.rate / max(raw_scaled[w]):.2f}x",
+            ]
+            for w, r in scaled
+        ],
+    )
+    console.print(
+        "raw passthrough processes, best of "
+        f"{PEER_ROUNDS} rounds ("
+        + "; ".join(
+            f"{w}: " + ", ".join(f"{v:,.0f}" for v in rounds) for w, rounds in raw_scaled.items()
+        )
+        + " events/s)"
     )
     console.print(
         f"raw passthrough: best of {PEER_ROUNDS} rounds "

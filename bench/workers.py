@@ -142,3 +142,95 @@ def _stop(procs: Procs) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+# ------------------------------------------------------- the raw peer, scaled out
+# The raw passthrough as several processes in one consumer group: the peer of the
+# eventpipe workers, so the scaled-out comparison is processes against processes.
+RAW_IDLE_S = 2.0  # a raw worker stops this long after its last record
+
+
+async def raw_worker(bootstrap: str, src: str, dst: str, group: str) -> list[tuple[float, int]]:
+    """Consume ``src`` in ``group``, produce each record to ``dst``, commit per batch;
+    returns (acknowledged at, records) per batch, on the shared monotonic clock."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    c = AIOKafkaConsumer(
+        src,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await c.start()
+    await p.start()
+    acked: list[tuple[float, int]] = []
+    last = time.perf_counter() + 60  # generous until the first record
+    try:
+        while time.perf_counter() - last < RAW_IDLE_S:
+            batch = await c.getmany(timeout_ms=200, max_records=1000)
+            futs = []
+            for recs in batch.values():
+                for r in recs:
+                    futs.append(await p.send(dst, r.value, key=r.key, headers=list(r.headers)))
+            if not futs:
+                continue
+            await asyncio.gather(*futs)
+            await c.commit()
+            last = time.perf_counter()
+            acked.append((last, len(futs)))
+    finally:
+        await c.stop()
+        await p.stop()
+    return acked
+
+
+def raw_worker_main(argv: list[str]) -> None:
+    from eventpipe import runtime
+
+    bootstrap, src, dst, group = argv
+    acked = runtime.run(raw_worker(bootstrap, src, dst, group))
+    sys.stdout.write(yaml.safe_dump([list(a) for a in acked]))
+
+
+async def run_raw_workers(bootstrap: str, src: str, dst: str, n: int, workers: int) -> float:
+    """events/s of ``workers`` raw passthrough processes together, counted as the
+    eventpipe workers are: from the moment every process has acknowledged a batch
+    to the last acknowledgement."""
+    group = f"raw-w{workers}-{dst}"
+    cmd = [sys.executable, "-m", "bench.workers", "--raw", bootstrap, src, dst, group]
+
+    def run() -> list[str]:
+        procs = [
+            subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            for _ in range(workers)
+        ]
+        outs = [p.communicate(timeout=600)[0].decode() for p in procs]
+        for p in procs:
+            if p.returncode:
+                raise RuntimeError(f"a raw worker exited with {p.returncode}")
+        return outs
+
+    per_worker = [
+        [(float(t), int(k)) for t, k in yaml.safe_load(out) or []]
+        for out in await asyncio.to_thread(run)
+    ]
+    if any(not acked for acked in per_worker):
+        raise RuntimeError("a raw worker got no partitions: raise BENCH_WORKER_EVENTS")
+    start = max(acked[0][0] for acked in per_worker)
+    end = max(acked[-1][0] for acked in per_worker)
+    counted = sum(k for acked in per_worker for t, k in acked if t > start)
+    total = sum(k for acked in per_worker for _, k in acked)
+    if total < n:
+        raise RuntimeError(f"the raw workers passed {total} of {n} events")
+    if counted < n // 4:
+        raise RuntimeError(f"only {counted} of {n} events were left once every raw worker ran")
+    return counted / (end - start)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--raw"]:
+        raw_worker_main(sys.argv[2:])
