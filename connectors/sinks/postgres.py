@@ -318,15 +318,19 @@ class PostgresSink(PipelineSink):
         one_by_one: bool,
     ) -> dict[int, BaseException]:
         failed: dict[int, BaseException] = {}
+        spans = _offset_spans(items)
         async with conn.transaction():
-            marks = await self._lock_marks(conn, items)
-            todo = [
-                it
-                for it in items
-                if it.topic is None
-                or it.offset is None
-                or it.offset > marks.get((it.topic, it.partition or 0), -1)
-            ]
+            marks = await self._lock_marks(conn, sorted(spans))
+            if all(low > marks.get(tp, -1) for tp, (low, _) in spans.items()):
+                todo = list(items)  # the usual case: nothing of the batch is marked yet
+            else:
+                todo = [
+                    it
+                    for it in items
+                    if it.topic is None
+                    or it.offset is None
+                    or it.offset > marks.get((it.topic, it.partition or 0), -1)
+                ]
             self._check_items(todo, failed)
             rows: list[list[Any]] = []
             owners: list[int] = []
@@ -357,7 +361,10 @@ class PostgresSink(PipelineSink):
             await self._also_write(conn, todo, failed)
             if failed and before_commit is not None:
                 await before_commit(failed)
-            await self._advance_marks(conn, todo)
+            # Every record of the batch is handled now (written, skipped as marked
+            # before, or dead-lettered): each partition's mark moves to its highest
+            # offset (never back: the update only raises marks).
+            await self._advance_marks(conn, {tp: high for tp, (_, high) in spans.items()})
         return failed
 
     def _check_items(self, items: Sequence[DeliveryItem], failed: dict[int, BaseException]) -> None:
@@ -442,9 +449,8 @@ class PostgresSink(PipelineSink):
             raise SinkUnavailableError(f"sink {self.label}: database unavailable: {exc}") from exc
 
     async def _lock_marks(
-        self, conn: psycopg.AsyncConnection[Any], items: Sequence[DeliveryItem]
+        self, conn: psycopg.AsyncConnection[Any], tps: list[tuple[str, int]]
     ) -> dict[tuple[str, int], int]:
-        tps = sorted({(it.topic, it.partition or 0) for it in items if it.topic is not None})
         if not tps:
             return {}
         sink = self._mark_sink()
@@ -465,15 +471,8 @@ class PostgresSink(PipelineSink):
             return {(t, p): o for t, p, o in await cur.fetchall()}
 
     async def _advance_marks(
-        self, conn: psycopg.AsyncConnection[Any], items: Sequence[DeliveryItem]
+        self, conn: psycopg.AsyncConnection[Any], top: dict[tuple[str, int], int]
     ) -> None:
-        top: dict[tuple[str, int], int] = {}
-        for it in items:
-            if it.topic is None or it.offset is None:
-                continue
-            k = (it.topic, it.partition or 0)
-            if it.offset > top.get(k, -1):
-                top[k] = it.offset
         if not top:
             return
         await conn.execute(
@@ -482,6 +481,24 @@ class PostgresSink(PipelineSink):
             'where s.sink = %s and s.topic = u.t and s.partition = u.p and s."offset" < u.o',
             ([t for t, _ in top], [p for _, p in top], list(top.values()), self._mark_sink()),
         )
+
+
+def _offset_spans(items: Sequence[DeliveryItem]) -> dict[tuple[str, int], tuple[int, int]]:
+    """(lowest, highest) offset of the batch per (topic, partition), in one pass."""
+    spans: dict[tuple[str, int], tuple[int, int]] = {}
+    for it in items:
+        topic, offset = it.topic, it.offset
+        if topic is None or offset is None:
+            continue
+        k = (topic, it.partition or 0)
+        span = spans.get(k)
+        if span is None:
+            spans[k] = (offset, offset)
+        elif offset > span[1]:
+            spans[k] = (span[0], offset)
+        elif offset < span[0]:
+            spans[k] = (offset, span[1])
+    return spans
 
 
 __all__ = ["PostgresSink", "PostgresSinkConfig", "RowMappingError", "RowRejectedError"]
