@@ -331,9 +331,11 @@ class PipelineRuntime:
     async def _report_lag(self) -> None:
         """Consumer lag per source partition, every LAG_REPORT_S; a partition that has
         lag but did not move since the last report is logged as stalled, with what the
-        reader knows about it."""
+        reader knows about it.  A partition paused by a sink (its circuit is open; the
+        sink logs its own retries) is reported once per stall, not every time."""
         label = metrics.PIPELINE_CONSUMER_LAG
         last: dict[Any, int] = {}
+        told: set[Any] = set()  # paused partitions whose stall was reported
         while True:
             await asyncio.sleep(LAG_REPORT_S)
             app = self.app
@@ -352,7 +354,14 @@ class PipelineRuntime:
                         pipeline=self.name, topic=tp.topic, partition=str(tp.partition)
                     ).set(lag)
                     reader = self.reader
-                    if lag and last.get(tp) == pos and reader is not None:
+                    stalled = bool(lag) and last.get(tp) == pos and reader is not None
+                    paused = reader is not None and tp in reader.paused
+                    quiet = stalled and paused and tp in told
+                    if paused and stalled:
+                        told.add(tp)
+                    else:
+                        told.discard(tp)
+                    if stalled and not quiet and reader is not None:
                         log.warning(
                             "pipeline %s: %s[%d] has lag %d and has not moved from offset "
                             "%d for %gs (source ready: %s; assignment established: %s; "
