@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 import warnings
 from collections.abc import Sequence
@@ -36,7 +35,7 @@ from aiokafka import errors as ke
 
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.errors import BrokerUnavailableError
-from eventpipe.kafka.batches import key_hash, record_size, too_large
+from eventpipe.kafka.batches import group_by_partition, too_large
 from eventpipe.kafka.client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
 from eventpipe.settings import KafkaSettings
 
@@ -91,22 +90,21 @@ class BatchProducer:
         producer = self._producer
         if producer is None:
             raise BrokerUnavailableError("the webhook producer is not running")
-        if any(record_size(m) > self._max_request for m in messages):
-            raise too_large(topic)
-        ordered = self._cached_partitions(topic) or await self._fetch_partitions(topic)
+        partitions = self._cached_partitions(topic) or await self._fetch_partitions(topic)
+        groups, oversize = group_by_partition(partitions, messages, self._max_request)
+        if oversize:
+            raise too_large(topic)  # before anything of the call is produced
         loop = self._loop or asyncio.get_running_loop()
-        n = len(ordered)
-        sticky = random.choice(ordered)
         futures = []
-        for msg in messages:
-            key = msg.key
-            p = sticky if key is None else ordered[key_hash(key) % n]
+        for p, idx in groups.items():
             batch = self._open.get((topic, p))
-            if batch is None or not batch.append(msg):
-                batch = self._open_batch(producer, topic, p, msg)
-            fut: asyncio.Future[None] = loop.create_future()
-            batch.waiters.append(fut)
-            futures.append(fut)
+            for i in idx:
+                msg = messages[i]
+                if batch is None or not batch.append(msg):
+                    batch = self._open_batch(producer, topic, p, msg)
+                fut: asyncio.Future[None] = loop.create_future()
+                batch.waiters.append(fut)
+                futures.append(fut)
         if len(futures) == 1:
             await futures[0]
             return
@@ -133,11 +131,11 @@ class BatchProducer:
             ) from None
         except ke.KafkaError as exc:
             raise wrap_kafka_error(exc, f"produce to {topic}") from exc
-        ordered = sorted(found)
-        if not ordered:
+        partitions = sorted(found)
+        if not partitions:
             raise BrokerUnavailableError(f"produce to {topic}: the topic has no partitions")
-        self._partitions[topic] = (time.monotonic(), ordered)
-        return ordered
+        self._partitions[topic] = (time.monotonic(), partitions)
+        return partitions
 
     # --------------------------------------------------------------- batches
     def _open_batch(
@@ -148,7 +146,7 @@ class BatchProducer:
         previous = self._open.get((topic, partition))
         batch = _Batch(producer.create_batch())
         if not batch.append(first):
-            # record_size() said it fits a request; the builder takes any first record
+            # group_by_partition() found it fits a request; a builder takes any first record
             raise RecordTooLargeError(f"produce to {topic}: a record fits no record batch")
         self._open[(topic, partition)] = batch
         self._unanswered.add(batch)

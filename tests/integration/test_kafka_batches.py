@@ -6,6 +6,9 @@ in a batch of its own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -16,6 +19,17 @@ from eventpipe.kafka.batches import send_batches
 from eventpipe.kafka.client import RecordTooLargeError
 from eventpipe.settings import Settings
 from tests.helpers import read_records
+
+
+@contextlib.asynccontextmanager
+async def webhook_producer(settings: Settings, **kafka: Any) -> AsyncIterator[BatchProducer]:
+    """A started webhook producer with these ``kafka`` settings changed."""
+    producer = BatchProducer(settings.kafka.model_copy(update=kafka))
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
 
 
 def rows(
@@ -77,18 +91,13 @@ async def test_webhook_producer_fails_an_oversize_record_alone(
 ) -> None:
     # Records of concurrent requests share one flush: the one over
     # kafka.max_request_size fails with RecordTooLargeError, the others are stored.
-    kafka = settings.kafka.model_copy(update={"max_request_size": 20_000})
-    producer = BatchProducer(kafka)
-    await producer.start()
-    try:
-        small = [KafkaMessage(f"k{i}".encode(), b"v" * 100, [("n", b"1")]) for i in range(3)]
-        big = KafkaMessage(b"big", b"x" * 30_000, [])
+    small = [KafkaMessage(f"k{i}".encode(), b"v" * 100, [("n", b"1")]) for i in range(3)]
+    big = KafkaMessage(b"big", b"x" * 30_000, [])
+    async with webhook_producer(settings, max_request_size=20_000) as producer:
         results = await asyncio.gather(
             *(producer.send(topic, [m]) for m in [small[0], big, small[1], small[2]]),
             return_exceptions=True,
         )
-    finally:
-        await producer.stop()
     assert [r is None for r in results] == [True, False, True, True]
     assert isinstance(results[1], RecordTooLargeError)
     assert "max_request_size" in str(results[1])
@@ -102,31 +111,26 @@ async def test_webhook_producer_appends_concurrent_records_to_the_open_batch(
     # Small batches force several per partition; a second wave is sent while the
     # first is in flight.  Every record arrives once, each key's records in the
     # order they were sent, and records share batches (far fewer than one each).
-    kafka = settings.kafka.model_copy(update={"max_batch_size": 4096})
-    producer = BatchProducer(kafka)
-    await producer.start()
-    assert producer._producer is not None
-    real_send_batch = producer._producer.send_batch
-    batches = 0
-
-    async def counting(*args: object, **kwargs: object) -> object:
-        nonlocal batches
-        batches += 1
-        return await real_send_batch(*args, **kwargs)
-
-    producer._producer.send_batch = counting
     keys = [b"alpha", b"beta", b"gamma", b"delta"]
 
     def msg(i: int) -> KafkaMessage:
         return KafkaMessage(keys[i % 4], f"{i:06d}".encode() * 10, [("n", str(i).encode())])
 
-    try:
+    batches = 0
+    async with webhook_producer(settings, max_batch_size=4096) as producer:
+        assert producer._producer is not None
+        real_send_batch = producer._producer.send_batch
+
+        async def counting(*args: object, **kwargs: object) -> object:
+            nonlocal batches
+            batches += 1
+            return await real_send_batch(*args, **kwargs)
+
+        producer._producer.send_batch = counting
         first = [asyncio.ensure_future(producer.send(topic, [msg(i)])) for i in range(300)]
         await asyncio.sleep(0)
         second = [asyncio.ensure_future(producer.send(topic, [msg(i)])) for i in range(300, 600)]
         results = await asyncio.gather(*first, *second, return_exceptions=True)
-    finally:
-        await producer.stop()
     assert results == [None] * 600
     assert 4 <= batches < 100
     got = await read_records(settings.kafka.bootstrap, topic, 600)
@@ -142,10 +146,7 @@ async def test_webhook_producer_refuses_a_call_with_an_oversize_record_whole(
 ) -> None:
     # One request's events are stored together or not at all: the oversize one is
     # found before anything of the call is produced.
-    kafka = settings.kafka.model_copy(update={"max_request_size": 20_000})
-    producer = BatchProducer(kafka)
-    await producer.start()
-    try:
+    async with webhook_producer(settings, max_request_size=20_000) as producer:
         with pytest.raises(RecordTooLargeError):
             await producer.send(
                 topic,
@@ -156,7 +157,5 @@ async def test_webhook_producer_refuses_a_call_with_an_oversize_record_whole(
                 ],
             )
         await producer.send(topic, [KafkaMessage(b"marker", b"after", [])])
-    finally:
-        await producer.stop()
     got = await read_records(settings.kafka.bootstrap, topic, 1)
     assert [(r.key, r.value) for r in got] == [(b"marker", b"after")]
