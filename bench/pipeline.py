@@ -32,7 +32,7 @@ from eventpipe.transforms import Chain
 
 from bench.common import console, cpu_note, run_on_stack, self_peak_rss_mb, table
 from bench.publish import PAYLOAD
-from bench.workers import WorkersResult, run_raw_workers, run_workers
+from bench.workers import WorkersResult, pass_batch, run_raw_workers, run_workers
 from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka, to_kafka
@@ -104,16 +104,10 @@ async def raw_passthrough(bootstrap: str, src: str, dst: str, n: int, group: str
     try:
         done, t0 = 0, None
         while done < n:
-            batch = await c.getmany(timeout_ms=500, max_records=1000)
-            if t0 is None and batch:
-                t0 = time.perf_counter()
-            futs = []
-            for recs in batch.values():
-                for r in recs:
-                    futs.append(await p.send(dst, r.value, key=r.key, headers=list(r.headers)))
-            await asyncio.gather(*futs)
-            await c.commit()
-            done += len(futs)
+            passed, fetched = await pass_batch(c, p, dst)
+            if t0 is None and passed:
+                t0 = fetched
+            done += passed
         assert t0 is not None
         return n / (time.perf_counter() - t0)
     finally:

@@ -150,6 +150,22 @@ def _stop(procs: Procs) -> None:
 RAW_IDLE_S = 2.0  # a raw worker stops this long after its last record
 
 
+async def pass_batch(consumer: Any, producer: Any, dst: str) -> tuple[int, float]:
+    """One step of the raw passthrough: a fetch, each record produced to ``dst`` as it
+    came, all acknowledged, the offsets committed.  Returns the records passed and
+    when the fetch returned."""
+    batch = await consumer.getmany(timeout_ms=200, max_records=1000)
+    fetched = time.perf_counter()
+    futs = []
+    for recs in batch.values():
+        for r in recs:
+            futs.append(await producer.send(dst, r.value, key=r.key, headers=list(r.headers)))
+    if futs:
+        await asyncio.gather(*futs)
+        await consumer.commit()
+    return len(futs), fetched
+
+
 async def raw_worker(bootstrap: str, src: str, dst: str, group: str) -> list[tuple[float, int]]:
     """Consume ``src`` in ``group``, produce each record to ``dst``, commit per batch;
     returns (acknowledged at, records) per batch, on the shared monotonic clock."""
@@ -171,17 +187,10 @@ async def raw_worker(bootstrap: str, src: str, dst: str, group: str) -> list[tup
     last = time.perf_counter() + 60  # generous until the first record
     try:
         while time.perf_counter() - last < RAW_IDLE_S:
-            batch = await c.getmany(timeout_ms=200, max_records=1000)
-            futs = []
-            for recs in batch.values():
-                for r in recs:
-                    futs.append(await p.send(dst, r.value, key=r.key, headers=list(r.headers)))
-            if not futs:
-                continue
-            await asyncio.gather(*futs)
-            await c.commit()
-            last = time.perf_counter()
-            acked.append((last, len(futs)))
+            passed, _ = await pass_batch(c, p, dst)
+            if passed:
+                last = time.perf_counter()
+                acked.append((last, passed))
     finally:
         await c.stop()
         await p.stop()
