@@ -49,9 +49,14 @@ class KafkaSettings(Section):
         False, description="POST to an unknown topic creates it instead of answering 404"
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle; default: the system's")
+    ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
 
 
 class DatabaseSettings(Section):
@@ -201,7 +206,7 @@ def load_settings(
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(problems_from(exc), source) from None
-    problems = []
+    problems = kafka_security_problems(settings.kafka)
     if settings.database.pool_min > settings.database.pool_max:
         problems.append(("database.pool_min", "must not exceed database.pool_max"))
     seen: set[str] = set()
@@ -218,6 +223,26 @@ def load_settings(
     if problems:
         raise ConfigError(problems, source)
     return settings
+
+
+def kafka_security_problems(k: KafkaSettings) -> list[tuple[str, str]]:
+    """SASL needs a mechanism and credentials; TLS files must exist."""
+    problems: list[tuple[str, str]] = []
+    if k.security_protocol.startswith("SASL_"):
+        for field in ("sasl_mechanism", "sasl_username", "sasl_password"):
+            if getattr(k, field) is None:
+                problems.append(
+                    (f"kafka.{field}", f"required with security_protocol {k.security_protocol}")
+                )
+    for field in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(k, field)
+        if path is not None and not k.security_protocol.endswith("SSL"):
+            problems.append((f"kafka.{field}", "used only with security_protocol SSL or SASL_SSL"))
+        elif path is not None and not Path(path).is_file():
+            problems.append((f"kafka.{field}", f"{path} is not a readable file"))
+    if k.ssl_keyfile is not None and k.ssl_certfile is None:
+        problems.append(("kafka.ssl_certfile", "required with kafka.ssl_keyfile"))
+    return problems
 
 
 # Feature packages add checks of the sections they own (e.g. pipelines); each
