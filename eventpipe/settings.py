@@ -178,6 +178,22 @@ def load_settings(
 ) -> Settings:
     """Load YAML (optional), apply env overrides, then explicit ``overrides``
     (e.g. CLI flags).  Raises :class:`ConfigError` with every problem."""
+    settings, problems = read_settings(path, environ=environ, overrides=overrides)
+    if problems:
+        raise ConfigError(problems, str(path) if path else None)
+    return settings
+
+
+def read_settings(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[Settings, list[tuple[str, str]]]:
+    """As :func:`load_settings`, but the problems of the feature sections (sources,
+    pipelines, ...) are returned with the settings instead of raised, so that
+    ``eventpipe check`` can go on to check the rest against the live systems.
+    Raises :class:`ConfigError` when the file or the core sections are invalid."""
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     source = str(path) if path else None
@@ -220,9 +236,7 @@ def load_settings(
     load_builtin_plugins()  # feature modules register their SECTION_VALIDATORS on import
     for validator in SECTION_VALIDATORS:
         problems.extend(validator(settings))
-    if problems:
-        raise ConfigError(problems, source)
-    return settings
+    return settings, problems
 
 
 def kafka_security_problems(k: KafkaSettings) -> list[tuple[str, str]]:

@@ -15,7 +15,8 @@ from typing import Literal
 from aiohttp import web
 
 from eventpipe.embedded.process import PortInUseError
-from eventpipe.errors import RetriableError
+from eventpipe.errors import ConfigError, RetriableError
+from eventpipe.preflight import Reach, run_checks
 from eventpipe.service.app import build_app
 from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings
@@ -82,6 +83,7 @@ class Service:
         self.ctx = await ServiceContext.open(self.settings)
         try:
             roles = roles_to_run(self.role)
+            await self._preflight(roles)
             for r in roles:
                 for factory in COMPONENT_FACTORIES.get(r, []):
                     self.components.extend(factory(self.ctx))
@@ -98,6 +100,17 @@ class Service:
         except BaseException:
             await self.stop()
             raise
+
+    async def _preflight(self, roles: list[str]) -> None:
+        """Every problem that would only show as dead letters (a missing table,
+        topic or schema subject), reported at once before any component starts."""
+        assert self.ctx is not None
+        reach = Reach(self.settings, self.ctx.admin, self.ctx.pool)
+        problems = await run_checks(reach, roles)
+        for note in reach.skipped:
+            log.warning("start-time check %s", note)
+        if problems:
+            raise ConfigError(problems)
 
     async def _start_http(self, *, ops_only: bool = False) -> None:
         assert self.ctx is not None
