@@ -4,6 +4,7 @@ settings (TLS, SASL) from one function: ``eventpipe.kafka.client.client_kwargs``
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,14 @@ from eventpipe.kafka.client import client_kwargs
 from eventpipe.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = [
-    "eventpipe",
-    "connectors",
-    "transforms",
-    "pipelines",
-    "schema_registry",
-    "dlq",
-    "backfill",
-]
+# The folders shipped as eventpipe's packages (pyproject's package-dir).
+SHIPPED = sorted(
+    set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+            "package-dir"
+        ].values()
+    )
+)
 SECURITY_KEYS = (
     "security_protocol",
     "ssl_context",
