@@ -66,7 +66,9 @@ from eventpipe.errors import (
     PermanentError,
     is_retriable,
 )
+from eventpipe.kafka.admin import prepare_source_topics
 from eventpipe.kafka.client import client_kwargs, wrap_kafka_error
+from eventpipe.preflight import Problem, Reach, register_check, source_entries, topic_problems
 from eventpipe.publisher import PublishBatchError
 from eventpipe.service.context import ServiceContext
 from eventpipe.service.runner import COMPONENT_FACTORIES, Component
@@ -242,23 +244,13 @@ class KafkaTopicSource(Source):
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _check_topics(self) -> None:
-        admin = self.ctx.admin
-        wanted = [self.cfg.topic, self.dlq_topic]
-        if self.ctx.settings.kafka.auto_create_topics:
-            await admin.ensure_topics(wanted)
-            return
-        missing = [t for t in wanted if not await admin.exists(t)]
-        if missing:
-            raise ConfigError(
-                [
-                    (
-                        f"sources.{self.name}.topic",
-                        f"topic {t!r} does not exist; list it under "
-                        "`topics:` or set kafka.auto_create_topics",
-                    )
-                    for t in missing
-                ]
-            )
+        await prepare_source_topics(
+            self.ctx.admin,
+            self.ctx.settings.kafka,
+            topic=self.cfg.topic,
+            dlq_topic=self.dlq_topic,
+            where=f"sources.{self.name}",
+        )
 
     async def stop(self) -> None:
         """Stop reading; a batch not yet acknowledged is not committed (re-read later)."""
@@ -505,4 +497,14 @@ def components(ctx: ServiceContext) -> list[Component]:
     return out
 
 
+async def check_kafka_sources(reach: Reach) -> list[Problem]:
+    """Start-time check: each source's topic exists (or will be created)."""
+    wanted = [
+        (f"sources[{i}].topic", cfg.topic)
+        for i, cfg in source_entries(reach.settings, "kafka", KafkaSourceConfig)
+    ]
+    return await topic_problems(reach, wanted)
+
+
 COMPONENT_FACTORIES["ingest"].append(components)
+register_check("ingest", check_kafka_sources)

@@ -25,6 +25,7 @@ from eventpipe.registry import Registry
 
 if TYPE_CHECKING:
     from eventpipe.envelope import CloudEvent
+    from eventpipe.preflight import Reach
 
 
 class PluginConfig(BaseModel):
@@ -70,6 +71,19 @@ class BatchError(Exception):
 
 class Sink(_Named, ABC):
     _open = False
+
+    @classmethod
+    def pipeline_problems(cls, config: Any, *, routed: bool) -> list[tuple[str, str]]:
+        """Load-time problems of this sink in a pipeline, as ``(field, message)``;
+        ``routed``: a ``route`` step comes before the sinks."""
+        return []
+
+    @classmethod
+    async def preflight(cls, config: Any, reach: Reach) -> list[tuple[str, str]]:
+        """Start-time problems that would fail every record (a missing table), found
+        against the live systems before anything starts, as ``(field, message)``.
+        What ``reach`` does not hold is not checked (eventpipe.preflight)."""
+        return []
 
     async def start(self) -> None:
         self._open = True

@@ -49,9 +49,14 @@ class KafkaSettings(Section):
         False, description="POST to an unknown topic creates it instead of answering 404"
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle; default: the system's")
+    ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
 
 
 class DatabaseSettings(Section):
@@ -173,6 +178,22 @@ def load_settings(
 ) -> Settings:
     """Load YAML (optional), apply env overrides, then explicit ``overrides``
     (e.g. CLI flags).  Raises :class:`ConfigError` with every problem."""
+    settings, problems = read_settings(path, environ=environ, overrides=overrides)
+    if problems:
+        raise ConfigError(problems, str(path) if path else None)
+    return settings
+
+
+def read_settings(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[Settings, list[tuple[str, str]]]:
+    """As :func:`load_settings`, but the problems of the feature sections (sources,
+    pipelines, ...) are returned with the settings instead of raised, so that
+    ``eventpipe check`` can go on to check the rest against the live systems.
+    Raises :class:`ConfigError` when the file or the core sections are invalid."""
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     source = str(path) if path else None
@@ -201,7 +222,7 @@ def load_settings(
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(problems_from(exc), source) from None
-    problems = []
+    problems = kafka_security_problems(settings.kafka)
     if settings.database.pool_min > settings.database.pool_max:
         problems.append(("database.pool_min", "must not exceed database.pool_max"))
     seen: set[str] = set()
@@ -215,9 +236,27 @@ def load_settings(
     load_builtin_plugins()  # feature modules register their SECTION_VALIDATORS on import
     for validator in SECTION_VALIDATORS:
         problems.extend(validator(settings))
-    if problems:
-        raise ConfigError(problems, source)
-    return settings
+    return settings, problems
+
+
+def kafka_security_problems(k: KafkaSettings) -> list[tuple[str, str]]:
+    """SASL needs a mechanism and credentials; TLS files must exist."""
+    problems: list[tuple[str, str]] = []
+    if k.security_protocol.startswith("SASL_"):
+        for field in ("sasl_mechanism", "sasl_username", "sasl_password"):
+            if getattr(k, field) is None:
+                problems.append(
+                    (f"kafka.{field}", f"required with security_protocol {k.security_protocol}")
+                )
+    for field in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        path = getattr(k, field)
+        if path is not None and not k.security_protocol.endswith("SSL"):
+            problems.append((f"kafka.{field}", "used only with security_protocol SSL or SASL_SSL"))
+        elif path is not None and not Path(path).is_file():
+            problems.append((f"kafka.{field}", f"{path} is not a readable file"))
+    if k.ssl_keyfile is not None and k.ssl_certfile is None:
+        problems.append(("kafka.ssl_certfile", "required with kafka.ssl_keyfile"))
+    return problems
 
 
 # Feature packages add checks of the sections they own (e.g. pipelines); each

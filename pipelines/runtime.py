@@ -46,6 +46,7 @@ from faust.types import TP
 
 from eventpipe import metrics
 from eventpipe.errors import ConfigError
+from eventpipe.kafka.client import faust_app_kwargs
 from eventpipe.settings import TopicSpec
 
 from .aggregate import AggregateConfig, Aggregator
@@ -142,7 +143,7 @@ class PipelineRuntime:
         datadir = self._data_dir or self._own_dir
         return faust.App(
             s.group,
-            broker=[f"kafka://{h.strip()}" for h in kafka.bootstrap.split(",")],
+            **faust_app_kwargs(kafka, client_id=f"{kafka.client_id}-{s.name}"),
             store="memory://",
             web_enabled=False,
             datadir=str(datadir),
@@ -151,7 +152,6 @@ class PipelineRuntime:
             topic_partitions=self.partitions,
             topic_replication_factor=kafka.replication_factor,
             topic_disable_leader=True,
-            broker_client_id=f"{kafka.client_id}-{s.name}",
             broker_session_timeout=s.source.session_timeout,
             broker_heartbeat_interval=min(1.0, s.source.session_timeout / 3),
             broker_rebalance_timeout=s.source.session_timeout,

@@ -253,6 +253,25 @@ def build_sinks(raw: list[Any], *, path: str) -> tuple[list[SinkEntry], list[tup
     return out, problems
 
 
+def sink_problems(entries: list[SinkEntry], steps: Any) -> list[tuple[str, str]]:
+    """Each sink's load-time problems within its pipeline (a topic sink needs a
+    topic or a ``route`` step before it)."""
+    from eventpipe.connectors.sinks.api import PipelineSink
+
+    from eventpipe.base import sinks as registry
+
+    routed = isinstance(steps, list) and any(
+        isinstance(item, Mapping) and "route" in item for item in steps
+    )
+    problems: list[tuple[str, str]] = []
+    for e in entries:
+        cls = registry.get(e.kind)
+        if issubclass(cls, PipelineSink):
+            found = cls.pipeline_problems(e.config, routed=routed)
+            problems.extend((f"{e.path}.{p}", m) for p, m in found)
+    return problems
+
+
 def _permissive_resolver(subject: str, version: Any) -> tuple[str, str]:
     """At config load subjects are only checked for form; they resolve at start."""
     return "JSON", "true"
@@ -274,7 +293,8 @@ def check_pipeline(raw: Any, where: str) -> tuple[PipelineSpec | None, list[tupl
                 )[1]
             )
         if isinstance(raw.get("sinks"), list):
-            problems.extend(build_sinks(raw["sinks"], path=f"{where}.sinks")[1])
+            entries, found = build_sinks(raw["sinks"], path=f"{where}.sinks")
+            problems.extend(found + sink_problems(entries, raw.get("steps")))
         return None, problems
     problems = []
     problems.extend(
@@ -286,7 +306,8 @@ def check_pipeline(raw: Any, where: str) -> tuple[PipelineSpec | None, list[tupl
                 getattr(spec, field), path=f"{where}.{field}", resolve_schema=_permissive_resolver
             )[1]
         )
-    problems.extend(build_sinks(spec.sinks, path=f"{where}.sinks")[1])
+    entries, found = build_sinks(spec.sinks, path=f"{where}.sinks")
+    problems.extend(found + sink_problems(entries, spec.steps))
     if spec.dlq_topic in spec.source.topics:
         problems.append(
             (f"{where}.dead_letter.topic", "must differ from the source topics (it would loop)")

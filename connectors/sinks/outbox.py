@@ -22,7 +22,7 @@ exactly-once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import psycopg
 from eventpipe.connectors.outbox.api import publish_many, row_values
@@ -41,7 +41,10 @@ from eventpipe.envelope import CloudEvent
 from eventpipe.errors import PermanentError
 
 from .api import DeliveryItem
-from .postgres import PostgresSink, PostgresSinkConfig
+from .postgres import PostgresSink, PostgresSinkConfig, rows_preflight
+
+if TYPE_CHECKING:
+    from eventpipe.preflight import Reach
 
 
 class OutboxSinkConfig(PluginConfig):
@@ -87,6 +90,12 @@ class OutboxSink(PostgresSink):
             + "]"
         )
         self._agg = compile_program(program, config.engine)
+
+    @classmethod
+    async def preflight(cls, config: Any, reach: Reach) -> list[tuple[str, str]]:
+        if config.rows is None:
+            return []
+        return [(f"rows.{p}", m) for p, m in await rows_preflight(config.rows, reach)]
 
     def _check_items(self, items: Sequence[DeliveryItem], failed: dict[int, BaseException]) -> None:
         # Every outbox row of a record is made (and checked) before any row of the

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import psycopg
 import psycopg.errors as pe
@@ -53,6 +53,9 @@ from eventpipe.base import PluginConfig, sinks
 from eventpipe.errors import PermanentError, SinkWriteError, is_retriable
 
 from .api import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
+
+if TYPE_CHECKING:
+    from eventpipe.preflight import Reach
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _PATH = re.compile(r"^\s*((?:\.[A-Za-z_][A-Za-z0-9_]*)+)\s*$")
@@ -227,6 +230,10 @@ class PostgresSink(PipelineSink):
                 )
 
     # ------------------------------------------------------------ lifecycle
+    @classmethod
+    async def preflight(cls, config: Any, reach: Reach) -> list[tuple[str, str]]:
+        return await rows_preflight(config, reach)
+
     async def start(self) -> None:
         if self._url is not None:
             self._pool = AsyncConnectionPool(
@@ -481,6 +488,96 @@ class PostgresSink(PipelineSink):
             'where s.sink = %s and s.topic = u.t and s.partition = u.p and s."offset" < u.o',
             ([t for t, _ in top], [p for _, p in top], list(top.values()), self._mark_sink()),
         )
+
+
+_PRIVILEGES = {"insert": ["INSERT"], "upsert": ["INSERT", "UPDATE"], "delete": ["SELECT", "DELETE"]}
+
+
+async def table_problems(
+    conn: psycopg.AsyncConnection[Any], cfg: PostgresSinkConfig
+) -> list[tuple[str, str]]:
+    """What would fail every row the sink writes, as ``(field, message)``: a table
+    or mapped column that does not exist, an upsert key without a unique index
+    (``ON CONFLICT`` needs one), a privilege the sink's statements need."""
+    name = cfg.table
+    async with conn.cursor() as cur:
+        ident = sql.Identifier(*name.split(".")).as_string(conn)
+        await cur.execute("select to_regclass(%s)::oid", (ident,))
+        row = await cur.fetchone()
+        if row is None or row[0] is None:
+            return [("table", f"table {name} does not exist; create it (the sink does not)")]
+        oid = row[0]
+        await cur.execute(
+            "select attname::text from pg_attribute "
+            "where attrelid = %s and attnum > 0 and not attisdropped",
+            (oid,),
+        )
+        existing = {r[0] for r in await cur.fetchall()}
+        problems = [
+            (f"columns.{col}", f"column {col!r} does not exist in table {name}")
+            for col in cfg.columns
+            if col not in existing
+        ]
+        if cfg.mode == "upsert" and set(cfg.key) <= existing:
+            await cur.execute(
+                "select exists (select 1 from pg_index i where i.indrelid = %s "
+                "and i.indisunique and i.indimmediate and i.indpred is null "
+                "and i.indexprs is null and (select array_agg(a.attname::text order by "
+                "a.attname) from pg_attribute a where a.attrelid = i.indrelid "
+                "and a.attnum = any(i.indkey)) = %s::text[])",
+                (oid, sorted(cfg.key)),
+            )
+            found = await cur.fetchone()
+            if not (found and found[0]):
+                keys = ", ".join(cfg.key)
+                problems.append(
+                    (
+                        "key",
+                        f"table {name} has no primary key or unique index on ({keys}), "
+                        f"which an upsert needs: create unique index on {name} ({keys})",
+                    )
+                )
+        for privilege in _PRIVILEGES[cfg.mode]:
+            await cur.execute("select has_table_privilege(%s, %s)", (oid, privilege))
+            granted = await cur.fetchone()
+            if not (granted and granted[0]):
+                problems.append(
+                    ("table", f"the database user lacks the {privilege} privilege on {name}")
+                )
+    return problems
+
+
+async def rows_preflight(cfg: PostgresSinkConfig, reach: Reach) -> list[tuple[str, str]]:
+    """:func:`table_problems` in the sink's database: its own ``url``, or the
+    service's (through ``reach``)."""
+    try:
+        if cfg.url is None:
+            if reach.pool is None:
+                return []  # the service's database is not being checked
+            async with reach.pool.connection() as conn:
+                return await table_problems(conn, cfg)
+        if reach.offline:
+            reach.skip(f"database checks of sinks with their own url ({cfg.table})", "offline")
+            return []
+        async with await psycopg.AsyncConnection.connect(
+            cfg.url.get_secret_value(), connect_timeout=max(1, int(reach.timeout_s))
+        ) as conn:
+            problems = await table_problems(conn, cfg)
+            marks = await conn.execute("select to_regclass('eventpipe.sink_offsets')")
+            found = await marks.fetchone()
+            if not (found and found[0]):
+                problems.append(
+                    (
+                        "url",
+                        "this database has no eventpipe.sink_offsets (the sink keeps its "
+                        "marks there): run `eventpipe migrate` with EVENTPIPE_DATABASE_URL "
+                        "set to it",
+                    )
+                )
+            return problems
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        reach.skip(f"database checks of the sink into {cfg.table}", f"not reachable ({exc})")
+        return []
 
 
 def _offset_spans(items: Sequence[DeliveryItem]) -> dict[tuple[str, int], tuple[int, int]]:

@@ -18,7 +18,7 @@ loses; the deterministic ids let consumers dedup (ARCHITECTURE.md section 5).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from eventpipe.transforms.steps import ROUTE_EXTENSION, check_topic
 from pydantic import Field, field_validator
@@ -80,6 +80,19 @@ class TopicSink(PipelineSink):
 
     def topics(self) -> list[str]:
         return [self.cfg.topic] if self.cfg.topic else []
+
+    @classmethod
+    def pipeline_problems(cls, config: Any, *, routed: bool) -> list[tuple[str, str]]:
+        if config.topic is not None or routed:
+            return []
+        return [
+            (
+                "topic",
+                "required unless a `route` step comes before the sinks: without it every "
+                "event is dead-lettered for want of a topic (`name:` names the sink, "
+                "not the topic: write `topic: {topic: NAME}`)",
+            )
+        ]
 
     async def _ensure(self, names: set[str]) -> None:
         missing = names - self._known

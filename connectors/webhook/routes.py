@@ -7,7 +7,9 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from eventpipe.schema_registry.lookup import subject_problems
 
+from eventpipe.preflight import Problem, Reach, source_entries, topic_problems
 from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings
 
@@ -84,6 +86,24 @@ def check_names(settings: Settings) -> list[tuple[str, str]]:
                     f"sources[{i}].name",
                     "a webhook name is part of its URL: use letters, digits, "
                     "'.', '_' and '-' (at most 100)",
+                )
+            )
+    return problems
+
+
+async def check_webhooks(reach: Reach) -> list[Problem]:
+    """Start-time checks: each webhook's topic exists (or will be created) and the
+    subject it validates bodies against is registered."""
+    problems: list[Problem] = []
+    for i, cfg in source_entries(reach.settings, "webhook", WebhookConfig):
+        problems.extend(await topic_problems(reach, [(f"sources[{i}].topic", cfg.topic)]))
+        v = cfg.validate_
+        if v is not None and v.subject is not None:
+            problems.extend(
+                await subject_problems(
+                    reach,
+                    [(f"sources[{i}].validate.subject", v.subject, v.version)],
+                    registry_url=cfg.registry_url,
                 )
             )
     return problems

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eventpipe.schema_registry.client import SchemaRegistryClient
-from eventpipe.schema_registry.registry import SchemaRegistry
+from eventpipe.schema_registry.lookup import fetch_subject
 from eventpipe.transforms.base import StepContext
 from eventpipe.transforms.errors import Violation
 from eventpipe.transforms.validate import ValidateConfig, ValidateStep
@@ -36,20 +35,6 @@ class BodyValidator:
         return self._checker.violations(value)
 
 
-async def _fetch(
-    cfg: ValidateConfig, registry_url: str | None, pool: AsyncConnectionPool | None
-) -> tuple[str, str]:
-    assert cfg.subject is not None
-    if registry_url:
-        async with SchemaRegistryClient(registry_url) as client:
-            found = await client.get_version(cfg.subject, cfg.version)
-    else:
-        if pool is None:
-            raise ConfigError([("validate.subject", "needs a database for the schema registry")])
-        found = await SchemaRegistry(pool).get_version(cfg.subject, cfg.version, deleted=False)
-    return found.schema.schema_type, found.schema.schema
-
-
 async def build_validator(
     cfg: ValidateConfig,
     *,
@@ -62,7 +47,9 @@ async def build_validator(
     resolved: tuple[str, str] | None = None
     if cfg.subject is not None:
         try:
-            resolved = await _fetch(cfg, registry_url, pool)
+            resolved = await fetch_subject(
+                cfg.subject, cfg.version, registry_url=registry_url, pool=pool
+            )
         except (RetriableError, ConfigError):
             raise
         except Exception as exc:

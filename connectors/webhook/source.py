@@ -44,7 +44,9 @@ from eventpipe.errors import (
     PermanentError,
     UnsupportedMediaTypeError,
 )
+from eventpipe.kafka.admin import prepare_source_topics
 from eventpipe.kafka.client import RecordTooLargeError
+from eventpipe.preflight import register_check
 from eventpipe.service.app import ROUTE_INSTALLERS
 from eventpipe.service.context import ServiceContext
 from eventpipe.settings import SECTION_VALIDATORS
@@ -168,23 +170,13 @@ class WebhookSource(Source):
             self.log.warning("verification is off (scheme: none); anyone can post here")
 
     async def _check_topics(self) -> None:
-        admin = self.ctx.admin
-        wanted = [self.topic, self.dlq_topic] if self.dlq_on else [self.topic]
-        if self.ctx.settings.kafka.auto_create_topics:
-            await admin.ensure_topics(wanted)
-            return
-        missing = [t for t in wanted if not await admin.exists(t)]
-        if missing:
-            raise ConfigError(
-                [
-                    (
-                        f"sources.{self.name}.topic",
-                        f"topic {t!r} does not exist; list it under "
-                        "`topics:` or set kafka.auto_create_topics",
-                    )
-                    for t in missing
-                ]
-            )
+        await prepare_source_topics(
+            self.ctx.admin,
+            self.ctx.settings.kafka,
+            topic=self.topic,
+            dlq_topic=self.dlq_topic if self.dlq_on else None,
+            where=f"sources.{self.name}",
+        )
 
     async def stop(self) -> None:
         if self.relay is not None:
@@ -556,7 +548,8 @@ class WebhookSource(Source):
 
 # The route installer and the config check live in .routes; importing them here
 # registers them whenever this module (a built-in plugin module) is loaded.
-from .routes import check_names, install  # noqa: E402
+from .routes import check_names, check_webhooks, install  # noqa: E402
 
 ROUTE_INSTALLERS.append(install)
 SECTION_VALIDATORS.append(check_names)
+register_check("ingest", check_webhooks)

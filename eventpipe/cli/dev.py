@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import socket
 from pathlib import Path
 
 from eventpipe import runtime
 from eventpipe.cli.common import CliError, err_console, settings_from_args, setup_logging
+from eventpipe.embedded.process import PortInUseError
 from eventpipe.embedded.stack import DATABASE_ENV, KAFKA_ENV, EmbeddedStack
-from eventpipe.service.runner import Service, serve_until_signalled
+from eventpipe.service.runner import Service, http_listener, serve_until_signalled
 from eventpipe.settings import Settings
 
 
@@ -123,6 +125,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     stack = EmbeddedStack(emb.data_dir, emb.postgres_port, emb.kafka_port)
     if stack.environ.get(KAFKA_ENV) or stack.environ.get(DATABASE_ENV):
         err_console.print("using external services from the environment where set")
+    listener = _claim(stack, settings)
     try:
         stack.start()
         settings = settings.model_copy(
@@ -140,8 +143,26 @@ def cmd_dev(args: argparse.Namespace) -> int:
         def ready(service: Service) -> None:
             err_console.print(banner(settings, service, stack), soft_wrap=True)
 
-        runtime.run(serve_until_signalled(Service(settings, "all"), ready))
+        service = Service(settings, "all", listener=listener)
+        runtime.run(serve_until_signalled(service, ready))
     finally:
+        listener.close()  # a no-op once the service took it
         stack.stop()
         err_console.print("stopped")
     return 0
+
+
+def _claim(stack: EmbeddedStack, settings: Settings) -> socket.socket:
+    """Before anything starts: the data directory is ours (a second `eventpipe dev`
+    on it stops here, naming the first), and every port is free -- all of them are
+    checked and reported at once.  The HTTP port is taken now, so no connection
+    made while the stack starts can get it as its ephemeral port."""
+    taken = stack.claim()
+    try:
+        listener = http_listener(settings)
+    except PortInUseError as exc:
+        taken.insert(0, exc)
+    if taken:
+        stack.stop()
+        raise CliError("\n".join(str(exc) for exc in taken))
+    return listener

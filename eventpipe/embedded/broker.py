@@ -36,7 +36,7 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> None:
+    def check_port(self) -> None:
         check_port_free(
             self.host,
             self.port,
@@ -44,6 +44,9 @@ class EmbeddedBroker:
             "pass --kafka-port N (or EVENTPIPE_EMBEDDED_KAFKA_PORT), or set "
             "EVENTPIPE_KAFKA_BOOTSTRAP to use a broker that is already running",
         )
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.check_port()
         url = f"tcp://{self.host}:{self.port}"
         self.child = Child(
             "tansu",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 
+from eventpipe.embedded.lock import DataDirInUseError, pid_alive
 from eventpipe.embedded.process import Child, ChildFailedError, check_port_free, free_port
 
 SYSTEM_USER = "embedded_postgres"
@@ -133,28 +134,33 @@ class EmbeddedPostgres:
         if out.returncode != 0:
             raise ChildFailedError(f"initdb failed in {self.pgdata}:\n{out.stderr}")
 
-    def _stop_leftover(self, user: str | None) -> None:
-        """A server left running on this data dir (say, by a kill -9 of `eventpipe dev`)
-        is stopped so ours starts with the settings we need."""
-        pidfile = self.pgdata / "postmaster.pid"
-        if not pidfile.exists():
-            return
+    def running_pid(self) -> int | None:
+        """The PID of a PostgreSQL running on this data directory (postmaster.pid)."""
         try:
-            pid = int(pidfile.read_text().splitlines()[0])
-            os.kill(pid, 0)
-        except (ValueError, IndexError, ProcessLookupError, PermissionError):
-            return
-        subprocess.run(
-            [str(_bin_dir() / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "stop"],
-            user=user,
-            capture_output=True,
-            check=False,
-        )
+            pid = int((self.pgdata / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text()
+        except OSError:
+            return pid if pid_alive(pid) else None
+        return pid if "postgres" in comm else None  # else the PID was reused
 
-    def start(self, timeout: float = 60.0) -> None:
-        user = _run_as()
-        self._initdb(user)
-        self._stop_leftover(user)
+    def check_not_running(self, wait_s: float = 10.0) -> None:
+        """Refuse a data directory a server still runs on: stopping it would take the
+        database from under whoever uses it.  A server whose `eventpipe dev` just died
+        stops by itself (it is signalled when its parent dies): wait for that."""
+        deadline = time.monotonic() + wait_s
+        while (pid := self.running_pid()) is not None:
+            if time.monotonic() >= deadline:
+                raise DataDirInUseError(
+                    f"PostgreSQL (pid {pid}) is running on data directory {self.pgdata}, "
+                    f"and no `eventpipe dev` holds it; stop it (pg_ctl -D {self.pgdata} "
+                    f"stop, or kill {pid}), or pass --data-dir DIR"
+                )
+            time.sleep(0.2)
+
+    def check_port(self) -> None:
         check_port_free(
             self.host,
             self.port,
@@ -162,6 +168,12 @@ class EmbeddedPostgres:
             "pass --postgres-port N (or EVENTPIPE_EMBEDDED_POSTGRES_PORT), or set "
             "EVENTPIPE_DATABASE_URL to use a PostgreSQL that is already running",
         )
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.check_not_running()
+        user = _run_as()
+        self._initdb(user)
+        self.check_port()
         settings = dict(SERVER_SETTINGS)
         if self.fast:
             settings.update(FAST_SETTINGS)

@@ -57,6 +57,27 @@ def check_port_free(host: str, port: int, what: str, fix: str) -> None:
             raise
 
 
+def listen_socket(host: str, port: int, what: str, fix: str) -> socket.socket:
+    """A listening TCP socket on ``host:port``, taken now: held from here on, the
+    port cannot become an outgoing connection's ephemeral port, nor another
+    server's.  Connections made before it is served wait in its backlog."""
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            raise PortInUseError(port, what, fix) from exc
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

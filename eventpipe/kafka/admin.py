@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from aiokafka import errors as ke
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from eventpipe.errors import ConfigError
 from eventpipe.kafka.client import client_kwargs, wrap_kafka_error
 from eventpipe.settings import KafkaSettings, TopicSpec
 
@@ -92,3 +93,23 @@ class TopicAdmin:
             raise wrap_kafka_error(exc, "create topics") from exc
         await self.list_topics()
         return [t.name for t in new]
+
+
+def missing_topic_message(topic: str) -> str:
+    return (
+        f"topic {topic!r} does not exist; list it under `topics:` or set kafka.auto_create_topics"
+    )
+
+
+async def prepare_source_topics(
+    admin: TopicAdmin, kafka: KafkaSettings, *, topic: str, dlq_topic: str | None, where: str
+) -> None:
+    """A source's topics when it starts: its dead-letter topic is created, as a
+    pipeline's is (it is eventpipe's own); the topic it writes to is created only
+    with ``kafka.auto_create_topics``, else it must exist (ConfigError at ``where``)."""
+    if dlq_topic is not None:
+        await admin.ensure_topics([dlq_topic])
+    if kafka.auto_create_topics:
+        await admin.ensure_topics([topic])
+    elif not await admin.exists(topic):
+        raise ConfigError([(f"{where}.topic", missing_topic_message(topic))])

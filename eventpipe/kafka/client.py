@@ -1,28 +1,93 @@
-"""aiokafka keyword arguments from :class:`KafkaSettings`, and error wrapping."""
+"""Kafka client keyword arguments from :class:`KafkaSettings`, and error wrapping.
+
+:func:`client_kwargs` is the one place settings become a client's connection and
+security arguments (TLS context, SASL); every aiokafka client is built from it,
+and :func:`faust_app_kwargs` turns the same arguments into a faust app's broker
+settings, so a pipeline connects as the sources and sinks do.
+"""
 
 from __future__ import annotations
 
+import functools
+import ssl
+from pathlib import Path
 from typing import Any
 
 from aiokafka import errors as ke
+from aiokafka.helpers import create_ssl_context
 
 from eventpipe.errors import BrokerUnavailableError, PermanentError
 from eventpipe.settings import KafkaSettings
 
 
-def client_kwargs(k: KafkaSettings) -> dict[str, Any]:
-    kw: dict[str, Any] = {
-        "bootstrap_servers": k.bootstrap,
-        "client_id": k.client_id,
-        "request_timeout_ms": k.request_timeout_ms,
-        "metadata_max_age_ms": k.metadata_max_age_ms,
-        "security_protocol": k.security_protocol,
-    }
-    if k.sasl_mechanism:
+@functools.lru_cache(maxsize=8)
+def _ssl_context(
+    cafile: Path | None,
+    certfile: Path | None,
+    keyfile: Path | None,
+    password: str | None,
+    check_hostname: bool,
+) -> ssl.SSLContext:
+    ctx = create_ssl_context(
+        cafile=str(cafile) if cafile else None,
+        certfile=str(certfile) if certfile else None,
+        keyfile=str(keyfile) if keyfile else None,
+        password=password,
+    )
+    ctx.check_hostname = check_hostname
+    return ctx
+
+
+def security_kwargs(k: KafkaSettings) -> dict[str, Any]:
+    """``security_protocol`` and, as it needs them, ``ssl_context`` and SASL credentials."""
+    kw: dict[str, Any] = {"security_protocol": k.security_protocol}
+    if k.security_protocol in ("SSL", "SASL_SSL"):
+        kw["ssl_context"] = _ssl_context(
+            k.ssl_cafile,
+            k.ssl_certfile,
+            k.ssl_keyfile,
+            k.ssl_key_password.get_secret_value() if k.ssl_key_password else None,
+            k.ssl_check_hostname,
+        )
+    if k.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
         kw["sasl_mechanism"] = k.sasl_mechanism
         kw["sasl_plain_username"] = k.sasl_username
         kw["sasl_plain_password"] = k.sasl_password.get_secret_value() if k.sasl_password else None
     return kw
+
+
+def client_kwargs(k: KafkaSettings) -> dict[str, Any]:
+    return {
+        "bootstrap_servers": k.bootstrap,
+        "client_id": k.client_id,
+        "request_timeout_ms": k.request_timeout_ms,
+        "metadata_max_age_ms": k.metadata_max_age_ms,
+        **security_kwargs(k),
+    }
+
+
+def faust_app_kwargs(k: KafkaSettings, *, client_id: str) -> dict[str, Any]:
+    """A faust app's ``broker``, ``broker_client_id`` and ``broker_credentials``,
+    made from :func:`client_kwargs` (faust hands them to its aiokafka clients)."""
+    import faust
+
+    kw = client_kwargs(k)
+    protocol = kw["security_protocol"]
+    credentials: Any = None
+    if protocol == "SSL":
+        credentials = faust.SSLCredentials(kw["ssl_context"])
+    elif protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        credentials = faust.SASLCredentials(
+            username=kw["sasl_plain_username"],
+            password=kw["sasl_plain_password"],
+            mechanism=kw["sasl_mechanism"],
+            ssl_context=kw.get("ssl_context"),
+        )
+    return {
+        "broker": [f"kafka://{h.strip()}" for h in str(kw["bootstrap_servers"]).split(",")],
+        "broker_client_id": client_id,
+        "broker_credentials": credentials,
+    }
 
 
 def producer_kwargs(k: KafkaSettings) -> dict[str, Any]:

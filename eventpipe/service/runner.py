@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import gc
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from aiohttp import web
 
-from eventpipe.embedded.process import PortInUseError
-from eventpipe.errors import RetriableError
+from eventpipe.embedded.process import listen_socket
+from eventpipe.errors import ConfigError, RetriableError
+from eventpipe.preflight import Reach, run_checks
 from eventpipe.service.app import build_app
 from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings
@@ -63,9 +64,16 @@ def roles_to_run(role: Role) -> list[str]:
 
 
 class Service:
-    def __init__(self, settings: Settings, role: Role = "all") -> None:
+    """``listener``: the HTTP socket, when the caller took it already (``eventpipe
+    dev`` does, before it starts the embedded stack); else :meth:`start` takes it
+    before it opens any client connection."""
+
+    def __init__(
+        self, settings: Settings, role: Role = "all", *, listener: socket.socket | None = None
+    ) -> None:
         self.settings = settings
         self.role = role
+        self.listener = listener
         self.ctx: ServiceContext | None = None
         self.runner: web.AppRunner | None = None
         self.components: list[Component] = []
@@ -79,9 +87,16 @@ class Service:
         self.failed.set()
 
     async def start(self) -> None:
-        self.ctx = await ServiceContext.open(self.settings)
+        if self.listener is None:
+            self.listener = http_listener(self.settings)
+        try:
+            self.ctx = await ServiceContext.open(self.settings)
+        except BaseException:
+            await self.stop()
+            raise
         try:
             roles = roles_to_run(self.role)
+            await self._preflight(roles)
             for r in roles:
                 for factory in COMPONENT_FACTORIES.get(r, []):
                     self.components.extend(factory(self.ctx))
@@ -99,6 +114,17 @@ class Service:
             await self.stop()
             raise
 
+    async def _preflight(self, roles: list[str]) -> None:
+        """Every problem that would only show as dead letters (a missing table,
+        topic or schema subject), reported at once before any component starts."""
+        assert self.ctx is not None
+        reach = Reach(self.settings, self.ctx.admin, self.ctx.pool)
+        problems = await run_checks(reach, roles)
+        for note in reach.skipped:
+            log.warning("start-time check %s", note)
+        if problems:
+            raise ConfigError(problems)
+
     async def _start_http(self, *, ops_only: bool = False) -> None:
         assert self.ctx is not None
         svc = self.settings.service
@@ -107,20 +133,10 @@ class Service:
             app, handle_signals=False, access_log=None, shutdown_timeout=svc.shutdown_timeout_s
         )
         await self.runner.setup()
-        site = web.TCPSite(self.runner, svc.host, svc.port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUseError(
-                    svc.port,
-                    "the eventpipe HTTP service",
-                    "pass --port N (or set EVENTPIPE_SERVICE_PORT)",
-                ) from exc
-            raise
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else svc.port
+        assert self.listener is not None
+        sock, self.listener = self.listener, None  # the site owns it from here
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self.runner, sock).start()
 
     @property
     def url(self) -> str:
@@ -133,6 +149,9 @@ class Service:
         runner, self.runner = self.runner, None
         if runner is not None:
             await runner.cleanup()
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.close()
         for comp in reversed(self.components):
             try:
                 await comp.stop()
@@ -142,6 +161,17 @@ class Service:
         ctx, self.ctx = self.ctx, None
         if ctx is not None:
             await ctx.close()
+
+
+def http_listener(settings: Settings) -> socket.socket:
+    """The service's HTTP socket, taken (bound and listening) now."""
+    svc = settings.service
+    return listen_socket(
+        svc.host,
+        svc.port,
+        "the eventpipe HTTP service",
+        "pass --port N (or set EVENTPIPE_SERVICE_PORT)",
+    )
 
 
 async def serve_until_signalled(

@@ -180,11 +180,47 @@ def test_kill_9_of_dev_leaves_no_process(tmp_path: Path) -> None:
     assert _gone(children), "children survived kill -9 of their parent"
 
 
-def test_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+def test_second_dev_on_the_same_data_dir_is_refused_and_the_first_stays_ready(
+    tmp_path: Path,
+) -> None:
+    first = DevProcess(tmp_path)
+    try:
+        url = first.wait_for(r"HTTP API\s+(http://\S+)").group(1)
+        db_url = first.wait_for(r"PostgreSQL\s+(postgresql://\S+)").group(1)
+        children = first.children()
+
+        second = DevProcess(tmp_path)  # same data dir, other (free) ports
+        try:
+            code = second.close(90)
+        finally:
+            if second.proc.poll() is None:
+                second.proc.send_signal(signal.SIGINT)
+                second.close()
+        out = "\n".join(second.output)
+        assert code == 2, out
+        assert str((tmp_path / "data").resolve()) in out, out
+        assert f"pid {first.proc.pid}" in out, out
+
+        # The first one is untouched: its processes, its database, its readiness.
+        assert all(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in children)
+        with psycopg.connect(db_url, connect_timeout=5) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        with urllib.request.urlopen(f"{url}/readyz", timeout=10) as resp:
+            assert orjson.loads(resp.read())["status"] == "ready"
+    finally:
+        first.proc.send_signal(signal.SIGINT)
+        code = first.close()
+    assert code == 0, "\n".join(first.output)
+
+
+@pytest.mark.parametrize("flag", ["--kafka-port", "--port"])
+def test_taken_port_is_a_clear_error_before_anything_starts(tmp_path: Path, flag: str) -> None:
+    ports = {"--port": "0", "--postgres-port": "0", "--kafka-port": "0"}
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
+        ports[flag] = str(port)
         env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTPIPE_")}
         r = subprocess.run(
             [
@@ -192,12 +228,7 @@ def test_taken_port_is_a_clear_error(tmp_path: Path) -> None:
                 "-m",
                 "eventpipe",
                 "dev",
-                "--port",
-                "0",
-                "--postgres-port",
-                "0",
-                "--kafka-port",
-                str(port),
+                *[x for kv in ports.items() for x in kv],
                 "--data-dir",
                 str(tmp_path / "d"),
             ],
@@ -209,9 +240,10 @@ def test_taken_port_is_a_clear_error(tmp_path: Path) -> None:
         )
     err = r.stderr.decode()
     assert r.returncode == 2, err
-    assert f"port {port}" in err and "--kafka-port" in err
-    # The database it had started is stopped again.
-    time.sleep(0.5)
+    assert f"port {port}" in err and flag in err
+    # Every port was checked before anything started: no database was even created.
+    assert not (tmp_path / "d" / "pg").exists()
+    assert not (tmp_path / "d" / "postgres.log").exists()
     for p in psutil.process_iter(["name", "cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
         assert str(tmp_path) not in cmd or p.status() == psutil.STATUS_ZOMBIE, cmd

@@ -101,3 +101,15 @@ def test_durations() -> None:
         parse_duration("soon")
     with pytest.raises(ValueError):
         parse_duration(-1)
+
+
+def test_topic_sink_needs_a_topic_or_a_route_step(tmp_path: Path) -> None:
+    # `{topic: {name: x}}` reads `name` as the sink's name: every event would be
+    # dead-lettered for want of a topic.  That is a load error naming the fix.
+    base = {"name": "p", "source": {"topics": ["in"]}}
+    found = problems(tmp_path, [{**base, "sinks": [{"topic": {"name": "out"}}]}])
+    msg = found["pipelines[0].sinks[0].topic.topic"]
+    assert "route" in msg and "`name:` names the sink" in msg
+    # A route step before it, or a topic, is enough.
+    load(tmp_path, [{**base, "steps": [{"route": '"x"'}], "sinks": [{"topic": {}}]}])
+    load(tmp_path, [{**base, "sinks": [{"topic": {"topic": "out"}}]}])
