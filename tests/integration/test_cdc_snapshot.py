@@ -209,3 +209,40 @@ async def test_initial_only_reads_tables_without_a_slot(settings: Settings) -> N
     assert len(events) == n and {e.data["op"] for e in events} == {"r"}
     assert len({e.id for e in events}) == n
     assert not slots
+
+
+async def test_a_filter_cannot_escape_its_chunk(settings: Settings) -> None:
+    """A filter written straight into the signals table (past the CLI's check) that
+    closes the chunk's parenthesis is refused by the source: the snapshot fails with
+    the reason, and the table is not read again and again."""
+    t, n = unique("escape"), 300
+    await execute(
+        settings,
+        f"create table {t} (id int primary key, v int not null)",
+        f"insert into {t} select g, 0 from generate_series(1, {n}) g",
+    )
+    async with cdc_source(settings, tables=[t], snapshot="never", snapshot_chunk_size=64) as src:
+        await execute(
+            settings,
+            (
+                "insert into eventpipe.cdc_signals (slot, type, data)"
+                " values (%s, 'snapshot', %s::jsonb)",
+                (src.slot, f'{{"tables": ["public.{t}"], "where": "true) or (true"}}'),
+            ),
+        )
+        status: tuple[str, str | None] | None = None
+        for _ in range(300):
+            rows = await fetch(
+                settings,
+                "select status, error from eventpipe.cdc_snapshots where slot = %s",
+                (src.slot,),
+            )
+            if rows and rows[0][0] in ("done", "failed"):
+                status = rows[0]
+                break
+            await asyncio.sleep(0.1)
+        await caught_up(settings, src)
+        events = await read_events(settings.kafka.bootstrap, f"{src.name}.public.{t}", 0, 2)
+    assert status is not None, "the snapshot never finished"
+    assert status[0] == "failed" and "syntax error" in (status[1] or ""), status
+    assert len(events) <= n
