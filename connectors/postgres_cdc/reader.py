@@ -69,9 +69,18 @@ class SlotMissingError(RetriableError):
     """The slot went away under the reader (dropped); setup runs again."""
 
 
+def _text(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    try:
+        return orjson.dumps(v).decode()  # json columns: their JSON, exact numbers included
+    except TypeError:
+        return str(v)
+
+
 def _texts(row: dict[str, Any]) -> dict[str, str | None]:
     """A converted row, for a dead letter: every value as text."""
-    return {k: None if v is None else str(v) for k, v in row.items()}
+    return {k: None if v is None else _text(v) for k, v in row.items()}
 
 
 def _reason(exc: Exception) -> str:

@@ -4,10 +4,7 @@ in eventpipe.dlq_payloads, named by the eventpipe.dlq.payload.ref header), shown
 
 from __future__ import annotations
 
-import asyncio
-import os
 import secrets
-import sys
 
 import orjson
 import pytest
@@ -21,7 +18,8 @@ from eventpipe.envelope.kafka import from_kafka
 from eventpipe.publisher import PublishBatchError, Publisher
 from eventpipe.settings import Settings
 from tests.helpers import read_records
-from tests.integration.test_cdc_support import ROOT, caught_up, cdc_source, execute, unique
+from tests.integration.test_cdc_cli import ep
+from tests.integration.test_cdc_support import caught_up, cdc_source, execute, unique
 
 SMALL = 64 * 1024
 
@@ -29,28 +27,6 @@ SMALL = 64 * 1024
 def small_limit(settings: Settings) -> Settings:
     kafka = settings.kafka.model_copy(update={"max_request_size": SMALL})
     return settings.model_copy(update={"kafka": kafka})
-
-
-async def ep(settings: Settings, *args: str) -> tuple[int, str, str]:
-    env = dict(
-        os.environ,
-        EVENTPIPE_DATABASE_URL=settings.database.url.get_secret_value(),
-        EVENTPIPE_KAFKA_BOOTSTRAP=settings.kafka.bootstrap,
-        EVENTPIPE_KAFKA_MAX_REQUEST_SIZE=str(settings.kafka.max_request_size),
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "eventpipe",
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), " ".join(err.decode().split())
 
 
 async def test_an_oversize_cdc_row_is_kept_and_replayed_once_the_limit_allows(
