@@ -231,7 +231,7 @@ class ModeRunner:
         wrapped: list[PipelineSink]
         if job.mode == "live":
             assert self.checks is not None
-            dlq = DeadLetterWriter(ctx.publisher, spec.dlq_topic)
+            dlq = DeadLetterWriter(ctx.publisher, spec.dlq_topic, pool=ctx.pool)
             wrapped = [
                 LiveSink(
                     s,

@@ -192,7 +192,7 @@ class KafkaTopicSource(Source):
         self.cfg = config
         self.ctx = ctx
         self.dlq_topic = config.dead_letter_topic or f"{config.topic}.dlq"
-        self.dlq = DeadLetterWriter(ctx.publisher, self.dlq_topic)
+        self.dlq = DeadLetterWriter(ctx.publisher, self.dlq_topic, pool=ctx.pool)
         ev = config.event
         fields = {"type": ev.type or '"kafka." + .topic'}
         for f in ("subject", "partitionkey"):

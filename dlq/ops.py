@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from eventpipe.dlq import store
+from eventpipe.dlq import payloads, store
 from eventpipe.dlq.query import Filters, parse_ref
 from eventpipe.dlq.reader import Entry, read_snapshot
 from psycopg_pool import AsyncConnectionPool
@@ -70,7 +70,8 @@ class Dlq:
             gone = await store.discarded(conn, topics)
         start_ms = int(filters.since.timestamp() * 1000) - 60_000 if filters.since else None
         out: list[Entry] = []
-        async for e in read_snapshot(self.settings.kafka, topics, start_ms=start_ms):
+        async for read in read_snapshot(self.settings.kafka, topics, start_ms=start_ms):
+            e = await payloads.resolve(self.pool, read)
             if filters.matches(e, gone):
                 out.append(e)
                 if filters.limit is not None and len(out) >= filters.limit:
@@ -84,9 +85,9 @@ class Dlq:
         async for e in read_snapshot(self.settings.kafka, topics):
             if exact is not None:
                 if (e.topic, e.partition, e.offset) == exact:
-                    return e
+                    return await payloads.resolve(self.pool, e)
             elif e.event_id == ref:
-                return e
+                return await payloads.resolve(self.pool, e)
         return None
 
     async def discard(self, entries: Sequence[Entry], reason: str) -> int:
@@ -238,6 +239,10 @@ def _compile_patch(patch: str | None) -> Any:
 
 def _message(e: Entry, program: Any) -> KafkaMessage:
     d = e.letter
+    if d.payload_ref is not None and d.value is None:
+        raise DlqError(
+            f"{e.ref}: its value (ref {d.payload_ref}) is no longer in eventpipe.dlq_payloads"
+        )
     if program is None:
         return KafkaMessage(d.key, d.value, list(d.headers))
     if e.event is None:

@@ -65,6 +65,10 @@ class Entry:
             "event_type": self.event_type,
             "event": self.event,
         }
+        if d.payload_ref is not None:  # the value is kept in eventpipe.dlq_payloads
+            doc["payload"] = {"ref": d.payload_ref, "size": d.payload_size}
+            if d.value is None:
+                doc["payload"]["found"] = False
         if full:
             doc["exception"]["stacktrace"] = d.stacktrace
             doc["headers"] = {k: v.decode("utf-8", "replace") for k, v in d.headers}

@@ -2,7 +2,9 @@
 
 Same key, original value bytes, original headers, plus ``eventpipe.dlq.*``
 headers mirroring Kafka Connect's ``__connect.errors.*``.  Sources that reject
-input write the same record with ``stage=source``.
+input write the same record with ``stage=source``.  A value too large for the
+broker is kept in Postgres instead (:mod:`eventpipe.dlq.payloads`): the record then
+has no value and ``eventpipe.dlq.payload.ref`` / ``.size`` name it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ H_ATTEMPTS = PREFIX + "attempts"
 H_FIRST_FAILED_AT = PREFIX + "first_failed_at"
 H_FAILED_AT = PREFIX + "failed_at"
 H_RETRIABLE = PREFIX + "retriable"
+H_PAYLOAD_REF = PREFIX + "payload.ref"
+H_PAYLOAD_SIZE = PREFIX + "payload.size"
 
 
 @dataclass(slots=True)
@@ -63,6 +67,8 @@ class DeadLetter:
     first_failed_at: datetime | None = None
     failed_at: datetime | None = None
     retriable: bool = False
+    payload_ref: str | None = None  # the value is kept in eventpipe.dlq_payloads
+    payload_size: int | None = None
 
     # ------------------------------------------------------------ building
     @classmethod
@@ -124,6 +130,8 @@ class DeadLetter:
         put(H_FIRST_FAILED_AT, format_time(self.first_failed_at) if self.first_failed_at else None)
         put(H_FAILED_AT, format_time(self.failed_at) if self.failed_at else None)
         put(H_RETRIABLE, "true" if self.retriable else "false")
+        put(H_PAYLOAD_REF, self.payload_ref)
+        put(H_PAYLOAD_SIZE, self.payload_size)
         return h
 
     @classmethod
@@ -156,6 +164,8 @@ class DeadLetter:
             first_failed_at=ts(H_FIRST_FAILED_AT),
             failed_at=ts(H_FAILED_AT),
             retriable=meta.get(H_RETRIABLE) == "true",
+            payload_ref=meta.get(H_PAYLOAD_REF) or None,
+            payload_size=num(H_PAYLOAD_SIZE),
         )
 
 

@@ -205,7 +205,9 @@ class PipelineRuntime:
                 pipeline=s.name,
                 stages=stages,
                 sinks=self.sinks,
-                dlq=DeadLetterWriter(self.resources.publisher, s.dlq_topic),
+                dlq=DeadLetterWriter(
+                    self.resources.publisher, s.dlq_topic, pool=self.resources.pool
+                ),
                 retry=RetryPolicy(s.retry),
                 validate_input=v_in,
                 validate_output=v_out,

@@ -311,7 +311,7 @@ class PollRelay(Component):
             name=name,
             publisher=ctx.publisher,
             admin=ctx.admin,
-            dlq=DeadLetterWriter(ctx.publisher, cfg.dlq_topic or f"{name}.dlq"),
+            dlq=DeadLetterWriter(ctx.publisher, cfg.dlq_topic or f"{name}.dlq", pool=ctx.pool),
             topic_partitions=cfg.topic_partitions,
         )
         self.active = False

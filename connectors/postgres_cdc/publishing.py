@@ -4,7 +4,9 @@ Records are grouped by topic (order within a topic is kept; Kafka orders nothing
 across topics), each group goes through :meth:`Publisher.publish_messages` (all
 sent, then the acknowledgements awaited), groups concurrently.  A record the
 broker refuses for good (too large, not authorized) becomes a dead letter; any
-retriable failure raises, and the caller reads and sends the batch again.
+retriable failure raises, and the caller reads and sends the batch again.  A
+dead letter keeps the record's value (:class:`DeadLetterWriter` keeps one too large
+for the broker in Postgres).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from eventpipe import metrics
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.errors import is_retriable
 from eventpipe.kafka.admin import TopicAdmin
-from eventpipe.kafka.client import RecordTooLargeError
 from eventpipe.publisher import PublishBatchError, Publisher
 from eventpipe.settings import TopicSpec
 
@@ -80,7 +81,7 @@ class RecordPublisher:
                             DeadLetter.from_exception(
                                 err,
                                 key=m.key,
-                                value=None if isinstance(err, RecordTooLargeError) else m.value,
+                                value=m.value,
                                 headers=m.headers,
                                 pipeline=self.name,
                                 stage="source",

@@ -48,6 +48,7 @@ from .publishing import RecordPublisher
 from .snapshot import (
     Chunk,
     KeyInfo,
+    check_filter,
     key_info,
     max_key,
     read_chunk,
@@ -68,9 +69,26 @@ class SlotMissingError(RetriableError):
     """The slot went away under the reader (dropped); setup runs again."""
 
 
+def _text(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    try:
+        return orjson.dumps(v).decode()  # json columns: their JSON, exact numbers included
+    except TypeError:
+        return str(v)
+
+
 def _texts(row: dict[str, Any]) -> dict[str, str | None]:
     """A converted row, for a dead letter: every value as text."""
-    return {k: None if v is None else str(v) for k, v in row.items()}
+    return {k: None if v is None else _text(v) for k, v in row.items()}
+
+
+def _reason(exc: Exception) -> str:
+    """One line for a failed snapshot's row (what `eventpipe cdc snapshot --wait` prints)."""
+    text = str(exc)
+    if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
+        text = exc.diag.message_primary
+    return f"{type(exc).__name__}: {text.strip()}"
 
 
 def _placeholder_unchanged(row: dict[str, Any], placeholder: str) -> None:
@@ -557,8 +575,9 @@ class CdcReader:
             if is_retriable(exc) or task is None:
                 raise
             await self._close_snapshot_conn()
-            self.log.error("snapshot of %s failed: %s", task.table, exc)
-            await self.state.fail_task(task.id, f"{type(exc).__name__}: {exc}")
+            reason = _reason(exc)
+            self.log.error("snapshot of %s failed: %s", task.table, reason)
+            await self.state.fail_task(task.id, reason)
             self.task = None
 
     async def _maybe_start_chunk(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -578,6 +597,8 @@ class CdcReader:
             return
         sconn = await self._snap_conn()
         if self._task_key is None:
+            if task.where:  # queued past the CLI's check, or by an older version
+                await check_filter(sconn, task.table, task.where)
             self._task_key = await key_info(sconn, task.table, self.keys[task.table])
             if task.status == "pending":
                 task.max_key = await max_key(sconn, task.table, self._task_key, task.where)

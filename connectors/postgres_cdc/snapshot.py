@@ -23,6 +23,17 @@ older than an emitted change); :meth:`MvccSnapshot.sees_all` checks that and the
 chunk is read again if not.
 
 Hence a row changed during the snapshot is never emitted stale after its change.
+
+A ``--where`` filter is SQL text spliced into the chunk query, so it must stay one
+expression inside its parentheses: ``true) or (true`` would otherwise reach the
+key range around it and make every chunk read the whole table again.
+:func:`check_filter` lets PostgreSQL itself decide: the filter must parse and type
+as a boolean both inside ``( ... )`` and inside ``array[ ... ]``.  Escaping one of
+those brackets needs an unmatched closing ``)`` or ``]``, which the other one does
+not parse; quotes and comments are the server's lexer's business, and newlines
+around the filter end a ``--`` comment before our own closing bracket.  The check
+runs when the CLI queues the snapshot and again when the source starts it; every
+query that evaluates the filter runs in a read-only transaction.
 """
 
 from __future__ import annotations
@@ -33,6 +44,8 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+
+from eventpipe.errors import PermanentError
 
 from .config import parse_table
 from .types import Converter, TypeRegistry
@@ -124,6 +137,38 @@ async def key_info(conn: psycopg.AsyncConnection[Any], table: str, key: list[str
     return KeyInfo(list(key), [types[c] for c in key])
 
 
+class SnapshotFilterError(PermanentError):
+    """A snapshot's ``where`` is not one boolean expression over its table's columns."""
+
+
+def _filter(where: str, *, params: bool) -> sql.Composable:
+    """The filter in parentheses, on lines of its own (a ``--`` comment ends before our
+    closing parenthesis); with ``params`` its ``%`` are not placeholders."""
+    return sql.SQL("(\n{}\n)").format(sql.SQL(where.replace("%", "%%") if params else where))
+
+
+async def check_filter(conn: psycopg.AsyncConnection[Any], table: str, where: str) -> None:
+    """Raise :class:`SnapshotFilterError` (with PostgreSQL's reason) unless ``where`` is
+    one boolean expression over ``table``'s columns.  Read-only, reads no row; sent
+    without parameters, so ``$1`` in the filter is refused too."""
+    schema, name = parse_table(table)
+    target = sql.Identifier(schema, name)
+    checks = (
+        sql.SQL("select array[\n{}\n] from {} limit 0").format(sql.SQL(where), target),
+        sql.SQL("select 1 from {} where {} limit 0").format(target, _filter(where, params=False)),
+    )
+    try:
+        async with conn.transaction():
+            await conn.execute("set transaction read only")
+            for q in checks:
+                await conn.execute(q)
+    except (psycopg.ProgrammingError, psycopg.DataError, psycopg.InternalError) as exc:
+        reason = (exc.diag.message_primary or str(exc)).strip()
+        raise SnapshotFilterError(
+            f"{where!r} is not one boolean SQL expression over the columns of {table}: {reason}"
+        ) from exc
+
+
 def _key_expr(k: KeyInfo) -> sql.Composable:
     return sql.SQL("({})").format(sql.SQL(", ").join(sql.Identifier(c) for c in k.columns))
 
@@ -144,8 +189,7 @@ def _where(
         parts.append(sql.SQL("{} <= {}").format(_key_expr(k), _key_params(k)))
         params.extend(upto)
     if extra:
-        # the condition is SQL text; its '%' are not parameter placeholders
-        parts.append(sql.SQL("({})").format(sql.SQL(extra.replace("%", "%%"))))
+        parts.append(_filter(extra, params=True))
     if not parts:
         return sql.SQL(""), params
     return sql.SQL(" where ") + sql.SQL(" and ").join(parts), params
@@ -160,7 +204,7 @@ async def max_key(
     conn: psycopg.AsyncConnection[Any], table: str, k: KeyInfo, where: str | None
 ) -> list[str] | None:
     """Text forms of the largest key (None for an empty table): the snapshot stops there;
-    rows inserted later reach the topic through the log."""
+    rows inserted later reach the topic through the log.  Read-only (the filter runs)."""
     schema, name = parse_table(table)
     cond, params = _where(k, None, None, where)
     q = (
@@ -176,8 +220,10 @@ async def max_key(
         + _order(k, desc=True)
         + sql.SQL(" limit 1")
     )
-    cur = await conn.execute(q, params)
-    row = await cur.fetchone()
+    async with conn.transaction():
+        await conn.execute("set transaction read only")
+        cur = await conn.execute(q, params)
+        row = await cur.fetchone()
     return list(row) if row else None
 
 

@@ -71,7 +71,7 @@ class PostgresCdcSource(Source, Component):
         assert ctx.pool is not None, "the CDC source needs the service's database pool"
         self.state = StateStore(ctx.pool, self.slot)
         self.registry = TypeRegistry(cfg.numeric)
-        self.dlq = DeadLetterWriter(ctx.publisher, cfg.dlq(self.name))
+        self.dlq = DeadLetterWriter(ctx.publisher, cfg.dlq(self.name), pool=ctx.pool)
         self.detector = StallDetector(cfg.stall_timeout_s)
         self.reader: CdcReader | None = None
         self.active = False

@@ -110,7 +110,7 @@ class WebhookSource(Source):
             else None
         )
         self.dlq_topic = config.dead_letter.topic or f"{config.topic}.dlq"
-        self.dlq = DeadLetterWriter(ctx.publisher, self.dlq_topic)
+        self.dlq = DeadLetterWriter(ctx.publisher, self.dlq_topic, pool=ctx.pool)
         self.dlq_on = frozenset(config.dead_letter.on)
         pool = ctx.pool
         db = ctx.settings.database

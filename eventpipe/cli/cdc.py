@@ -1,7 +1,8 @@
 """``eventpipe cdc``: status of replication slots, ad-hoc snapshots, dropping a slot.
 
 eventpipe cdc status [-c cfg] [--json]
-eventpipe cdc snapshot --table public.orders [--where "region = 'eu'"] [--source NAME] [--wait]
+eventpipe cdc snapshot --table public.orders [--where "region = 'eu'"] [--source NAME | --slot SLOT]
+    [--database-url URL] [--wait]
 eventpipe cdc drop-slot NAME [--yes]
 """
 
@@ -11,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +27,7 @@ from eventpipe.connectors.postgres_cdc import state
 from eventpipe.connectors.postgres_cdc.config import PostgresCdcConfig, parse_table, qualified
 from eventpipe.connectors.postgres_cdc.lock import holder_pid
 from eventpipe.connectors.postgres_cdc.lsn import format_lsn
+from eventpipe.connectors.postgres_cdc.snapshot import SnapshotFilterError, check_filter
 from eventpipe.settings import Settings
 
 
@@ -48,9 +51,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_config_args(sn)
     sn.add_argument("--table", "-t", action="append", required=True, help="schema.table (repeat)")
-    sn.add_argument("--where", help="SQL condition selecting the rows, e.g. \"region = 'eu'\"")
+    sn.add_argument(
+        "--where",
+        help="one boolean SQL expression over the table's columns, e.g. \"region = 'eu'\" "
+        "(checked by PostgreSQL before it is queued; runs read-only)",
+    )
     sn.add_argument("--source", help="the postgres_cdc source (default: the only one configured)")
-    sn.add_argument("--slot", help="the slot, instead of --source")
+    sn.add_argument("--slot", help="the slot, instead of --source (it must exist)")
+    sn.add_argument(
+        "--database-url",
+        help="the captured database, with --slot (default: the source's, else database.url)",
+    )
     sn.add_argument("--wait", action="store_true", help="wait until the snapshot is done")
     sn.add_argument("--wait-timeout", type=float, default=600.0, metavar="S")
     sn.set_defaults(func=cmd_snapshot)
@@ -207,37 +218,76 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ snapshot
-def _resolve_slot(args: argparse.Namespace, settings: Settings) -> tuple[str, list[str] | None]:
-    if args.slot:
-        return args.slot, None
+@dataclass(slots=True)
+class _Target:
+    slot: str
+    tables: list[str] | None  # what the source captures (None: not in the config)
+    database_url: str  # the captured database
+
+
+def _resolve_slot(args: argparse.Namespace, settings: Settings) -> _Target:
+    default_url = settings.database.url.get_secret_value()
     configured = _cdc_sources(settings)
+
+    def target(slot_name: str, cfg: PostgresCdcConfig) -> _Target:
+        url = args.database_url or (cfg.database_url or settings.database.url).get_secret_value()
+        return _Target(slot_name, cfg.tables, url)
+
+    if args.slot:
+        if args.slot in configured:
+            return target(args.slot, configured[args.slot][1])
+        return _Target(args.slot, None, args.database_url or default_url)
     if args.source:
         for slot_name, (name, cfg) in configured.items():
             if name == args.source:
-                return slot_name, cfg.tables
+                return target(slot_name, cfg)
         raise CliError(f"no postgres_cdc source named {args.source!r} in the config")
     if len(configured) == 1:
         slot_name, (_name, cfg) = next(iter(configured.items()))
-        return slot_name, cfg.tables
+        return target(slot_name, cfg)
     if not configured:
         raise CliError("no postgres_cdc source in the config: pass -c CONFIG, or --slot SLOT")
     names = ", ".join(n for n, _ in configured.values())
     raise CliError(f"several postgres_cdc sources ({names}): pass --source NAME")
 
 
+async def _check_request(args: argparse.Namespace, to: _Target, tables: list[str]) -> None:
+    """Before anything is queued: the slot exists (for --slot) and the filter is one
+    boolean expression over each table's columns (PostgreSQL decides)."""
+    if not args.slot and not args.where:
+        return
+    conn = await _connect(to.database_url)
+    try:
+        if args.slot and await slots.slot_info(conn, to.slot) is None:
+            raise CliError(
+                f"--slot: no replication slot named {to.slot!r} in the captured database "
+                "(`eventpipe cdc status` lists them; --database-url names another database)"
+            )
+        if args.where:
+            for t in tables:
+                try:
+                    await check_filter(conn, t, args.where)
+                except SnapshotFilterError as exc:
+                    raise CliError(f"--where: {exc}") from exc
+    finally:
+        await conn.close()
+
+
 async def _snapshot(args: argparse.Namespace, settings: Settings) -> int:
-    slot_name, captured = _resolve_slot(args, settings)
+    to = _resolve_slot(args, settings)
+    slot_name = to.slot
     try:
         tables = [qualified(*parse_table(t)) for t in args.table]
     except ValueError as exc:
         raise CliError(f"--table: {exc}") from exc
-    if captured is not None:
-        unknown = [t for t in tables if t not in captured]
+    if to.tables is not None:
+        unknown = [t for t in tables if t not in to.tables]
         if unknown:
             raise CliError(
                 f"{', '.join(unknown)} not captured by this source (its tables: "
-                f"{', '.join(captured)}); add it to `tables` first"
+                f"{', '.join(to.tables)}); add it to `tables` first"
             )
+    await _check_request(args, to, tables)
     conn = await _connect(settings.database.url.get_secret_value())
     try:
         sig = await state.request_snapshot(conn, slot_name, tables, args.where)
@@ -258,18 +308,20 @@ async def _snapshot(args: argparse.Namespace, settings: Settings) -> int:
                 if row[1] != "queued":
                     raise CliError(f"the source {row[1]}")
                 cur = await conn.execute(
-                    "select count(*) filter (where status in ('pending', 'running')),"
-                    " count(*) filter (where status = 'failed'), coalesce(sum(rows_read), 0)"
-                    " from eventpipe.cdc_snapshots where slot = %s and kind = 'incremental'"
-                    " and table_name = any(%s) and created_at >= (select created_at"
-                    " from eventpipe.cdc_signals where id = %s)",
+                    "select table_name, status, error, rows_read from eventpipe.cdc_snapshots"
+                    " where slot = %s and kind = 'incremental' and table_name = any(%s)"
+                    " and created_at >= (select created_at from eventpipe.cdc_signals"
+                    " where id = %s)",
                     (slot_name, tables, sig),
                 )
-                open_, failed, rows = await cur.fetchone() or (1, 0, 0)
-                if not open_:
+                snaps = await cur.fetchall()
+                if snaps and all(st in ("done", "failed") for _t, st, _e, _n in snaps):
+                    failed = [(t, e) for t, st, e, _n in snaps if st == "failed"]
                     if failed:
-                        raise CliError("the snapshot failed; see the service log", 1)
-                    err_console.print(f"snapshot done: {rows} rows")
+                        raise CliError(
+                            "; ".join(f"snapshot of {t} failed: {e}" for t, e in failed), 1
+                        )
+                    err_console.print(f"snapshot done: {sum(n for *_x, n in snaps)} rows")
                     return 0
             await asyncio.sleep(0.5)
         raise CliError(

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from eventpipe.errors import ConfigError, EventpipeError
 from eventpipe.settings import Settings, load_settings
@@ -53,12 +54,12 @@ def setup_logging(level: str = "INFO") -> None:
 
 def report(exc: BaseException) -> int:
     if isinstance(exc, CliError):
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return exc.code
     if isinstance(exc, ConfigError):
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 2
     if isinstance(exc, EventpipeError):
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 3 if exc.retriable else 2
     raise exc

@@ -159,6 +159,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     out.print(f"[bold red]{d.exception_class}[/]: {d.exception_message}")
     if d.stacktrace:
         out.print(d.stacktrace.rstrip())
+    if d.payload_ref is not None:
+        found = "" if d.value is not None else " [bold red](not found)[/]"
+        out.print(
+            f"value ({d.payload_size} bytes) kept in eventpipe.dlq_payloads, "
+            f"ref {d.payload_ref}{found}"
+        )
     out.print("[bold]headers[/]")
     for k, v in doc["headers"].items():
         out.print(f"  {k}: {v}")

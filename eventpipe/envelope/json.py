@@ -12,12 +12,19 @@ Data rules (see also :mod:`eventpipe.envelope.event`):
   parsed JSON value when the content type is declared JSON.
 * ``"data": null`` and a missing ``data`` both read as "no data" (``None``).
 * Attributes set to ``null`` are treated as absent (JSON format 2.2).
+* Numbers are read as jq reads them: IEEE doubles (integers within 64 bits stay
+  exact), and a number beyond a double's range (``1e400``, valid JSON that a
+  PostgreSQL json column may hold) is clamped to +-1.7976931348623157e308 as libjq
+  clamps it, instead of making the whole document unreadable (:func:`loads`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
+import math
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -53,6 +60,50 @@ _NOT_EXTENSIONS = frozenset(
     }
 )
 _BINARY = (bytes, bytearray, memoryview)
+_DBL_MAX = sys.float_info.max
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson reads as an int
+
+
+# -------------------------------------------------------------------- JSON
+def loads(raw: bytes | bytearray | memoryview | str) -> Any:
+    """``orjson.loads``; a document it refuses only because a number is beyond a
+    double's range is read again with those numbers clamped, as libjq reads them.
+    Anything else orjson refuses raises its ``JSONDecodeError``."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        clamped = False
+
+        def number(text: str) -> float:
+            nonlocal clamped
+            f = float(text)
+            if math.isinf(f):
+                clamped = True
+                return math.copysign(_DBL_MAX, f)
+            return f
+
+        def integer(text: str) -> int | float:
+            if len(text) <= 20:
+                v = int(text)
+                if _INT_MIN <= v <= _INT_MAX:
+                    return v
+            return number(text)
+
+        def constant(name: str) -> Any:
+            raise ValueError(f"{name} is not JSON")
+
+        try:
+            value = json.loads(
+                bytes(raw) if isinstance(raw, bytearray | memoryview) else raw,
+                parse_float=number,
+                parse_int=integer,
+                parse_constant=constant,
+            )
+        except (ValueError, RecursionError):
+            raise exc from None
+        if not clamped:  # refused for another reason: orjson's verdict stands
+            raise exc from None
+        return value
 
 
 # ------------------------------------------------------------------- values
@@ -119,12 +170,12 @@ def decode_data(payload: bytes | None, content_type: str | None, field: str = "d
         return None
     if content_type is None:
         try:
-            return orjson.loads(payload)
+            return loads(payload)
         except orjson.JSONDecodeError:
             return bytes(payload)
     if is_json_content_type(content_type):
         try:
-            return orjson.loads(payload)
+            return loads(payload)
         except orjson.JSONDecodeError as exc:
             raise MalformedEventError(
                 field, f"is not valid JSON for content type {content_type!r}: {exc}"
@@ -282,7 +333,7 @@ def encode_structured(event: CloudEvent) -> bytes:
 
 def _loads(body: bytes, field: str) -> Any:
     try:
-        return orjson.loads(body)
+        return loads(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedEventError(field, f"is not valid JSON: {exc}") from exc
 

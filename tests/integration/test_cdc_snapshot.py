@@ -51,6 +51,17 @@ async def writer(
     return changes
 
 
+async def numbered_table(settings: Settings, prefix: str, n: int) -> str:
+    """A new table (id, v) holding rows 1..n with v = 0."""
+    t = unique(prefix)
+    await execute(
+        settings,
+        f"create table {t} (id int primary key, v int not null)",
+        f"insert into {t} select g, 0 from generate_series(1, {n}) g",
+    )
+    return t
+
+
 async def snapshot_rows(settings: Settings, slot: str) -> tuple[int, bool]:
     [(rows, done)] = await fetch(
         settings,
@@ -86,12 +97,8 @@ def assert_never_stale(events: list[Any]) -> None:
 
 
 async def test_initial_snapshot_while_writes_continue(settings: Settings) -> None:
-    t, n = unique("snap"), 3000
-    await execute(
-        settings,
-        f"create table {t} (id int primary key, v int not null)",
-        f"insert into {t} select g, 0 from generate_series(1, {n}) g",
-    )
+    n = 3000
+    t = await numbered_table(settings, "snap", n)
     stop = asyncio.Event()
     async with cdc_source(settings, tables=[t], snapshot="initial", snapshot_chunk_size=200) as src:
         write = asyncio.create_task(writer(settings, t, list(range(1, n + 1)), stop, next_id=n + 1))
@@ -116,12 +123,8 @@ async def test_initial_snapshot_while_writes_continue(settings: Settings) -> Non
 
 
 async def test_incremental_snapshot_from_the_cli_while_streaming(settings: Settings) -> None:
-    t, n = unique("incr"), 1000
-    await execute(
-        settings,
-        f"create table {t} (id int primary key, v int not null)",
-        f"insert into {t} select g, 0 from generate_series(1, {n}) g",
-    )
+    n = 1000
+    t = await numbered_table(settings, "incr", n)
     stop = asyncio.Event()
     async with cdc_source(settings, tables=[t], snapshot="never", snapshot_chunk_size=64) as src:
         write = asyncio.create_task(writer(settings, t, list(range(1, n + 1)), stop, next_id=n + 1))
@@ -166,12 +169,8 @@ async def test_incremental_snapshot_from_the_cli_while_streaming(settings: Setti
 
 
 async def test_snapshot_resumes_after_a_restart(settings: Settings) -> None:
-    t, n = unique("resume"), 1000
-    await execute(
-        settings,
-        f"create table {t} (id int primary key, v int not null)",
-        f"insert into {t} select g, 0 from generate_series(1, {n}) g",
-    )
+    n = 1000
+    t = await numbered_table(settings, "resume", n)
     async with cdc_source(settings, tables=[t], snapshot="initial", snapshot_chunk_size=50) as src:
         for _ in range(200):
             rows, _done = await snapshot_rows(settings, src.slot)
@@ -209,3 +208,36 @@ async def test_initial_only_reads_tables_without_a_slot(settings: Settings) -> N
     assert len(events) == n and {e.data["op"] for e in events} == {"r"}
     assert len({e.id for e in events}) == n
     assert not slots
+
+
+async def test_a_filter_cannot_escape_its_chunk(settings: Settings) -> None:
+    """A filter written straight into the signals table (past the CLI's check) that
+    closes the chunk's parenthesis is refused by the source: the snapshot fails with
+    the reason, and the table is not read again and again."""
+    n = 300
+    t = await numbered_table(settings, "escape", n)
+    async with cdc_source(settings, tables=[t], snapshot="never", snapshot_chunk_size=64) as src:
+        await execute(
+            settings,
+            (
+                "insert into eventpipe.cdc_signals (slot, type, data)"
+                " values (%s, 'snapshot', %s::jsonb)",
+                (src.slot, f'{{"tables": ["public.{t}"], "where": "true) or (true"}}'),
+            ),
+        )
+        status: tuple[str, str | None] | None = None
+        for _ in range(300):
+            rows = await fetch(
+                settings,
+                "select status, error from eventpipe.cdc_snapshots where slot = %s",
+                (src.slot,),
+            )
+            if rows and rows[0][0] in ("done", "failed"):
+                status = rows[0]
+                break
+            await asyncio.sleep(0.1)
+        await caught_up(settings, src)
+        events = await read_events(settings.kafka.bootstrap, f"{src.name}.public.{t}", 0, 2)
+    assert status is not None, "the snapshot never finished"
+    assert status[0] == "failed" and "syntax error" in (status[1] or ""), status
+    assert len(events) <= n

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
+import re
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -10,7 +13,8 @@ import pytest
 from eventpipe.envelope.kafka import from_kafka
 from eventpipe.settings import Settings
 from tests.helpers import read_events, read_records
-from tests.integration.test_cdc_support import caught_up, cdc_source, execute, unique
+from tests.integration.test_cdc_support import caught_up, cdc_source, execute, fetch, unique
+from tests.integration.test_pipeline_support import running, with_pipelines
 
 COLUMNS = """
     id int primary key,
@@ -114,7 +118,7 @@ async def test_every_type_in_stream_and_snapshot(settings: Settings) -> None:
     assert read.data["op"] == "r"
     # an integer beyond 64 bits in jsonb is written with all its digits
     assert all(
-        b'"jb_big":{"n": 123456789012345678901234567890}' in (r.value or b"") for r in records
+        b'"jb_big":{"n":123456789012345678901234567890}' in (r.value or b"") for r in records
     )
     got = streamed.data["after"]
     money = got.pop("money_")
@@ -139,3 +143,173 @@ async def test_numeric_as_number(settings: Settings, mode: str) -> None:
     rows = {e.partitionkey: e.data["after"] for e in events}
     assert rows["1"] == {"id": 1, "a": 42, "b": 3.25}
     assert rows["2"] == {"id": 2, "a": "NaN", "b": -1.5}
+
+
+def _exact(text: str | bytes) -> Any:
+    """A JSON document with every number as a Decimal: what "the same number" means."""
+    return json.loads(text, parse_float=Decimal, parse_int=Decimal)
+
+
+JSON_DOC = (
+    '{"p": 0.1000000000000000055511151231257827, "f": 1e400, "tiny": -1e-400,'
+    ' "big": 123456789012345678901234567890, "plain": 1.5, "s": "1e400",'
+    ' "arr": [0.30000000000000004, 1E+2, 12345678901234567890123, 2.50]}'
+)
+
+
+async def test_json_numbers_keep_their_digits(settings: Settings) -> None:
+    """json and jsonb values arrive as PostgreSQL holds them: no number is rounded to a
+    double, and one a double cannot hold (1e400) does not send the row away."""
+    t, snap = unique("jnum"), unique("jnum_snap")
+    cols = "id int primary key, j json, jb jsonb, jscalar jsonb, jarr json[]"
+    values = (
+        "(1, %(doc)s::text::json, %(doc)s::text::jsonb, '1e400',"
+        " ARRAY[%(doc)s::text::json, '-0.1000000000000000055511151231257827'])"
+    )
+    await execute(
+        settings,
+        f"create table {t} ({cols})",
+        f"create table {snap} ({cols})",
+        (f"insert into {snap} values {values}", {"doc": JSON_DOC}),
+    )
+    async with cdc_source(settings, tables=[t, snap], snapshot="initial") as src:
+        await execute(settings, (f"insert into {t} values {values}", {"doc": JSON_DOC}))
+        await caught_up(settings, src)
+        streamed = await read_records(settings.kafka.bootstrap, f"{src.name}.public.{t}", 1)
+        read = await read_records(settings.kafka.bootstrap, f"{src.name}.public.{snap}", 1)
+    [(j, jb, jscalar, jarr)] = await fetch(
+        settings, f"select j::text, jb::text, jscalar::text, to_json(jarr)::text from {t}"
+    )
+    expected = {
+        "j": _exact(j),
+        "jb": _exact(jb),
+        "jscalar": _exact(jscalar),
+        "jarr": _exact(jarr),
+    }
+    assert expected["jb"]["f"] == Decimal("1e400")  # the oracle itself holds the digits
+    for records in (streamed, read):
+        assert records, "the row never arrived (dead-lettered?)"
+        for r in records:
+            after = _exact(r.value or b"")["after"]
+            assert {k: after[k] for k in expected} == expected
+
+
+# ISO 8601 / RFC 3339 as java.time prints it: years 0000-9999 with four digits, a sign
+# and more digits beyond (astronomical numbering: 1 BC is 0000, 44 BC is -0043).
+EDGE_ROWS = [
+    # id, timestamp, timestamptz, date
+    (1, "infinity", "infinity", "infinity"),
+    (2, "-infinity", "-infinity", "-infinity"),
+    (3, "0044-03-15 12:00:00 BC", "0044-03-15 12:00:00.25+00 BC", "0044-03-15 BC"),
+    (4, "0001-01-01 00:00:00 BC", "0001-12-31 23:59:59+00 BC", "0001-12-31 BC"),
+    (5, "10000-01-01 00:00:00", "10000-01-01 00:00:00+00", "10000-01-01"),
+    (6, "4713-01-01 00:00:00 BC", "4713-01-01 00:00:00+00 BC", "4713-01-01 BC"),
+    (7, "294276-12-31 23:59:59.999999", "294276-12-31 23:59:59.999999+00", "5874897-12-31"),
+    (8, "2024-02-29 01:02:03", "0999-01-01 00:00:00+00", "0001-01-01"),
+]
+EDGE_EXPECTED = {
+    1: ("infinity", "infinity", "infinity"),
+    2: ("-infinity", "-infinity", "-infinity"),
+    3: ("-0043-03-15T12:00:00Z", "-0043-03-15T12:00:00.25Z", "-0043-03-15"),
+    4: ("0000-01-01T00:00:00Z", "0000-12-31T23:59:59Z", "0000-12-31"),
+    5: ("+10000-01-01T00:00:00Z", "+10000-01-01T00:00:00Z", "+10000-01-01"),
+    6: ("-4712-01-01T00:00:00Z", "-4712-01-01T00:00:00Z", "-4712-01-01"),
+    7: ("+294276-12-31T23:59:59.999999Z", "+294276-12-31T23:59:59.999999Z", "+5874897-12-31"),
+    8: ("2024-02-29T01:02:03Z", "0999-01-01T00:00:00Z", "0001-01-01"),
+}
+_ISO = re.compile(r"^([+-]?\d{4,})-(\d\d)-(\d\d)(?:T(\d\d):(\d\d):(\d\d)(\.\d+)?Z)?$")
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 in the proleptic Gregorian calendar (H. Hinnant's algorithm)."""
+    y -= m <= 2
+    era = y // 400  # floor division: Python's // already rounds down for negative years
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _epoch_us(text: str) -> int:
+    """Microseconds since the epoch of an ISO 8601 (expanded year) date or time."""
+    m = _ISO.match(text)
+    assert m is not None, text
+    y, mo, d, hh, mm, ss, frac = m.groups()
+    us = _days_from_civil(int(y), int(mo), int(d)) * 86_400_000_000
+    if hh is not None:
+        us += ((int(hh) * 60 + int(mm)) * 60 + int(ss)) * 1_000_000
+        us += round(float(frac or "0") * 1_000_000)
+    return us
+
+
+async def test_timestamps_at_the_edges(settings: Settings) -> None:
+    t, snap = unique("tsedge"), unique("tsedge_snap")
+    cols = "id int primary key, ts timestamp, tstz timestamptz, d date, tsa timestamp[], da date[]"
+    insert = (
+        "insert into {} select id, ts::timestamp, tstz::timestamptz, d::date,"
+        " array[ts::timestamp, '-infinity'], array[d::date, 'infinity']"
+        " from (values {}) v(id, ts, tstz, d)"
+    )
+    rows = ", ".join(f"({i}, '{a}', '{b}', '{c}')" for i, a, b, c in EDGE_ROWS)
+    await execute(
+        settings,
+        "set timezone = 'UTC'",
+        f"create table {t} ({cols})",
+        f"create table {snap} ({cols})",
+        insert.format(snap, rows),
+    )
+    async with cdc_source(settings, tables=[t, snap], snapshot="initial") as src:
+        await execute(settings, "set timezone = 'UTC'", insert.format(t, rows))
+        await caught_up(settings, src)
+        n = len(EDGE_ROWS)
+        streamed = await read_events(settings.kafka.bootstrap, f"{src.name}.public.{t}", n)
+        read = await read_events(settings.kafka.bootstrap, f"{src.name}.public.{snap}", n)
+    # PostgreSQL's own count of microseconds (days for dates) since the epoch, from
+    # whole days and the time of day (extract(epoch) rounds through a double up there)
+    us = (
+        "(({0})::date - date '1970-01-01')::numeric * 86400000000"
+        " + extract(epoch from ({0})::time) * 1000000"
+    )
+    utc = "tstz at time zone 'UTC'"
+    epochs = {
+        i: (ts, tstz, d)
+        for i, ts, tstz, d in await fetch(
+            settings,
+            f"select id, case when isfinite(ts) then {us.format('ts')} end,"
+            f" case when isfinite(tstz) then {us.format(utc)} end,"
+            f" case when isfinite(d) then d - date '1970-01-01' end from {t}",
+        )
+    }
+    for events in (streamed, read):
+        got = {int(e.partitionkey or 0): e.data["after"] for e in events}
+        assert set(got) == set(EDGE_EXPECTED)
+        for i, (ts, tstz, d) in EDGE_EXPECTED.items():
+            after = got[i]
+            assert (after["ts"], after["tstz"], after["d"]) == (ts, tstz, d), i
+            assert after["tsa"] == [ts, "-infinity"] and after["da"] == [d, "infinity"]
+            e_ts, e_tstz, e_d = epochs[i]
+            if e_ts is not None:  # the text names the very instant PostgreSQL holds
+                assert _epoch_us(ts) == e_ts and _epoch_us(tstz) == e_tstz
+                assert _epoch_us(d) == e_d * 86_400_000_000
+
+
+async def test_json_numbers_beyond_a_double_reach_a_pipeline(settings: Settings) -> None:
+    """Downstream, a jq step reads such numbers as libjq does (clamped doubles) instead
+    of the event being dead-lettered as unreadable."""
+    t = unique("jpipe")
+    await execute(settings, f"create table {t} (id int primary key, doc jsonb)")
+    async with cdc_source(settings, tables=[t], snapshot="never") as src:
+        topic = f"{src.name}.public.{t}"
+        pipeline = {
+            "name": src.name + "-p",
+            "source": {"topics": [topic]},
+            "steps": [{"jq": "{f: .after.doc.f, p: .after.doc.p, big: (.after.doc.f > 1e300)}"}],
+            "sinks": [{"topic": {"topic": f"{topic}.out"}}],
+        }
+        await execute(settings, (f"insert into {t} values (1, %s)", (JSON_DOC,)))
+        await caught_up(settings, src)
+        async with running(with_pipelines(settings, pipeline)):
+            [out] = await read_events(settings.kafka.bootstrap, f"{topic}.out", 1, timeout=60)
+            dead = await read_records(settings.kafka.bootstrap, f"{src.name}-p.dlq", 0, 2)
+    assert out.data == {"f": 1.7976931348623157e308, "p": 0.1, "big": True}
+    assert dead == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+import orjson
 from eventpipe.connectors.postgres_cdc.events import EventBuilder
 from eventpipe.connectors.postgres_cdc.heartbeat import HEARTBEAT_PREFIX, WATERMARK_PREFIX
 from eventpipe.connectors.postgres_cdc.reader import CdcReader
@@ -152,3 +153,16 @@ def test_chunk_rows_come_out_at_the_high_watermark_minus_newer_changes() -> None
     assert ops == [("u", "2", "new"), ("u", "3", "seen"), ("r", "1", "old"), ("r", "3", "seen")]
     assert [e.id for e in events[2:]] == ["0/4300:r0", "0/4300:r1"]
     assert r.chunk is None and upto == 0x4300
+
+
+def test_a_dead_lettered_row_keeps_json_values_as_json() -> None:
+    from eventpipe.connectors.postgres_cdc.reader import _texts
+
+    exact = orjson.Fragment(b"0.1000000000000000055511151231257827")
+    row = {"id": 7, "doc": {"p": exact, "ok": True}, "t": "x", "n": None}
+    assert _texts(row) == {
+        "id": "7",
+        "doc": '{"p":0.1000000000000000055511151231257827,"ok":true}',
+        "t": "x",
+        "n": None,
+    }

@@ -44,7 +44,18 @@ reg = TypeRegistry()
         (1184, b"2024-01-02 03:04:05+05:30", "2024-01-02T03:04:05+05:30"),
         (1184, b"2024-01-02 03:04:05-08", "2024-01-02T03:04:05-08:00"),
         (1184, b"infinity", "infinity"),
-        (1184, b"0044-03-15 12:00:00+00 BC", "0044-03-15 12:00:00+00 BC"),
+        (1184, b"0044-03-15 12:00:00+00 BC", "-0043-03-15T12:00:00Z"),
+        (1184, b"0001-01-01 00:00:00+00 BC", "0000-01-01T00:00:00Z"),
+        (1184, b"10000-01-01 00:00:00.5+00", "+10000-01-01T00:00:00.5Z"),
+        (1184, b"0044-03-15 12:00:00+05:30 BC", "-0043-03-15T12:00:00+05:30"),
+        (1184, b"-infinity", "-infinity"),
+        (1114, b"0044-03-15 12:00:00 BC", "-0043-03-15T12:00:00Z"),
+        (1114, b"294276-12-31 23:59:59.999999", "+294276-12-31T23:59:59.999999Z"),
+        (1114, b"infinity", "infinity"),
+        (1082, b"4713-01-01 BC", "-4712-01-01"),
+        (1082, b"10000-01-01", "+10000-01-01"),
+        (1082, b"0999-12-31", "0999-12-31"),
+        (1082, b"infinity", "infinity"),
         (1114, b"2024-01-02 03:04:05.5", "2024-01-02T03:04:05.5Z"),
         (1114, b"-infinity", "-infinity"),
         (869, b"10.0.0.1/8", "10.0.0.1/8"),
@@ -65,13 +76,45 @@ def test_numeric_as_number() -> None:
     assert TypeRegistry("string").converter(1700)(b"1.50") == "1.50"
 
 
-def test_json_keeps_integers_beyond_64_bits_exact() -> None:
-    conv = reg.converter(3802)
-    v = conv(b'{"big": 123456789012345678901234567890, "n": 1}')
-    assert isinstance(v, orjson.Fragment)
-    assert orjson.dumps({"x": v}) == b'{"x":{"big": 123456789012345678901234567890, "n": 1}}'
-    # long digit runs inside strings do not trigger it
-    assert conv(b'{"id": "1234567890123456789012"}') == {"id": "1234567890123456789012"}
+@pytest.mark.parametrize(
+    "raw, written",
+    [
+        (
+            b'{"big": 123456789012345678901234567890, "n": 1}',
+            b'{"big":123456789012345678901234567890,"n":1}',
+        ),
+        (
+            b'{"p": 0.1000000000000000055511151231257827}',
+            b'{"p":0.1000000000000000055511151231257827}',
+        ),
+        (b'{"f": 1e400, "g": [-1E-400]}', b'{"f":1e400,"g":[-1E-400]}'),
+        (b"1e400", b"1e400"),
+        (b"18446744073709551615", b"18446744073709551615"),  # the largest u64: an int
+        (b"[0.30000000000000004, 1.50, 1E+2]", b"[0.30000000000000004,1.5,100.0]"),
+        (
+            b'{"id": "1234567890123456789012", "e": "1e400"}',
+            b'{"id":"1234567890123456789012","e":"1e400"}',
+        ),
+    ],
+)
+def test_json_numbers_are_written_exactly(raw: bytes, written: bytes) -> None:
+    v = reg.converter(3802)(raw)
+    assert orjson.dumps(v) == written
+    assert reg.converter(114)(raw) is not None
+
+
+def test_json_numbers_a_double_holds_are_plain_numbers() -> None:
+    v = reg.converter(3802)(b'{"a": 0.1, "b": 12345678901234567, "c": [1.5], "s": "x"}')
+    assert v == {"a": 0.1, "b": 12345678901234567, "c": [1.5], "s": "x"}
+    exact = reg.converter(3802)(b'{"p": 0.1000000000000000055511151231257827, "q": 2}')
+    assert isinstance(exact["p"], orjson.Fragment) and exact["q"] == 2
+
+
+def test_invalid_json_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        reg.converter(3802)(b'{"a": NaN}')
+    with pytest.raises(ValueError):
+        reg.converter(3802)(b'{"a": 1e400')
 
 
 @pytest.mark.parametrize(

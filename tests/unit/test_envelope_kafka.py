@@ -331,3 +331,35 @@ def test_unsupported_event_formats(ct: bytes) -> None:
     with pytest.raises(UnsupportedMediaTypeError) as ei:
         from_kafka(None, b"{}", [("content-type", ct)])
     assert "application/cloudevents+json" in ei.value.accepted
+
+
+BEYOND_DOUBLE = (
+    b'{"f": 1e400, "g": [-1E+400], "big": 123456789012345678901234567890,'
+    b' "p": 0.1000000000000000055511151231257827, "n": 7}'
+)
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_numbers_beyond_a_double_are_read_as_libjq_reads_them(mode: str) -> None:
+    """A CDC event may carry json numbers no double holds (1e400): the event decodes,
+    and its data holds what libjq itself reads from the same text."""
+    import jq
+
+    msg = to_kafka(make(data=None), mode=mode)  # type: ignore[arg-type]
+    if mode == "binary":
+        msg = KafkaMessage(msg.key, BEYOND_DOUBLE, msg.headers)
+    else:
+        doc = orjson.loads(msg.value or b"")
+        body = orjson.dumps(doc)[:-1] + b',"data":' + BEYOND_DOUBLE + b"}"
+        msg = KafkaMessage(msg.key, body, msg.headers)
+    data = from_kafka(msg.key, msg.value, msg.headers).data
+    assert data == jq.compile(".").input_text(BEYOND_DOUBLE.decode()).first()
+    assert data["f"] == 1.7976931348623157e308 and data["g"] == [-1.7976931348623157e308]
+    assert data["n"] == 7 and isinstance(data["n"], int)
+
+
+def test_json_that_is_malformed_for_another_reason_stays_malformed() -> None:
+    ok = to_kafka(make())
+    for bad in (b'{"f": 1e400', b'{"f": 1e400, "s": "\\ud800"}x', b'{"f": NaN}'):
+        with pytest.raises(MalformedEventError):
+            from_kafka(ok.key, bad, ok.headers)
