@@ -31,7 +31,16 @@ def test_exponential_backoff_with_jitter_is_bounded() -> None:
             assert full / 2 <= p.delay(n) <= full
     assert RetryPolicy(RetrySpec(initial=0.2, max=5, jitter=False)).delay(3) == 0.8
     assert RetryPolicy(RetrySpec(backoff="constant", initial=0.3, jitter=False)).delay(9) == 0.3
-    assert RetryPolicy(RetrySpec(initial=0.1, max=1, jitter=False)).delay(1, retry_after=4) == 4
+    assert RetryPolicy(RetrySpec(initial=0.1, max=5, jitter=False)).delay(1, retry_after=4) == 4
+
+
+def test_retry_after_is_honoured_up_to_retry_max() -> None:
+    """A server's Retry-After raises the delay, but never past ``retry.max``: a far-off
+    date must not hold a partition for a day."""
+    p = RetryPolicy(RetrySpec(initial=0.1, max=30, jitter=True), rng=random.Random(3))
+    assert p.delay(1, retry_after=86_400) == 30
+    assert p.delay(1, retry_after=12) == 12
+    assert p.delay(1, retry_after=parse_retry_after("Wed, 21 Oct 2099 07:28:00 GMT")) == 30
 
 
 def test_circuit_breaker_opens_and_half_opens() -> None:
