@@ -65,6 +65,8 @@ class Entry:
             "event_type": self.event_type,
             "event": self.event,
         }
+        if d.http_status is not None:
+            doc["http"] = {"status": d.http_status, "body": d.http_body}
         if full:
             doc["exception"]["stacktrace"] = d.stacktrace
             doc["headers"] = {k: v.decode("utf-8", "replace") for k, v in d.headers}

@@ -14,7 +14,13 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from eventpipe.envelope.event import format_time, parse_time
-from eventpipe.errors import error_class_name, is_retriable
+from eventpipe.errors import (
+    HTTP_BODY_LIMIT,
+    HttpStatusError,
+    error_class_name,
+    find_cause,
+    is_retriable,
+)
 
 PREFIX = "eventpipe.dlq."
 STACKTRACE_LIMIT = 8 * 1024
@@ -35,6 +41,10 @@ H_ATTEMPTS = PREFIX + "attempts"
 H_FIRST_FAILED_AT = PREFIX + "first_failed_at"
 H_FAILED_AT = PREFIX + "failed_at"
 H_RETRIABLE = PREFIX + "retriable"
+# An HTTP answer behind the failure (an http sink's 4xx/5xx): its status, and its body cut
+# at HTTP_BODY_LIMIT bytes (4 KiB); absent for other failures.
+H_HTTP_STATUS = PREFIX + "http.status"
+H_HTTP_BODY = PREFIX + "http.body"
 
 
 @dataclass(slots=True)
@@ -63,6 +73,8 @@ class DeadLetter:
     first_failed_at: datetime | None = None
     failed_at: datetime | None = None
     retriable: bool = False
+    http_status: int | None = None
+    http_body: str | None = None
 
     # ------------------------------------------------------------ building
     @classmethod
@@ -84,6 +96,7 @@ class DeadLetter:
             raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
         now = datetime.now(UTC)
         trace = "".join(traceback.format_exception(exc))
+        http = find_cause(exc, HttpStatusError)
         return cls(
             key=key,
             value=value,
@@ -99,6 +112,8 @@ class DeadLetter:
             first_failed_at=first_failed_at or now,
             failed_at=now,
             retriable=is_retriable(exc),
+            http_status=http.status if http is not None else None,
+            http_body=_cut(http.body, HTTP_BODY_LIMIT) if http is not None and http.body else None,
         )
 
     # ----------------------------------------------------------- encoding
@@ -124,6 +139,8 @@ class DeadLetter:
         put(H_FIRST_FAILED_AT, format_time(self.first_failed_at) if self.first_failed_at else None)
         put(H_FAILED_AT, format_time(self.failed_at) if self.failed_at else None)
         put(H_RETRIABLE, "true" if self.retriable else "false")
+        put(H_HTTP_STATUS, self.http_status)
+        put(H_HTTP_BODY, self.http_body)
         return h
 
     @classmethod
@@ -156,6 +173,8 @@ class DeadLetter:
             first_failed_at=ts(H_FIRST_FAILED_AT),
             failed_at=ts(H_FAILED_AT),
             retriable=meta.get(H_RETRIABLE) == "true",
+            http_status=num(H_HTTP_STATUS),
+            http_body=meta.get(H_HTTP_BODY),
         )
 
 

@@ -39,7 +39,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from eventpipe.base import PluginConfig, sinks
 from eventpipe.envelope import CloudEvent, to_http, to_http_batch
-from eventpipe.errors import HttpStatusError
+from eventpipe.errors import HTTP_BODY_LIMIT, HttpStatusError
 
 from .api import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
 from .breaker import CircuitBreaker
@@ -85,6 +85,23 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+async def _error_body(resp: aiohttp.ClientResponse) -> str:
+    """The first HTTP_BODY_LIMIT (+1, so a cut shows) bytes of an error answer's body."""
+    buf = bytearray()
+    try:
+        while len(buf) <= HTTP_BODY_LIMIT:
+            chunk = await resp.content.read(HTTP_BODY_LIMIT + 1 - len(buf))
+            if not chunk:
+                break
+            buf += chunk
+    except (aiohttp.ClientError, TimeoutError):
+        pass  # the status decides; a body cut short is still worth keeping
+    try:
+        return buf.decode(resp.charset or "utf-8", "replace")
+    except LookupError:  # a charset Python does not know
+        return buf.decode("utf-8", "replace")
+
+
 class HttpUnavailableError(SinkUnavailableError):
     """429 / 502 / 503 / 504, a timeout or a connection failure."""
 
@@ -128,7 +145,7 @@ class HttpSink(PipelineSink):
                 if 200 <= status < 300:
                     await resp.read()
                     return
-                text = (await resp.text(errors="replace"))[:200]
+                text = await _error_body(resp)
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise HttpUnavailableError(
@@ -137,12 +154,12 @@ class HttpSink(PipelineSink):
         except aiohttp.ClientConnectionError as exc:
             raise HttpUnavailableError(f"sink {self.label}: {type(exc).__name__}: {exc}") from exc
         if status in UNAVAILABLE_STATUSES:
-            cause = HttpStatusError(status, text, retry_after)
+            cause = HttpStatusError(status, text[:200], retry_after, body=text)
             err = HttpUnavailableError(
                 f"sink {self.label}: HTTP {status} from {self.cfg.url}", retry_after=retry_after
             )
             raise err from cause
-        raise HttpStatusError(status, text, retry_after)
+        raise HttpStatusError(status, text[:200], retry_after, body=text)
 
     async def deliver(
         self, items: Sequence[DeliveryItem], *, before_commit: BeforeCommit | None = None
