@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+import re
+from collections.abc import Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 from eventpipe.pipelines.durations import Duration
@@ -39,12 +40,18 @@ from pydantic import Field, SecretStr, field_validator
 
 from eventpipe.base import PluginConfig, sinks
 from eventpipe.envelope import CloudEvent, to_http, to_http_batch
-from eventpipe.errors import HTTP_BODY_LIMIT, HttpStatusError
+from eventpipe.envelope.http import encode_header_value
+from eventpipe.errors import HTTP_BODY_LIMIT, EventpipeError, HttpStatusError
 
 from .api import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
 from .breaker import CircuitBreaker
 
 UNAVAILABLE_STATUSES = frozenset({429, 502, 503, 504})
+_T = TypeVar("_T")
+# What an HTTP header cannot hold (RFC 9110 5.5: no CR, LF or NUL; we keep to visible
+# ASCII, space and tab, so nothing is left to the client library's judgement).
+_NOT_HEADER_TEXT = re.compile(r"[^\t\x20-\x7e]")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class BreakerConfig(PluginConfig):
@@ -66,6 +73,16 @@ class HttpSinkConfig(PluginConfig):
     def _url(cls, v: str) -> str:
         if not v.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, value in v.items():
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if _NOT_HEADER_TEXT.search(value.get_secret_value()):
+                raise ValueError(f"the value of {name!r} holds a control or non-ASCII character")
         return v
 
 
@@ -103,7 +120,20 @@ async def _error_body(resp: aiohttp.ClientResponse) -> str:
 
 
 class HttpUnavailableError(SinkUnavailableError):
-    """429 / 502 / 503 / 504, a timeout or a connection failure."""
+    """429 / 502 / 503 / 504, a timeout, a connection failure or an answer that is not
+    HTTP: the endpoint, not the event, is at fault."""
+
+
+async def _all(jobs: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:
+    """Run ``jobs`` at once; an exception one of them did not classify cancels the
+    others and is raised as it is (the pipeline stops on it; no record is blamed)."""
+    tasks: list[asyncio.Task[_T]] = []
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(j) for j in jobs]
+    except BaseExceptionGroup as eg:
+        raise eg.exceptions[0] from None
+    return [t.result() for t in tasks]
 
 
 @sinks.register("http")
@@ -151,7 +181,20 @@ class HttpSink(PipelineSink):
             raise HttpUnavailableError(
                 f"sink {self.label}: no answer from {self.cfg.url} within {self.cfg.timeout}s"
             ) from exc
-        except aiohttp.ClientConnectionError as exc:
+        except aiohttp.ClientPayloadError as exc:
+            # A 2xx whose body was cut short: the receiver may or may not have taken the
+            # event, so it is sent again (same Idempotency-Key), like a lost connection.
+            raise HttpUnavailableError(
+                f"sink {self.label}: the answer from {self.cfg.url} was cut short ({exc})"
+            ) from exc
+        except aiohttp.ClientResponseError as exc:
+            # Raised before we get a response: a status line or headers that are not HTTP
+            # (a broken proxy), too many redirects.  The endpoint, not the event, is at fault.
+            raise HttpUnavailableError(
+                f"sink {self.label}: no valid HTTP answer from {self.cfg.url}: "
+                f"{type(exc).__name__}: {exc.message}"
+            ) from exc
+        except aiohttp.ClientError as exc:  # connection errors and the rest of aiohttp's
             raise HttpUnavailableError(f"sink {self.label}: {type(exc).__name__}: {exc}") from exc
         if status in UNAVAILABLE_STATUSES:
             cause = HttpStatusError(status, text[:200], retry_after, body=text)
@@ -173,15 +216,15 @@ class HttpSink(PipelineSink):
         mode = self.cfg.mode
 
         async def one(ev: CloudEvent) -> BaseException | None:
-            headers, body = to_http(ev, mode=mode)
-            async with sem:
-                try:
-                    await self._post(headers, body, ev.id)
-                except (HttpStatusError, SinkUnavailableError) as exc:
-                    return exc
+            try:
+                headers, body = to_http(ev, mode=mode)
+                async with sem:
+                    await self._post(headers, body, encode_header_value(ev.id))
+            except EventpipeError as exc:  # classified: this event's own failure
+                return exc
             return None
 
-        results = await asyncio.gather(*(one(ev) for _, ev in jobs))
+        results = await _all(one(ev) for _, ev in jobs)
         failed: dict[int, BaseException] = {}
         for (index, _), res in zip(jobs, results, strict=True):
             if res is not None and index not in failed:

@@ -33,6 +33,10 @@ _RFC3339 = re.compile(
     r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"  # offset
 )
 _RESERVED = CORE_ATTRIBUTES | {"data", "data_base64"}
+# The type system's String: "the control characters in the ranges U+0000-U+001F and
+# U+007F-U+009F" and surrogates MUST NOT be used ("some, such as U+000A (newline), are
+# not usable in contexts such as HTTP headers").
+_FORBIDDEN_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 ExtensionValue = str | int | bool
 
 
@@ -105,6 +109,16 @@ def validate_extension_name(name: str) -> None:
 def _extension_name_ok(name: str) -> bool:
     # Cached: the same few names arrive on every event.
     return isinstance(name, str) and name not in _RESERVED and bool(_EXT_NAME.fullmatch(name))
+
+
+def _check_chars(name: str, value: str) -> None:
+    m = _FORBIDDEN_CHAR.search(value)
+    if m is not None:
+        raise InvalidEventError(
+            name,
+            f"holds U+{ord(m.group()):04X} at position {m.start()}: CloudEvents strings must "
+            "not contain control characters or surrogates",
+        )
 
 
 class CloudEvent:
@@ -189,11 +203,16 @@ class CloudEvent:
             v = getattr(self, name)
             if not isinstance(v, str) or not v:
                 raise InvalidEventError(name, "is required and must be a non-empty string")
+            if not v.isprintable():  # the fast test; the exact one is in _check_chars
+                _check_chars(name, v)
         for name in ("subject", "datacontenttype", "dataschema"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, str) or not v):
-                # The spec: "if present, MUST be a non-empty string".
-                raise InvalidEventError(name, "must be a non-empty string when set")
+            if v is not None:
+                if not isinstance(v, str) or not v:
+                    # The spec: "if present, MUST be a non-empty string".
+                    raise InvalidEventError(name, "must be a non-empty string when set")
+                if not v.isprintable():
+                    _check_chars(name, v)
         if self.time is not None:
             if not isinstance(self.time, datetime):
                 raise InvalidEventError("time", "must be a datetime")
@@ -206,7 +225,10 @@ class CloudEvent:
                     k,
                     f"extension values must be string, integer or boolean, not {type(v).__name__}",
                 )
-            if isinstance(v, int) and not isinstance(v, bool) and not -(2**31) <= v < 2**31:
+            if isinstance(v, str):
+                if not v.isprintable():
+                    _check_chars(k, v)
+            elif not isinstance(v, bool) and not -(2**31) <= v < 2**31:
                 raise InvalidEventError(k, "integer extensions must fit in 32 bits")
         if (
             isinstance(self.data, bytes | bytearray)

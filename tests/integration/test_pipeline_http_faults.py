@@ -82,9 +82,7 @@ async def test_a_request_error_fails_only_its_own_record(settings: Settings) -> 
         ids = [f"ok-{i}" for i in range(20)] + ["trunc-1", "garbage-1"]
         ids += [f"ok-{i}" for i in range(20, 40)]
         bad = to_kafka(CloudEvent.create("t", "/faults", {}, id="crlf"))
-        bad_headers = [
-            (k, b"crlf\r\nX-Injected: 1" if k == "ce_id" else v) for k, v in bad.headers
-        ]
+        bad_headers = [(k, b"crlf\r\nX-Injected: 1" if k == "ce_id" else v) for k, v in bad.headers]
         msgs = [to_kafka(e) for e in events(ids[:30])]
         msgs.append(KafkaMessage(bad.key, bad.value, bad_headers))
         msgs += [to_kafka(e) for e in events(ids[30:])]
@@ -103,7 +101,8 @@ async def test_a_request_error_fails_only_its_own_record(settings: Settings) -> 
     assert "control character" in h["eventpipe.dlq.exception.message"]
     assert not injected(rx)
     once = accepted_ids(rx)
-    assert all(once[i] == 1 for i in ids), {i: n for i, n in once.items() if n != 1}
+    twice = {i: n for i, n in once.items() if n != 1 and i != "trunc-1"}
+    assert not twice and set(ids) <= set(once), twice
     # The cut-short 2xx was resent with the same key (the receiver may have processed it).
     trunc = [r for r in rx.requests if r.ce_id == "trunc-1"]
     assert len(trunc) == 2 and trunc[0].key == trunc[1].key == "trunc-1"
@@ -360,9 +359,7 @@ async def test_batch_requests_keep_their_key_when_re_formed(settings: Settings) 
             }
 
         def complete() -> bool:
-            return all(
-                set(ids) <= {i for v in sent(t).values() for i in v} for t in ("a", "b")
-            )
+            return all(set(ids) <= {i for v in sent(t).values() for i in v} for t in ("a", "b"))
 
         async with running(s):
             assert await wait_until(complete, 30)
