@@ -272,7 +272,10 @@ class BatchProcessor:
         by_index = {r.index: r for r in live}
         attempts: dict[int, int] = {}
         first_failed: dict[int, datetime] = {}
-        pending = [DeliveryItem(r.index, r.outputs, r.topic, r.partition, r.offset) for r in live]
+        pending = [
+            DeliveryItem(r.index, r.outputs, r.topic, r.partition, r.offset, key=r.key)
+            for r in live
+        ]
 
         async def before_commit(failed: dict[int, BaseException]) -> None:
             letters = []

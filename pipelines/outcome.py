@@ -68,11 +68,11 @@ def sort_write(sent: Sequence[DeliveryItem], failed: Mapping[int, BaseException]
     return out
 
 
-def probe(queue: Sequence[DeliveryItem]) -> Sequence[DeliveryItem]:
+def probe(queue: Sequence[DeliveryItem]) -> list[DeliveryItem]:
     """What a half-open breaker lets through: up to the first record with events, so
     a probe costs one request (one timeout against an endpoint that hangs), not the
     whole pending batch."""
     for n, it in enumerate(queue):
         if it.events:
-            return queue[: n + 1]
-    return queue
+            return list(queue[: n + 1])
+    return list(queue)

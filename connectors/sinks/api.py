@@ -73,6 +73,7 @@ class DeliveryItem:
     partition: int | None = None
     offset: int | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    key: bytes | None = None  # the consumed record's Kafka key (sinks that keep order)
 
 
 @dataclass

@@ -39,12 +39,19 @@ from eventpipe.pipelines.durations import Duration
 from pydantic import Field, SecretStr, field_validator
 
 from eventpipe.base import PluginConfig, sinks
-from eventpipe.envelope import CloudEvent, to_http, to_http_batch
-from eventpipe.envelope.http import encode_header_value
+from eventpipe.envelope import to_http_batch
 from eventpipe.errors import HTTP_BODY_LIMIT, EventpipeError, HttpStatusError
 
 from .api import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
 from .breaker import CircuitBreaker
+from .http_requests import (
+    Request,
+    blocks_lane,
+    event_requests,
+    held_for_order,
+    lanes,
+    put_failure,
+)
 
 UNAVAILABLE_STATUSES = frozenset({429, 502, 503, 504})
 _T = TypeVar("_T")
@@ -66,6 +73,7 @@ class HttpSinkConfig(PluginConfig):
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     timeout: Duration = 10.0
     concurrency: int = Field(16, ge=1, le=1024)
+    ordering: Literal["key", "none"] = "key"
     circuit_breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
     @field_validator("url")
@@ -207,40 +215,42 @@ class HttpSink(PipelineSink):
     async def deliver(
         self, items: Sequence[DeliveryItem], *, before_commit: BeforeCommit | None = None
     ) -> dict[int, BaseException]:
+        if self._session is None:
+            raise HttpUnavailableError(f"sink {self.label} is not started")
         if self.cfg.batch:
             return await self._deliver_batch(items)
-        jobs: list[tuple[int, CloudEvent]] = [(it.index, e) for it in items for e in it.events]
-        if not jobs:
-            return {}
-        sem = asyncio.Semaphore(self.cfg.concurrency)
-        mode = self.cfg.mode
-
-        async def one(ev: CloudEvent) -> BaseException | None:
-            try:
-                headers, body = to_http(ev, mode=mode)
-                async with sem:
-                    await self._post(headers, body, encode_header_value(ev.id))
-            except EventpipeError as exc:  # classified: this event's own failure
-                return exc
-            return None
-
-        results = await _all(one(ev) for _, ev in jobs)
         failed: dict[int, BaseException] = {}
-        for (index, _), res in zip(jobs, results, strict=True):
-            if res is not None and index not in failed:
-                failed[index] = res
-        errors = [r for r in results if r is not None]
-        if (
-            errors
-            and len(errors) == len(results)
-            and all(isinstance(e, SinkUnavailableError) for e in errors)
-        ):
-            hints = [a for e in errors if (a := getattr(e, "retry_after", None)) is not None]
-            raise HttpUnavailableError(
-                f"sink {self.label}: every request failed ({errors[0]})",
-                retry_after=max(hints) if hints else None,
-            ) from errors[0]
+        requests = event_requests(
+            items, mode=self.cfg.mode, ordered=self.cfg.ordering == "key", failed=failed
+        )
+        await self._send(requests, failed)
         return failed
+
+    async def _send(self, requests: Sequence[Request], failed: dict[int, BaseException]) -> None:
+        """Send ``requests``, each lane in order, up to ``concurrency`` at once; every
+        request's classified failure goes to its records in ``failed``."""
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+
+        async def run(lane: list[Request]) -> None:
+            blocker: Request | None = None
+            for r in lane:
+                err: EventpipeError | None
+                if blocker is not None:
+                    err = held_for_order(self.label, blocker)
+                else:
+                    async with sem:
+                        try:
+                            await self._post(r.headers, r.body, r.key)
+                            err = None
+                        except EventpipeError as exc:  # classified by _post
+                            err = exc
+                    if blocks_lane(err):
+                        blocker = r
+                if err is not None:
+                    for i in r.indexes:
+                        put_failure(failed, i, err)
+
+        await _all(run(lane) for lane in lanes(requests))
 
     async def _deliver_batch(self, items: Sequence[DeliveryItem]) -> dict[int, BaseException]:
         events = [e for it in items for e in it.events]
@@ -250,7 +260,7 @@ class HttpSink(PipelineSink):
         key = hashlib.sha256("\n".join(e.id for e in events).encode()).hexdigest()
         try:
             await self._post(headers, body, key)
-        except HttpStatusError as exc:
+        except EventpipeError as exc:
             return {it.index: exc for it in items if it.events}
         return {}
 
