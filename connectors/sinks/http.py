@@ -27,7 +27,6 @@ record up to ``retry.max_attempts``; other 4xx are permanent (dead letter).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 from collections.abc import Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
@@ -39,13 +38,13 @@ from eventpipe.pipelines.durations import Duration
 from pydantic import Field, SecretStr, field_validator
 
 from eventpipe.base import PluginConfig, sinks
-from eventpipe.envelope import to_http_batch
 from eventpipe.errors import HTTP_BODY_LIMIT, EventpipeError, HttpStatusError
 
 from .api import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
 from .breaker import CircuitBreaker
 from .http_requests import (
     Request,
+    batch_requests,
     blocks_lane,
     event_requests,
     held_for_order,
@@ -69,6 +68,7 @@ class BreakerConfig(PluginConfig):
 class HttpSinkConfig(PluginConfig):
     url: str
     batch: bool = False
+    batch_size: int = Field(100, ge=1, le=10_000)
     mode: Literal["binary", "structured"] = "binary"
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     timeout: Duration = 10.0
@@ -217,12 +217,13 @@ class HttpSink(PipelineSink):
     ) -> dict[int, BaseException]:
         if self._session is None:
             raise HttpUnavailableError(f"sink {self.label} is not started")
-        if self.cfg.batch:
-            return await self._deliver_batch(items)
         failed: dict[int, BaseException] = {}
-        requests = event_requests(
-            items, mode=self.cfg.mode, ordered=self.cfg.ordering == "key", failed=failed
-        )
+        ordered = self.cfg.ordering == "key"
+        if self.cfg.batch:
+            size = self.cfg.batch_size
+            requests = batch_requests(items, size=size, ordered=ordered, failed=failed)
+        else:
+            requests = event_requests(items, mode=self.cfg.mode, ordered=ordered, failed=failed)
         await self._send(requests, failed)
         return failed
 
@@ -251,18 +252,6 @@ class HttpSink(PipelineSink):
                         put_failure(failed, i, err)
 
         await _all(run(lane) for lane in lanes(requests))
-
-    async def _deliver_batch(self, items: Sequence[DeliveryItem]) -> dict[int, BaseException]:
-        events = [e for it in items for e in it.events]
-        if not events:
-            return {}
-        headers, body = to_http_batch(events)
-        key = hashlib.sha256("\n".join(e.id for e in events).encode()).hexdigest()
-        try:
-            await self._post(headers, body, key)
-        except EventpipeError as exc:
-            return {it.index: exc for it in items if it.events}
-        return {}
 
 
 __all__ = ["HttpSink", "HttpSinkConfig", "HttpUnavailableError", "parse_retry_after"]

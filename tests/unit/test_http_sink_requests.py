@@ -4,7 +4,12 @@ which failure a record with several events keeps."""
 from __future__ import annotations
 
 from eventpipe.connectors.sinks.api import DeliveryItem, HeldForOrderError, SinkUnavailableError
-from eventpipe.connectors.sinks.http_requests import event_requests, lanes, put_failure
+from eventpipe.connectors.sinks.http_requests import (
+    batch_requests,
+    event_requests,
+    lanes,
+    put_failure,
+)
 
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import HttpStatusError, InvalidEventError
@@ -65,3 +70,38 @@ def test_a_record_keeps_its_worst_failure() -> None:
     put_failure(failed, 8, SinkUnavailableError("503"))
     put_failure(failed, 8, HeldForOrderError("later"))
     assert isinstance(failed[8], SinkUnavailableError)
+
+
+def test_batch_chunks_are_aligned_on_offsets_whatever_the_batch() -> None:
+    """The same records cut into pipeline batches differently give the same chunk
+    requests (same ids, same key) wherever a chunk is whole in both."""
+
+    def items(offsets: range) -> list[DeliveryItem]:
+        return [DeliveryItem(o, [ev(f"e-{o}")], "t", 0, o) for o in offsets]
+
+    def chunks(offsets: range) -> dict[str, list[int]]:
+        failed: dict[int, BaseException] = {}
+        reqs = batch_requests(items(offsets), size=10, ordered=True, failed=failed)
+        assert not failed and {r.lane for r in reqs} == {("t", 0)}
+        return {r.key: r.indexes for r in reqs}
+
+    whole = chunks(range(0, 40))
+    assert sorted(whole.values()) == [list(range(k, k + 10)) for k in (0, 10, 20, 30)]
+    cut = chunks(range(5, 35))  # a batch starting and ending mid-chunk
+    assert sorted(cut.values()) == [
+        list(range(5, 10)),
+        list(range(10, 20)),
+        list(range(20, 30)),
+        list(range(30, 35)),
+    ]
+    common = set(whole) & set(cut)
+    assert sorted(whole[k] for k in common) == [list(range(10, 20)), list(range(20, 30))]
+
+
+def test_a_record_that_cannot_be_encoded_leaves_its_chunk() -> None:
+    bad = CloudEvent(id="x", source="/s", type="t", data={1, 2}, validate=False)
+    failed: dict[int, BaseException] = {}
+    items = [DeliveryItem(0, [ev("a")], "t", 0, 0), DeliveryItem(1, [bad], "t", 0, 1)]
+    reqs = batch_requests(items, size=10, ordered=False, failed=failed)
+    assert [r.indexes for r in reqs] == [[0]] and reqs[0].lane is None
+    assert isinstance(failed[1], InvalidEventError)
