@@ -1,27 +1,38 @@
-"""The ``http`` sink: POST CloudEvents to a URL, per event or per batch.
+"""The ``http`` sink: POST CloudEvents to a URL, per event or in batches.
 
 ```yaml
 sinks:
   - http:
       url: https://hooks.example.com/orders
-      batch: false              # false: one POST per event (binary mode); true: one
-                                # application/cloudevents-batch+json POST per batch
+      batch: false              # false: one POST per event; true: one
+                                # application/cloudevents-batch+json POST per chunk
+      batch_size: 100           # batch: true: records per POST, aligned on source offsets
       mode: binary              # per-event encoding: binary (default) | structured
       headers: {Authorization: Bearer ...}
       timeout: 10s
-      concurrency: 16           # POSTs in flight at once (per-event mode)
+      concurrency: 16           # POSTs in flight at once
+      ordering: key             # key (default): in order per key | none
       circuit_breaker: {failure_threshold: 5, reset_timeout: 30s}
 ```
 
-Each request carries ``Idempotency-Key``: the event id (per-event mode) or a
-digest of the batch's ids, so a retried request can be recognised.
+Which requests a write makes, their ``Idempotency-Key`` and the order they keep
+are in :mod:`.http_requests`.
 
-Answers are classified where they enter (ARCHITECTURE.md section 7): 2xx done;
-429, 502, 503, 504, timeouts and connection errors mean the endpoint is down or
-overloaded (:class:`SinkUnavailableError`, ``Retry-After`` honoured): the
-pipeline holds the partition and backs off, and the circuit breaker opens after
-``failure_threshold`` failed writes in a row; other 5xx are retried for the
-record up to ``retry.max_attempts``; other 4xx are permanent (dead letter).
+Answers are classified where they enter (ARCHITECTURE.md section 7), per
+request, and a request's failure is its own records' only:
+
+* 2xx: delivered.
+* 429, 502, 503, 504, a timeout, a connection error, a 2xx whose body is cut
+  short, an answer that is not HTTP: the endpoint is unavailable
+  (:class:`HttpUnavailableError`).  The record is held and sent again with the
+  same ``Idempotency-Key`` after a backoff (``Retry-After`` honoured up to
+  ``retry.max``); it uses up no attempt.  The breaker counts a write in which
+  unavailability dominated (see :mod:`eventpipe.pipelines.outcome`).
+* other 5xx, 408, 425: retried for the record up to ``retry.max_attempts``.
+* other 4xx, and an event that cannot be encoded: dead-lettered at once.  The
+  dead letter carries the status and body in ``eventpipe.dlq.http.*``.
+
+Any other exception is a bug: it is raised as it is and stops the pipeline.
 """
 
 from __future__ import annotations
