@@ -35,7 +35,12 @@ _RFC3339 = re.compile(
 _RESERVED = CORE_ATTRIBUTES | {"data", "data_base64"}
 # The type system's String: "the control characters in the ranges U+0000-U+001F and
 # U+007F-U+009F" and surrogates MUST NOT be used ("some, such as U+000A (newline), are
-# not usable in contexts such as HTTP headers").
+# not usable in contexts such as HTTP headers").  Enforced on the attributes that name
+# an event or its data (id, source, type, datacontenttype, dataschema), which end up as
+# keys and headers; subject and extension values carry producers' data (a CDC row's
+# text key), are percent-encoded wherever they become a header, and are left as sent
+# rather than dead-lettered on decode (the official SDKs do not check either).
+_CHECKED_CHARS = ("datacontenttype", "dataschema")
 _FORBIDDEN_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 ExtensionValue = str | int | bool
 
@@ -211,7 +216,7 @@ class CloudEvent:
                 if not isinstance(v, str) or not v:
                     # The spec: "if present, MUST be a non-empty string".
                     raise InvalidEventError(name, "must be a non-empty string when set")
-                if not v.isprintable():
+                if name in _CHECKED_CHARS and not v.isprintable():
                     _check_chars(name, v)
         if self.time is not None:
             if not isinstance(self.time, datetime):
@@ -225,10 +230,7 @@ class CloudEvent:
                     k,
                     f"extension values must be string, integer or boolean, not {type(v).__name__}",
                 )
-            if isinstance(v, str):
-                if not v.isprintable():
-                    _check_chars(k, v)
-            elif not isinstance(v, bool) and not -(2**31) <= v < 2**31:
+            if isinstance(v, int) and not isinstance(v, bool) and not -(2**31) <= v < 2**31:
                 raise InvalidEventError(k, "integer extensions must fit in 32 bits")
         if (
             isinstance(self.data, bytes | bytearray)
