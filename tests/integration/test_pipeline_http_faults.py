@@ -47,6 +47,12 @@ def hook_pipeline(
     }
 
 
+def hook_settings(settings: Settings, prefix: str, url: str, **kw: Any) -> tuple[str, Settings]:
+    """A fresh pipeline name and the settings running :func:`hook_pipeline` under it."""
+    name = ident(prefix)
+    return name, with_pipelines(settings, hook_pipeline(name, url, **kw))
+
+
 def events(ids: list[str], **ext: Any) -> list[CloudEvent]:
     return [CloudEvent.create("t", "/faults", {"i": i}, id=i, **ext) for i in ids]
 
@@ -77,8 +83,7 @@ async def test_a_request_error_fails_only_its_own_record(settings: Settings) -> 
         return answer(204)
 
     async with receiving(script) as rx:
-        name = ident("faults")
-        s = with_pipelines(settings, hook_pipeline(name, rx.url))
+        name, s = hook_settings(settings, "faults", rx.url)
         ids = [f"ok-{i}" for i in range(20)] + ["trunc-1", "garbage-1"]
         ids += [f"ok-{i}" for i in range(20, 40)]
         bad = to_kafka(CloudEvent.create("t", "/faults", {}, id="crlf"))
@@ -163,15 +168,12 @@ async def test_a_partial_outage_holds_records_without_using_attempts(settings: S
         return answer(204)
 
     async with receiving(script) as rx:
-        name = ident("partial")
-        s = with_pipelines(
+        name, s = hook_settings(
             settings,
-            hook_pipeline(
-                name,
-                rx.url,
-                retry={"max_attempts": 2},
-                circuit_breaker={"failure_threshold": 2, "reset_timeout": "300ms"},
-            ),
+            "partial",
+            rx.url,
+            retry={"max_attempts": 2},
+            circuit_breaker={"failure_threshold": 2, "reset_timeout": "300ms"},
         )
         ids = [f"e-{i}" for i in range(120)]
         opened = 0.0
@@ -219,8 +221,7 @@ async def test_events_of_one_key_are_delivered_in_order(settings: Settings) -> N
         return answer(204)
 
     async with receiving(script) as rx:
-        name = ident("order")
-        s = with_pipelines(settings, hook_pipeline(name, rx.url, retry={"max_attempts": 5}))
+        name, s = hook_settings(settings, "order", rx.url, retry={"max_attempts": 5})
         evs = [
             CloudEvent.create("t", "/order", {"seq": n}, id=f"{k}-{n}", partitionkey=k)
             for n in range(15)
@@ -254,8 +255,7 @@ async def test_retry_after_is_capped_at_retry_max(settings: Settings) -> None:
         return answer(204)
 
     async with receiving(script) as rx:
-        name = ident("later")
-        s = with_pipelines(settings, hook_pipeline(name, rx.url, retry={"max": "1s"}))
+        name, s = hook_settings(settings, "later", rx.url, retry={"max": "1s"})
         ids = ["far-date", "far-seconds", "now"]
         async with running(s), Publisher(s) as pub:
             await pub.publish_batch(name, events(ids))
@@ -278,8 +278,7 @@ async def test_dead_letters_carry_http_status_and_body(settings: Settings) -> No
         return answer(204)
 
     async with receiving(script) as rx:
-        name = ident("letters")
-        s = with_pipelines(settings, hook_pipeline(name, rx.url, retry={"max_attempts": 2}))
+        name, s = hook_settings(settings, "letters", rx.url, retry={"max_attempts": 2})
         async with running(s), Publisher(s) as pub:
             await pub.publish_batch(name, events(["bad", "broken", "fine"]))
             assert await wait_until(lambda: "fine" in accepted_ids(rx), 20)
@@ -304,16 +303,13 @@ async def test_a_half_open_probe_is_one_request(settings: Settings) -> None:
         return HANG if hung else answer(204)
 
     async with receiving(script) as rx:
-        name = ident("probe")
-        s = with_pipelines(
+        name, s = hook_settings(
             settings,
-            hook_pipeline(
-                name,
-                rx.url,
-                timeout="300ms",
-                concurrency=4,
-                circuit_breaker={"failure_threshold": 1, "reset_timeout": "500ms"},
-            ),
+            "probe",
+            rx.url,
+            timeout="300ms",
+            concurrency=4,
+            circuit_breaker={"failure_threshold": 1, "reset_timeout": "500ms"},
         )
         ids = [f"e-{i}" for i in range(12)]
         async with running(s), Publisher(s) as pub:
