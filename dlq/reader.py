@@ -69,6 +69,8 @@ class Entry:
             doc["payload"] = {"ref": d.payload_ref, "size": d.payload_size}
             if d.value is None:
                 doc["payload"]["found"] = False
+        if d.http_status is not None:
+            doc["http"] = {"status": d.http_status, "body": d.http_body}
         if full:
             doc["exception"]["stacktrace"] = d.stacktrace
             doc["headers"] = {k: v.decode("utf-8", "replace") for k, v in d.headers}

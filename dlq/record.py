@@ -16,7 +16,13 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from eventpipe.envelope.event import format_time, parse_time
-from eventpipe.errors import error_class_name, is_retriable
+from eventpipe.errors import (
+    HTTP_BODY_LIMIT,
+    HttpStatusError,
+    error_class_name,
+    find_cause,
+    is_retriable,
+)
 
 PREFIX = "eventpipe.dlq."
 STACKTRACE_LIMIT = 8 * 1024
@@ -39,6 +45,10 @@ H_FAILED_AT = PREFIX + "failed_at"
 H_RETRIABLE = PREFIX + "retriable"
 H_PAYLOAD_REF = PREFIX + "payload.ref"
 H_PAYLOAD_SIZE = PREFIX + "payload.size"
+# An HTTP answer behind the failure (an http sink's 4xx/5xx): its status, and its body cut
+# at HTTP_BODY_LIMIT bytes (4 KiB); absent for other failures.
+H_HTTP_STATUS = PREFIX + "http.status"
+H_HTTP_BODY = PREFIX + "http.body"
 
 
 @dataclass(slots=True)
@@ -69,6 +79,8 @@ class DeadLetter:
     retriable: bool = False
     payload_ref: str | None = None  # the value is kept in eventpipe.dlq_payloads
     payload_size: int | None = None
+    http_status: int | None = None
+    http_body: str | None = None
 
     # ------------------------------------------------------------ building
     @classmethod
@@ -90,6 +102,7 @@ class DeadLetter:
             raise ValueError(f"stage must be one of {STAGES}, not {stage!r}")
         now = datetime.now(UTC)
         trace = "".join(traceback.format_exception(exc))
+        http = find_cause(exc, HttpStatusError)
         return cls(
             key=key,
             value=value,
@@ -105,6 +118,8 @@ class DeadLetter:
             first_failed_at=first_failed_at or now,
             failed_at=now,
             retriable=is_retriable(exc),
+            http_status=http.status if http is not None else None,
+            http_body=_cut(http.body, HTTP_BODY_LIMIT) if http is not None and http.body else None,
         )
 
     # ----------------------------------------------------------- encoding
@@ -132,6 +147,8 @@ class DeadLetter:
         put(H_RETRIABLE, "true" if self.retriable else "false")
         put(H_PAYLOAD_REF, self.payload_ref)
         put(H_PAYLOAD_SIZE, self.payload_size)
+        put(H_HTTP_STATUS, self.http_status)
+        put(H_HTTP_BODY, self.http_body)
         return h
 
     @classmethod
@@ -166,6 +183,8 @@ class DeadLetter:
             retriable=meta.get(H_RETRIABLE) == "true",
             payload_ref=meta.get(H_PAYLOAD_REF) or None,
             payload_size=num(H_PAYLOAD_SIZE),
+            http_status=num(H_HTTP_STATUS),
+            http_body=meta.get(H_HTTP_BODY),
         )
 
 

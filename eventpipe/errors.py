@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import TypeVar
+
+_E = TypeVar("_E", bound=BaseException)
 
 
 class EventpipeError(Exception):
@@ -66,14 +69,38 @@ class SinkWriteError(EventpipeError):
         self.retriable = retriable
 
 
-class HttpStatusError(EventpipeError):
-    """An HTTP peer answered with an error status: 5xx and 429 retriable, other 4xx not."""
+HTTP_BODY_LIMIT = 4 * 1024
+"""Bytes of an error answer's body that are kept (dead letters: ``eventpipe.dlq.http.body``)."""
 
-    def __init__(self, status: int, message: str = "", retry_after: float | None = None) -> None:
+
+class HttpStatusError(EventpipeError):
+    """An HTTP peer answered with an error status: 5xx and 429 retriable, other 4xx not.
+
+    ``body`` is what the peer answered (at most :data:`HTTP_BODY_LIMIT` bytes of it,
+    when the caller cut it); ``message`` is what the error's text shows, the body by
+    default."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str = "",
+        retry_after: float | None = None,
+        *,
+        body: str | None = None,
+    ) -> None:
         super().__init__(f"HTTP {status}{': ' + message if message else ''}")
         self.status = status
         self.retry_after = retry_after
+        self.body = message if body is None else body
         self.retriable = status >= 500 or status in (408, 425, 429)
+
+
+def find_cause(exc: BaseException, cls: type[_E]) -> _E | None:
+    """The first exception of class ``cls`` in ``exc``'s cause chain (``exc`` included)."""
+    for link in _chain(exc):
+        if isinstance(link, cls):
+            return link
+    return None
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

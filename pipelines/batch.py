@@ -8,9 +8,10 @@ Nothing here returns before every record is either written by every sink or
 stored in the dead-letter topic (acknowledged by the broker), so the caller
 may then mark the records' offsets as consumed.  A failure affects only its
 own record (poison records never block a partition); a sink that is down
-(:class:`~eventpipe.connectors.sinks.api.SinkUnavailableError`) holds the
-batch with backoff, its partitions paused while the breaker is open, instead
-of dead-lettering everything.
+(:class:`~eventpipe.connectors.sinks.api.SinkUnavailableError`, for the whole
+write or for one record's request) holds those records with backoff, without
+using up their attempts, its partitions paused while the breaker is open,
+instead of dead-lettering everything (:mod:`.outcome` sorts a write's results).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from eventpipe.errors import error_class_name, is_retriable
 
 from .aggregate import Aggregator
 from .dedup import DedupTable
+from .outcome import WriteOutcome, probe, sort_write
 from .retry import RetryPolicy
 
 log = logging.getLogger("eventpipe.pipelines")
@@ -270,7 +272,10 @@ class BatchProcessor:
         by_index = {r.index: r for r in live}
         attempts: dict[int, int] = {}
         first_failed: dict[int, datetime] = {}
-        pending = [DeliveryItem(r.index, r.outputs, r.topic, r.partition, r.offset) for r in live]
+        pending = [
+            DeliveryItem(r.index, r.outputs, r.topic, r.partition, r.offset, key=r.key)
+            for r in live
+        ]
 
         async def before_commit(failed: dict[int, BaseException]) -> None:
             letters = []
@@ -281,68 +286,79 @@ class BatchProcessor:
                 letters.append(self._letter(rec, exc, "sink", label, attempts.get(index, 0) + 1))
             await self._write_dead_letters(letters)
 
-        down = 0
-        while pending:
+        holds = 0  # writes in a row that left records held (destination unavailable)
+        queue = pending
+        while queue:
             wait = sink.breaker.wait_time()
             if wait > 0:
-                await self._hold_open(sink, pending, wait)
+                await self._hold_open(sink, queue, wait)
+            pending = probe(queue) if sink.breaker.state == "half_open" else queue
             t0 = time.perf_counter()
             try:
                 failed = await sink.deliver(pending, before_commit=before_commit)
-            except SinkUnavailableError as exc:
-                down += 1
-                m_time.observe(time.perf_counter() - t0)
-                self._count_error(label, exc)
-                opened = sink.breaker.record_failure()
-                delay = self.retry.delay(down, retry_after_of(exc))
-                log.warning(
-                    "pipeline %s sink %s unavailable (%s); holding %d record(s), retry in %.2fs%s",
-                    self.pipeline,
-                    label,
-                    exc,
-                    len(pending),
-                    delay,
-                    " (circuit open)" if opened else "",
-                )
-                if not opened:
-                    await asyncio.sleep(delay)
-                continue
+            except SinkUnavailableError as exc:  # the sink as a whole could not write
+                failed = dict.fromkeys([it.index for it in pending], exc)
             except Exception as exc:  # a sink bug or an unclassified failure of the batch
                 log.warning("pipeline %s sink %s failed a batch: %r", self.pipeline, label, exc)
                 failed = {it.index: exc for it in pending}
             m_time.observe(time.perf_counter() - t0)
-            sink.breaker.record_success()
-            metrics.PIPELINE_SINK_BREAKER_OPEN.labels(pipeline=self.pipeline, sink=label).set(0)
-            down = 0
-            retry: list[DeliveryItem] = []
-            letters: list[DeadLetter] = []
-            if not failed:
-                m_out.inc(sum(len(it.events) for it in pending))
-                break
+            w = sort_write(pending, failed)
+            opened = self._judge_write(sink, w)
+            m_out.inc(sum(len(it.events) for it in w.delivered))
+            delays = [0.0]
+            if w.held:
+                holds += 1
+                delays.append(self.retry.delay(holds, w.retry_after()))
+                self._held(label, w, delays[-1], opened)
+            else:
+                holds = 0
             now = datetime.now(UTC)
-            delivered = 0
-            for it in pending:
+            letters: list[DeadLetter] = []
+            again: list[tuple[int, float | None]] = []  # (attempts, Retry-After) to retry
+            for it, err in w.failed:
                 rec = by_index[it.index]
-                err = failed.get(it.index)
-                if err is None:
-                    delivered += len(it.events)
-                    continue
                 if rec.dead:  # dead-lettered by the sink's before_commit
                     continue
                 self._count_error(label, err)
                 n = attempts[it.index] = attempts.get(it.index, 0) + 1
                 first_failed.setdefault(it.index, now)
                 if is_retriable(err) and n < self.retry.max_attempts:
-                    retry.append(it)
+                    again.append((n, retry_after_of(err)))
                 else:
                     letters.append(self._letter(rec, err, "sink", label, n, first_failed[it.index]))
-            m_out.inc(delivered)
             await self._write_dead_letters(letters)
-            pending = retry
-            if pending:
-                worst = max(attempts[it.index] for it in pending)
-                hints = [a for it in pending if (a := retry_after_of(failed[it.index]))]
-                await asyncio.sleep(self.retry.delay(worst, max(hints) if hints else None))
+            if again:
+                hints = [a for _, a in again if a]
+                delays.append(self.retry.delay(max(n for n, _ in again), max(hints, default=None)))
+            done = {it.index for it in w.delivered} | {i for i, r in by_index.items() if r.dead}
+            queue = [it for it in queue if it.index not in done]
+            if queue and not opened:
+                await asyncio.sleep(max(delays))
+
+    def _judge_write(self, sink: PipelineSink, w: WriteOutcome) -> bool:
+        """Tell the breaker how the write went; True when this opened it."""
+        if not w.tried:
+            return False
+        if w.unavailable:
+            return sink.breaker.record_failure()
+        sink.breaker.record_success()
+        metrics.PIPELINE_SINK_BREAKER_OPEN.labels(pipeline=self.pipeline, sink=sink.name).set(0)
+        return False
+
+    def _held(self, label: str, w: WriteOutcome, delay: float, opened: bool) -> None:
+        for _, exc in w.held:
+            self._count_error(label, exc)
+        log.warning(
+            "pipeline %s sink %s unavailable for %d of %d record(s) (%s); holding them, "
+            "retry in %.2fs%s",
+            self.pipeline,
+            label,
+            len(w.held),
+            w.tried,
+            w.held[0][1],
+            delay,
+            " (circuit open)" if opened else "",
+        )
 
     async def _hold_open(
         self, sink: PipelineSink, pending: Sequence[DeliveryItem], wait: float

@@ -13,7 +13,9 @@ class RetryPolicy:
     Exponential: ``initial * 2**(n-1)`` capped at ``max``; constant: ``initial``.
     With ``jitter`` the delay is drawn from ``[d/2, d]`` ("equal jitter"), so
     workers that failed together do not retry together.  A server's
-    ``Retry-After`` raises the delay to at least what it asked for."""
+    ``Retry-After`` raises the delay to what it asked for, up to ``max``: a far-off
+    date (or a huge number of seconds) must not hold a partition for hours, so
+    ``max`` is the longest wait between two tries, whatever the server says."""
 
     def __init__(self, spec: RetrySpec, *, rng: random.Random | None = None) -> None:
         self.spec = spec
@@ -28,5 +30,5 @@ class RetryPolicy:
         if s.jitter and d > 0:
             d = self._rng.uniform(d / 2, d)
         if retry_after is not None:
-            d = max(d, min(retry_after, max(s.max, retry_after)))
+            d = max(d, min(retry_after, s.max))
         return d

@@ -83,7 +83,9 @@ class RetrySpec(SpecModel):
     max_attempts: int = Field(5, ge=1)
     backoff: Literal["exponential", "constant"] = "exponential"
     initial: Duration = 0.2
-    max: Duration = 30.0
+    max: Duration = Field(
+        30.0, description="the longest wait between two tries, a server's Retry-After included"
+    )
     jitter: bool = True
 
 

@@ -9,14 +9,22 @@ Failures are told apart by class (ARCHITECTURE.md section 7):
 
 * :class:`SinkUnavailableError` (retriable): the destination is unreachable or
   says it is overloaded (connection refused, timeout, HTTP 429/502/503/504,
-  broker down).  The pipeline holds the partition and backs off; records do not
-  use up attempts, so a sink that is down never dead-letters everything.
+  broker down).  The pipeline holds the records and backs off; they do not use
+  up attempts, so a sink that is down never dead-letters everything.  This holds
+  per record too: a record whose own request met an unavailable endpoint is held,
+  not charged an attempt.
+* :class:`HeldForOrderError`: the record was not sent because an earlier record
+  with the same ordering key is not delivered yet; it goes after that one and
+  uses up no attempt.
 * any other retriable error for one record (HTTP 500, a deadlock): the record
   is retried up to ``retry.max_attempts``, then dead-lettered.
 * a permanent error (constraint violation, HTTP 4xx): dead-lettered at once.
 
 ``deliver`` returns the failed records by index; it raises
-:class:`SinkUnavailableError` when the sink as a whole could not write.
+:class:`SinkUnavailableError` when the sink as a whole could not write.  The
+circuit breaker counts a write as failed when unavailability dominated it: at
+least half of the records it tried (those held for order are not tried) failed
+as unavailable.
 """
 
 from __future__ import annotations
@@ -51,6 +59,10 @@ class SinkUnavailableError(RetriableError):
         self.retry_after = retry_after
 
 
+class HeldForOrderError(RetriableError):
+    """Not sent: an earlier record with the same ordering key is not delivered yet."""
+
+
 @dataclass(slots=True)
 class DeliveryItem:
     """The outputs of one consumed record (0..n events)."""
@@ -61,6 +73,7 @@ class DeliveryItem:
     partition: int | None = None
     offset: int | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    key: bytes | None = None  # the consumed record's Kafka key (sinks that keep order)
 
 
 @dataclass

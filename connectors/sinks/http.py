@@ -1,50 +1,74 @@
-"""The ``http`` sink: POST CloudEvents to a URL, per event or per batch.
+"""The ``http`` sink: POST CloudEvents to a URL, per event or in batches.
 
 ```yaml
 sinks:
   - http:
       url: https://hooks.example.com/orders
-      batch: false              # false: one POST per event (binary mode); true: one
-                                # application/cloudevents-batch+json POST per batch
+      batch: false              # false: one POST per event; true: one
+                                # application/cloudevents-batch+json POST per chunk
+      batch_size: 100           # batch: true: records per POST, aligned on source offsets
       mode: binary              # per-event encoding: binary (default) | structured
       headers: {Authorization: Bearer ...}
       timeout: 10s
-      concurrency: 16           # POSTs in flight at once (per-event mode)
+      concurrency: 16           # POSTs in flight at once
+      ordering: key             # key (default): in order per key | none
       circuit_breaker: {failure_threshold: 5, reset_timeout: 30s}
 ```
 
-Each request carries ``Idempotency-Key``: the event id (per-event mode) or a
-digest of the batch's ids, so a retried request can be recognised.
+Which requests a write makes, their ``Idempotency-Key`` and the order they keep
+are in :mod:`.http_requests`.
 
-Answers are classified where they enter (ARCHITECTURE.md section 7): 2xx done;
-429, 502, 503, 504, timeouts and connection errors mean the endpoint is down or
-overloaded (:class:`SinkUnavailableError`, ``Retry-After`` honoured): the
-pipeline holds the partition and backs off, and the circuit breaker opens after
-``failure_threshold`` failed writes in a row; other 5xx are retried for the
-record up to ``retry.max_attempts``; other 4xx are permanent (dead letter).
+Answers are classified where they enter (ARCHITECTURE.md section 7), per
+request, and a request's failure is its own records' only:
+
+* 2xx: delivered.
+* 429, 502, 503, 504, a timeout, a connection error, a 2xx whose body is cut
+  short, an answer that is not HTTP: the endpoint is unavailable
+  (:class:`HttpUnavailableError`).  The record is held and sent again with the
+  same ``Idempotency-Key`` after a backoff (``Retry-After`` honoured up to
+  ``retry.max``); it uses up no attempt.  The breaker counts a write in which
+  unavailability dominated (see :mod:`eventpipe.pipelines.outcome`).
+* other 5xx, 408, 425: retried for the record up to ``retry.max_attempts``.
+* other 4xx, and an event that cannot be encoded: dead-lettered at once.  The
+  dead letter carries the status and body in ``eventpipe.dlq.http.*``.
+
+Any other exception is a bug: it is raised as it is and stops the pipeline.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-from collections.abc import Sequence
+import re
+from collections.abc import Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 from eventpipe.pipelines.durations import Duration
 from pydantic import Field, SecretStr, field_validator
 
 from eventpipe.base import PluginConfig, sinks
-from eventpipe.envelope import CloudEvent, to_http, to_http_batch
-from eventpipe.errors import HttpStatusError
+from eventpipe.errors import HTTP_BODY_LIMIT, EventpipeError, HttpStatusError
 
 from .api import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
 from .breaker import CircuitBreaker
+from .http_requests import (
+    Request,
+    batch_requests,
+    blocks_lane,
+    event_requests,
+    held_for_order,
+    lanes,
+    put_failure,
+)
 
 UNAVAILABLE_STATUSES = frozenset({429, 502, 503, 504})
+_T = TypeVar("_T")
+# What an HTTP header cannot hold (RFC 9110 5.5: no CR, LF or NUL; we keep to visible
+# ASCII, space and tab, so nothing is left to the client library's judgement).
+_NOT_HEADER_TEXT = re.compile(r"[^\t\x20-\x7e]")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class BreakerConfig(PluginConfig):
@@ -55,10 +79,12 @@ class BreakerConfig(PluginConfig):
 class HttpSinkConfig(PluginConfig):
     url: str
     batch: bool = False
+    batch_size: int = Field(100, ge=1, le=10_000)
     mode: Literal["binary", "structured"] = "binary"
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     timeout: Duration = 10.0
     concurrency: int = Field(16, ge=1, le=1024)
+    ordering: Literal["key", "none"] = "key"
     circuit_breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
     @field_validator("url")
@@ -66,6 +92,16 @@ class HttpSinkConfig(PluginConfig):
     def _url(cls, v: str) -> str:
         if not v.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, value in v.items():
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            if _NOT_HEADER_TEXT.search(value.get_secret_value()):
+                raise ValueError(f"the value of {name!r} holds a control or non-ASCII character")
         return v
 
 
@@ -85,8 +121,38 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+async def _error_body(resp: aiohttp.ClientResponse) -> str:
+    """The first HTTP_BODY_LIMIT (+1, so a cut shows) bytes of an error answer's body."""
+    buf = bytearray()
+    try:
+        while len(buf) <= HTTP_BODY_LIMIT:
+            chunk = await resp.content.read(HTTP_BODY_LIMIT + 1 - len(buf))
+            if not chunk:
+                break
+            buf += chunk
+    except (aiohttp.ClientError, TimeoutError):
+        pass  # the status decides; a body cut short is still worth keeping
+    try:
+        return buf.decode(resp.charset or "utf-8", "replace")
+    except LookupError:  # a charset Python does not know
+        return buf.decode("utf-8", "replace")
+
+
 class HttpUnavailableError(SinkUnavailableError):
-    """429 / 502 / 503 / 504, a timeout or a connection failure."""
+    """429 / 502 / 503 / 504, a timeout, a connection failure or an answer that is not
+    HTTP: the endpoint, not the event, is at fault."""
+
+
+async def _all(jobs: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:
+    """Run ``jobs`` at once; an exception one of them did not classify cancels the
+    others and is raised as it is (the pipeline stops on it; no record is blamed)."""
+    tasks: list[asyncio.Task[_T]] = []
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(j) for j in jobs]
+    except BaseExceptionGroup as eg:
+        raise eg.exceptions[0] from None
+    return [t.result() for t in tasks]
 
 
 @sinks.register("http")
@@ -128,71 +194,75 @@ class HttpSink(PipelineSink):
                 if 200 <= status < 300:
                     await resp.read()
                     return
-                text = (await resp.text(errors="replace"))[:200]
+                text = await _error_body(resp)
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise HttpUnavailableError(
                 f"sink {self.label}: no answer from {self.cfg.url} within {self.cfg.timeout}s"
             ) from exc
-        except aiohttp.ClientConnectionError as exc:
+        except aiohttp.ClientPayloadError as exc:
+            # A 2xx whose body was cut short: the receiver may or may not have taken the
+            # event, so it is sent again (same Idempotency-Key), like a lost connection.
+            raise HttpUnavailableError(
+                f"sink {self.label}: the answer from {self.cfg.url} was cut short ({exc})"
+            ) from exc
+        except aiohttp.ClientResponseError as exc:
+            # Raised before we get a response: a status line or headers that are not HTTP
+            # (a broken proxy), too many redirects.  The endpoint, not the event, is at fault.
+            raise HttpUnavailableError(
+                f"sink {self.label}: no valid HTTP answer from {self.cfg.url}: "
+                f"{type(exc).__name__}: {exc.message}"
+            ) from exc
+        except aiohttp.ClientError as exc:  # connection errors and the rest of aiohttp's
             raise HttpUnavailableError(f"sink {self.label}: {type(exc).__name__}: {exc}") from exc
         if status in UNAVAILABLE_STATUSES:
-            cause = HttpStatusError(status, text, retry_after)
+            cause = HttpStatusError(status, text[:200], retry_after, body=text)
             err = HttpUnavailableError(
                 f"sink {self.label}: HTTP {status} from {self.cfg.url}", retry_after=retry_after
             )
             raise err from cause
-        raise HttpStatusError(status, text, retry_after)
+        raise HttpStatusError(status, text[:200], retry_after, body=text)
 
     async def deliver(
         self, items: Sequence[DeliveryItem], *, before_commit: BeforeCommit | None = None
     ) -> dict[int, BaseException]:
-        if self.cfg.batch:
-            return await self._deliver_batch(items)
-        jobs: list[tuple[int, CloudEvent]] = [(it.index, e) for it in items for e in it.events]
-        if not jobs:
-            return {}
-        sem = asyncio.Semaphore(self.cfg.concurrency)
-        mode = self.cfg.mode
-
-        async def one(ev: CloudEvent) -> BaseException | None:
-            headers, body = to_http(ev, mode=mode)
-            async with sem:
-                try:
-                    await self._post(headers, body, ev.id)
-                except (HttpStatusError, SinkUnavailableError) as exc:
-                    return exc
-            return None
-
-        results = await asyncio.gather(*(one(ev) for _, ev in jobs))
+        if self._session is None:
+            raise HttpUnavailableError(f"sink {self.label} is not started")
         failed: dict[int, BaseException] = {}
-        for (index, _), res in zip(jobs, results, strict=True):
-            if res is not None and index not in failed:
-                failed[index] = res
-        errors = [r for r in results if r is not None]
-        if (
-            errors
-            and len(errors) == len(results)
-            and all(isinstance(e, SinkUnavailableError) for e in errors)
-        ):
-            hints = [a for e in errors if (a := getattr(e, "retry_after", None)) is not None]
-            raise HttpUnavailableError(
-                f"sink {self.label}: every request failed ({errors[0]})",
-                retry_after=max(hints) if hints else None,
-            ) from errors[0]
+        ordered = self.cfg.ordering == "key"
+        if self.cfg.batch:
+            size = self.cfg.batch_size
+            requests = batch_requests(items, size=size, ordered=ordered, failed=failed)
+        else:
+            requests = event_requests(items, mode=self.cfg.mode, ordered=ordered, failed=failed)
+        await self._send(requests, failed)
         return failed
 
-    async def _deliver_batch(self, items: Sequence[DeliveryItem]) -> dict[int, BaseException]:
-        events = [e for it in items for e in it.events]
-        if not events:
-            return {}
-        headers, body = to_http_batch(events)
-        key = hashlib.sha256("\n".join(e.id for e in events).encode()).hexdigest()
-        try:
-            await self._post(headers, body, key)
-        except HttpStatusError as exc:
-            return {it.index: exc for it in items if it.events}
-        return {}
+    async def _send(self, requests: Sequence[Request], failed: dict[int, BaseException]) -> None:
+        """Send ``requests``, each lane in order, up to ``concurrency`` at once; every
+        request's classified failure goes to its records in ``failed``."""
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+
+        async def run(lane: list[Request]) -> None:
+            blocker: Request | None = None
+            for r in lane:
+                err: EventpipeError | None
+                if blocker is not None:
+                    err = held_for_order(self.label, blocker)
+                else:
+                    async with sem:
+                        try:
+                            await self._post(r.headers, r.body, r.key)
+                            err = None
+                        except EventpipeError as exc:  # classified by _post
+                            err = exc
+                    if blocks_lane(err):
+                        blocker = r
+                if err is not None:
+                    for i in r.indexes:
+                        put_failure(failed, i, err)
+
+        await _all(run(lane) for lane in lanes(requests))
 
 
 __all__ = ["HttpSink", "HttpSinkConfig", "HttpUnavailableError", "parse_retry_after"]

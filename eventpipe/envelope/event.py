@@ -33,6 +33,15 @@ _RFC3339 = re.compile(
     r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"  # offset
 )
 _RESERVED = CORE_ATTRIBUTES | {"data", "data_base64"}
+# The type system's String: "the control characters in the ranges U+0000-U+001F and
+# U+007F-U+009F" and surrogates MUST NOT be used ("some, such as U+000A (newline), are
+# not usable in contexts such as HTTP headers").  Enforced on the attributes that name
+# an event or its data (id, source, type, datacontenttype, dataschema), which end up as
+# keys and headers; subject and extension values carry producers' data (a CDC row's
+# text key), are percent-encoded wherever they become a header, and are left as sent
+# rather than dead-lettered on decode (the official SDKs do not check either).
+_CHECKED_CHARS = ("datacontenttype", "dataschema")
+_FORBIDDEN_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 ExtensionValue = str | int | bool
 
 
@@ -105,6 +114,16 @@ def validate_extension_name(name: str) -> None:
 def _extension_name_ok(name: str) -> bool:
     # Cached: the same few names arrive on every event.
     return isinstance(name, str) and name not in _RESERVED and bool(_EXT_NAME.fullmatch(name))
+
+
+def _check_chars(name: str, value: str) -> None:
+    m = _FORBIDDEN_CHAR.search(value)
+    if m is not None:
+        raise InvalidEventError(
+            name,
+            f"holds U+{ord(m.group()):04X} at position {m.start()}: CloudEvents strings must "
+            "not contain control characters or surrogates",
+        )
 
 
 class CloudEvent:
@@ -189,11 +208,16 @@ class CloudEvent:
             v = getattr(self, name)
             if not isinstance(v, str) or not v:
                 raise InvalidEventError(name, "is required and must be a non-empty string")
+            if not v.isprintable():  # the fast test; the exact one is in _check_chars
+                _check_chars(name, v)
         for name in ("subject", "datacontenttype", "dataschema"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, str) or not v):
-                # The spec: "if present, MUST be a non-empty string".
-                raise InvalidEventError(name, "must be a non-empty string when set")
+            if v is not None:
+                if not isinstance(v, str) or not v:
+                    # The spec: "if present, MUST be a non-empty string".
+                    raise InvalidEventError(name, "must be a non-empty string when set")
+                if name in _CHECKED_CHARS and not v.isprintable():
+                    _check_chars(name, v)
         if self.time is not None:
             if not isinstance(self.time, datetime):
                 raise InvalidEventError("time", "must be a datetime")

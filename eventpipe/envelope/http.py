@@ -20,7 +20,12 @@ from collections.abc import Iterable, Mapping
 from typing import Literal
 from urllib.parse import quote, unquote_to_bytes
 
-from eventpipe.envelope.event import SPECVERSION, CloudEvent, format_time
+from eventpipe.envelope.event import (
+    SPECVERSION,
+    CloudEvent,
+    format_time,
+    validate_extension_name,
+)
 from eventpipe.envelope.json import (
     BATCH_CT,
     STRUCTURED_CT,
@@ -33,7 +38,7 @@ from eventpipe.envelope.json import (
     encode_structured,
     event_from_binary,
 )
-from eventpipe.errors import MalformedEventError, UnsupportedMediaTypeError
+from eventpipe.errors import InvalidEventError, MalformedEventError, UnsupportedMediaTypeError
 
 __all__ = [
     "ACCEPTED_CONTENT_TYPES",
@@ -55,6 +60,7 @@ _CONTENT_TYPE = "content-type"
 _SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
 _NEEDS_ENCODING = re.compile(r"[^\x21\x23\x24\x26-\x7e]")
 _QUOTED_PAIR = re.compile(r"\\(.)")
+_NOT_HEADER_TEXT = re.compile(r"[^\x20-\x7e]")
 
 
 def encode_header_value(value: str) -> str:
@@ -124,10 +130,16 @@ def to_http(
         if event.dataschema is not None:
             headers["ce-dataschema"] = encode_header_value(event.dataschema)
         for name, v in event.extensions.items():
+            validate_extension_name(name)  # a header name: checked even if the event was not
             headers[_CE_PREFIX + name] = encode_header_value(canonical_string(v))
         body = encode_data(event)
         ct = binary_content_type(event)
         if ct is not None:
+            if _NOT_HEADER_TEXT.search(ct) is not None:
+                # Content-Type has no percent-encoding: refuse what would break the header.
+                raise InvalidEventError(
+                    "datacontenttype", f"{ct!r} cannot be sent as a Content-Type header"
+                )
             headers[_CONTENT_TYPE] = ct
         return headers, body or b""
     if mode == "structured":

@@ -98,7 +98,7 @@ async def test_http_sink_retries_timeouts_429_and_dead_letters(
                 }
             }
         ],
-        "retry": {"max_attempts": 4, "initial": "50ms", "max": "200ms", "jitter": True},
+        "retry": {"max_attempts": 4, "initial": "50ms", "max": "1s", "jitter": True},
         "batch": {"max_records": 50, "within": "20ms"},
     }
     s = with_pipelines(settings, pipeline)

@@ -3,13 +3,16 @@ from __future__ import annotations
 import pytest
 from eventpipe.dlq.record import (
     H_EXC_CLASS,
+    H_HTTP_BODY,
+    H_HTTP_STATUS,
     H_STAGE,
+    HTTP_BODY_LIMIT,
     STACKTRACE_LIMIT,
     DeadLetter,
     Origin,
 )
 
-from eventpipe.errors import InvalidEventError
+from eventpipe.errors import HttpStatusError, InvalidEventError
 
 
 def _boom(depth: int) -> None:
@@ -63,3 +66,31 @@ def test_unknown_stage_rejected() -> None:
         DeadLetter.from_exception(
             ValueError("x"), key=None, value=None, headers=None, pipeline="p", stage="nowhere"
         )
+
+
+def test_http_status_and_body_have_their_own_headers() -> None:
+    """An HTTP sink's failure (the status error anywhere in the cause chain) puts the
+    status and the response body, cut at 4 KiB, in eventpipe.dlq.http.*."""
+    cause = HttpStatusError(422, "\u00e9" * 3000)
+    try:
+        raise RuntimeError("wrapped") from cause
+    except RuntimeError as exc:
+        d = DeadLetter.from_exception(
+            exc, key=None, value=b"v", headers=None, pipeline="p", stage="sink", step="http"
+        )
+    headers = dict(d.kafka_headers())
+    assert headers[H_HTTP_STATUS] == b"422"
+    body = headers[H_HTTP_BODY].decode()
+    assert len(headers[H_HTTP_BODY]) <= HTTP_BODY_LIMIT and body.endswith("(cut)")
+    assert body.startswith("\u00e9" * 100)
+    back = DeadLetter.from_kafka(None, b"v", list(headers.items()))
+    assert back.http_status == 422 and back.http_body == body
+    plain = DeadLetter.from_exception(
+        InvalidEventError("id", "bad"),
+        key=None,
+        value=None,
+        headers=None,
+        pipeline="p",
+        stage="decode",
+    )
+    assert H_HTTP_STATUS not in dict(plain.kafka_headers())

@@ -96,6 +96,37 @@ def test_optional_string_attributes_non_empty_when_set(field: str, bad: object) 
     assert ei.value.field == field
 
 
+# CloudEvents 1.0 type system: a String MUST NOT hold control characters (U+0000-U+001F,
+# U+007F-U+009F) or surrogates; "some, such as U+000A (newline), are not usable in
+# contexts such as HTTP headers".
+@pytest.mark.parametrize("field", ["id", "source", "type", "datacontenttype", "dataschema"])
+@pytest.mark.parametrize("bad", ["a\r\nX-Injected: 1", "tab\there", "nul\x00", "c1\x85", "\ud800"])
+def test_string_attributes_refuse_control_characters(field: str, bad: str) -> None:
+    with pytest.raises(InvalidEventError) as ei:
+        ev(**{field: bad})
+    assert ei.value.field == field
+    assert "control character" in ei.value.reason
+
+
+def test_create_refuses_an_id_with_cr_lf() -> None:
+    with pytest.raises(InvalidEventError) as ei:
+        CloudEvent.create("t", "/s", id="x\r\nSet-Cookie: a=b")
+    assert ei.value.field == "id"
+    # Printable Unicode (and a space) is fine: the HTTP binding percent-encodes it.
+    assert ev(id="caf\u00e9 1", subject="\u00a0x").id == "caf\u00e9 1"
+
+
+def test_subject_and_extensions_keep_producers_data_and_are_encoded_as_headers() -> None:
+    """A CDC row's text key with a tab, a provider's subject with a newline: kept (not
+    dead-lettered on decode), and percent-encoded when they become HTTP headers."""
+    from eventpipe.envelope import to_http
+
+    e = ev(subject="line\nbreak", extensions={"partitionkey": "a\tb\r\nX-Injected: 1"})
+    headers, _ = to_http(e)
+    assert headers["ce-subject"] == "line%0Abreak"
+    assert headers["ce-partitionkey"] == "a%09b%0D%0AX-Injected:%201"
+
+
 def test_naive_datetime_rejected() -> None:
     with pytest.raises(InvalidEventError) as ei:
         ev(time=datetime(2024, 1, 1, 0, 0))

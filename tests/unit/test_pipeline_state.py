@@ -8,15 +8,18 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from eventpipe.connectors.sinks.api import DeliveryItem, HeldForOrderError, SinkUnavailableError
 from eventpipe.connectors.sinks.breaker import CircuitBreaker
 from eventpipe.connectors.sinks.http import parse_retry_after
 from eventpipe.pipelines.aggregate import AggregateConfig, Aggregator, window_starts
 from eventpipe.pipelines.dedup import DedupTable
+from eventpipe.pipelines.outcome import probe, sort_write
 from eventpipe.pipelines.retry import RetryPolicy
 from eventpipe.pipelines.spec import RetrySpec
 from eventpipe.transforms.errors import TransformError
 
 from eventpipe.envelope import CloudEvent
+from eventpipe.errors import HttpStatusError
 
 
 @contextlib.contextmanager
@@ -31,7 +34,16 @@ def test_exponential_backoff_with_jitter_is_bounded() -> None:
             assert full / 2 <= p.delay(n) <= full
     assert RetryPolicy(RetrySpec(initial=0.2, max=5, jitter=False)).delay(3) == 0.8
     assert RetryPolicy(RetrySpec(backoff="constant", initial=0.3, jitter=False)).delay(9) == 0.3
-    assert RetryPolicy(RetrySpec(initial=0.1, max=1, jitter=False)).delay(1, retry_after=4) == 4
+    assert RetryPolicy(RetrySpec(initial=0.1, max=5, jitter=False)).delay(1, retry_after=4) == 4
+
+
+def test_retry_after_is_honoured_up_to_retry_max() -> None:
+    """A server's Retry-After raises the delay, but never past ``retry.max``: a far-off
+    date must not hold a partition for a day."""
+    p = RetryPolicy(RetrySpec(initial=0.1, max=30, jitter=True), rng=random.Random(3))
+    assert p.delay(1, retry_after=86_400) == 30
+    assert p.delay(1, retry_after=12) == 12
+    assert p.delay(1, retry_after=parse_retry_after("Wed, 21 Oct 2099 07:28:00 GMT")) == 30
 
 
 def test_circuit_breaker_opens_and_half_opens() -> None:
@@ -45,6 +57,36 @@ def test_circuit_breaker_opens_and_half_opens() -> None:
     assert b.record_failure() and b.state == "open"  # the probe failed: open again
     b.record_success()
     assert b.state == "closed" and b.failures == 0
+
+
+def test_write_outcome_sorts_records_and_says_when_unavailability_dominated() -> None:
+    ev = CloudEvent.create("t", "/s", {})
+    items = [DeliveryItem(i, [ev]) for i in range(6)]
+    down = SinkUnavailableError("503", retry_after=2.0)
+    w = sort_write(
+        items,
+        {
+            1: down,
+            2: SinkUnavailableError("timeout"),
+            3: HttpStatusError(500),
+            4: HeldForOrderError(),
+        },
+    )
+    assert [it.index for it in w.delivered] == [0, 5]
+    assert [it.index for it, _ in w.held] == [1, 2] and w.retry_after() == 2.0
+    assert [it.index for it in w.deferred] == [4]
+    assert [it.index for it, _ in w.failed] == [3]
+    # 2 held of 5 tried (the deferred one was not tried): not dominated.
+    assert w.tried == 5 and not w.unavailable
+    assert sort_write(items[:4], {1: down, 2: down, 3: HttpStatusError(400)}).unavailable
+    assert not sort_write(items, {}).unavailable
+
+
+def test_a_probe_is_the_first_record_with_events() -> None:
+    ev = CloudEvent.create("t", "/s", {})
+    items = [DeliveryItem(0, []), DeliveryItem(1, [ev, ev]), DeliveryItem(2, [ev])]
+    assert [it.index for it in probe(items)] == [0, 1]
+    assert probe([DeliveryItem(0, [])]) == [DeliveryItem(0, [])]
 
 
 def test_retry_after() -> None:
