@@ -18,6 +18,7 @@ from eventpipe.embedded.process import PortInUseError
 from eventpipe.errors import RetriableError
 from eventpipe.service.app import build_app
 from eventpipe.service.context import ServiceContext
+from eventpipe.service.http_server import ServiceRunner
 from eventpipe.settings import Settings
 
 log = logging.getLogger("eventpipe.service")
@@ -103,9 +104,7 @@ class Service:
         assert self.ctx is not None
         svc = self.settings.service
         app = build_app(self.ctx, ops_only=ops_only)
-        self.runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, shutdown_timeout=svc.shutdown_timeout_s
-        )
+        self.runner = ServiceRunner(app, svc)
         await self.runner.setup()
         site = web.TCPSite(self.runner, svc.host, svc.port, reuse_address=True)
         try:
