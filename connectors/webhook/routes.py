@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from eventpipe.http_body import decodes_content_encoding
 from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings
 
@@ -62,6 +63,7 @@ def install(app: web.Application, ctx: ServiceContext) -> None:
     app.cleanup_ctx.append(lifecycle)
     by_name = {source.name: source for source in webhooks}
 
+    @decodes_content_encoding  # gzip and deflate bodies, within max_body_bytes
     async def dispatch(request: web.Request) -> web.StreamResponse:
         source = by_name.get(request.match_info["name"])
         if source is None:
