@@ -60,6 +60,7 @@ class MalformedRequests:
         self._pending: Counter[str] = Counter()
         self._logged_at = -interval_s
         self._flush: asyncio.TimerHandle | None = None
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
         self._children: dict[str, Any] = {}
 
     def note(self, reason: str) -> None:
@@ -71,8 +72,11 @@ class MalformedRequests:
         wait = self._logged_at + self.interval_s - time.monotonic()
         if wait <= 0:
             self.flush()
-        elif self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(wait, self.flush)
+            return
+        loop = asyncio.get_running_loop()
+        if self._flush is None or self._flush_loop is not loop:  # (tests run many loops)
+            self._flush = loop.call_later(wait, self.flush)
+            self._flush_loop = loop
 
     def flush(self) -> None:
         if self._flush is not None:
