@@ -25,6 +25,7 @@ from eventpipe.envelope.json import (
     BATCH_CT,
     STRUCTURED_CT,
     binary_content_type,
+    binary_mode_possible,
     canonical_string,
     decode_batch,
     decode_structured,
@@ -109,8 +110,10 @@ def from_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
 def to_http(
     event: CloudEvent, *, mode: Literal["binary", "structured"] = "binary"
 ) -> tuple[dict[str, str], bytes]:
-    """Encode ``event`` as HTTP headers and body in binary (default) or structured mode."""
-    if mode == "binary":
+    """Encode ``event`` as HTTP headers and body in binary (default) or structured mode
+    (always structured for data typed ``application/cloudevents...``, which readers
+    would take for the event in binary mode)."""
+    if mode == "binary" and binary_mode_possible(event.datacontenttype):
         headers = {
             "ce-specversion": SPECVERSION,
             "ce-id": encode_header_value(event.id),
@@ -130,7 +133,7 @@ def to_http(
         if ct is not None:
             headers[_CONTENT_TYPE] = ct
         return headers, body or b""
-    if mode == "structured":
+    if mode in ("structured", "binary"):
         return {_CONTENT_TYPE: STRUCTURED_CT}, encode_structured(event)
     raise ValueError(f"mode must be 'binary' or 'structured', not {mode!r}")
 
