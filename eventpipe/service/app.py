@@ -121,7 +121,7 @@ def _compressed_body_refused(
     return problem(
         415,
         "unsupported-content-encoding",
-        f"{request.path} takes no compressed bodies; send it uncompressed",
+        "this route takes no compressed bodies; send it uncompressed",
         field="content-encoding",
         reason="not accepted on this route",
     )
