@@ -12,6 +12,15 @@ HTTP_REQUESTS = Counter(
 HTTP_SECONDS = Histogram(
     "eventpipe_http_request_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS
 )
+HTTP_MALFORMED = Counter(
+    "eventpipe_http_malformed_requests_total",
+    "Requests refused with 400 because they are not valid HTTP/1.1, by parser error",
+    ["reason"],
+)
+HTTP_HEADER_TIMEOUTS = Counter(
+    "eventpipe_http_header_timeouts_total",
+    "Connections closed because a request head did not arrive within service.header_timeout_s",
+)
 EVENTS_PUBLISHED = Counter(
     "eventpipe_events_published_total", "Events acknowledged by the broker", ["topic"]
 )
@@ -41,6 +50,11 @@ INGEST_SECONDS = Histogram(
 )
 DEDUP_HITS = Counter(
     "eventpipe_webhook_dedup_hits_total", "Deliveries answered as already stored", ["source"]
+)
+WEBHOOK_LATE_ACKS = Counter(
+    "eventpipe_webhook_late_acks_total",
+    "Requests answered 503 whose write the broker acknowledged later (ids then recorded)",
+    ["source"],
 )
 WEBHOOK_SPOOLED = Counter(
     "eventpipe_webhook_spooled_total", "Records written to the Postgres spool", ["source"]

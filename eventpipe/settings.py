@@ -77,6 +77,24 @@ class ServiceSettings(Section):
     publish_timeout_s: float = Field(10.0, gt=0)
     shutdown_timeout_s: float = Field(15.0, gt=0)
     retry_after_s: int = Field(5, ge=1, description="Retry-After on 503 when the broker is down")
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="a request's line and headers must arrive within this many seconds "
+        "of its first byte; else the connection is closed",
+    )
+    idle_timeout_s: float = Field(
+        75.0,
+        gt=0,
+        le=3600,
+        description="a connection with no request in progress (before its first byte or "
+        "between requests) is closed after this; keep it above a load balancer's idle timeout",
+    )
+    max_header_bytes: int = Field(
+        8190, ge=1024, le=65536, description="longest request line or header line; else 400"
+    )
+    max_headers: int = Field(128, ge=16, le=1024, description="most header lines; else 400")
     admin_token: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

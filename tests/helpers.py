@@ -1,14 +1,32 @@
-"""Small helpers integration tests share: read back what is on a topic."""
+"""Small helpers integration tests share: read back what is on a topic; serve an
+app as the service does."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka
+from eventpipe.service.http_server import ServiceRunner
+from eventpipe.settings import ServiceSettings
+
+
+class ServiceTestServer(TestServer):
+    """aiohttp's TestServer, serving through the service's own runner (its limits,
+    bodies left compressed for the handlers to decode)."""
+
+    def __init__(self, app: web.Application, service: ServiceSettings, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.service = service
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return ServiceRunner(self.app, self.service)
 
 
 async def read_records(

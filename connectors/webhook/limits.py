@@ -1,18 +1,10 @@
-"""Per-source limits: a token bucket (429), a concurrency cap (503) and a bounded
-body read (413)."""
+"""Per-source limits: a token bucket (429).  (The concurrency cap, 503, is a counter
+in the source; the body limit, 413, is eventpipe.http_body.)"""
 
 from __future__ import annotations
 
 import math
 import time
-
-from aiohttp import web
-
-READ_CHUNK = 64 * 1024
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class TokenBucket:
@@ -34,20 +26,3 @@ class TokenBucket:
             return 0.0
         self._tokens = tokens
         return (1.0 - tokens) / self.rate
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """At most ``limit`` bytes; refused early on Content-Length, else while reading."""
-    length = request.content_length
-    if length is not None:
-        if length > limit:
-            raise BodyTooLarge
-        return await request.content.readexactly(length) if length else b""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -10,12 +10,20 @@ from :mod:`eventpipe.transforms.jq_engine` (jaq by default, libjq on request).
 provider's delivery id (a redelivery keeps it), ``time`` the receipt time, and
 ``whdigest`` / ``whtimestamp`` / ``whsignature`` extensions so the signature can be
 checked again later.  With ``body: raw`` the record value is the body byte for
-byte (its content type says JSON, so consumers read the parsed value).
+byte.  The record's content type is always ``application/json``, whatever the
+request said: a sender's ``application/cloudevents+json`` would make readers take
+the body for a structured CloudEvent, with an id, source and type of its choosing.
+
+Every attribute is a CloudEvents String (spec, type system): no control characters
+(U+0000-U+001F, U+007F-U+009F), no noncharacters, and valid Unicode; a header
+holding bytes that are not UTF-8 reaches us as lone surrogates.  Anything else is
+a MappingError (422) here, before it can poison a record or a spool row.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -43,6 +51,10 @@ JSON_CT = "application/json"
 _SPECVERSION = ("ce_specversion", b"1.0")
 _JSON_CT_HEADER = ("content-type", JSON_CT.encode())
 _NO_HEADERS: dict[str, str] = {}
+_NONCHARACTERS = "\ufdd0-\ufdef" + "".join(
+    chr(plane << 16 | 0xFFFE) + chr(plane << 16 | 0xFFFF) for plane in range(17)
+)
+_NOT_STRING = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff{_NONCHARACTERS}]")
 
 
 class MappingError(PermanentError):
@@ -129,12 +141,24 @@ class FieldProgram:
         return MappingError("mapping", exc.detail)
 
 
+def check_text(field: str, value: str) -> str:
+    """``value`` if it is a valid CloudEvents String, else MappingError naming ``field``."""
+    bad = _NOT_STRING.search(value)
+    if bad is None:
+        return value
+    code = ord(bad.group())
+    if 0xD800 <= code <= 0xDFFF:
+        raise MappingError(field, "is not valid UTF-8")
+    kind = "control character" if code <= 0x9F else "noncharacter"
+    raise MappingError(field, f"holds the {kind} U+{code:04X}; CloudEvents attributes allow none")
+
+
 def _text(field: str, value: Any) -> str | None:
     """An attribute value as text: strings as they are, numbers in decimal, null absent."""
     if value is None:
         return None
     if isinstance(value, str):
-        return value or None
+        return check_text(field, value) if value else None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -176,7 +200,6 @@ class WebhookMapper:
         self.fields = FieldProgram(fields, ev.engine, where="event.")
         self.uses_headers = self.fields.uses_headers
         self._source_header = ("ce_source", self.source.encode())
-        self._last_ct: tuple[str | None, bytes] = (JSON_CT, JSON_CT.encode())
 
     def attributes(self, body: Any, headers: Mapping[str, str] | None) -> dict[str, Any]:
         return self.fields.run({"body": body, "headers": headers or {}})
@@ -187,26 +210,19 @@ class WebhookMapper:
         raw: bytes,
         body: Any,
         headers: Mapping[str, str] | None,
-        content_type: str | None,
         verified: Verified,
         received: datetime,
         body_digest: str,
     ) -> CloudEvent:
         """The event for one JSON webhook request."""
         attrs = self.attributes(body, headers)
-        event_id = _text("id", attrs.get("id")) or verified.delivery_id
-        if event_id is None:
-            if self.id_fallback == "reject":
-                raise MappingError("id", "the request carries no delivery id")
-            event_id = body_digest
-        event_type = _text("type", attrs.get("type"))
-        if event_type is None:
-            raise MappingError("type", "the type expression gave null or nothing")
+        event_id = self._event_id(attrs, verified, body_digest)
+        event_type = self._event_type(attrs)
         ext: dict[str, str | int | bool] = {"whdigest": body_digest}
         if verified.timestamp is not None:
             ext["whtimestamp"] = str(verified.timestamp)
         if verified.signature is not None:
-            ext["whsignature"] = verified.signature
+            ext["whsignature"] = check_text("whsignature", verified.signature)
         self._extensions(attrs, ext)
         try:
             event = CloudEvent(
@@ -220,13 +236,9 @@ class WebhookMapper:
             )
         except PermanentError as exc:  # InvalidEventError: an attribute the spec refuses
             raise MappingError(getattr(exc, "field", "event"), str(exc)) from exc
-        if self.keep_raw:
-            # The value is the body byte for byte; its JSON content type makes readers
-            # parse it, so `data` reads back as the JSON value.
-            event.datacontenttype = _json_content_type(content_type)
-            event.data = raw
-        else:
-            event.data = body
+        # body: raw: the value is the body byte for byte; its JSON content type makes
+        # readers parse it, so `data` reads back as the JSON value.
+        event.data = raw if self.keep_raw else body
         return event
 
     def message(
@@ -235,7 +247,6 @@ class WebhookMapper:
         raw: bytes,
         body: Any,
         headers: Mapping[str, str] | None,
-        content_type: str | None,
         verified: Verified,
         received: datetime,
         body_digest: str,
@@ -244,14 +255,8 @@ class WebhookMapper:
         ``to_kafka(self.event(...))`` gives (binary mode), built without the
         intermediate event, as this runs once per request."""
         attrs = self.fields.run({"body": body, "headers": headers or _NO_HEADERS})
-        event_id = _text("id", attrs.get("id")) or verified.delivery_id
-        if event_id is None:
-            if self.id_fallback == "reject":
-                raise MappingError("id", "the request carries no delivery id")
-            event_id = body_digest
-        event_type = _text("type", attrs.get("type"))
-        if event_type is None:
-            raise MappingError("type", "the type expression gave null or nothing")
+        event_id = self._event_id(attrs, verified, body_digest)
+        event_type = self._event_type(attrs)
         h = [
             _SPECVERSION,
             ("ce_id", event_id.encode()),
@@ -266,7 +271,7 @@ class WebhookMapper:
         if verified.timestamp is not None:
             h.append(("ce_whtimestamp", str(verified.timestamp).encode()))
         if verified.signature is not None:
-            h.append(("ce_whsignature", verified.signature.encode("utf-8", "surrogateescape")))
+            h.append(("ce_whsignature", check_text("whsignature", verified.signature).encode()))
         key = None
         ext: dict[str, str | int | bool] = {}
         self._extensions(attrs, ext)
@@ -275,20 +280,35 @@ class WebhookMapper:
             if name == "partitionkey":
                 key = encoded
             h.append(("ce_" + name, encoded))
-        if self.keep_raw:
-            if content_type != self._last_ct[0]:  # almost always the same one
-                self._last_ct = (content_type, _json_content_type(content_type).encode())
-            h.append(("content-type", self._last_ct[1]))
-            value = raw
-        else:
-            h.append(_JSON_CT_HEADER)
-            value = orjson.dumps(body)
+        h.append(_JSON_CT_HEADER)
+        value = raw if self.keep_raw else orjson.dumps(body)
         return event_id, KafkaMessage(key, value, h)
+
+    def _event_id(self, attrs: dict[str, Any], verified: Verified, body_digest: str) -> str:
+        event_id = _text("id", attrs.get("id"))
+        if event_id is None and verified.delivery_id:
+            event_id = check_text("id", verified.delivery_id)
+        if event_id is None:
+            if self.id_fallback == "reject":
+                raise MappingError("id", "the request carries no delivery id")
+            event_id = body_digest
+        return event_id
+
+    @staticmethod
+    def _event_type(attrs: dict[str, Any]) -> str:
+        event_type = _text("type", attrs.get("type"))
+        if event_type is None:
+            raise MappingError("type", "the type expression gave null or nothing")
+        return event_type
 
     def decorate(
         self, event: CloudEvent, headers: Mapping[str, str] | None, body_digest: str
     ) -> None:
-        """input: cloudevents: keep the sender's attributes, add ours."""
+        """input: cloudevents: keep the sender's attributes (each a valid CloudEvents
+        String, as ours are), add ours."""
+        for name, value in event.attributes().items():
+            if isinstance(value, str):
+                check_text(name, value)
         event.extensions["whdigest"] = body_digest
         if not self.fields.empty:
             attrs = self.attributes(event.data, headers)
@@ -305,11 +325,3 @@ class WebhookMapper:
                 text = _text(key[4:], value)
                 if text is not None:
                     ext[key[4:]] = text
-
-
-def _json_content_type(ct: str | None) -> str:
-    if ct:
-        base = ct.split(";", 1)[0].strip().lower()
-        if base == JSON_CT or base.endswith("+json"):
-            return ct.strip()
-    return JSON_CT

@@ -17,8 +17,11 @@ Kafka's own producer does).
 :meth:`send` returns only after the broker acknowledged (acks from
 ``kafka.acks``), or raises ``BrokerUnavailableError`` (retriable, also when no
 acknowledgement came within ``timeout_s``), ``RecordTooLargeError`` (before
-anything of the call was produced) or ``PermanentError``.  This producer is the
-webhook sources' own: nothing else appends to its batches.
+anything of the call was produced) or ``PermanentError``.  A batch whose
+acknowledgement did not come in time is still in aiokafka's hands and may well
+be stored: when every batch of a failed call is acknowledged after all, the
+call's ``on_late_ack`` runs (the webhook records the delivery ids then).  This
+producer is the webhook sources' own: nothing else appends to its batches.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import asyncio
 import contextlib
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -51,6 +54,7 @@ class BatchProducer:
         self._open: dict[tuple[str, int], _Batch] = {}
         self._unanswered: set[_Batch] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._late: set[asyncio.Task[None]] = set()
         self._partitions: dict[str, tuple[float, list[int]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -80,13 +84,24 @@ class BatchProducer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.flush(), self.timeout_s)
             await producer.stop()
+        late, self._late = self._late, set()
+        for task in late:  # their batches are settled by now, unless the loop is stopping
+            task.cancel()
 
     def __del__(self) -> None:
         if self._producer is not None:
             warnings.warn("BatchProducer was not stopped", ResourceWarning, stacklevel=1)
 
-    async def send(self, topic: str, messages: Sequence[KafkaMessage]) -> None:
-        """Write ``messages`` to ``topic``; returns after every one was acknowledged."""
+    async def send(
+        self,
+        topic: str,
+        messages: Sequence[KafkaMessage],
+        *,
+        on_late_ack: Callable[[], None] | None = None,
+    ) -> None:
+        """Write ``messages`` to ``topic``; returns after every one was acknowledged.
+        When this raises BrokerUnavailableError and the broker acknowledges every
+        message later after all, ``on_late_ack()`` is called then."""
         producer = self._producer
         if producer is None:
             raise BrokerUnavailableError("the webhook producer is not running")
@@ -96,6 +111,7 @@ class BatchProducer:
             raise too_large(topic)  # before anything of the call is produced
         loop = self._loop or asyncio.get_running_loop()
         futures = []
+        batches: list[_Batch] = []
         for p, idx in groups.items():
             batch = self._open.get((topic, p))
             for i in idx:
@@ -105,13 +121,29 @@ class BatchProducer:
                 fut: asyncio.Future[None] = loop.create_future()
                 batch.waiters.append(fut)
                 futures.append(fut)
-        if len(futures) == 1:
-            await futures[0]
-            return
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        err = next((r for r in results if isinstance(r, BaseException)), None)
-        if err is not None:
-            raise err
+                if not batches or batches[-1] is not batch:
+                    batches.append(batch)
+        try:
+            if len(futures) == 1:
+                await futures[0]
+                return
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            err = next((r for r in results if isinstance(r, BaseException)), None)
+            if err is not None:
+                raise err
+        except BrokerUnavailableError:
+            if on_late_ack is not None:
+                self._watch_late(batches, on_late_ack)
+            raise
+
+    def _watch_late(self, batches: list[_Batch], on_late_ack: Callable[[], None]) -> None:
+        outcomes = [b.outcome for b in batches]
+        if any(o.done() and not o.result() for o in outcomes):
+            return  # a batch failed for good: the call is not (wholly) stored
+        assert self._loop is not None
+        task = self._loop.create_task(_when_all_acked(outcomes, on_late_ack))
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
 
     # ------------------------------------------------------------ partitions
     def _cached_partitions(self, topic: str) -> list[int] | None:
@@ -177,6 +209,7 @@ class BatchProducer:
             batch.builder.close()
             self._finish(topic, partition, batch)
             batch.fail(_produce_error(exc, topic))
+            batch.settle(False)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -200,10 +233,11 @@ class BatchProducer:
             batch.fail(_produce_error(exc, topic))
         else:
             batch.succeed()
+        batch.settle(not ack.cancelled() and ack.exception() is None)
 
     def _expire(self, topic: str, batch: _Batch) -> None:
-        """No acknowledgement within ``timeout_s``: the requests get 503 (the batch may
-        still land later; the id makes that a duplicate downstream, not a loss)."""
+        """No acknowledgement within ``timeout_s``: the requests get 503.  The batch
+        may still land later: its ``outcome`` tells (see ``on_late_ack``)."""
         batch.builder.close()
         batch.fail(
             BrokerUnavailableError(f"no acknowledgement from the broker within {self.timeout_s:g}s")
@@ -218,12 +252,16 @@ class BatchProducer:
 class _Batch:
     """One open record batch and the requests waiting for its acknowledgement."""
 
-    __slots__ = ("builder", "queued", "waiters")
+    __slots__ = ("builder", "outcome", "queued", "waiters")
 
     def __init__(self, builder: Any) -> None:
         self.builder = builder
         self.waiters: list[asyncio.Future[None]] = []
-        self.queued: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.queued: asyncio.Future[None] = loop.create_future()
+        # True once the broker acknowledged it, False once it failed: also when that
+        # comes after the waiters were answered with a timeout
+        self.outcome: asyncio.Future[bool] = loop.create_future()
 
     def append(self, msg: KafkaMessage) -> bool:
         """False once aiokafka drained the batch (built, hence closed) or it is full."""
@@ -241,6 +279,16 @@ class _Batch:
         for w in self.waiters:
             if not w.done():
                 w.set_exception(exc)
+
+    def settle(self, acknowledged: bool) -> None:
+        if not self.outcome.done():
+            self.outcome.set_result(acknowledged)
+
+
+async def _when_all_acked(outcomes: list[asyncio.Future[bool]], then: Callable[[], None]) -> None:
+    await asyncio.wait(outcomes)  # (being cancelled leaves the shared outcomes alone)
+    if all(o.result() for o in outcomes):
+        then()
 
 
 def _produce_error(exc: BaseException, topic: str) -> Exception:

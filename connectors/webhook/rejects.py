@@ -35,6 +35,7 @@ class Reject(Exception):
         errors: list[dict[str, str]] | None = None,
         headers: dict[str, str] | None = None,
         attributes: list[tuple[str, bytes]] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -45,8 +46,11 @@ class Reject(Exception):
         self.errors = errors
         self.headers = headers
         self.attributes = attributes  # the mapped event's ce_* headers, when it got that far
+        self.extra = extra  # further members of the problem
 
     def response(self, source: str, **extra: Any) -> web.Response:
+        if self.extra:
+            extra.update(self.extra)
         if self.errors is not None:
             extra["errors"] = self.errors
         return problem(

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from eventpipe.schema_registry.lookup import subject_problems
 
+from eventpipe.http_body import decodes_content_encoding
 from eventpipe.preflight import Problem, Reach, source_entries, topic_problems
 from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings
@@ -64,6 +65,7 @@ def install(app: web.Application, ctx: ServiceContext) -> None:
     app.cleanup_ctx.append(lifecycle)
     by_name = {source.name: source for source in webhooks}
 
+    @decodes_content_encoding  # gzip and deflate bodies, within max_body_bytes
     async def dispatch(request: web.Request) -> web.StreamResponse:
         source = by_name.get(request.match_info["name"])
         if source is None:

@@ -3,14 +3,18 @@
 A request goes through, in this order, and stops at the first refusal:
 
 1. concurrency cap (503) and token bucket (429), before the body is read;
-2. the body, at most ``max_body_bytes`` (413);
+2. the body, at most ``max_body_bytes`` once decoded (413; gzip and deflate are
+   decoded, other codings 415, corrupt ones 400: eventpipe.http_body);
 3. the signature over the raw bytes (401), before anything parses them;
 4. JSON parsing (400; orjson refuses invalid UTF-8 and nesting deeper than 1024)
    or the CloudEvents HTTP binding (``input: cloudevents``);
 5. mapping to a CloudEvent (422) and schema validation (422);
 6. dedup on the delivery id (200 without producing again);
 7. the broker's acknowledgement (200), or the Postgres spool (202), else 503 with
-   Retry-After.  Never a 2xx for something not stored.
+   Retry-After.  Never a 2xx for something not stored.  A 503 after the publish
+   timeout does not mean "not stored": the broker may still acknowledge the write,
+   and then its delivery ids are recorded in the dedup window, so the provider's
+   retry is answered as a duplicate.
 
 Refusals are RFC 9457 problem JSON naming the reason; those listed in
 ``dead_letter.on`` (422 by default) are also written to the dead-letter topic.
@@ -33,7 +37,7 @@ from eventpipe.dlq.writer import DeadLetterWriter
 
 from eventpipe import metrics
 from eventpipe.base import Source, sources
-from eventpipe.envelope import is_json_content_type
+from eventpipe.envelope import CloudEvent, is_json_content_type
 from eventpipe.envelope.http import from_http
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.errors import (
@@ -44,6 +48,7 @@ from eventpipe.errors import (
     PermanentError,
     UnsupportedMediaTypeError,
 )
+from eventpipe.http_body import BodyError, read_body
 from eventpipe.kafka.admin import prepare_source_topics
 from eventpipe.kafka.client import RecordTooLargeError
 from eventpipe.preflight import register_check
@@ -53,7 +58,7 @@ from eventpipe.settings import SECTION_VALIDATORS
 
 from .config import WebhookConfig
 from .dedup import Dedup
-from .limits import BodyTooLarge, TokenBucket, read_body
+from .limits import TokenBucket
 from .mapping import JSON_CT, MappingError, WebhookMapper, digest
 from .producer import BatchProducer
 from .rejects import Reject, dead_letter
@@ -81,6 +86,15 @@ def _ok(status: int, outcome: str, items: list[Item]) -> web.Response:
 
 def _attributes(msg: KafkaMessage) -> list[tuple[str, bytes]]:
     return [(k, v) for k, v in msg.headers if k.startswith("ce_")]
+
+
+def _event_attributes(event: CloudEvent) -> list[tuple[str, bytes]] | None:
+    """A refused event's ``ce_*`` headers for its dead letter; None when an attribute
+    cannot be encoded (not UTF-8: the refusal says so)."""
+    try:
+        return _attributes(to_kafka(event))
+    except UnicodeError:
+        return None
 
 
 @sources.register("webhook")
@@ -146,7 +160,13 @@ class WebhookSource(Source):
         self._by_status: dict[int, Any] = {}
         self._latency = metrics.INGEST_SECONDS.labels(source=name)
         self._dedup_hits = metrics.DEDUP_HITS.labels(source=name)
+        self._late_acks = metrics.WEBHOOK_LATE_ACKS.labels(source=name)
         self._retry_after = {"Retry-After": str(config.retry_after_s)}
+        self._retry_hint = (
+            "Retry with the same delivery id: once stored, it is answered as a duplicate"
+            if self.dedup is not None
+            else "Retry with the same delivery id: consumers deduplicate on the event id"
+        )
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -236,20 +256,17 @@ class WebhookSource(Source):
         length = request.content_length
         try:
             if length is not None and length <= limit and request.content.total_bytes >= length:
-                return await read_body(request, limit)  # all buffered: returns at once
+                return await read_body(request, limit, "max_body_bytes")  # all buffered
             async with asyncio.timeout(self.cfg.request_timeout_s):
-                return await read_body(request, limit)
-        except BodyTooLarge:
+                return await read_body(request, limit, "max_body_bytes")
+        except BodyError as exc:
             raise Reject(
-                413,
-                "body-too-large",
-                f"the body exceeds {limit} bytes (max_body_bytes)",
-                field="body",
-                reason=f"larger than {limit} bytes",
-            ) from None
-        except asyncio.IncompleteReadError:
-            raise Reject(
-                400, "malformed", "the body ended early", field="body", reason="incomplete body"
+                exc.status,
+                exc.slug,
+                exc.detail,
+                field=exc.field,
+                reason=exc.reason,
+                headers=exc.headers,
             ) from None
         except TimeoutError:
             raise Reject(
@@ -316,7 +333,6 @@ class WebhookSource(Source):
                 raw=body,
                 body=value,
                 headers=jq_headers,
-                content_type=ct,
                 verified=verified,
                 received=received,
                 body_digest=body_digest,
@@ -368,7 +384,7 @@ class WebhookSource(Source):
                     str(exc),
                     field=exc.field,
                     reason=exc.reason,
-                    attributes=_attributes(to_kafka(event)),
+                    attributes=_event_attributes(event),
                 ) from exc
             self._check_id(event.id)
             item = Item(event.id, f"{event.source} {event.id}", to_kafka(event))
@@ -465,16 +481,21 @@ class WebhookSource(Source):
     async def _write(self, items: list[Item]) -> int:
         if self.spool is not None and self.state.active:
             return await self._spooled(items)
+        keys = [i.key for i in items]
         try:
-            # bounded by publish_timeout_s
-            await self.producer.send(self.topic, [i.message for i in items])
+            # bounded by publish_timeout_s; a late acknowledgement records the ids
+            await self.producer.send(
+                self.topic, [i.message for i in items], on_late_ack=lambda: self._late_ack(keys)
+            )
         except BrokerUnavailableError as exc:
             if self.spool is None:
                 raise Reject(
                     503,
                     "broker-unavailable",
-                    "the broker did not acknowledge; nothing was stored, retry later",
+                    f"the broker did not acknowledge within {self.cfg.publish_timeout_s:g}s; "
+                    f"the event may still be stored. {self._retry_hint}",
                     headers=self._retry_after,
+                    extra={"stored": "unknown"},
                 ) from exc
             if not self.state.active:
                 self.state.active = True
@@ -496,8 +517,15 @@ class WebhookSource(Source):
                 503, "produce-failed", "the broker refused the write", headers=self._retry_after
             ) from exc
         if self.dedup is not None:
-            self.dedup.remember([i.key for i in items])
+            self.dedup.remember(keys)
         return 200
+
+    def _late_ack(self, keys: list[str]) -> None:
+        """The broker acknowledged a write after its request got 503: a retry of it is
+        a duplicate from now on."""
+        self._late_acks.inc()
+        if self.dedup is not None:
+            self.dedup.remember(keys)
 
     async def _spooled(self, items: list[Item]) -> int:
         assert self.spool is not None
@@ -505,6 +533,14 @@ class WebhookSource(Source):
         keys = [i.key for i in items]
         try:
             await self.spool.write(records, keys)
+        except PermanentError as exc:  # this request's row; the others' committed
+            raise Reject(
+                422,
+                "unstorable",
+                f"the spool refused the request's row ({type(exc.__cause__).__name__})",
+                field="event",
+                reason="not storable in Postgres",
+            ) from exc
         except Exception as exc:
             self.log.error("spooling failed (%s); answering 503", type(exc).__name__)
             raise Reject(

@@ -3,7 +3,9 @@ relayed to the broker later, in order.
 
 * :class:`Spool` writes each request's records, and its delivery ids for dedup,
   in one transaction; concurrent requests share one transaction (group commit).
-  The request is answered 202 only after that commit.
+  The request is answered 202 only after that commit.  A row Postgres refuses
+  (``DataError``) fails only its own request: the shared transaction is retried
+  with a savepoint per request, and the others commit.
 * :class:`SpoolState` routes requests: once a write to the broker failed, every
   new request goes to the spool (so nothing overtakes what is already there)
   until the relay has emptied it.
@@ -23,11 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
+import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from eventpipe import metrics
 from eventpipe.envelope.kafka import KafkaMessage
+from eventpipe.errors import PermanentError
 from eventpipe.publisher import PublishBatchError, Publisher
 
 from .batching import Coalescer
@@ -48,6 +52,10 @@ select id, topic, event_id, key, value, headers from eventpipe.webhook_spool
 """
 DELETE_SQL = "delete from eventpipe.webhook_spool where source = %s and id = any(%s)"
 COUNT_SQL = "select count(*) from eventpipe.webhook_spool where source = %s"
+
+
+class UnstorableRowError(PermanentError):
+    """Postgres refused this request's row (its ``__cause__`` says why)."""
 
 
 class SpoolRecord(NamedTuple):
@@ -111,13 +119,39 @@ class Spool:
         state.inflight += 1
         try:
             async with asyncio.timeout(self.timeout_s):
-                await self._writer.submit(SpoolWrite(records, dedup_keys))
+                refused = await self._writer.submit(SpoolWrite(records, dedup_keys))
+            if refused is not None:
+                raise UnstorableRowError(
+                    f"webhook {self.source}: the spool refused a row ({type(refused).__name__})"
+                ) from refused
         finally:
             state.inflight -= 1
             state.wake.set()
         metrics.WEBHOOK_SPOOLED.labels(source=self.source).inc(len(records))
 
-    async def _write_batch(self, writes: list[SpoolWrite]) -> list[None]:
+    async def _write_batch(self, writes: list[SpoolWrite]) -> list[psycopg.DataError | None]:
+        """One transaction for every write; the Postgres error of each write whose
+        row was refused (the others are committed all the same)."""
+        async with self.pool.connection() as conn:
+            try:
+                async with conn.transaction():
+                    await self._insert(conn, writes)
+                return [None] * len(writes)
+            except psycopg.DataError as exc:
+                if len(writes) == 1:
+                    return [exc]
+            refused: list[psycopg.DataError | None] = []
+            async with conn.transaction():
+                for write in writes:
+                    try:
+                        async with conn.transaction():  # a savepoint
+                            await self._insert(conn, [write])
+                        refused.append(None)
+                    except psycopg.DataError as exc:
+                        refused.append(exc)
+            return refused
+
+    async def _insert(self, conn: psycopg.AsyncConnection[Any], writes: list[SpoolWrite]) -> None:
         topics, ids, keys, values, headers = [], [], [], [], []
         dedup_keys: list[str] = []
         for w in writes:
@@ -128,11 +162,9 @@ class Spool:
                 values.append(r.message.value)
                 headers.append(_headers_json(r.message.headers))
             dedup_keys.extend(w.dedup_keys)
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(INSERT_SQL, (self.source, topics, ids, keys, values, headers))
-            if self.dedup and dedup_keys:
-                await conn.execute(RECORD_SQL, (self.source, json_list(dedup_keys)))
-        return [None] * len(writes)
+        await conn.execute(INSERT_SQL, (self.source, topics, ids, keys, values, headers))
+        if self.dedup and dedup_keys:
+            await conn.execute(RECORD_SQL, (self.source, json_list(dedup_keys)))
 
     async def drain(self) -> None:
         await self._writer.drain()

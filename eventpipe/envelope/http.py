@@ -30,6 +30,7 @@ from eventpipe.envelope.json import (
     BATCH_CT,
     STRUCTURED_CT,
     binary_content_type,
+    binary_mode_possible,
     canonical_string,
     decode_batch,
     decode_structured,
@@ -115,8 +116,10 @@ def from_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
 def to_http(
     event: CloudEvent, *, mode: Literal["binary", "structured"] = "binary"
 ) -> tuple[dict[str, str], bytes]:
-    """Encode ``event`` as HTTP headers and body in binary (default) or structured mode."""
-    if mode == "binary":
+    """Encode ``event`` as HTTP headers and body in binary (default) or structured mode
+    (always structured for data typed ``application/cloudevents...``, which readers
+    would take for the event in binary mode)."""
+    if mode == "binary" and binary_mode_possible(event.datacontenttype):
         headers = {
             "ce-specversion": SPECVERSION,
             "ce-id": encode_header_value(event.id),
@@ -142,7 +145,7 @@ def to_http(
                 )
             headers[_CONTENT_TYPE] = ct
         return headers, body or b""
-    if mode == "structured":
+    if mode in ("structured", "binary"):
         return {_CONTENT_TYPE: STRUCTURED_CT}, encode_structured(event)
     raise ValueError(f"mode must be 'binary' or 'structured', not {mode!r}")
 

@@ -138,6 +138,13 @@ def binary_content_type(event: CloudEvent) -> str | None:
     return ct
 
 
+def binary_mode_possible(content_type: str | None) -> bool:
+    """False when the content type would make readers take the message for a
+    structured (or batch) CloudEvent: data typed ``application/cloudevents...``
+    travels in structured mode, where the attributes cannot be mistaken."""
+    return content_type is None or content_type[:23].lower() != "application/cloudevents"
+
+
 def encode_data(event: CloudEvent) -> bytes | None:
     """The binary-mode payload: ``None`` for no data, bytes as is, JSON via orjson,
     strings with a non-JSON content type as UTF-8."""

@@ -8,7 +8,9 @@ RFC 3339 with ``Z``, booleans ``true``/``false``); ``datacontenttype`` is the
 that is a tombstone, so send such events in structured mode there).
 
 Structured mode: the value is the JSON event format and ``content-type`` is
-``application/cloudevents+json; charset=utf-8``.
+``application/cloudevents+json; charset=utf-8``.  An event whose
+``datacontenttype`` starts with ``application/cloudevents`` is always written in
+structured mode: in binary mode every reader would take its data for the event.
 
 In both modes the record key is the ``partitionkey`` extension in UTF-8 (``None``
 when absent), and in binary mode ``ce_partitionkey`` is sent too, so the key
@@ -31,6 +33,7 @@ from eventpipe.envelope.event import SPECVERSION, CloudEvent, format_time_bytes
 from eventpipe.envelope.json import (
     STRUCTURED_CT,
     binary_content_type,
+    binary_mode_possible,
     canonical_string,
     decode_structured,
     encode_data,
@@ -69,7 +72,7 @@ def to_kafka(
     event: CloudEvent, *, mode: Literal["binary", "structured"] = "binary"
 ) -> KafkaMessage:
     """Encode ``event`` as a Kafka record in binary (default) or structured mode."""
-    if mode == "binary":
+    if mode == "binary" and binary_mode_possible(event.datacontenttype):
         headers: list[tuple[str, bytes]] = [
             ("ce_specversion", _SPECVERSION_BYTES),
             ("ce_id", event.id.encode("utf-8")),
@@ -90,7 +93,7 @@ def to_kafka(
         if ct is not None:
             append((_CONTENT_TYPE, ct.encode("utf-8")))
         return KafkaMessage(key=_key(event), value=value, headers=headers)
-    if mode == "structured":
+    if mode in ("structured", "binary"):
         return KafkaMessage(
             key=_key(event),
             value=encode_structured(event),

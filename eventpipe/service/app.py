@@ -15,10 +15,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from eventpipe import metrics
 from eventpipe.dlq import admin_api as dlq_admin_api
 from eventpipe.errors import error_class_name
+from eventpipe.http_body import UnsupportedEncoding, content_coding, handler_decodes
 from eventpipe.schema_registry import server as schema_registry_server
 from eventpipe.service import publish_api
 from eventpipe.service.context import ServiceContext
-from eventpipe.service.problem import problem
+from eventpipe.service.problem import body_problem, problem
 from eventpipe.service.publish_api import CTX
 
 log = logging.getLogger("eventpipe.service")
@@ -62,6 +63,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = info.route.name or (resource.canonical if resource is not None else "unmatched")
     status = 500
     try:
+        refused = _compressed_body_refused(request, info)
+        if refused is not None:
+            status = refused.status
+            return refused
         resp = await handler(request)
         status = resp.status
         return resp
@@ -77,12 +82,49 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except asyncio.CancelledError:
         status = 499
         raise
+    except web.RequestPayloadError:  # broken chunked framing, read by a handler
+        status = 400
+        return problem(
+            400, "malformed", "the body's framing is broken", field="body", reason="bad framing"
+        )
     except Exception as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            status = 499  # the client went away mid-request: nobody reads an answer
+            return web.Response(status=400)
         metrics.ERRORS.labels(error_class=error_class_name(exc)).inc()
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem(500, "internal", "an internal error occurred; see the service log")
     finally:
         _observe(route, request.method, status, time.perf_counter() - started)
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _compressed_body_refused(
+    request: web.Request, info: web.UrlMappingMatchInfo
+) -> web.Response | None:
+    """415 for a compressed body on a route that does not decode one (the handler
+    would read compressed bytes as the body), and for codings nobody decodes."""
+    if not request.body_exists or info.http_exception is not None:
+        return None
+    try:
+        coding = content_coding(request.headers)
+    except UnsupportedEncoding as exc:
+        if handler_decodes(info.handler):
+            return None  # the handler answers it, in its own words
+        return body_problem(exc)
+    if coding is None or handler_decodes(info.handler):
+        return None
+    return problem(
+        415,
+        "unsupported-content-encoding",
+        "this route takes no compressed bodies; send it uncompressed",
+        field="content-encoding",
+        reason="not accepted on this route",
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -7,6 +7,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from eventpipe.http_body import BodyError
+
 PROBLEM_CT = "application/problem+json"
 
 _TITLES = {
@@ -52,4 +54,11 @@ def problem(
         body=orjson.dumps(body),
         content_type=PROBLEM_CT,
         headers=headers,
+    )
+
+
+def body_problem(exc: BodyError) -> web.Response:
+    """The answer to a body that cannot be read (too large, corrupt, unknown coding)."""
+    return problem(
+        exc.status, exc.slug, exc.detail, field=exc.field, reason=exc.reason, headers=exc.headers
     )

@@ -15,43 +15,17 @@ from eventpipe.errors import (
     MalformedEventError,
     UnsupportedMediaTypeError,
 )
+from eventpipe.http_body import BodyError, decodes_content_encoding, read_body
 from eventpipe.kafka.client import RecordTooLargeError
 from eventpipe.publisher import PublishBatchError
 from eventpipe.service.context import ServiceContext
-from eventpipe.service.problem import problem
+from eventpipe.service.problem import body_problem, problem
 
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 CTX = web.AppKey("ctx", ServiceContext)
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """Read at most ``limit`` bytes; refuses early on Content-Length."""
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> web.Response:
-    return problem(
-        413,
-        "body-too-large",
-        f"the request body exceeds {limit} bytes (service.max_body_bytes)",
-        field="body",
-        reason=f"larger than {limit} bytes",
-    )
-
-
+@decodes_content_encoding
 async def publish_events(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     svc = ctx.settings.service
@@ -65,9 +39,9 @@ async def publish_events(request: web.Request) -> web.Response:
             reason="topic names are 1-249 characters of letters, digits, '.', '_' and '-'",
         )
     try:
-        body = await read_body(request, svc.max_body_bytes)
-    except BodyTooLarge:
-        return _too_large(svc.max_body_bytes)
+        body = await read_body(request, svc.max_body_bytes, "service.max_body_bytes")
+    except BodyError as exc:
+        return body_problem(exc)
     try:
         events = from_http(request.headers, body)
     except UnsupportedMediaTypeError as exc:

@@ -19,6 +19,7 @@ from eventpipe.errors import ConfigError, RetriableError
 from eventpipe.preflight import Reach, run_checks
 from eventpipe.service.app import build_app
 from eventpipe.service.context import ServiceContext
+from eventpipe.service.http_server import ServiceRunner
 from eventpipe.settings import Settings
 
 log = logging.getLogger("eventpipe.service")
@@ -129,9 +130,7 @@ class Service:
         assert self.ctx is not None
         svc = self.settings.service
         app = build_app(self.ctx, ops_only=ops_only)
-        self.runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, shutdown_timeout=svc.shutdown_timeout_s
-        )
+        self.runner = ServiceRunner(app, svc)
         await self.runner.setup()
         assert self.listener is not None
         sock, self.listener = self.listener, None  # the site owns it from here

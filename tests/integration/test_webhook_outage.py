@@ -136,3 +136,55 @@ async def test_spool_answers_202_and_relays_in_order_after_the_broker_returns(
         assert first_seen == [0, 1, 2, 3, 4, 5, 6]
     finally:
         await close_hook(hook)
+
+
+async def test_a_late_acknowledgement_records_the_delivery_id(
+    settings: Settings, broker: EmbeddedBroker
+):
+    """A 503 after the publish timeout is not "nothing stored": the frozen broker
+    stores those writes once it is back, and a provider's retry of one of them is
+    then answered as a duplicate (here and on another instance), not stored twice."""
+    s = outage_settings(settings, broker)
+    # aiokafka waits for the frozen broker instead of failing the batch itself
+    s = s.model_copy(update={"kafka": s.kafka.model_copy(update={"request_timeout_ms": 60_000})})
+    topic = f"late-{uuid.uuid4().hex[:8]}"
+    hook = await open_hook(s, topic, publish_timeout_s=1.5)
+    prefix = uuid.uuid4().hex[:8]
+    try:
+        assert (await post(hook, 0, prefix))[0] == 200
+        pause(broker)
+        try:
+            answers = await asyncio.gather(*(post(hook, i, prefix) for i in range(1, 6)))
+        finally:
+            resume(broker)
+        for status, problem, headers in answers:
+            assert status == 503, problem
+            assert problem["type"].endswith("broker-unavailable")
+            assert problem["stored"] == "unknown"
+            assert "may still be stored" in problem["detail"]
+            assert "same delivery id" in problem["detail"]
+            assert int(headers["Retry-After"]) >= 1
+        records = await read_records(s.kafka.bootstrap, topic, 6, timeout=30)
+        assert {from_kafka(r.key, r.value, list(r.headers)).id for r in records} == {
+            f"{prefix}-{i}" for i in range(6)
+        }
+        # the producer hears the broker's late answer and records the ids
+        late = f'eventpipe_webhook_late_acks_total{{source="{hook.name}"}} 5.0'
+        deadline = asyncio.get_running_loop().time() + 30
+        while late not in await (await hook.client.get("/metrics")).text():
+            assert asyncio.get_running_loop().time() < deadline, "no late acknowledgement"
+            await asyncio.sleep(0.2)
+        for i in range(1, 6):
+            status, answer, _ = await post(hook, i, prefix)
+            assert (status, answer["status"]) == (200, "duplicate"), answer
+        await asyncio.sleep(0.5)  # the ids reach Postgres with the next flush
+        twin = await open_hook(s, topic, name=hook.name, publish_timeout_s=1.5)
+        try:
+            for i in range(1, 6):
+                status, answer, _ = await post(twin, i, prefix)
+                assert (status, answer["status"]) == (200, "duplicate"), answer
+        finally:
+            await close_hook(twin)
+        assert len(await read_records(s.kafka.bootstrap, topic, 6, timeout=5)) == 6
+    finally:
+        await close_hook(hook)

@@ -21,7 +21,7 @@ from typing import Any
 import eventpipe.connectors.webhook.source  # noqa: F401  (registers the route installer)
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from cloudevents.core.bindings import kafka as sdk_kafka
 from eventpipe.dlq.record import DeadLetter
 from eventpipe.schema_registry.models import Schema
@@ -34,7 +34,7 @@ from eventpipe.envelope.kafka import from_kafka
 from eventpipe.service.app import build_app
 from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings, validate_sources
-from tests.helpers import read_records
+from tests.helpers import ServiceTestServer, read_records
 
 WHSEC = "whsec_" + base64.b64encode(b"integration-test-key-0123456789").decode()
 WHSEC_OLD = "whsec_" + base64.b64encode(b"the-previous-key-9876543210abcd").decode()
@@ -125,7 +125,7 @@ async def open_hook(settings: Settings, topic: str, name: str | None = None, **c
     s = source_settings(settings, topic, name, **cfg)
     ctx = await ServiceContext.open(s, broker_wait_s=5)
     try:
-        client = TestClient(TestServer(build_app(ctx)))
+        client = TestClient(ServiceTestServer(build_app(ctx), s.service))
     except BaseException:
         await ctx.close()
         raise
@@ -529,3 +529,45 @@ async def test_cloudevents_binding_input(make_hook):
     assert all(e.source == "/acme" and "whdigest" in e.extensions for e in got)
     status, problem = await hook.post(b"{}", {"content-type": "text/plain"})
     assert status == 415, problem
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/cloudevents+json",
+        "application/cloudevents-batch+json",
+        "application/vnd.acme+json; charset=utf-8",
+        "application/json",
+    ],
+)
+async def test_a_json_source_records_json_whatever_content_type_was_sent(
+    make_hook, content_type: str
+):
+    """The sender does not choose how its event is read: the record's content type is
+    the source's (JSON), so eventpipe's reader and the SDK see the same attributes."""
+    hook = await make_hook()
+    body = orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": "sender-chosen",
+            "source": "/elsewhere",
+            "type": "invoice.paid",
+            "data": {"amount": 1},
+        }
+    )
+    msg_id = f"msg_{uuid.uuid4().hex}"
+    status, answer = await hook.post(
+        body, {**standard_headers(body, msg_id), "content-type": content_type}
+    )
+    assert status == 200, answer
+    [rec] = await hook.records(1)
+    assert dict(rec.headers)["content-type"] == b"application/json"
+    ours = from_kafka(rec.key, rec.value, list(rec.headers))
+    sdk = sdk_kafka.from_kafka_event(
+        sdk_kafka.KafkaMessage(headers=dict(rec.headers), key=rec.key, value=rec.value)
+    )
+    expected = (msg_id, f"/webhooks/{hook.name}", "invoice.paid")
+    assert (ours.id, ours.source, ours.type) == expected
+    assert (sdk.get_id(), sdk.get_source(), sdk.get_type()) == expected
+    assert ours.data == orjson.loads(body) == sdk.get_data()
+    assert rec.value == body  # body: raw keeps the bytes

@@ -364,3 +364,31 @@ def test_sdk_v1_kafka_binary_both_ways() -> None:
     ours = from_kafka(key, m.value, list(m.headers.items()))
     assert ours_attrs(ours, strings=True) == norm(v1_attrs(v1), strings=True)
     assert ours.data == v1.data
+
+
+@pytest.mark.parametrize(
+    "ct", ["application/cloudevents+json", "Application/CloudEvents+JSON; charset=utf-8"]
+)
+def test_data_typed_as_a_cloudevent_cannot_pose_as_the_event(ct: str) -> None:
+    """An event whose datacontenttype says "CloudEvent" cannot travel in binary mode:
+    every reader would take its data for the event (a sender-chosen id, source and
+    type).  Such an event is written in structured mode, so every reader agrees."""
+    inner = {"specversion": "1.0", "id": "evil", "source": "/evil", "type": "evil.type"}
+    event = CloudEvent.create("real.type", "/real", inner, id="real-1", datacontenttype=ct)
+    msg = to_kafka(event)
+    ours = from_kafka(msg.key, msg.value, msg.headers)
+    sdk = sdk_kafka.from_kafka_event(
+        sdk_kafka.KafkaMessage(headers=dict(msg.headers), key=msg.key, value=msg.value)
+    )
+    headers, body = to_http(event)
+    ours_http = from_http(headers, body)[0]
+    sdk_h = sdk_http.from_http_event(sdk_http.HTTPMessage(headers=headers, body=body))
+    for got in (ours, ours_http):
+        assert (got.id, got.source, got.type) == ("real-1", "/real", "real.type")
+        assert got.data == inner
+    for sdk_event in (sdk, sdk_h):
+        assert (sdk_event.get_id(), sdk_event.get_source(), sdk_event.get_type()) == (
+            "real-1",
+            "/real",
+            "real.type",
+        )

@@ -77,3 +77,20 @@ def test_env_var_names_cover_the_documented_ones() -> None:
 def test_secrets_are_not_printed() -> None:
     s = load_settings(environ={"EVENTPIPE_DATABASE_URL": "postgresql://u:hunter2@h/db"})
     assert "hunter2" not in repr(s)
+
+
+def test_http_limits_are_settings_with_env_vars() -> None:
+    s = load_settings(
+        environ={
+            "EVENTPIPE_SERVICE_HEADER_TIMEOUT_S": "2.5",
+            "EVENTPIPE_SERVICE_IDLE_TIMEOUT_S": "30",
+            "EVENTPIPE_SERVICE_MAX_HEADER_BYTES": "4096",
+            "EVENTPIPE_SERVICE_MAX_HEADERS": "64",
+        }
+    )
+    svc = s.service
+    assert (svc.header_timeout_s, svc.idle_timeout_s) == (2.5, 30)
+    assert (svc.max_header_bytes, svc.max_headers) == (4096, 64)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(environ={"EVENTPIPE_SERVICE_HEADER_TIMEOUT_S": "0"})
+    assert exc.value.problems[0][0] == "service.header_timeout_s"
