@@ -22,10 +22,11 @@ rebalance cannot write a batch the new owner already wrote; records at or
 below the mark are skipped.
 
 A batch is written with one COPY (into the table for ``insert``, into a temp
-staging table for ``upsert`` / ``delete``).  When it fails on bad data (a
-constraint violation, a value of the wrong type), rows are written one by one
-under savepoints to find the bad ones; those are dead-lettered before the
-transaction commits (``before_commit``) and the others are kept.
+staging table for ``upsert`` / ``delete``).  When it (or what a subclass writes
+besides, such as outbox rows) fails on bad data (a constraint violation, a value
+of the wrong type), the records are written one by one under savepoints to find
+the bad ones; those are dead-lettered before the transaction commits
+(``before_commit``) and the others are kept.
 """
 
 from __future__ import annotations
@@ -347,18 +348,20 @@ class PostgresSink(PipelineSink):
                 keep = [i for i, o in enumerate(owners) if o not in failed]
                 rows = [rows[i] for i in keep]
                 owners = [owners[i] for i in keep]
-            if rows and one_by_one:
-                await self._isolate(conn, rows, owners, failed)
-            elif rows:
-                # No savepoint around the COPY (two round trips a batch): when it
-                # fails on bad data, the whole transaction is done again row by row.
+            if one_by_one:
+                await self._isolate(conn, todo, rows, owners, failed)
+            else:
+                # No savepoint around the COPY and the other writes (two round trips a
+                # batch): when they fail on bad data, the whole transaction is done
+                # again record by record.
                 try:
-                    await self._write(conn, rows)
+                    if rows:
+                        await self._write(conn, rows)
+                    await self._also_write(conn, todo, failed)
                 except psycopg.DatabaseError as exc:
                     if is_retriable(exc):
                         raise
                     raise _BatchRefused from exc
-            await self._also_write(conn, todo, failed)
             if failed and before_commit is not None:
                 await before_commit(failed)
             # Every record of the batch is handled now (written, skipped as marked
@@ -399,20 +402,26 @@ class PostgresSink(PipelineSink):
     async def _isolate(
         self,
         conn: psycopg.AsyncConnection[Any],
+        items: Sequence[DeliveryItem],
         rows: list[list[Any]],
         owners: list[int],
         failed: dict[int, BaseException],
     ) -> None:
-        """Write rows one at a time under savepoints; rows PostgreSQL rejects fail
-        their record (and that record's other rows are rolled back with them)."""
+        """Write each record under a savepoint: its rows one at a time, then what
+        ``_also_write`` adds for it.  A record PostgreSQL refuses any of that for
+        fails alone, all of its writes rolled back."""
         by_owner: dict[int, list[list[Any]]] = {}
         for row, owner in zip(rows, owners, strict=True):
             by_owner.setdefault(owner, []).append(row)
-        for owner, owned in by_owner.items():
+        for it in items:
+            owner = it.index
+            if owner in failed or not it.events:
+                continue
             try:
                 async with conn.transaction(), conn.cursor() as cur:
-                    for row in owned:
+                    for row in by_owner.get(owner, ()):
                         await cur.execute(self._row_sql, self._row_params(row))
+                    await self._also_write(conn, [it], failed)
             except psycopg.DatabaseError as exc:
                 if is_retriable(exc):
                     raise
