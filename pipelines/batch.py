@@ -10,7 +10,10 @@ may then mark the records' offsets as consumed.  A failure affects only its
 own record (poison records never block a partition); a sink that is down
 (:class:`~eventpipe.connectors.sinks.api.SinkUnavailableError`) holds the
 batch with backoff, its partitions paused while the breaker is open, instead
-of dead-lettering everything.
+of dead-lettering everything.  A sink that raises for the batch as a whole
+names no bad record: that is retried while retriable, then, as Kafka Connect's
+``errors.tolerance: none``, stops the pipeline (:class:`SinkFailedError`, nothing
+of the batch acknowledged); ``tolerance: all`` dead-letters the batch instead.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from eventpipe.transforms import Chain, ValidateStep
 from eventpipe import metrics
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka
-from eventpipe.errors import error_class_name, is_retriable
+from eventpipe.errors import EventpipeError, error_class_name, is_retriable
 
 from .aggregate import Aggregator
 from .dedup import DedupTable
@@ -46,6 +49,11 @@ from .retry import RetryPolicy
 
 log = logging.getLogger("eventpipe.pipelines")
 _STEP_INDEX = re.compile(r"^steps\[(\d+)\]")
+
+
+class SinkFailedError(EventpipeError):
+    """A sink failed a whole batch with an error that names no bad record, and the
+    pipeline's ``errors.tolerance`` is ``none``: the pipeline stops."""
 
 
 @dataclass(slots=True)
@@ -101,6 +109,7 @@ class BatchProcessor:
         validate_input: ValidateStep | None = None,
         validate_output: ValidateStep | None = None,
         dedup: DedupTable | None = None,
+        tolerance: str = "none",
         use_event: Callable[[Any], AbstractContextManager[None]] = _no_event,
         pause: Callable[[Iterable[tuple[str, int]]], None] | None = None,
         resume: Callable[[Iterable[tuple[str, int]]], None] | None = None,
@@ -113,6 +122,7 @@ class BatchProcessor:
         self.validate_input = validate_input
         self.validate_output = validate_output
         self.dedup = dedup
+        self.tolerance = tolerance
         self.use_event = use_event
         self.pause = pause
         self.resume = resume
@@ -307,8 +317,19 @@ class BatchProcessor:
                 if not opened:
                     await asyncio.sleep(delay)
                 continue
-            except Exception as exc:  # a sink bug or an unclassified failure of the batch
+            except Exception as exc:  # the batch as a whole: a bug, or a retriable failure
                 log.warning("pipeline %s sink %s failed a batch: %r", self.pipeline, label, exc)
+                tries = 1 + max(attempts.get(it.index, 0) for it in pending)
+                if self.tolerance == "none" and not (
+                    is_retriable(exc) and tries < self.retry.max_attempts
+                ):
+                    raise SinkFailedError(
+                        f"pipeline {self.pipeline}: sink {label} failed a batch of "
+                        f"{len(pending)} record(s) with {type(exc).__name__}: {exc} (after "
+                        f"{tries} attempt(s)); it names no bad record, so nothing of the "
+                        "batch is acknowledged and the pipeline stops (errors.tolerance: "
+                        "none); set errors: {tolerance: all} to dead-letter such batches"
+                    ) from exc
                 failed = {it.index: exc for it in pending}
             m_time.observe(time.perf_counter() - t0)
             sink.breaker.record_success()

@@ -210,6 +210,7 @@ class PipelineRuntime:
                 validate_input=v_in,
                 validate_output=v_out,
                 dedup=dedup,
+                tolerance=s.errors.tolerance,
                 use_event=_use_event,
                 pause=self._pause,
                 resume=self._resume,

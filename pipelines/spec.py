@@ -16,6 +16,7 @@ pipelines:
     state: {dedup_window: 24h}
     retry: {max_attempts: 5, backoff: exponential, initial: 200ms, max: 30s, jitter: true}
     dead_letter: {topic: orders-enriched.dlq}
+    errors: {tolerance: none}              # all: dead-letter a batch a sink failed on a bug
     batch: {max_records: 1000, within: 100ms}
     processing_guarantee: at_least_once    # exactly_once needs a broker with transactions
 ```
@@ -97,6 +98,15 @@ class DeadLetterSpec(SpecModel):
         return None if v is None else check_topic(v)
 
 
+class ErrorsSpec(SpecModel):
+    tolerance: Literal["none", "all"] = Field(
+        "none",
+        description="a sink failing a whole batch with an error that is not classified as a "
+        "bad record: none stops the pipeline (exit 3, nothing acknowledged), all "
+        "dead-letters the batch (Kafka Connect's errors.tolerance)",
+    )
+
+
 class BatchSpec(SpecModel):
     max_records: int = Field(1000, ge=1, le=100_000)
     within: Duration = 0.1
@@ -112,6 +122,7 @@ class PipelineSpec(SpecModel):
     state: StateSpec = Field(default_factory=StateSpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     dead_letter: DeadLetterSpec = Field(default_factory=DeadLetterSpec)
+    errors: ErrorsSpec = Field(default_factory=ErrorsSpec)
     batch: BatchSpec = Field(default_factory=BatchSpec)
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     schema_registry: str | None = Field(
