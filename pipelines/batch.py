@@ -160,9 +160,17 @@ class BatchProcessor:
         # sink may mark offsets past them, after which they would not be read again.
         await self._write_dead_letters(letters)
         for sink in self.sinks:
-            live = [r for r in records if not r.dead and not r.duplicate and r.event is not None]
-            if not live:
-                break
+            if sink.exactly_once:
+                # Every record, with no events when it is dead-lettered, a duplicate or
+                # filtered: the sink's marks cover the whole batch, so what follows the
+                # last delivered record is not read (and dead-lettered) again.
+                live = records
+            else:
+                live = [
+                    r for r in records if not r.dead and not r.duplicate and r.event is not None
+                ]
+                if not live:
+                    continue
             await self._deliver(sink, live, records)
         self._mark_done(records)
 
