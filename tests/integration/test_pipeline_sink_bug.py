@@ -88,7 +88,9 @@ async def test_an_unclassified_sink_error_stops_the_pipeline_and_nothing_is_dead
     monkeypatch.setattr(PostgresSink, "_also_write", real)
     async with running(s):
         assert await wait_rows(url, f"select count(*) from {name}", 20) == 20
-    assert await sql(url, f"select count(distinct id), sum(n) from {name}") == [(20, sum(range(20)))]
+    assert await sql(url, f"select count(distinct id), sum(n) from {name}") == [
+        (20, sum(range(20)))
+    ]
 
 
 async def test_with_tolerance_all_the_batch_is_dead_lettered_and_the_pipeline_goes_on(
