@@ -42,6 +42,7 @@ from eventpipe import metrics
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka
 from eventpipe.errors import EventpipeError, error_class_name, is_retriable
+from eventpipe.kafka.incarnation import TopicResetError
 
 from .aggregate import Aggregator
 from .dedup import DedupTable
@@ -325,6 +326,8 @@ class BatchProcessor:
                 if not opened:
                     await asyncio.sleep(delay)
                 continue
+            except TopicResetError:
+                raise  # marks of another incarnation of the topic: never a bad record
             except Exception as exc:  # the batch as a whole: a bug, or a retriable failure
                 log.warning("pipeline %s sink %s failed a batch: %r", self.pipeline, label, exc)
                 tries = 1 + max(attempts.get(it.index, 0) for it in pending)

@@ -46,6 +46,7 @@ from faust.types import TP
 
 from eventpipe import metrics
 from eventpipe.errors import ConfigError
+from eventpipe.kafka.incarnation import TopicProbe, apply_policy, find_stale
 from eventpipe.settings import TopicSpec
 
 from .aggregate import AggregateConfig, Aggregator
@@ -272,14 +273,36 @@ class PipelineRuntime:
             self.reader.resume({TP(t, p) for t, p in tps})
 
     async def _marks(self, topics: list[str]) -> dict[tuple[str, int], int]:
-        """The lowest high-water mark per partition over the exactly-once sinks."""
+        """The lowest high-water mark per partition over the exactly-once sinks,
+        each checked to belong to the topic there now (eventpipe.kafka.incarnation):
+        a mark of an earlier incarnation stops the pipeline (TopicResetError), or
+        with ``on_topic_reset: reset`` is dropped and its partition read from the
+        start (-1 here)."""
+        sinks = [s for s in self.sinks if s.exactly_once]
+        if not sinks:
+            return {}
+        held = {sink.name: await sink.marks(topics) for sink in sinks}
+        probe = TopicProbe(self.resources.admin, self.resources.settings.kafka)
+        stale = await find_stale(probe, [m for marks in held.values() for m in marks.values()])
+        policy = self.spec.source.on_topic_reset or self.resources.settings.kafka.on_topic_reset
+        apply_policy(
+            stale,
+            policy,
+            owner=f"pipeline {self.name}",
+            option=f"source.on_topic_reset: reset in pipeline {self.name} (or "
+            "kafka.on_topic_reset / EVENTPIPE_KAFKA_ON_TOPIC_RESET=reset)",
+        )
+        ids = {t: i for t, i in (await probe.ids(topics)).items() if i is not None}
         low: dict[tuple[str, int], int] = {}
-        for sink in self.sinks:
-            if not sink.exactly_once:
-                continue
-            for tp, mark in (await sink.marks(topics)).items():
-                if tp not in low or mark < low[tp]:
-                    low[tp] = mark
+        for sink in sinks:
+            marks = held[sink.name]
+            dropped = [s.mark.tp for s in stale if marks.get(s.mark.tp) is s.mark]
+            await sink.reset_marks(dropped)
+            sink.topic_ids = ids
+            for tp, mark in marks.items():
+                offset = -1 if tp in dropped else mark.offset
+                if tp not in low or offset < low[tp]:
+                    low[tp] = offset
         return low
 
     async def _agent(self, stream: Any) -> None:

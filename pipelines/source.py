@@ -58,6 +58,8 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
 from faust.types import TP
 from mode.utils.futures import notify
 
+from eventpipe.kafka.incarnation import TopicResetError
+
 from .batch import Record
 
 if TYPE_CHECKING:
@@ -450,8 +452,8 @@ class SourceReader:
                 if not await self._establish(epoch):
                     await asyncio.sleep(0.05)
                     return None
-            except asyncio.CancelledError:
-                raise
+            except (asyncio.CancelledError, TopicResetError):
+                raise  # marks of an earlier topic, and the policy says stop
             except Exception as exc:
                 self._complain("cannot position the source partitions", exc)
                 await asyncio.sleep(1.0)

@@ -4,6 +4,7 @@
 pipelines:
   - name: orders-enriched
     source: {topics: [shop.public.orders], group: orders-enriched, partitions: 3}
+    # source.on_topic_reset: fail | reset (default kafka.on_topic_reset)
     validate_input: {subject: shop.public.orders-value}     # or {schema: {...}} inline
     steps:
       - jq: '{id: .after.id, total: .after.total, customer: .after.customer_id}'
@@ -60,6 +61,11 @@ class SourceSpec(SpecModel):
     start_from: Literal["earliest", "latest"] = "earliest"
     session_timeout: Duration = Field(
         10.0, description="a worker that stops heartbeating leaves the group after this"
+    )
+    on_topic_reset: Literal["fail", "reset"] | None = Field(
+        None,
+        description="a source topic created again since the sinks' marks were written: "
+        "fail stops the pipeline, reset drops the marks; default: kafka.on_topic_reset",
     )
 
     @field_validator("topics")

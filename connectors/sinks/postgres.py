@@ -52,6 +52,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from eventpipe.base import PluginConfig, sinks
 from eventpipe.errors import PermanentError, SinkWriteError, is_retriable
+from eventpipe.kafka.incarnation import Mark, Stale, TopicResetError
 
 from .api import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
 
@@ -440,22 +441,34 @@ class PostgresSink(PipelineSink):
     def _mark_sink(self) -> str:
         return self.label
 
-    async def marks(self, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+    async def marks(self, topics: Sequence[str]) -> dict[tuple[str, int], Mark]:
         pool = self._pool
         if pool is None:
             raise SinkUnavailableError(f"sink {self.label} is not started")
         try:
             async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 await cur.execute(
-                    'select topic, partition, "offset" from eventpipe.sink_offsets '
+                    'select topic, partition, "offset", topic_id from eventpipe.sink_offsets '
                     'where sink = %s and topic = any(%s) and "offset" >= 0',
                     (self._mark_sink(), list(topics)),
                 )
-                return {(t, p): o for t, p, o in await cur.fetchall()}
+                return {(t, p): Mark(t, p, o, i) for t, p, o, i in await cur.fetchall()}
         except PoolTimeout as exc:
             raise SinkUnavailableError(f"sink {self.label}: no database connection") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise SinkUnavailableError(f"sink {self.label}: database unavailable: {exc}") from exc
+
+    async def reset_marks(self, tps: Sequence[tuple[str, int]]) -> None:
+        pool = self._pool
+        if pool is None or not tps:
+            return
+        async with pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                'update eventpipe.sink_offsets s set "offset" = -1, topic_id = null, '
+                "updated_at = now() from unnest(%s::text[], %s::int[]) as u(t, p) "
+                "where s.sink = %s and s.topic = u.t and s.partition = u.p",
+                ([t for t, _ in tps], [p for _, p in tps], self._mark_sink()),
+            )
 
     async def _lock_marks(
         self, conn: psycopg.AsyncConnection[Any], tps: list[tuple[str, int]]
@@ -465,19 +478,33 @@ class PostgresSink(PipelineSink):
         sink = self._mark_sink()
         topics = [t for t, _ in tps]
         parts = [p for _, p in tps]
+        ids = [self.topic_ids.get(t) for t in topics]
         async with conn.cursor() as cur:
             # One round trip: create the missing mark rows and lock them all (a no-op
             # update locks a row as FOR UPDATE does), returning the current marks.  A
             # worker that lost the partitions waits here and then sees the new owner's
-            # marks.  Rows are locked in (topic, partition) order: no deadlock.
+            # marks.  Rows are locked in (topic, partition) order: no deadlock.  A
+            # mark gets the topic's id when it has none yet.
             await cur.execute(
-                'insert into eventpipe.sink_offsets as s (sink, topic, partition, "offset") '
-                "select %s, t, p, -1 from unnest(%s::text[], %s::int[]) as u(t, p) "
-                'on conflict (sink, topic, partition) do update set "offset" = s."offset" '
-                'returning topic, partition, "offset"',
-                (sink, topics, parts),
+                'insert into eventpipe.sink_offsets as s (sink, topic, partition, "offset", '
+                "topic_id) select %s, t, p, -1, i "
+                "from unnest(%s::text[], %s::int[], %s::uuid[]) as u(t, p, i) "
+                "on conflict (sink, topic, partition) do update "
+                "set topic_id = coalesce(s.topic_id, excluded.topic_id) "
+                'returning topic, partition, "offset", topic_id',
+                (sink, topics, parts, ids),
             )
-            return {(t, p): o for t, p, o in await cur.fetchall()}
+            found = await cur.fetchall()
+        stale = [
+            Stale(Mark(t, p, o, i), self.topic_ids[t], None)
+            for t, p, o, i in found
+            if i is not None and o >= 0 and self.topic_ids.get(t) not in (None, i)
+        ]
+        if stale:
+            # Another worker reset these marks for a topic created again since this
+            # worker checked them: stop rather than write into the wrong incarnation.
+            raise TopicResetError(f"sink {self.label}", stale, "on_topic_reset: reset")
+        return {(t, p): o for t, p, o, _ in found}
 
     async def _advance_marks(
         self, conn: psycopg.AsyncConnection[Any], top: dict[tuple[str, int], int]
