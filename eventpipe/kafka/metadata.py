@@ -44,7 +44,7 @@ class Uuid(AbstractType[uuid.UUID | None]):
         return None if value.int == 0 else value
 
 
-def _topics(*tail: tuple[str, Any]) -> CompactArray:
+def _topics() -> CompactArray:
     partition = CompactArray(
         ("error_code", Int16),
         ("partition_index", Int32),
@@ -63,7 +63,6 @@ def _topics(*tail: tuple[str, Any]) -> CompactArray:
         ("partitions", partition),
         ("topic_authorized_operations", Int32),
         ("tags", TaggedFields),
-        *tail,
     )
 
 
@@ -76,31 +75,27 @@ _BROKERS = CompactArray(
 )
 
 
+_RESPONSE_HEAD = (
+    ("throttle_time_ms", Int32),
+    ("brokers", _BROKERS),
+    ("cluster_id", CompactString("utf-8")),
+    ("controller_id", Int32),
+    ("topics", _topics()),
+)
+
+
 class MetadataResponse_v10(Response):
     API_KEY = 3
     API_VERSION = 10
     SCHEMA = Schema(
-        ("throttle_time_ms", Int32),
-        ("brokers", _BROKERS),
-        ("cluster_id", CompactString("utf-8")),
-        ("controller_id", Int32),
-        ("topics", _topics()),
-        ("cluster_authorized_operations", Int32),
-        ("tags", TaggedFields),
+        *_RESPONSE_HEAD, ("cluster_authorized_operations", Int32), ("tags", TaggedFields)
     )
 
 
 class MetadataResponse_v12(Response):
     API_KEY = 3
     API_VERSION = 12
-    SCHEMA = Schema(
-        ("throttle_time_ms", Int32),
-        ("brokers", _BROKERS),
-        ("cluster_id", CompactString("utf-8")),
-        ("controller_id", Int32),
-        ("topics", _topics()),
-        ("tags", TaggedFields),
-    )
+    SCHEMA = Schema(*_RESPONSE_HEAD, ("tags", TaggedFields))
 
 
 _REQUEST_TOPICS = CompactArray(

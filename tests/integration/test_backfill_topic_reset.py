@@ -6,11 +6,9 @@ again and the new topic's records in the range are read."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from eventpipe.backfill.job import Job, JobStore, Progress, new_job_id
 
 from eventpipe.db.pool import open_pool
@@ -24,7 +22,7 @@ from tests.integration.test_backfill_support import (
     now_ms,
     produce_at,
 )
-from tests.integration.test_pipeline_support import ident, sql, with_pipelines
+from tests.integration.test_pipeline_support import ident, recreate_topic, sql, with_pipelines
 
 HOUR_MS = 3_600_000
 
@@ -37,11 +35,14 @@ def pipeline(name: str) -> dict[str, object]:
     }
 
 
-async def interrupted_job_then_recreate(settings: Settings, name: str) -> tuple[str, int]:
+async def interrupted_job_then_recreate(settings: Settings, name: str, *, keep_id: bool) -> str:
     """A dry-run job over 6 records that stopped at offset 4 of partition 0; then the
-    topic is created again with 2 records in the range."""
+    topic is created again with 2 records in the range.  ``keep_id``: the job's
+    progress holds the first topic's id (else none, as before migration 0010)."""
     t1 = (now_ms() - 3 * HOUR_MS) // 1000 * 1000
     await make_topic(settings, name, partitions=1)
+    async with TopicAdmin(settings.kafka) as ta:
+        old_id = (await ta.topic_ids([name]))[name] if keep_id else None
     await produce_at(settings, name, [(0, t1 + i * 1000, event(i)) for i in range(6)])
     url = settings.database.url.get_secret_value()
     pool = await open_pool(settings.database)
@@ -62,29 +63,14 @@ async def interrupted_job_then_recreate(settings: Settings, name: str) -> tuple[
         await JobStore(pool, url).create(job)
     finally:
         await pool.close()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([name])
-    finally:
-        await admin.close()
-    async with TopicAdmin(settings.kafka) as ta:
-        for _ in range(50):
-            if name not in await ta.list_topics():
-                break
-            await asyncio.sleep(0.1)
-    await make_topic(settings, name, partitions=1)
+    await recreate_topic(settings, name)
     await produce_at(settings, name, [(0, t1 + i * 1000, event(100 + i)) for i in range(2)])
-    return job.id, t1
-
-
-async def keep_topic_id(settings: Settings, job_id: str, old_id: object) -> None:
-    url = settings.database.url.get_secret_value()
     await sql(
         url,
         "update eventpipe.backfill_progress set topic_id = %s where job_id = %s",
-        [old_id, job_id],
+        [old_id, job.id],
     )
+    return job.id
 
 
 @pytest.mark.parametrize("told_by", ["topic id", "end offset"])
@@ -93,12 +79,7 @@ async def test_resume_after_the_topic_was_created_again_stops_by_default(
 ) -> None:
     name = ident("bfreset")
     s = with_pipelines(settings, pipeline(name))
-    await make_topic(s, name, partitions=1)
-    async with TopicAdmin(s.kafka) as ta:
-        old_id = (await ta.topic_ids([name]))[name]
-    job_id, _ = await interrupted_job_then_recreate(s, name)
-    if told_by == "topic id":
-        await keep_topic_id(s, job_id, old_id)
+    job_id = await interrupted_job_then_recreate(s, name, keep_id=told_by == "topic id")
 
     with pytest.raises(TopicResetError) as info:
         await backfill(s, pipeline=None, start=None, end=None, resume=job_id)
@@ -111,11 +92,7 @@ async def test_resume_after_the_topic_was_created_again_stops_by_default(
 async def test_resume_with_reset_reads_the_new_topic(settings: Settings) -> None:
     name = ident("bfreset")
     s = with_pipelines(settings, pipeline(name))
-    await make_topic(s, name, partitions=1)
-    async with TopicAdmin(s.kafka) as ta:
-        old_id = (await ta.topic_ids([name]))[name]
-    job_id, _ = await interrupted_job_then_recreate(s, name)
-    await keep_topic_id(s, job_id, old_id)
+    job_id = await interrupted_job_then_recreate(s, name, keep_id=True)
 
     reset = s.model_copy(update={"kafka": s.kafka.model_copy(update={"on_topic_reset": "reset"})})
     report = await backfill(reset, pipeline=None, start=None, end=None, resume=job_id)

@@ -7,11 +7,9 @@ rows are let go and the new dead letters are replayed and listed."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from eventpipe.dlq.ops import Dlq
 from eventpipe.dlq.query import Filters
 from eventpipe.dlq.record import DeadLetter, Origin
@@ -26,7 +24,7 @@ from eventpipe.kafka.incarnation import TopicResetError
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings, TopicSpec
 from tests.helpers import read_records
-from tests.integration.test_pipeline_support import ident, sql
+from tests.integration.test_pipeline_support import ident, recreate_topic, sql
 
 
 def letters(origin: str, gen: str, n: int) -> list[DeadLetter]:
@@ -45,21 +43,6 @@ def letters(origin: str, gen: str, n: int) -> list[DeadLetter]:
             )
         )
     return out
-
-
-async def recreate(settings: Settings, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([topic])
-    finally:
-        await admin.close()
-    async with TopicAdmin(settings.kafka) as ta:
-        for _ in range(50):
-            if topic not in await ta.list_topics():
-                break
-            await asyncio.sleep(0.1)
-        await ta.ensure_topics([TopicSpec(name=topic, partitions=1)])
 
 
 @pytest.fixture
@@ -82,7 +65,7 @@ async def reborn(settings: Settings) -> AsyncIterator[tuple[str, str]]:
         assert await dlq.discard(entries[2:], "seen it") == 1
     finally:
         await pool.close()
-    await recreate(settings, dlq_topic)
+    await recreate_topic(settings, dlq_topic)
     async with Publisher(settings) as pub:
         await DeadLetterWriter(pub, dlq_topic).write(letters(origin, "new", 2))
     yield origin, dlq_topic

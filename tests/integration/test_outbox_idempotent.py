@@ -6,15 +6,12 @@ other records of the batch written."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from eventpipe.connectors.sinks.api import DeliveryItem, SinkResources
 from eventpipe.connectors.sinks.outbox import OutboxSink, OutboxSinkConfig
 from eventpipe.connectors.sinks.postgres import RowRejectedError
 from psycopg_pool import AsyncConnectionPool
 
-from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
@@ -31,15 +28,6 @@ from tests.integration.test_pipeline_support import (
 def order(i: int, name: str, **data: object) -> CloudEvent:
     body = {"order_id": f"o-{i}", "total": i, **data}
     return CloudEvent.create("shop.order.created", "/shop", body, id=f"{name}-evt-{i}")
-
-
-@pytest.fixture
-async def pool(settings: Settings) -> AsyncIterator[AsyncConnectionPool]:
-    p = await open_pool(settings.database)
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 async def test_an_event_id_already_in_the_outbox_is_not_a_failure(settings: Settings) -> None:

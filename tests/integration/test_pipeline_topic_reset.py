@@ -13,7 +13,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from eventpipe.envelope import CloudEvent
 from eventpipe.kafka.admin import TopicAdmin
@@ -23,6 +22,7 @@ from eventpipe.service.runner import ComponentFailedError, Service, serve_until_
 from eventpipe.settings import Settings, TopicSpec
 from tests.integration.test_pipeline_support import (
     ident,
+    recreate_topic,
     running,
     sql,
     wait_rows,
@@ -42,21 +42,6 @@ def events(name: str, ids: range, gen: str) -> list[CloudEvent]:
     return [CloudEvent.create("t", "/t", {"n": i}, id=f"{name}-{gen}-{i}") for i in ids]
 
 
-async def recreate(settings: Settings, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([topic])
-    finally:
-        await admin.close()
-    async with TopicAdmin(settings.kafka) as ta:
-        for _ in range(50):
-            if topic not in await ta.list_topics():
-                break
-            await asyncio.sleep(0.1)
-        await ta.ensure_topics([TopicSpec(name=topic, partitions=1)])
-
-
 async def first_life(s: Settings, name: str, url: str) -> None:
     """5 records written through the pipeline; then the topic is created again and
     gets 3 new records (offsets 0..2, below the mark 4)."""
@@ -67,7 +52,7 @@ async def first_life(s: Settings, name: str, url: str) -> None:
         async with Publisher(s) as pub:
             await pub.publish_batch(name, events(name, range(5), "old"))
         assert await wait_rows(url, f"select count(*) from {name}", 5) == 5
-    await recreate(s, name)
+    await recreate_topic(s, name)
     async with Publisher(s) as pub:
         await pub.publish_batch(name, events(name, range(3), "new"))
 
