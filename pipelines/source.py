@@ -321,7 +321,7 @@ class SourceReader:
     ) -> None:
         self.app = app
         self.topics = frozenset(topics)
-        self._marks = marks  # async (topics) -> {(topic, partition): mark}
+        self._marks = marks  # async (topics, assigned) -> {(topic, partition): mark}
         self.positions = Positions()
         self.paused: set[TP] = set()
         self.epoch = 0  # bumped by every revoke / assignment
@@ -400,7 +400,9 @@ class SourceReader:
             found = await self._call(_starts, sorted(tps))
             marks: dict[tuple[str, int], int] = {}
             if self._marks is not None:
-                marks = await self._marks(sorted(self.topics))
+                marks = await self._marks(
+                    sorted(self.topics), {(tp.topic, tp.partition) for tp in tps}
+                )
             seek: dict[TopicPartition, int] = {}
             for tp, (committed, position, earliest) in found.items():
                 start = committed if committed is not None else position
