@@ -63,6 +63,7 @@ class Progress:
     done: bool = False
     counts: Counts = field(default_factory=Counts)
     sinks: dict[str, dict[str, int]] = field(default_factory=dict)
+    topic_id: uuid.UUID | None = None  # the topic's incarnation the offsets belong to
 
     @property
     def is_table(self) -> bool:
@@ -138,7 +139,7 @@ class JobLockedError(BackfillError):
 _PROGRESS_COLS = (
     "stream, partition, start_offset, next_offset, estimate, last_key, done, "
     + ", ".join(COUNTERS)
-    + ", sinks"
+    + ", sinks, topic_id"
 )
 
 
@@ -153,6 +154,7 @@ def _progress_row(p: Progress) -> tuple[Any, ...]:
         p.done,
         *(getattr(p.counts, c) for c in COUNTERS),
         Jsonb(p.sinks),
+        p.topic_id,
     )
 
 
@@ -203,6 +205,30 @@ class JobStore:
             await self._insert_progress(conn, job.id, parts)
         job.partitions.extend(parts)
 
+    async def replace_partitions(
+        self, job: Job, keys: set[tuple[str, int]], parts: list[Progress]
+    ) -> None:
+        """Partitions ``keys`` whose topic was created again: their progress is replaced
+        by ``parts`` (those that still exist), and the job's offset marks for them go
+        (they belong to the old topic)."""
+        prefix = job.mark_prefix + "/"
+        streams, numbers = [s for s, _ in keys], [n for _, n in keys]
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "delete from eventpipe.backfill_progress b using unnest(%s::text[], "
+                "%s::int[]) as u(s, p) where b.job_id = %s and b.stream = u.s "
+                "and b.partition = u.p",
+                (streams, numbers, job.id),
+            )
+            await conn.execute(
+                "delete from eventpipe.sink_offsets o using unnest(%s::text[], %s::int[]) "
+                "as u(s, p) where left(o.sink, %s) = %s and o.topic = u.s "
+                "and o.partition = u.p",
+                (streams, numbers, len(prefix), prefix),
+            )
+            await self._insert_progress(conn, job.id, parts)
+        job.partitions = [p for p in job.partitions if (p.stream, p.partition) not in keys] + parts
+
     async def load(self, job_id: str) -> Job | None:
         async with self.pool.connection() as conn:
             cur = await conn.execute(
@@ -250,6 +276,7 @@ class JobStore:
                         done=r[6],
                         counts=Counts(*r[7 : 7 + n]),
                         sinks=dict(r[7 + n] or {}),
+                        topic_id=r[8 + n],
                     )
                 )
         return job

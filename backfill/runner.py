@@ -16,6 +16,7 @@ from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.db.migrations import apply_migrations
 from eventpipe.db.pool import open_pool
 from eventpipe.kafka.admin import TopicAdmin
+from eventpipe.kafka.incarnation import Mark, TopicProbe, apply_policy, find_stale
 from eventpipe.publisher import Publisher
 from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings
@@ -128,9 +129,7 @@ class Backfill:
         )
         job.consumer_group = f"{spec.group}.backfill.{job.id}"
         if job.source == "topic":
-            job.partitions = await plan_partitions(
-                self.settings.kafka, spec.source.topics, job.start, job.end
-            )
+            job.partitions = await self._plan_topics(spec.source.topics, job)
         else:
             for target in self.targets.values():
                 reader = TableReader(target, req.time_column, job.start, job.end)
@@ -163,14 +162,48 @@ class Backfill:
         if job is None:
             job = await self._plan(spec)
         elif job.source == "topic" and job.status != "completed":
+            await self._check_incarnations(job, spec.source.topics)
             known = {(p.stream, p.partition) for p in job.partitions}
-            added = await plan_partitions(
-                self.settings.kafka, spec.source.topics, job.start, job.end, known=known
-            )
+            added = await self._plan_topics(spec.source.topics, job, known=known)
             if added:
                 await self.store.add_partitions(job, added)
         self.job = job
         return job
+
+    async def _plan_topics(
+        self, topics: list[str], job: Job, known: set[tuple[str, int]] | None = None
+    ) -> list[Progress]:
+        """Progress rows from ``offsets_for_times``, each with its topic's id."""
+        parts = await plan_partitions(self.settings.kafka, topics, job.start, job.end, known=known)
+        ids = await self.ctx.admin.topic_ids(topics)
+        for p in parts:
+            p.topic_id = ids.get(p.stream)
+        return parts
+
+    async def _check_incarnations(self, job: Job, topics: list[str]) -> None:
+        """A job resumed after its topic was deleted and created again: its offsets
+        belong to the old topic.  kafka.on_topic_reset: fail stops; reset plans
+        those partitions again (from --from in the new topic)."""
+        marks = [
+            Mark(p.stream, p.partition, p.next_offset - 1, p.topic_id)
+            for p in job.partitions
+            if not p.done
+        ]
+        stale = await find_stale(TopicProbe(self.ctx.admin, self.settings.kafka), marks)
+        apply_policy(
+            stale,
+            self.settings.kafka.on_topic_reset,
+            owner=f"backfill job {job.id}",
+            option="kafka.on_topic_reset: reset (EVENTPIPE_KAFKA_ON_TOPIC_RESET=reset) for "
+            "this --resume",
+        )
+        if stale:
+            gone = {s.mark.tp for s in stale}
+            keep = {(p.stream, p.partition) for p in job.partitions} - gone
+            fresh = await self._plan_topics(topics, job, known=keep)
+            await self.store.replace_partitions(
+                job, gone, [p for p in fresh if (p.stream, p.partition) in gone]
+            )
 
     # ------------------------------------------------------------------ run
     async def run(self) -> dict[str, Any]:

@@ -26,7 +26,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,12 +58,15 @@ from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.json import to_structured_dict
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.errors import BrokerUnavailableError
+from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.kafka.client import client_kwargs, wrap_kafka_error
+from eventpipe.kafka.incarnation import Mark, TopicProbe, find_stale
 from eventpipe.publisher import Ack, PublishBatchError, Publisher
 from eventpipe.settings import KafkaSettings
 
 from .topic_reader import stop_consumer
 
+log = logging.getLogger(__name__)
 LEDGER_KEY = "backfill_event"  # DeliveryItem.extra: (source, id) of the input event
 H_JOB = "eventpipe.backfill.job"
 H_ORIGIN = "eventpipe.backfill.origin"
@@ -324,6 +329,8 @@ class DeliveryChecks:
         self.from_topics = from_topics
         self._group_consumer: AIOKafkaConsumer | None = None
         self._committed: dict[tuple[str, int], tuple[float, int]] = {}
+        # (sink, topic, partition, topic id) of a mark -> of the topic there now
+        self._judged: dict[tuple[str, str, int, uuid.UUID | None], bool] = {}
         self._lock = asyncio.Lock()
 
     async def close(self) -> None:
@@ -331,15 +338,38 @@ class DeliveryChecks:
         if consumer is not None:
             await stop_consumer(consumer)
 
-    async def _marks(self, sink: str, tps: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    async def _marks(
+        self, sink: str, tps: set[tuple[str, int]], *, judge: bool = False
+    ) -> dict[tuple[str, int], int]:
+        """``sink``'s marks of ``tps``.  ``judge``: leave out those of an earlier
+        incarnation of their topic (a live pipeline's marks from before the topic was
+        created again say nothing about its records now); judged once per run."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                'select topic, partition, "offset" from eventpipe.sink_offsets '
+                'select topic, partition, "offset", topic_id from eventpipe.sink_offsets '
                 "where sink = %s and (topic, partition) in "
                 "(select * from unnest(%s::text[], %s::int[]))",
                 (sink, [t for t, _ in tps], [p for _, p in tps]),
             )
-            return {(t, p): o for t, p, o in await cur.fetchall()}
+            marks = [Mark(t, p, o, i) for t, p, o, i in await cur.fetchall()]
+        if not judge:
+            return {m.tp: m.offset for m in marks}
+        fresh = [m for m in marks if (sink, *m.tp, m.topic_id) not in self._judged]
+        if fresh:
+            async with TopicAdmin(self.kafka) as admin:
+                stale = {s.mark for s in await find_stale(TopicProbe(admin, self.kafka), fresh)}
+            for m in fresh:
+                self._judged[(sink, *m.tp, m.topic_id)] = m not in stale
+                if m in stale:
+                    log.warning(
+                        "backfill: %s's mark of %s[%d] at %d is of an earlier incarnation "
+                        "of the topic; not used to skip records",
+                        sink,
+                        m.topic,
+                        m.partition,
+                        m.offset,
+                    )
+        return {m.tp: m.offset for m in marks if self._judged[(sink, *m.tp, m.topic_id)]}
 
     async def _live_committed(self, tps: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """The live group's committed offsets (cached for a second), as the last offset
@@ -393,7 +423,7 @@ class DeliveryChecks:
                 bounds.append(await self._marks(f"{self.mark_prefix}/{sink.name}", tps_clean))
             if not sink.idempotent and not self.force:
                 if sink.marks_offsets:
-                    bounds.append(await self._marks(sink.live_label, tps_clean))
+                    bounds.append(await self._marks(sink.live_label, tps_clean, judge=True))
                 else:
                     bounds.append(await self._live_committed(tps_clean))
             for it in items:

@@ -11,6 +11,7 @@ from aiohttp import web
 from eventpipe.dlq.ops import Dlq, DlqError, resolve_topics, stats
 from eventpipe.dlq.query import FilterError, Filters, parse_when
 
+from eventpipe.kafka.incarnation import TopicResetError
 from eventpipe.service.context import ServiceContext
 from eventpipe.service.problem import problem
 from eventpipe.service.publish_api import CTX
@@ -103,6 +104,8 @@ def _guard(handler: Any) -> Any:
             return problem(400, "bad-filter", str(exc), field=exc.flag, reason=str(exc))
         except DlqError as exc:
             return problem(422, "dlq", str(exc))
+        except TopicResetError as exc:  # the ledger of an earlier dead-letter topic
+            return problem(409, "topic-reset", str(exc))
 
     return wrapped
 

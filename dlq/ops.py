@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from eventpipe.envelope.json import from_structured_dict
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.errors import EventpipeError, PermanentError
 from eventpipe.kafka.admin import TopicAdmin
+from eventpipe.kafka.incarnation import RETIRED, Mark, TopicProbe, apply_policy, find_stale
 from eventpipe.publisher import PublishBatchError, Publisher
 from eventpipe.settings import Settings
 
@@ -65,9 +67,41 @@ class Dlq:
     settings: Settings
     pool: AsyncConnectionPool
 
-    async def select(self, topics: Sequence[str], filters: Filters) -> list[Entry]:
+    async def ledgers(self, topics: Sequence[str]) -> Ledgers:
+        """What was replayed and discarded of the DLQ topics there now.  Rows kept for
+        an earlier incarnation of a topic (deleted and created again: new records at
+        the same offsets) are never taken for its records: with
+        ``kafka.on_topic_reset: fail`` they stop the operation (TopicResetError), with
+        ``reset`` they are retired (kept, matching no topic)."""
         async with self.pool.connection() as conn:
-            gone = await store.discarded(conn, topics)
+            replayed = await store.replayed(conn, topics)
+            discarded = await store.discarded(conn, topics)
+        high: dict[tuple[str, int, uuid.UUID | None], int] = {}
+        for (t, p, o), i in [*replayed.items(), *discarded.items()]:
+            if i != RETIRED:
+                high[(t, p, i)] = max(o, high.get((t, p, i), -1))
+        async with TopicAdmin(self.settings.kafka) as admin:
+            probe = TopicProbe(admin, self.settings.kafka)
+            stale = await find_stale(probe, [Mark(t, p, o, i) for (t, p, i), o in high.items()])
+            ids = await probe.ids(topics)
+        apply_policy(
+            stale,
+            self.settings.kafka.on_topic_reset,
+            owner="the dead-letter replay / discard ledger",
+            option="kafka.on_topic_reset: reset (eventpipe dlq ... --on-topic-reset reset)",
+        )
+        gone = {(s.mark.topic, s.mark.partition, s.mark.topic_id) for s in stale}
+        if gone:
+            async with self.pool.connection() as conn:
+                await store.retire(conn, sorted(gone, key=str))
+
+        def current(rows: dict[store.Ref, uuid.UUID | None]) -> set[store.Ref]:
+            return {r for r, i in rows.items() if i != RETIRED and (r[0], r[1], i) not in gone}
+
+        return Ledgers(current(replayed), current(discarded), ids)
+
+    async def select(self, topics: Sequence[str], filters: Filters) -> list[Entry]:
+        gone = (await self.ledgers(topics)).discarded
         start_ms = int(filters.since.timestamp() * 1000) - 60_000 if filters.since else None
         out: list[Entry] = []
         async for read in read_snapshot(self.settings.kafka, topics, start_ms=start_ms):
@@ -93,9 +127,14 @@ class Dlq:
     async def discard(self, entries: Sequence[Entry], reason: str) -> int:
         if not reason.strip():
             raise DlqError("--reason is required and must not be empty")
+        async with TopicAdmin(self.settings.kafka) as admin:
+            ids = await admin.topic_ids({e.topic for e in entries})
         async with self.pool.connection() as conn:
             return await store.record_discards(
-                conn, [((e.topic, e.partition, e.offset), e.event_id) for e in entries], reason
+                conn,
+                [((e.topic, e.partition, e.offset), e.event_id) for e in entries],
+                reason,
+                ids,
             )
 
     async def replay(
@@ -112,9 +151,9 @@ class Dlq:
     ) -> ReplayReport:
         program = _compile_patch(patch)
         report = ReplayReport()
+        ledgers = await self.ledgers(topics)
         if not force:
-            async with self.pool.connection() as conn:
-                done = await store.replayed(conn, topics)
+            done = ledgers.replayed
             todo = [e for e in entries if (e.topic, e.partition, e.offset) not in done]
             report.skipped_replayed = len(entries) - len(todo)
         else:
@@ -144,7 +183,7 @@ class Dlq:
         async with Publisher(self.settings) as publisher:
             for i in range(0, len(planned), size):
                 chunk = planned[i : i + size]
-                await self._replay_chunk(publisher, chunk, patch, force, report)
+                await self._replay_chunk(publisher, chunk, patch, force, report, ledgers.ids)
                 if progress is not None:
                     progress(len(chunk))
                 if rate:
@@ -162,6 +201,7 @@ class Dlq:
         patch: str | None,
         force: bool,
         report: ReplayReport,
+        topic_ids: dict[str, uuid.UUID | None],
     ) -> None:
         by_target: dict[str, list[tuple[Entry, KafkaMessage]]] = {}
         for e, target, m in chunk:
@@ -187,6 +227,7 @@ class Dlq:
                         ack.offset,
                         patch,
                         force,
+                        topic_ids.get(e.topic),
                     )
                 )
         # Recorded after the broker acknowledged: a crash in between replays the
@@ -195,6 +236,13 @@ class Dlq:
             async with self.pool.connection() as conn:
                 await store.record_replays(conn, rows)
         report.replayed += len(rows)
+
+
+@dataclass
+class Ledgers:
+    replayed: set[store.Ref]
+    discarded: set[store.Ref]
+    ids: dict[str, uuid.UUID | None]  # the DLQ topics' ids now
 
 
 @dataclass

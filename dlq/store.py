@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
+
+from eventpipe.kafka.incarnation import RETIRED
 
 Ref = tuple[str, int, int]
 
@@ -19,32 +22,55 @@ class ReplayRow:
     target_offset: int | None
     patch: str | None
     forced: bool
+    topic_id: uuid.UUID | None = None  # the DLQ topic's id now
 
 
-async def replayed(conn: AsyncConnection, topics: Iterable[str]) -> set[Ref]:
+async def replayed(conn: AsyncConnection, topics: Iterable[str]) -> dict[Ref, uuid.UUID | None]:
+    """Every replayed record of ``topics`` -> the DLQ topic's id when it was replayed."""
+    return await _refs(conn, "dlq_replays", topics)
+
+
+async def discarded(conn: AsyncConnection, topics: Iterable[str]) -> dict[Ref, uuid.UUID | None]:
+    """Every discarded record of ``topics`` -> the DLQ topic's id when it was discarded."""
+    return await _refs(conn, "dlq_discards", topics)
+
+
+async def _refs(
+    conn: AsyncConnection, table: str, topics: Iterable[str]
+) -> dict[Ref, uuid.UUID | None]:
     cur = await conn.execute(
-        'select dlq_topic, partition, "offset" from eventpipe.dlq_replays '
-        "where dlq_topic = any(%s)",
+        sql.SQL(
+            'select dlq_topic, partition, "offset", topic_id from eventpipe.{} '
+            "where dlq_topic = any(%s)"
+        ).format(sql.Identifier(table)),
         (list(topics),),
     )
-    return {(t, p, o) for t, p, o in await cur.fetchall()}
+    return {(t, p, o): i for t, p, o, i in await cur.fetchall()}
 
 
-async def discarded(conn: AsyncConnection, topics: Iterable[str]) -> set[Ref]:
-    cur = await conn.execute(
-        'select dlq_topic, partition, "offset" from eventpipe.dlq_discards '
-        "where dlq_topic = any(%s)",
-        (list(topics),),
-    )
-    return {(t, p, o) for t, p, o in await cur.fetchall()}
+async def retire(conn: AsyncConnection, marks: Sequence[tuple[str, int, uuid.UUID | None]]) -> None:
+    """Rows of earlier incarnations of DLQ topics, (topic, partition, their topic id),
+    in both ledgers: given the nil id, so they are kept but match no topic."""
+    topics, parts, ids = [t for t, _, _ in marks], [p for _, p, _ in marks], [i for *_, i in marks]
+    async with conn.transaction():
+        for table in ("dlq_replays", "dlq_discards"):
+            await conn.execute(
+                sql.SQL(
+                    "update eventpipe.{} l set topic_id = %s "
+                    "from unnest(%s::text[], %s::int[], %s::uuid[]) as u(t, p, i) "
+                    "where l.dlq_topic = u.t and l.partition = u.p "
+                    "and l.topic_id is not distinct from u.i"
+                ).format(sql.Identifier(table)),
+                (RETIRED, topics, parts, ids),
+            )
 
 
 async def record_replays(conn: AsyncConnection, rows: Sequence[ReplayRow]) -> None:
     async with conn.transaction(), conn.cursor() as cur:
         await cur.executemany(
             'insert into eventpipe.dlq_replays (dlq_topic, partition, "offset", event_id, '
-            "target_topic, target_partition, target_offset, patch, forced) "
-            "values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "target_topic, target_partition, target_offset, patch, forced, topic_id) "
+            "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 (
                     *r.ref,
@@ -54,6 +80,7 @@ async def record_replays(conn: AsyncConnection, rows: Sequence[ReplayRow]) -> No
                     r.target_offset,
                     r.patch,
                     r.forced,
+                    r.topic_id,
                 )
                 for r in rows
             ],
@@ -61,12 +88,22 @@ async def record_replays(conn: AsyncConnection, rows: Sequence[ReplayRow]) -> No
 
 
 async def record_discards(
-    conn: AsyncConnection, refs: Sequence[tuple[Ref, str | None]], reason: str
+    conn: AsyncConnection,
+    refs: Sequence[tuple[Ref, str | None]],
+    reason: str,
+    topic_ids: Mapping[str, uuid.UUID | None] | None = None,
 ) -> int:
+    """A discard of a record the ledger holds for an earlier incarnation of its
+    topic replaces that row (the ledger is keyed by the reference alone)."""
+    ids = topic_ids or {}
     async with conn.transaction(), conn.cursor() as cur:
         await cur.executemany(
-            'insert into eventpipe.dlq_discards (dlq_topic, partition, "offset", event_id, '
-            "reason) values (%s, %s, %s, %s, %s) on conflict do nothing",
-            [(*ref, event_id, reason) for ref, event_id in refs],
+            'insert into eventpipe.dlq_discards as d (dlq_topic, partition, "offset", '
+            "event_id, reason, topic_id) values (%s, %s, %s, %s, %s, %s) "
+            'on conflict (dlq_topic, partition, "offset") do update set '
+            "event_id = excluded.event_id, reason = excluded.reason, "
+            "topic_id = excluded.topic_id, discarded_at = now() "
+            "where d.topic_id is distinct from excluded.topic_id",
+            [(*ref, event_id, reason, ids.get(ref[0])) for ref, event_id in refs],
         )
         return cur.rowcount

@@ -48,6 +48,13 @@ class KafkaSettings(Section):
     auto_create_topics: bool = Field(
         False, description="POST to an unknown topic creates it instead of answering 404"
     )
+    on_topic_reset: Literal["fail", "reset"] = Field(
+        "fail",
+        description="a topic deleted and created again under a name eventpipe kept marks "
+        "for (sink offsets, DLQ replay ledger, backfill progress): fail stops with an "
+        "error naming it, reset drops the marks and reads the new topic from its "
+        "beginning; `eventpipe dev` with its embedded broker uses reset",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None

@@ -12,6 +12,10 @@ own record (poison records never block a partition); a sink that is down
 write or for one record's request) holds those records with backoff, without
 using up their attempts, its partitions paused while the breaker is open,
 instead of dead-lettering everything (:mod:`.outcome` sorts a write's results).
+A sink that raises for the batch as a whole names no bad record: that is
+retried while retriable, then, as Kafka Connect's ``errors.tolerance: none``,
+stops the pipeline (:class:`SinkFailedError`, nothing of the batch
+acknowledged); ``tolerance: all`` dead-letters the batch instead.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from eventpipe.transforms import Chain, ValidateStep
 from eventpipe import metrics
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka
-from eventpipe.errors import error_class_name, is_retriable
+from eventpipe.errors import EventpipeError, error_class_name, is_retriable
+from eventpipe.kafka.incarnation import TopicResetError
 
 from .aggregate import Aggregator
 from .dedup import DedupTable
@@ -48,6 +53,11 @@ from .retry import RetryPolicy
 
 log = logging.getLogger("eventpipe.pipelines")
 _STEP_INDEX = re.compile(r"^steps\[(\d+)\]")
+
+
+class SinkFailedError(EventpipeError):
+    """A sink failed a whole batch with an error that names no bad record, and the
+    pipeline's ``errors.tolerance`` is ``none``: the pipeline stops."""
 
 
 @dataclass(slots=True)
@@ -103,6 +113,7 @@ class BatchProcessor:
         validate_input: ValidateStep | None = None,
         validate_output: ValidateStep | None = None,
         dedup: DedupTable | None = None,
+        tolerance: str = "none",
         use_event: Callable[[Any], AbstractContextManager[None]] = _no_event,
         pause: Callable[[Iterable[tuple[str, int]]], None] | None = None,
         resume: Callable[[Iterable[tuple[str, int]]], None] | None = None,
@@ -115,6 +126,7 @@ class BatchProcessor:
         self.validate_input = validate_input
         self.validate_output = validate_output
         self.dedup = dedup
+        self.tolerance = tolerance
         self.use_event = use_event
         self.pause = pause
         self.resume = resume
@@ -152,9 +164,17 @@ class BatchProcessor:
         # sink may mark offsets past them, after which they would not be read again.
         await self._write_dead_letters(letters)
         for sink in self.sinks:
-            live = [r for r in records if not r.dead and not r.duplicate and r.event is not None]
-            if not live:
-                break
+            if sink.exactly_once:
+                # Every record, with no events when it is dead-lettered, a duplicate or
+                # filtered: the sink's marks cover the whole batch, so what follows the
+                # last delivered record is not read (and dead-lettered) again.
+                live = records
+            else:
+                live = [
+                    r for r in records if not r.dead and not r.duplicate and r.event is not None
+                ]
+                if not live:
+                    continue
             await self._deliver(sink, live, records)
         self._mark_done(records)
 
@@ -298,8 +318,21 @@ class BatchProcessor:
                 failed = await sink.deliver(pending, before_commit=before_commit)
             except SinkUnavailableError as exc:  # the sink as a whole could not write
                 failed = dict.fromkeys([it.index for it in pending], exc)
-            except Exception as exc:  # a sink bug or an unclassified failure of the batch
+            except TopicResetError:
+                raise  # marks of another incarnation of the topic: never a bad record
+            except Exception as exc:  # the batch as a whole: a bug, or a retriable failure
                 log.warning("pipeline %s sink %s failed a batch: %r", self.pipeline, label, exc)
+                tries = 1 + max(attempts.get(it.index, 0) for it in pending)
+                if self.tolerance == "none" and not (
+                    is_retriable(exc) and tries < self.retry.max_attempts
+                ):
+                    raise SinkFailedError(
+                        f"pipeline {self.pipeline}: sink {label} failed a batch of "
+                        f"{len(pending)} record(s) with {type(exc).__name__}: {exc} (after "
+                        f"{tries} attempt(s)); it names no bad record, so nothing of the "
+                        "batch is acknowledged and the pipeline stops (errors.tolerance: "
+                        "none); set errors: {tolerance: all} to dead-letter such batches"
+                    ) from exc
                 failed = {it.index: exc for it in pending}
             m_time.observe(time.perf_counter() - t0)
             w = sort_write(pending, failed)

@@ -47,6 +47,7 @@ from faust.types import TP
 from eventpipe import metrics
 from eventpipe.errors import ConfigError
 from eventpipe.kafka.client import faust_app_kwargs
+from eventpipe.kafka.incarnation import TopicProbe, apply_policy, find_stale
 from eventpipe.settings import TopicSpec
 
 from .aggregate import AggregateConfig, Aggregator
@@ -108,6 +109,9 @@ class PipelineRuntime:
         self._stopping = False
         self._lag_task: asyncio.Task[None] | None = None
         self.reader: SourceReader | None = None
+        # partitions whose marks were dropped (on_topic_reset: reset): read from
+        # their start until a sink marks them again
+        self._from_start: set[tuple[str, int]] = set()
         self.changelog: ChangelogWrites | None = None
 
     # ------------------------------------------------------------- building
@@ -212,6 +216,7 @@ class PipelineRuntime:
                 validate_input=v_in,
                 validate_output=v_out,
                 dedup=dedup,
+                tolerance=s.errors.tolerance,
                 use_event=_use_event,
                 pause=self._pause,
                 resume=self._resume,
@@ -272,15 +277,46 @@ class PipelineRuntime:
         if self.reader is not None:
             self.reader.resume({TP(t, p) for t, p in tps})
 
-    async def _marks(self, topics: list[str]) -> dict[tuple[str, int], int]:
-        """The lowest high-water mark per partition over the exactly-once sinks."""
+    async def _marks(
+        self, topics: list[str], assigned: set[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]:
+        """The lowest high-water mark per assigned partition over the exactly-once
+        sinks, each checked to belong to the topic there now
+        (eventpipe.kafka.incarnation): a mark of an earlier incarnation stops the
+        pipeline (TopicResetError), or with ``on_topic_reset: reset`` is dropped and
+        its partition read from the start (-1 here, until a sink marks it again)."""
+        sinks = [s for s in self.sinks if s.exactly_once]
+        if not sinks:
+            return {}
+        held = {
+            sink.name: {tp: m for tp, m in (await sink.marks(topics)).items() if tp in assigned}
+            for sink in sinks
+        }
+        probe = TopicProbe(self.resources.admin, self.resources.settings.kafka)
+        stale = await find_stale(probe, [m for marks in held.values() for m in marks.values()])
+        policy = self.spec.source.on_topic_reset or self.resources.settings.kafka.on_topic_reset
+        apply_policy(
+            stale,
+            policy,
+            owner=f"pipeline {self.name}",
+            option=f"source.on_topic_reset: reset in pipeline {self.name} (or "
+            "kafka.on_topic_reset / EVENTPIPE_KAFKA_ON_TOPIC_RESET=reset)",
+        )
+        dropped = {s.mark.tp for s in stale}
+        # Read from the start until a sink marks the new topic (a retried assignment
+        # no longer sees the dropped marks).
+        self._from_start = (self._from_start - {tp for m in held.values() for tp in m}) | dropped
+        ids = {t: i for t, i in (await probe.ids(topics)).items() if i is not None}
         low: dict[tuple[str, int], int] = {}
-        for sink in self.sinks:
-            if not sink.exactly_once:
-                continue
-            for tp, mark in (await sink.marks(topics)).items():
-                if tp not in low or mark < low[tp]:
-                    low[tp] = mark
+        for sink in sinks:
+            marks = held[sink.name]
+            await sink.reset_marks([s.mark.tp for s in stale if marks.get(s.mark.tp) is s.mark])
+            sink.topic_ids = ids
+            for tp, mark in marks.items():
+                if tp not in low or mark.offset < low[tp]:
+                    low[tp] = mark.offset
+        for tp in self._from_start & assigned:
+            low[tp] = -1
         return low
 
     async def _agent(self, stream: Any) -> None:

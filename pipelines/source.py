@@ -58,6 +58,8 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
 from faust.types import TP
 from mode.utils.futures import notify
 
+from eventpipe.kafka.incarnation import TopicResetError
+
 from .batch import Record
 
 if TYPE_CHECKING:
@@ -319,7 +321,7 @@ class SourceReader:
     ) -> None:
         self.app = app
         self.topics = frozenset(topics)
-        self._marks = marks  # async (topics) -> {(topic, partition): mark}
+        self._marks = marks  # async (topics, assigned) -> {(topic, partition): mark}
         self.positions = Positions()
         self.paused: set[TP] = set()
         self.epoch = 0  # bumped by every revoke / assignment
@@ -398,7 +400,9 @@ class SourceReader:
             found = await self._call(_starts, sorted(tps))
             marks: dict[tuple[str, int], int] = {}
             if self._marks is not None:
-                marks = await self._marks(sorted(self.topics))
+                marks = await self._marks(
+                    sorted(self.topics), {(tp.topic, tp.partition) for tp in tps}
+                )
             seek: dict[TopicPartition, int] = {}
             for tp, (committed, position, earliest) in found.items():
                 start = committed if committed is not None else position
@@ -450,8 +454,8 @@ class SourceReader:
                 if not await self._establish(epoch):
                     await asyncio.sleep(0.05)
                     return None
-            except asyncio.CancelledError:
-                raise
+            except (asyncio.CancelledError, TopicResetError):
+                raise  # marks of an earlier topic, and the policy says stop
             except Exception as exc:
                 self._complain("cannot position the source partitions", exc)
                 await asyncio.sleep(1.0)

@@ -4,6 +4,7 @@
 pipelines:
   - name: orders-enriched
     source: {topics: [shop.public.orders], group: orders-enriched, partitions: 3}
+    # source.on_topic_reset: fail | reset (default kafka.on_topic_reset)
     validate_input: {subject: shop.public.orders-value}     # or {schema: {...}} inline
     steps:
       - jq: '{id: .after.id, total: .after.total, customer: .after.customer_id}'
@@ -16,6 +17,7 @@ pipelines:
     state: {dedup_window: 24h}
     retry: {max_attempts: 5, backoff: exponential, initial: 200ms, max: 30s, jitter: true}
     dead_letter: {topic: orders-enriched.dlq}
+    errors: {tolerance: none}              # all: dead-letter a batch a sink failed on a bug
     batch: {max_records: 1000, within: 100ms}
     processing_guarantee: at_least_once    # exactly_once needs a broker with transactions
 ```
@@ -60,6 +62,11 @@ class SourceSpec(SpecModel):
     session_timeout: Duration = Field(
         10.0, description="a worker that stops heartbeating leaves the group after this"
     )
+    on_topic_reset: Literal["fail", "reset"] | None = Field(
+        None,
+        description="a source topic created again since the sinks' marks were written: "
+        "fail stops the pipeline, reset drops the marks; default: kafka.on_topic_reset",
+    )
 
     @field_validator("topics")
     @classmethod
@@ -99,6 +106,15 @@ class DeadLetterSpec(SpecModel):
         return None if v is None else check_topic(v)
 
 
+class ErrorsSpec(SpecModel):
+    tolerance: Literal["none", "all"] = Field(
+        "none",
+        description="a sink failing a whole batch with an error that is not classified as a "
+        "bad record: none stops the pipeline (exit 3, nothing acknowledged), all "
+        "dead-letters the batch (Kafka Connect's errors.tolerance)",
+    )
+
+
 class BatchSpec(SpecModel):
     max_records: int = Field(1000, ge=1, le=100_000)
     within: Duration = 0.1
@@ -114,6 +130,7 @@ class PipelineSpec(SpecModel):
     state: StateSpec = Field(default_factory=StateSpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     dead_letter: DeadLetterSpec = Field(default_factory=DeadLetterSpec)
+    errors: ErrorsSpec = Field(default_factory=ErrorsSpec)
     batch: BatchSpec = Field(default_factory=BatchSpec)
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     schema_registry: str | None = Field(

@@ -4,6 +4,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from psycopg_pool import AsyncConnectionPool
 
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.settings import Settings, load_settings
@@ -33,6 +34,18 @@ def settings(stack: StackInfo) -> Settings:
             "service": {"port": 0, "publish_timeout_s": 10},
         },
     )
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[AsyncConnectionPool]:
+    """A connection pool on the test database (closed after the test)."""
+    from eventpipe.db.pool import open_pool
+
+    p = await open_pool(settings.database)
+    try:
+        yield p
+    finally:
+        await p.close()
 
 
 @pytest.fixture

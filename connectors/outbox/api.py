@@ -9,7 +9,10 @@
             aggregate_id=str(order_id),
         )
 
-Either both commit or neither does.  The relay later publishes the event to
+Either both commit or neither does.  Writing an event whose id is already in the
+outbox is a no-op (the row there is that event): a sink that writes a record
+again, or an application that retries its transaction, does not fail on it.
+The relay later publishes the event to
 ``outbox.event.order`` (by default) with key ``order_id`` and the event's own id,
 so consumers deduplicate a re-send after a relay crash.
 
@@ -94,7 +97,7 @@ def row_values(
 def _insert(table: str) -> sql.Composed:
     return sql.SQL(
         "insert into {} (id, aggregatetype, aggregateid, type, payload, headers)"
-        " values (%s, %s, %s, %s, %s, %s)"
+        " values (%s, %s, %s, %s, %s, %s) on conflict (id) do nothing"
     ).format(table_ident(table))
 
 

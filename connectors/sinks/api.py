@@ -29,6 +29,7 @@ as unavailable.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, ClassVar
 from eventpipe.base import PluginConfig, Sink
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import RetriableError
+from eventpipe.kafka.incarnation import Mark
 
 from .breaker import CircuitBreaker
 
@@ -99,6 +101,7 @@ class PipelineSink(Sink):
     def __init__(self, config: PluginConfig, *, name: str | None = None) -> None:
         super().__init__(config, name=name)
         self.breaker = CircuitBreaker()
+        self.topic_ids = {}
 
     pipeline: str = ""
     resources: SinkResources | None = None
@@ -118,13 +121,22 @@ class PipelineSink(Sink):
         """Topics this sink writes to, created when the pipeline starts."""
         return []
 
-    async def marks(self, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+    topic_ids: dict[str, uuid.UUID]
+    """``exactly_once`` sinks: the id of each source topic's incarnation, set by the
+    pipeline once it checked the marks; written with new marks."""
+
+    async def marks(self, topics: Sequence[str]) -> dict[tuple[str, int], Mark]:
         """``exactly_once`` sinks: the stored high-water mark per ``(topic, partition)``
-        of ``topics`` (the last offset written; partitions never written are absent).
-        The pipeline starts reading a partition no later than the lowest mark + 1, so
-        a sink never skips a record it did not write.  Raises
+        of ``topics`` (the last offset written, and the topic id it was written
+        under; partitions never written are absent).  The pipeline checks that each
+        belongs to the topic there now, then starts reading a partition no later than
+        the lowest mark + 1, so a sink never skips a record it did not write.  Raises
         :class:`SinkUnavailableError` when the marks cannot be read now."""
         return {}
+
+    async def reset_marks(self, tps: Sequence[tuple[str, int]]) -> None:
+        """``exactly_once`` sinks: drop the marks of ``tps`` (their topic was created
+        again; ``on_topic_reset: reset``), so every record of it is written."""
 
     @property
     def label(self) -> str:

@@ -22,10 +22,11 @@ rebalance cannot write a batch the new owner already wrote; records at or
 below the mark are skipped.
 
 A batch is written with one COPY (into the table for ``insert``, into a temp
-staging table for ``upsert`` / ``delete``).  When it fails on bad data (a
-constraint violation, a value of the wrong type), rows are written one by one
-under savepoints to find the bad ones; those are dead-lettered before the
-transaction commits (``before_commit``) and the others are kept.
+staging table for ``upsert`` / ``delete``).  When it (or what a subclass writes
+besides, such as outbox rows) fails on bad data (a constraint violation, a value
+of the wrong type), the records are written one by one under savepoints to find
+the bad ones; those are dead-lettered before the transaction commits
+(``before_commit``) and the others are kept.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from eventpipe.base import PluginConfig, sinks
 from eventpipe.errors import PermanentError, SinkWriteError, is_retriable
+from eventpipe.kafka.incarnation import Mark, Stale, TopicResetError
 
 from .api import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
 
@@ -354,18 +356,20 @@ class PostgresSink(PipelineSink):
                 keep = [i for i, o in enumerate(owners) if o not in failed]
                 rows = [rows[i] for i in keep]
                 owners = [owners[i] for i in keep]
-            if rows and one_by_one:
-                await self._isolate(conn, rows, owners, failed)
-            elif rows:
-                # No savepoint around the COPY (two round trips a batch): when it
-                # fails on bad data, the whole transaction is done again row by row.
+            if one_by_one:
+                await self._isolate(conn, todo, rows, owners, failed)
+            else:
+                # No savepoint around the COPY and the other writes (two round trips a
+                # batch): when they fail on bad data, the whole transaction is done
+                # again record by record.
                 try:
-                    await self._write(conn, rows)
+                    if rows:
+                        await self._write(conn, rows)
+                    await self._also_write(conn, todo, failed)
                 except psycopg.DatabaseError as exc:
                     if is_retriable(exc):
                         raise
                     raise _BatchRefused from exc
-            await self._also_write(conn, todo, failed)
             if failed and before_commit is not None:
                 await before_commit(failed)
             # Every record of the batch is handled now (written, skipped as marked
@@ -406,20 +410,26 @@ class PostgresSink(PipelineSink):
     async def _isolate(
         self,
         conn: psycopg.AsyncConnection[Any],
+        items: Sequence[DeliveryItem],
         rows: list[list[Any]],
         owners: list[int],
         failed: dict[int, BaseException],
     ) -> None:
-        """Write rows one at a time under savepoints; rows PostgreSQL rejects fail
-        their record (and that record's other rows are rolled back with them)."""
+        """Write each record under a savepoint: its rows one at a time, then what
+        ``_also_write`` adds for it.  A record PostgreSQL refuses any of that for
+        fails alone, all of its writes rolled back."""
         by_owner: dict[int, list[list[Any]]] = {}
         for row, owner in zip(rows, owners, strict=True):
             by_owner.setdefault(owner, []).append(row)
-        for owner, owned in by_owner.items():
+        for it in items:
+            owner = it.index
+            if owner in failed or not it.events:
+                continue
             try:
                 async with conn.transaction(), conn.cursor() as cur:
-                    for row in owned:
+                    for row in by_owner.get(owner, ()):
                         await cur.execute(self._row_sql, self._row_params(row))
+                    await self._also_write(conn, [it], failed)
             except psycopg.DatabaseError as exc:
                 if is_retriable(exc):
                     raise
@@ -438,22 +448,34 @@ class PostgresSink(PipelineSink):
     def _mark_sink(self) -> str:
         return self.label
 
-    async def marks(self, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+    async def marks(self, topics: Sequence[str]) -> dict[tuple[str, int], Mark]:
         pool = self._pool
         if pool is None:
             raise SinkUnavailableError(f"sink {self.label} is not started")
         try:
             async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 await cur.execute(
-                    'select topic, partition, "offset" from eventpipe.sink_offsets '
+                    'select topic, partition, "offset", topic_id from eventpipe.sink_offsets '
                     'where sink = %s and topic = any(%s) and "offset" >= 0',
                     (self._mark_sink(), list(topics)),
                 )
-                return {(t, p): o for t, p, o in await cur.fetchall()}
+                return {(t, p): Mark(t, p, o, i) for t, p, o, i in await cur.fetchall()}
         except PoolTimeout as exc:
             raise SinkUnavailableError(f"sink {self.label}: no database connection") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise SinkUnavailableError(f"sink {self.label}: database unavailable: {exc}") from exc
+
+    async def reset_marks(self, tps: Sequence[tuple[str, int]]) -> None:
+        pool = self._pool
+        if pool is None or not tps:
+            return
+        async with pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                'update eventpipe.sink_offsets s set "offset" = -1, topic_id = null, '
+                "updated_at = now() from unnest(%s::text[], %s::int[]) as u(t, p) "
+                "where s.sink = %s and s.topic = u.t and s.partition = u.p",
+                ([t for t, _ in tps], [p for _, p in tps], self._mark_sink()),
+            )
 
     async def _lock_marks(
         self, conn: psycopg.AsyncConnection[Any], tps: list[tuple[str, int]]
@@ -463,19 +485,33 @@ class PostgresSink(PipelineSink):
         sink = self._mark_sink()
         topics = [t for t, _ in tps]
         parts = [p for _, p in tps]
+        ids = [self.topic_ids.get(t) for t in topics]
         async with conn.cursor() as cur:
             # One round trip: create the missing mark rows and lock them all (a no-op
             # update locks a row as FOR UPDATE does), returning the current marks.  A
             # worker that lost the partitions waits here and then sees the new owner's
-            # marks.  Rows are locked in (topic, partition) order: no deadlock.
+            # marks.  Rows are locked in (topic, partition) order: no deadlock.  A
+            # mark gets the topic's id when it has none yet.
             await cur.execute(
-                'insert into eventpipe.sink_offsets as s (sink, topic, partition, "offset") '
-                "select %s, t, p, -1 from unnest(%s::text[], %s::int[]) as u(t, p) "
-                'on conflict (sink, topic, partition) do update set "offset" = s."offset" '
-                'returning topic, partition, "offset"',
-                (sink, topics, parts),
+                'insert into eventpipe.sink_offsets as s (sink, topic, partition, "offset", '
+                "topic_id) select %s, t, p, -1, i "
+                "from unnest(%s::text[], %s::int[], %s::uuid[]) as u(t, p, i) "
+                "on conflict (sink, topic, partition) do update "
+                "set topic_id = coalesce(s.topic_id, excluded.topic_id) "
+                'returning topic, partition, "offset", topic_id',
+                (sink, topics, parts, ids),
             )
-            return {(t, p): o for t, p, o in await cur.fetchall()}
+            found = await cur.fetchall()
+        stale = [
+            Stale(Mark(t, p, o, i), self.topic_ids[t], None)
+            for t, p, o, i in found
+            if i is not None and o >= 0 and self.topic_ids.get(t) not in (None, i)
+        ]
+        if stale:
+            # Another worker reset these marks for a topic created again since this
+            # worker checked them: stop rather than write into the wrong incarnation.
+            raise TopicResetError(f"sink {self.label}", stale, "on_topic_reset: reset")
+        return {(t, p): o for t, p, o, _ in found}
 
     async def _advance_marks(
         self, conn: psycopg.AsyncConnection[Any], top: dict[tuple[str, int], int]

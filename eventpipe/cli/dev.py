@@ -128,9 +128,15 @@ def cmd_dev(args: argparse.Namespace) -> int:
     listener = _claim(stack, settings)
     try:
         stack.start()
+        kafka: dict[str, object] = {"bootstrap": stack.bootstrap}
+        if stack.broker is not None:
+            # The embedded broker starts empty while .eventpipe/pg keeps the sinks'
+            # marks: every start re-creates the topics, and the marks of the last run
+            # are dropped (with a warning) instead of stopping the pipelines.
+            kafka["on_topic_reset"] = "reset"
         settings = settings.model_copy(
             update={
-                "kafka": settings.kafka.model_copy(update={"bootstrap": stack.bootstrap}),
+                "kafka": settings.kafka.model_copy(update=kafka),
                 "database": settings.database.model_copy(
                     update={"url": type(settings.database.url)(stack.database_url)}
                 ),

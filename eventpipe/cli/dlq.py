@@ -32,6 +32,13 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--where", metavar="JQ", help="jq predicate over the record (see --json)")
     p.add_argument("--limit", type=int, metavar="N")
     p.add_argument("--include-discarded", action="store_true")
+    p.add_argument(
+        "--on-topic-reset",
+        choices=["fail", "reset"],
+        help="replays / discards recorded for an earlier incarnation of a dead-letter "
+        "topic (deleted and created again): fail (default: kafka.on_topic_reset) stops "
+        "with an error; reset lets them go",
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -99,8 +106,13 @@ async def _with_dlq(settings: Settings, fn: Any) -> Any:
         await pool.close()
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    policy = getattr(args, "on_topic_reset", None)
+    return settings_from_args(args, {"kafka": {"on_topic_reset": policy}} if policy else None)
+
+
 def _run(args: argparse.Namespace, fn: Any) -> Any:
-    settings = settings_from_args(args)
+    settings = _settings(args)
 
     async def go() -> Any:
         topics = await resolve_topics(settings, args.pipeline, args.topic)
@@ -200,7 +212,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     filters = _filters(args)
     if args.rate is not None and args.rate <= 0:
         raise CliError("--rate must be a positive number of records per second")
-    settings = settings_from_args(args)
+    settings = _settings(args)
 
     async def go() -> Any:
         topics = await resolve_topics(settings, args.pipeline, args.topic)

@@ -1,10 +1,12 @@
-"""Topic admin: create what a config names, and a cached "does this topic exist"."""
+"""Topic admin: create what a config names, a cached "does this topic exist", and
+topic ids (which incarnation of a topic this is)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Iterable
 
 from aiokafka import errors as ke
@@ -12,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from eventpipe.errors import ConfigError
 from eventpipe.kafka.client import client_kwargs, wrap_kafka_error
+from eventpipe.kafka.metadata import UNSUPPORTED, TopicIdsRequest, topic_ids_of
 from eventpipe.settings import KafkaSettings, TopicSpec
 
 
@@ -61,6 +64,23 @@ class TopicAdmin:
         self._topics = topics
         self._fetched_at = time.monotonic()
         return topics
+
+    async def topic_ids(self, topics: Iterable[str]) -> dict[str, uuid.UUID | None]:
+        """Each existing topic of ``topics`` -> its topic id (None when the broker does
+        not give ids: Metadata below v10, or all zeros).  Absent: no such topic."""
+        names = sorted(set(topics))
+        if not names:
+            return {}
+        await self.start()
+        assert self._client is not None
+        client = self._client._client
+        try:
+            response = await client.send(client.get_random_node(), TopicIdsRequest(names))
+        except UNSUPPORTED:
+            return dict.fromkeys(set(await self.list_topics()) & set(names))
+        except ke.KafkaError as exc:
+            raise wrap_kafka_error(exc, "topic metadata") from exc
+        return topic_ids_of(response)
 
     async def exists(self, topic: str) -> bool:
         if topic in self._topics and time.monotonic() - self._fetched_at < self.ttl:

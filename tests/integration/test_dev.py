@@ -101,6 +101,30 @@ def _run_printed(cmd: str) -> subprocess.CompletedProcess[bytes]:
     )
 
 
+def _order(url: str, db_url: str, order_id: str) -> tuple[object, ...] | None:
+    """Send the demo's signed webhook for ``order_id``; its demo_orders row, once it
+    landed (None if it did not within 20 s)."""
+    body = orjson.dumps({"id": order_id, "customer": "c-7", "status": "created", "total": 42.5})
+    sig = hmac.new(b"demo-secret-change-me", body, hashlib.sha256).hexdigest()
+    req = urllib.request.Request(
+        f"{url}/webhooks/shop",
+        data=body,
+        method="POST",
+        headers={"content-type": "application/json", "x-signature": sig},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+    for _ in range(100):
+        with psycopg.connect(db_url) as conn:
+            row = conn.execute(
+                "select customer, total from demo_orders where id = %s", (order_id,)
+            ).fetchone()
+        if row:
+            return row
+        time.sleep(0.2)
+    return None
+
+
 def _gone(procs: list[psutil.Process], timeout: float = 15) -> bool:
     _, alive = psutil.wait_procs(procs, timeout=timeout)
     return not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
@@ -138,25 +162,7 @@ def test_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path, stop_signal: int) -
             assert orjson.loads(resp.read())["status"] == "ready"
 
         # The demo's webhook -> pipeline -> Postgres path, signed as the README shows.
-        body = b'{"id":"o-1","customer":"c-7","status":"created","total":42.5}'
-        sig = hmac.new(b"demo-secret-change-me", body, hashlib.sha256).hexdigest()
-        req = urllib.request.Request(
-            f"{url}/webhooks/shop",
-            data=body,
-            method="POST",
-            headers={"content-type": "application/json", "x-signature": sig},
-        )
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            assert resp.status == 200
-        row = None
-        for _ in range(100):
-            with psycopg.connect(db_url) as conn:
-                row = conn.execute(
-                    "select customer, total from demo_orders where id = 'o-1'"
-                ).fetchone()
-            if row:
-                break
-            time.sleep(0.2)
+        row = _order(url, db_url, "o-1")
         assert row is not None and row[0] == "c-7" and float(row[1]) == 42.5
 
         t = _run_printed(tail + " --max 2 --idle-timeout 10")
@@ -168,6 +174,23 @@ def test_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path, stop_signal: int) -
     assert code == 0, "\n".join(dev.output)
     assert _gone(children), "children left behind"
     assert any("stopped" in line for line in dev.output)
+
+
+def test_dev_keeps_landing_orders_across_restarts(tmp_path: Path) -> None:
+    """The embedded broker starts empty each time while .eventpipe/pg keeps the sink's
+    marks: the new topic's orders (from offset 0 again) must land, not be skipped."""
+    for order_id in ("o-1", "o-2"):
+        dev = DevProcess(tmp_path)
+        try:
+            url = dev.wait_for(r"HTTP API\s+(http://\S+)").group(1)
+            db_url = dev.wait_for(r"PostgreSQL\s+(postgresql://\S+)").group(1)
+            assert _order(url, db_url, order_id) is not None, (
+                f"{order_id} did not land; output:\n" + "\n".join(dev.output)
+            )
+        finally:
+            dev.proc.send_signal(signal.SIGTERM)
+            code = dev.close()
+        assert code == 0, "\n".join(dev.output)
 
 
 def test_kill_9_of_dev_leaves_no_process(tmp_path: Path) -> None:

@@ -91,6 +91,26 @@ async def wait_rows(url: str, query: str, expected: int, timeout: float = 30.0) 
     return n
 
 
+async def recreate_topic(settings: Settings, topic: str, partitions: int = 1) -> None:
+    """Delete ``topic`` and create it again under its name (a new incarnation)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from eventpipe.settings import TopicSpec
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+    finally:
+        await admin.close()
+    async with TopicAdmin(settings.kafka) as ta:
+        for _ in range(50):
+            if topic not in await ta.list_topics():
+                break
+            await asyncio.sleep(0.1)
+        await ta.ensure_topics([TopicSpec(name=topic, partitions=partitions)])
+
+
 async def produce_raw(settings: Settings, topic: str, messages: list[KafkaMessage]) -> None:
     async with Publisher(settings) as p:
         await p.publish_messages(topic, messages, [str(i) for i in range(len(messages))])

@@ -19,7 +19,6 @@ from eventpipe.connectors.sinks.postgres import (
 )
 from psycopg_pool import AsyncConnectionPool
 
-from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
 from eventpipe.settings import Settings
 from tests.integration.test_pipeline_support import ident, sql
@@ -39,15 +38,6 @@ class HeldSink(PostgresSink):
     ) -> None:
         self.inside.set()
         await self.release.wait()
-
-
-@pytest.fixture
-async def pool(settings: Settings) -> AsyncIterator[AsyncConnectionPool]:
-    p = await open_pool(settings.database)
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 @pytest.fixture
