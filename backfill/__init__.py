@@ -2,7 +2,7 @@
 
     eventpipe backfill --pipeline P --from T1 --to T2 [--mode dry_run|shadow|live]
         [--source topic|table] [--rate N/s] [--concurrency N] [--resume JOB_ID]
-        [--time-column COL] [--table SCHEMA.TABLE] [--force] [--json]
+        [--time-column COL] [--table SCHEMA.TABLE] [--force] [--allow-overwrite] [--json]
 
 Modules: ``options`` (arguments, checked before anything connects), ``job``
 (the job record and per-partition progress in Postgres), ``topic_reader`` and
@@ -47,7 +47,10 @@ must neither be silently skipped by those marks nor write twice:
    it completes.
 2. Keyed sinks get everything again.  A postgres sink in ``upsert`` / ``delete``
    mode dedupes on its key by construction, so a backfill re-applies every
-   record: that is how a fixed transform corrects rows.
+   record: that is how a fixed transform corrects rows.  An upsert sink's
+   ``order_by`` column keeps the newer rows the live pipeline wrote since; a live
+   backfill into an upsert sink without one refuses to start unless
+   ``--allow-overwrite``.
 3. Other sinks (postgres ``insert``, outbox, topic, http) receive each event at
    most once, live and backfills together.  Before a record goes to such a
    sink the backfill skips it (and counts it as a duplicate) when

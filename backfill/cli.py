@@ -83,6 +83,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="live: deliver even what the live pipeline or an earlier backfill delivered "
         "(a sink that lost data); sinks that do not dedupe may then hold duplicates",
     )
+    p.add_argument(
+        "--allow-overwrite",
+        action="store_true",
+        help="live: run even though an upsert sink has no order_by column, letting the "
+        "range's older events overwrite newer rows",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_backfill)
@@ -109,6 +115,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         tables=args.table,
         samples=args.samples,
         force=args.force,
+        allow_overwrite=args.allow_overwrite,
     )
     settings = settings_from_args(args)
     resolve_request(settings, req)  # unknown pipeline, no CDC tables: before connecting

@@ -62,7 +62,7 @@ def resolve_request(settings: Settings, req: BackfillRequest) -> PipelineSpec | 
         return find_pipeline(settings, req.pipeline) if req.pipeline else None
     assert req.pipeline is not None
     spec = find_pipeline(settings, req.pipeline)
-    check_pipeline_for(spec, req.mode)
+    check_pipeline_for(spec, req.mode, allow_overwrite=req.allow_overwrite)
     if req.source == "table":
         resolve_tables(settings, spec, req.tables)
     return spec
@@ -123,6 +123,7 @@ class Backfill:
                 "tables": list(req.tables),
                 "samples": req.samples,
                 "force": req.force,
+                "allow_overwrite": req.allow_overwrite,
             },
             created_at=created,
         )
@@ -148,11 +149,13 @@ class Backfill:
         if req.resume is not None:
             job = await self._load(req.resume)
             spec = find_pipeline(self.settings, job.pipeline)
-            check_pipeline_for(spec, job.mode)
+            check_pipeline_for(
+                spec, job.mode, allow_overwrite=bool(job.options.get("allow_overwrite"))
+            )
         else:
             assert req.pipeline is not None
             spec = find_pipeline(self.settings, req.pipeline)
-            check_pipeline_for(spec, req.mode)
+            check_pipeline_for(spec, req.mode, allow_overwrite=req.allow_overwrite)
             job = None
         source = job.source if job is not None else req.source
         if source == "table":
