@@ -8,7 +8,7 @@ Modules: ``options`` (arguments, checked before anything connects), ``job``
 (the job record and per-partition progress in Postgres), ``topic_reader`` and
 ``table_reader`` (the two sources), ``modes`` (the pipeline's steps and
 validation with mode-specific sinks), ``sinks`` (those sinks and the delivery
-checks), ``shadow`` (the comparison), ``rate``, ``progress``, ``report``,
+checks), ``dead_letters`` (dead letters met before), ``shadow`` (the comparison), ``rate``, ``progress``, ``report``,
 ``runner`` (the job loop) and ``cli``.
 
 Sources
@@ -70,7 +70,11 @@ must neither be silently skipped by those marks nor write twice:
    duplicate rows.  One live backfill per pipeline runs at a time (advisory
    lock), so these checks cannot race each other.  ``--force`` drops the live
    and ledger checks (for a sink that lost data); the job's own marks stay.
-4. Within the run, an event seen twice (same source and id) goes through once,
+4. Dead letters are written once per origin: a record that fails again, whose
+   dead letter (the live pipeline's or an earlier backfill's) is already on the
+   dead-letter topic, is counted as ``already_dead_lettered`` and not written
+   again (:mod:`.dead_letters`; all modes count them so).
+5. Within the run, an event seen twice (same source and id) goes through once,
    as in the live pipeline (its ``state.dedup_window``, in memory here).
 
 Jobs

@@ -29,7 +29,17 @@ from psycopg_pool import AsyncConnectionPool
 
 from .options import BackfillError, Mode, SourceKind
 
-COUNTERS = ("read", "outside", "outputs", "delivered", "dead_lettered", "duplicates", "filtered")
+COUNTERS = (
+    "read",
+    "outside",
+    "outputs",
+    "delivered",
+    "dead_lettered",
+    "duplicates",
+    "filtered",
+    "already_dead_lettered",
+    "already_replayed",
+)
 
 
 @dataclass
@@ -38,9 +48,11 @@ class Counts:
     outside: int = 0  # records read past but outside the range (out-of-order timestamps)
     outputs: int = 0  # events the steps produced for them
     delivered: int = 0  # records whose outputs reached at least one sink (shadow: the topic)
-    dead_lettered: int = 0
+    dead_lettered: int = 0  # dead letters written (dry_run, shadow: that would be)
     duplicates: int = 0  # records every sink had already (skipped)
     filtered: int = 0  # records the steps dropped (no output)
+    already_dead_lettered: int = 0  # failed again; their origin's dead letter exists
+    already_replayed: int = 0  # of those, dead letters an operator replayed
 
     def add(self, other: Counts) -> None:
         for f in fields(self):

@@ -39,6 +39,7 @@ from eventpipe.errors import ConfigError
 from eventpipe.service.context import ServiceContext
 from eventpipe.settings import TopicSpec
 
+from .dead_letters import KnownDeadLetters, RecognisedDeadLetters, load_known, origin_key
 from .job import Counts, Job
 from .sinks import (
     CapturedDeadLetters,
@@ -51,6 +52,7 @@ from .sinks import (
     ShadowSink,
     ledgered,
 )
+from .topic_reader import ms
 
 
 def _no_event(_: Any) -> contextlib.AbstractContextManager[None]:
@@ -117,21 +119,36 @@ class LaneResult:
 class Lane:
     """One worker's processor: ``process`` runs a batch and says what became of it."""
 
-    def __init__(self, processor: BatchProcessor, outcome: Outcome) -> None:
+    def __init__(
+        self, processor: BatchProcessor, outcome: Outcome, letters: RecognisedDeadLetters
+    ) -> None:
         self.processor = processor
         self.outcome = outcome
+        self.letters = letters
 
     async def process(self, records: list[Record]) -> LaneResult:
         counts = Counts(read=len(records))
         if not records:
             return LaneResult(counts)
         self.outcome.reset(records)
+        already = self.letters.already
+        already.clear()
         await self.processor.process(records)
         delivered = self.outcome.delivered
         skipped = self.outcome.skipped
         for r in records:
             if r.dead:
-                counts.dead_lettered += 1
+                key = (
+                    origin_key(r.topic, r.partition, r.offset, r.timestamp_ms, r.headers)
+                    if already
+                    else None
+                )
+                replayed = already.get(key) if key is not None else None
+                if replayed is None:
+                    counts.dead_lettered += 1
+                else:
+                    counts.already_dead_lettered += 1
+                    counts.already_replayed += replayed
             elif r.duplicate:  # the same (source, id) earlier in the run
                 counts.duplicates += 1
             elif not r.outputs:
@@ -163,6 +180,7 @@ class ModeRunner:
         self.samples = Samples(samples)
         self.sinks: list[PipelineSink] = []
         self.checks: DeliveryChecks | None = None
+        self.known = KnownDeadLetters()
         # As the live pipeline does: an event seen twice (same source and id) within
         # the dedup window goes through once; here the table lives in memory.
         window = self.spec.state.dedup_window
@@ -172,8 +190,28 @@ class ModeRunner:
     def shadow_topic(self) -> str:
         return f"{self.spec.name}.shadow"
 
+    async def _load_known(self) -> None:
+        """The origins already on the dead-letter topic (:mod:`.dead_letters`)."""
+        spec, job, ctx = self.spec, self.job, self.ctx
+        assert ctx.pool is not None
+        if spec.dlq_topic not in await ctx.admin.list_topics():
+            return
+        sources = set(spec.source.topics)
+        if job.source == "table":
+            from .table_reader import resolve_tables
+
+            sources |= {t.topic for t in resolve_tables(ctx.settings, spec)}
+        self.known = await load_known(
+            ctx.settings.kafka,
+            ctx.pool,
+            dlq_topic=spec.dlq_topic,
+            source_topics=sources,
+            since_ms=ms(job.start),
+        )
+
     async def start(self) -> None:
         spec, job, ctx = self.spec, self.job, self.ctx
+        await self._load_known()
         if job.mode == "shadow":
             await ctx.admin.ensure_topics([TopicSpec(name=self.shadow_topic)])
             return
@@ -248,14 +286,15 @@ class ModeRunner:
         else:
             dlq = CapturedDeadLetters(ctx.publisher, spec.dlq_topic, self.samples)
             wrapped = [DryRunSink(e, outcome, self.samples) for e in self.built.sinks]
+        letters = RecognisedDeadLetters(dlq, self.known)
         processor = BatchProcessor(
             pipeline=spec.name,
             stages=self.built.stages,
             sinks=wrapped,
-            dlq=dlq,
+            dlq=letters,
             retry=RetryPolicy(spec.retry),
             validate_input=self.built.validate_input,
             validate_output=self.built.validate_output,
             dedup=self.dedup,
         )
-        return Lane(processor, outcome)
+        return Lane(processor, outcome, letters)

@@ -70,6 +70,8 @@ _LABELS = [
     ("delivered", "delivered"),
     ("filtered", "filtered out by steps"),
     ("dead_lettered", "dead-lettered"),
+    ("already_dead_lettered", "failed again, dead-lettered before (not written again)"),
+    ("already_replayed", "  of which replayed before"),
     ("duplicates", "skipped as duplicates"),
     ("outside", "skipped, outside the range"),
 ]
