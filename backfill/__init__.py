@@ -8,7 +8,8 @@ Modules: ``options`` (arguments, checked before anything connects), ``job``
 (the job record and per-partition progress in Postgres), ``topic_reader`` and
 ``table_reader`` (the two sources), ``modes`` (the pipeline's steps and
 validation with mode-specific sinks), ``sinks`` (those sinks and the delivery
-checks), ``dead_letters`` (dead letters met before), ``shadow`` (the comparison), ``rate``, ``progress``, ``report``,
+checks), ``dead_letters`` (dead letters met before), ``shadow`` and
+``shadow_tables`` (the comparisons), ``rate``, ``progress``, ``report``,
 ``runner`` (the job loop) and ``cli``.
 
 Sources
@@ -29,7 +30,10 @@ Modes
   letters are only sampled.  At the end they are compared by (source, id) with
   what the live pipeline's topic sinks wrote for the same source events:
   counts of same / missing / extra / changed, with examples and, for changed
-  events, the differing fields (:mod:`.shadow`).
+  events, the differing fields (:mod:`.shadow`).  The rows postgres and outbox sinks would
+  write go to scratch tables and are compared with the tables' current rows:
+  added / changed / unchanged (and kept by ``order_by``), with examples
+  (:mod:`.shadow_tables`).
 * live: outputs go to the pipeline's real sinks, dead letters to its
   dead-letter topic.
 

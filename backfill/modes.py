@@ -34,6 +34,7 @@ from eventpipe.pipelines.spec import (
 )
 from eventpipe.transforms import Chain, ValidateStep
 from eventpipe.transforms.jq_engine import compile_program
+from psycopg_pool import AsyncConnectionPool
 
 from eventpipe.errors import ConfigError
 from eventpipe.service.context import ServiceContext
@@ -41,6 +42,12 @@ from eventpipe.settings import TopicSpec
 
 from .dead_letters import KnownDeadLetters, RecognisedDeadLetters, load_known, origin_key
 from .job import Counts, Job
+from .shadow_tables import (
+    ShadowRows,
+    ShadowTableSink,
+    create_scratch,
+    shadow_tables,
+)
 from .sinks import (
     CapturedDeadLetters,
     DeliveryChecks,
@@ -181,6 +188,9 @@ class ModeRunner:
         self.sinks: list[PipelineSink] = []
         self.checks: DeliveryChecks | None = None
         self.known = KnownDeadLetters()
+        # shadow: the tables the sinks write, compared at the end (:mod:`.shadow_tables`)
+        self.shadow_tables = shadow_tables(self.built.sinks, job.id)
+        self._table_pools: dict[str, AsyncConnectionPool] = {}
         # As the live pipeline does: an event seen twice (same source and id) within
         # the dedup window goes through once; here the table lives in memory.
         window = self.spec.state.dedup_window
@@ -214,6 +224,10 @@ class ModeRunner:
         await self._load_known()
         if job.mode == "shadow":
             await ctx.admin.ensure_topics([TopicSpec(name=self.shadow_topic)])
+            for t in self.shadow_tables:
+                pool = await self._table_pool(t.url)
+                async with pool.connection() as conn:
+                    await create_scratch(conn, t)
             return
         if job.mode != "live":
             return
@@ -253,7 +267,25 @@ class ModeRunner:
             await self.close()
             raise
 
+    async def _table_pool(self, url: str | None) -> AsyncConnectionPool:
+        """The service's pool, or one of a sink's own database."""
+        if url is None:
+            assert self.ctx.pool is not None
+            return self.ctx.pool
+        pool = self._table_pools.get(url)
+        if pool is None:
+            pool = AsyncConnectionPool(
+                url, min_size=1, max_size=2, open=False, kwargs={"autocommit": True}
+            )
+            await pool.open(wait=True, timeout=10)
+            self._table_pools[url] = pool
+        return pool
+
     async def close(self) -> None:
+        pools, self._table_pools = self._table_pools, {}
+        for pool in pools.values():
+            with contextlib.suppress(Exception):
+                await pool.close()
         for sink in self.sinks:
             with contextlib.suppress(Exception):
                 await sink.close()
@@ -283,6 +315,12 @@ class ModeRunner:
         elif job.mode == "shadow":
             dlq = CapturedDeadLetters(ctx.publisher, spec.dlq_topic, self.samples)
             wrapped = [ShadowSink(ctx.publisher, self.shadow_topic, job.id, outcome)]
+            for e in self.built.sinks:
+                targets = [t for t in self.shadow_tables if t.sink == e.name]
+                if targets:
+                    assert ctx.pool is not None
+                    pools = [self._table_pools[t.url] if t.url else ctx.pool for t in targets]
+                    wrapped.append(ShadowTableSink(ShadowRows(e, targets), pools, outcome))
         else:
             dlq = CapturedDeadLetters(ctx.publisher, spec.dlq_topic, self.samples)
             wrapped = [DryRunSink(e, outcome, self.samples) for e in self.built.sinks]

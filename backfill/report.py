@@ -125,7 +125,7 @@ def render(report: dict[str, Any], console: Console) -> None:
                 markup=False,
             )
     comp = report.get("comparison")
-    if comp:
+    if comp and (comp.get("live_topics") or not comp.get("tables")):
         console.print(
             f"  shadow vs live ({', '.join(comp['live_topics']) or 'no live topic'}): "
             f"shadow {comp['shadow']:,}, live {comp['live']:,}, same {comp['same']:,}, "
@@ -136,5 +136,29 @@ def render(report: dict[str, Any], console: Console) -> None:
         for kind in ("missing", "extra", "changed"):
             for ex in comp["examples"].get(kind, []):
                 console.print(f"    {kind}: " + orjson.dumps(ex).decode()[:400], markup=False)
+    for table in (comp or {}).get("tables", []):
+        _render_table(table, console)
     if report["status"] == "interrupted":
         console.print(f"  resume with: eventpipe backfill --resume {report['job']}")
+
+
+_TABLE_KINDS = {
+    "added": "added",
+    "changed": "changed",
+    "unchanged": "unchanged",
+    "older": "kept (the row is newer: order_by)",
+    "removed": "would be deleted",
+    "absent": "not there",
+}
+
+
+def _render_table(t: dict[str, Any], console: Console) -> None:
+    how = t["mode"] + (f" on {', '.join(t['key'])}" if t.get("key") else "")
+    counts = ", ".join(f"{label} {t[kind]:,}" for kind, label in _TABLE_KINDS.items() if kind in t)
+    console.print(
+        f"  shadow vs table {t['table']} (sink {t['sink']}, {how}): {t['rows']:,} row(s): {counts}",
+        markup=False,
+    )
+    for kind, examples in t.get("examples", {}).items():
+        for ex in examples:
+            console.print(f"    {kind}: " + orjson.dumps(ex).decode()[:400], markup=False)

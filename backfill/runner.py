@@ -33,6 +33,7 @@ from .progress import NoView, ProgressView
 from .rate import RateLimiter
 from .report import build_report
 from .shadow import compare
+from .shadow_tables import compare_tables
 from .table_reader import TableReader, TableTarget, resolve_tables
 from .topic_reader import Batch, PartitionReader, ms, plan_partitions
 
@@ -197,18 +198,7 @@ class Backfill:
                 await self._work(job, runner)
                 comparison = None
                 if job.mode == "shadow":
-                    existing = await self.ctx.admin.list_topics()
-                    comparison = (
-                        await compare(
-                            self.settings.kafka,
-                            job=job,
-                            shadow_topic=runner.shadow_topic,
-                            source_topics=self.spec.source.topics,
-                            entries=self.built.sinks,
-                            existing=existing,
-                            limit=runner.samples.limit,
-                        )
-                    ).as_dict()
+                    comparison = await self._compare(job, runner)
                 status = "completed"
                 job.status = status
                 report = build_report(
@@ -240,6 +230,30 @@ class Backfill:
                 self.last_report = report
                 await runner.close()
                 await self.store.finish(job, status, seconds=seconds, report=report, error=error)
+
+    async def _compare(self, job: Job, runner: ModeRunner) -> dict[str, Any]:
+        """Shadow outputs against the live topics, and the sinks' rows against their
+        tables."""
+        assert self.spec is not None and self.built is not None
+        existing = await self.ctx.admin.list_topics()
+        comparison = (
+            await compare(
+                self.settings.kafka,
+                job=job,
+                shadow_topic=runner.shadow_topic,
+                source_topics=self.spec.source.topics,
+                entries=self.built.sinks,
+                existing=existing,
+                limit=runner.samples.limit,
+                has_tables=bool(runner.shadow_tables),
+            )
+        ).as_dict()
+        comparison["tables"] = await compare_tables(
+            runner.shadow_tables,
+            self.settings.database.url.get_secret_value(),
+            limit=runner.samples.limit,
+        )
+        return comparison
 
     def _destination(self, runner: ModeRunner) -> str | None:
         job, spec = runner.job, runner.spec

@@ -128,7 +128,7 @@ class CapturedDeadLetters(DeadLetterWriter):
         return []
 
 
-class _Wrapper(PipelineSink):
+class WrapperSink(PipelineSink):
     def __init__(self, name: str, outcome: Outcome) -> None:
         super().__init__(PluginConfig(), name=name)
         self.outcome = outcome
@@ -139,7 +139,7 @@ class _Wrapper(PipelineSink):
 
 
 # ------------------------------------------------------------------- dry run
-class DryRunSink(_Wrapper):
+class DryRunSink(WrapperSink):
     def __init__(self, entry: SinkEntry, outcome: Outcome, samples: Samples) -> None:
         super().__init__(entry.name, outcome)
         self.entry = entry
@@ -210,7 +210,7 @@ def strip_route(ev: CloudEvent) -> tuple[CloudEvent, str | None]:
     return plain, str(routed)
 
 
-class ShadowSink(_Wrapper):
+class ShadowSink(WrapperSink):
     """Every output event to the shadow topic, tagged with the job and its origin."""
 
     def __init__(self, publisher: Publisher, topic: str, job_id: str, outcome: Outcome) -> None:
@@ -435,7 +435,7 @@ CHECK_UNAVAILABLE = (
 )
 
 
-class LiveSink(_Wrapper):
+class LiveSink(WrapperSink):
     """A real sink of the pipeline, with the checks above in front of it."""
 
     def __init__(
