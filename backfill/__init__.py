@@ -1,7 +1,8 @@
 """Time-ranged backfill: push a range of history through a pipeline again.
 
     eventpipe backfill --pipeline P --from T1 --to T2 [--mode dry_run|shadow|live]
-        [--source topic|table] [--rate N/s] [--concurrency N] [--resume JOB_ID]
+        [--source topic|table] [--rate N/s] [--concurrency N] [--workers N|auto]
+        [--resume JOB_ID]
         [--time-column COL] [--table SCHEMA.TABLE] [--force] [--allow-overwrite] [--json]
 
 Modules: ``options`` (arguments, checked before anything connects), ``job``
@@ -80,6 +81,15 @@ must neither be silently skipped by those marks nor write twice:
    again (:mod:`.dead_letters`; all modes count them so).
 5. Within the run, an event seen twice (same source and id) goes through once,
    as in the live pipeline (its ``state.dedup_window``, in memory here).
+
+Workers and memory
+------------------
+``--workers N|auto`` splits the partitions (or tables) left over N worker
+processes (:mod:`.workers`), which share the job record: progress and the report
+are the sums of its rows, and ``--resume`` continues with any number of workers.
+Each process holds at most ``--concurrency`` batches of ``batch.max_records``
+records at once (the report's ``window``), and its in-memory dedup tables at most
+``modes.DEDUP_KEYS`` keys, whatever the range.
 
 Jobs
 ----

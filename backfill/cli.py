@@ -52,7 +52,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--rate", metavar="N/s", help="at most N events per second")
     p.add_argument(
-        "--concurrency", type=int, default=4, help="partitions (or tables) read at once (default 4)"
+        "--concurrency",
+        type=int,
+        default=4,
+        help="partitions (or tables) each process reads at once (default 4)",
+    )
+    p.add_argument(
+        "--workers",
+        metavar="N|auto",
+        help="worker processes sharing the job's partitions (or tables); auto: one per "
+        "core (default 1; on --resume, what the job ran with)",
     )
     p.add_argument(
         "--resume",
@@ -116,6 +125,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         samples=args.samples,
         force=args.force,
         allow_overwrite=args.allow_overwrite,
+        workers=args.workers,
     )
     settings = settings_from_args(args)
     resolve_request(settings, req)  # unknown pipeline, no CDC tables: before connecting

@@ -286,6 +286,17 @@ class JobStore:
                 ),
             )
 
+    async def positions(self, job_id: str) -> tuple[int, int]:
+        """(offsets or rows consumed, records read) over the job's partitions."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "select coalesce(sum(next_offset - start_offset), 0), coalesce(sum(read), 0) "
+                "from eventpipe.backfill_progress where job_id = %s",
+                (job_id,),
+            )
+            row = await cur.fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
     async def started_again(self, job: Job) -> None:
         job.runs += 1
         job.status = "running"

@@ -13,6 +13,7 @@ wrappers over the shared real sinks, so the outcome of a batch is its own.
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,33 @@ def _no_event(_: Any) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
+# The most keys a run's in-memory dedup table (and each dedup step's) holds: a
+# backfill reads history at full speed, so a time window would hold every key of
+# the range.  Duplicates further apart than this many events go through twice;
+# keyed sinks are idempotent and the others check the delivery ledger.
+DEDUP_KEYS = 100_000
+
+
+class RunDedup(DedupTable):
+    """An in-memory dedup table for one run that forgets its oldest keys beyond
+    ``limit`` (the window of ``window_s`` still applies)."""
+
+    def __init__(self, window_s: float, limit: int | None = None) -> None:
+        self._keys: OrderedDict[str, Any] = OrderedDict()
+        super().__init__(self._keys, window_s, _no_event)
+        self.limit = DEDUP_KEYS if limit is None else limit
+
+    def mark(self, key: str, partition: int) -> None:
+        keys = self._keys
+        keys[key] = [int(self.clock() * 1000), partition]
+        keys.move_to_end(key)
+        while len(keys) > self.limit:
+            keys.popitem(last=False)
+
+    def expire(self, events_by_partition: dict[int, Any], *, every_s: float = 5.0) -> int:
+        return 0  # bounded by ``limit`` instead
+
+
 def make_stages(spec: PipelineSpec, segments: Sequence[Any]) -> list[Stage]:
     """Stages as the runtime names them, stateful ones over in-memory tables."""
     stages: list[Stage] = []
@@ -79,13 +107,13 @@ def make_stages(spec: PipelineSpec, segments: Sequence[Any]) -> list[Stage]:
             continue
         assert isinstance(seg, StatefulEntry)
         name = f"steps[{offset}].{seg.kind}"
-        table: dict[str, Any] = {}
         if isinstance(seg.config, AggregateConfig):
+            table: dict[str, Any] = {}
             agg = Aggregator(seg.config, table, pipeline=spec.name, path=name, use_event=_no_event)
             stages.append(Stage(name=name, aggregator=agg))
         else:
             assert isinstance(seg.config, DedupStepConfig)
-            dt = DedupTable(table, seg.config.window, _no_event)
+            dt = RunDedup(seg.config.window)
             stages.append(
                 Stage(name=name, dedup=(dt, compile_program(seg.config.key, seg.config.engine)))
             )
@@ -132,6 +160,12 @@ class Lane:
         self.processor = processor
         self.outcome = outcome
         self.letters = letters
+
+    def dedup_keys(self) -> int:
+        """Keys the in-memory dedup tables hold (the run's and its dedup steps')."""
+        p = self.processor
+        n = len(p.dedup.table) if p.dedup is not None else 0
+        return n + sum(len(st.dedup[0].table) for st in p.stages if st.dedup is not None)
 
     async def process(self, records: list[Record]) -> LaneResult:
         counts = Counts(read=len(records))
@@ -194,7 +228,7 @@ class ModeRunner:
         # As the live pipeline does: an event seen twice (same source and id) within
         # the dedup window goes through once; here the table lives in memory.
         window = self.spec.state.dedup_window
-        self.dedup = DedupTable({}, window, _no_event) if window else None
+        self.dedup = RunDedup(window) if window else None
 
     @property
     def shadow_topic(self) -> str:
@@ -219,21 +253,32 @@ class ModeRunner:
             since_ms=ms(job.start),
         )
 
-    async def start(self) -> None:
+    async def setup(self) -> None:
+        """Once per job run, before any lane (the coordinator, with worker processes):
+        the topics and scratch tables the mode writes to."""
         spec, job, ctx = self.spec, self.job, self.ctx
-        await self._load_known()
         if job.mode == "shadow":
             await ctx.admin.ensure_topics([TopicSpec(name=self.shadow_topic)])
             for t in self.shadow_tables:
                 pool = await self._table_pool(t.url)
                 async with pool.connection() as conn:
                     await create_scratch(conn, t)
+        elif job.mode == "live":
+            await ctx.admin.ensure_topics(
+                [TopicSpec(name=spec.dlq_topic, partitions=spec.dead_letter.partitions)]
+            )
+
+    async def start(self) -> None:
+        """In each process that runs lanes: what they share (known dead letters, the
+        shadow tables' pools, live mode's checks and real sinks)."""
+        spec, job, ctx = self.spec, self.job, self.ctx
+        await self._load_known()
+        if job.mode == "shadow":
+            for t in self.shadow_tables:
+                await self._table_pool(t.url)
             return
         if job.mode != "live":
             return
-        await ctx.admin.ensure_topics(
-            [TopicSpec(name=spec.dlq_topic, partitions=spec.dead_letter.partitions)]
-        )
         assert ctx.pool is not None
         self.checks = DeliveryChecks(
             ctx.pool,

@@ -53,6 +53,24 @@ class BackfillRequest:
     samples: int = 5
     force: bool = False
     allow_overwrite: bool = False
+    workers: int | None = None  # worker processes; 0: one per core; None: 1 (resume: as before)
+
+
+def parse_workers(value: str | int | None) -> int | None:
+    """``auto`` -> 0 (one per core), ``N`` -> N, None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return 0
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if not 1 <= n <= 256:
+        raise BackfillArgumentError(
+            "--workers", f"{value!r} is not a number of processes (1-256) or auto"
+        )
+    return n
 
 
 def parse_rate(value: str | None) -> float | None:
@@ -91,6 +109,7 @@ def check_request(
     samples: int = 5,
     force: bool = False,
     allow_overwrite: bool = False,
+    workers: str | int | None = None,
     now: datetime | None = None,
 ) -> BackfillRequest:
     """Check the flags on their own (no config, no connections)."""
@@ -147,6 +166,7 @@ def check_request(
         samples=samples,
         force=force,
         allow_overwrite=allow_overwrite,
+        workers=parse_workers(workers),
     )
 
 

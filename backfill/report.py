@@ -25,7 +25,9 @@ def build_report(
     destination: str | None = None,
     samples: dict[str, Any] | None = None,
     comparison: dict[str, Any] | None = None,
+    run: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``run``: facts of this run (worker processes, peak RSS, the window held)."""
     counts = job.totals().as_dict()
     report: dict[str, Any] = {
         "job": job.id,
@@ -43,6 +45,7 @@ def build_report(
         "total_duration_s": round(job.active_seconds + run_seconds, 3),
         "events_per_s": round(run_read / run_seconds, 1) if run_seconds > 0 else None,
         "consumer_group": job.consumer_group,
+        **(run or {}),
         "partitions": [
             {
                 "stream": p.stream,

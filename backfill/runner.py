@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import resource
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -40,13 +42,27 @@ from .topic_reader import Batch, PartitionReader, ms, plan_partitions
 log = logging.getLogger("eventpipe.backfill")
 
 
-async def open_context(settings: Settings) -> ServiceContext:
+def cpu_count() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def open_context(settings: Settings, *, migrate: bool = True) -> ServiceContext:
     """The database pool (migrated: the job tables), producer and topic admin.  Unlike
     the service's, it creates no topics: a dry run writes nothing to Kafka."""
     pool = await open_pool(settings.database)
     ctx = ServiceContext(settings, Publisher(settings), TopicAdmin(settings.kafka), pool)
     try:
-        await apply_migrations(settings.database.url.get_secret_value())
+        if migrate:
+            await apply_migrations(settings.database.url.get_secret_value())
         await ctx.admin.start()
         await ctx.publisher.start()
     except BaseException:
@@ -90,6 +106,11 @@ class Backfill:
         self.built: BuiltPipeline | None = None
         self.targets: dict[str, TableTarget] = {}
         self.run_read = 0
+        self.workers = 1
+        self.worker_rss: list[float] = []
+        # the most records in this process's lanes at once, and dedup keys held
+        self.window = {"records": 0, "dedup_keys": 0, "limit": 0}
+        self._held = 0
         self.last_report: dict[str, Any] | None = None
         self.on_job: Any = None  # called with the job once it exists (CLI prints its id)
 
@@ -125,6 +146,7 @@ class Backfill:
                 "samples": req.samples,
                 "force": req.force,
                 "allow_overwrite": req.allow_overwrite,
+                "workers": req.workers if req.workers is not None else 1,
             },
             created_at=created,
         )
@@ -144,8 +166,10 @@ class Backfill:
         await self.store.create(job)
         return job
 
-    async def prepare(self) -> Job:
-        """Create the job (or load it to resume) and build the pipeline."""
+    async def prepare(self, *, plan: bool = True) -> Job:
+        """Create the job (or load it to resume) and build the pipeline.  ``plan``:
+        partitions added to the topics since are added to the job (a worker process
+        leaves that to its coordinator)."""
         req = self.req
         if req.resume is not None:
             job = await self._load(req.resume)
@@ -166,7 +190,7 @@ class Backfill:
         self.built = await build_pipeline(spec, self.ctx)
         if job is None:
             job = await self._plan(spec)
-        elif job.source == "topic" and job.status != "completed":
+        elif plan and job.source == "topic" and job.status != "completed":
             known = {(p.stream, p.partition) for p in job.partitions}
             added = await plan_partitions(
                 self.settings.kafka, spec.source.topics, job.start, job.end, known=known
@@ -193,9 +217,20 @@ class Backfill:
             started = time.monotonic()
             status, error = "failed", None
             report: dict[str, Any] | None = None
+            workers = self._worker_count(job)
+            self.workers = workers
+            self._start_view(job)
             try:
-                await runner.start()
-                await self._work(job, runner)
+                await runner.setup()
+                if workers == 1:
+                    await runner.start()
+                    rate = job.options.get("rate")
+                    await self._work(job, runner, [p for p in job.partitions if not p.done], rate)
+                else:
+                    from .workers import run_workers
+
+                    await run_workers(self, job, runner, workers)
+                self.view.stop()
                 comparison = None
                 if job.mode == "shadow":
                     comparison = await self._compare(job, runner)
@@ -208,6 +243,7 @@ class Backfill:
                     destination=self._destination(runner),
                     samples=self._samples(runner),
                     comparison=comparison,
+                    run=self._run_facts(),
                 )
                 return report
             except asyncio.CancelledError:
@@ -217,6 +253,7 @@ class Backfill:
                 error = f"{type(exc).__name__}: {exc}"
                 raise
             finally:
+                self.view.stop()
                 seconds = time.monotonic() - started
                 job.status = status
                 if report is None:
@@ -226,6 +263,7 @@ class Backfill:
                         run_read=self.run_read,
                         destination=self._destination(runner),
                         samples=self._samples(runner),
+                        run=self._run_facts(),
                     )
                 self.last_report = report
                 await runner.close()
@@ -270,31 +308,56 @@ class Backfill:
         s = runner.samples
         return {"outputs": s.outputs, "dead_letters": s.dead_letters}
 
-    async def _work(self, job: Job, runner: ModeRunner) -> None:
-        assert self.spec is not None
-        todo = deque(p for p in job.partitions if not p.done)
-        rate = job.options.get("rate")
-        limiter = RateLimiter(float(rate) if rate else None)
-        size = limiter.batch_size(self.spec.batch.max_records)
+    def _worker_count(self, job: Job) -> int:
+        """Worker processes for this run: ``--workers`` (on resume, else the job's),
+        ``auto`` one per core; never more than there are partitions (tables) left."""
+        asked = self.req.workers
+        if asked is None:
+            asked = int(job.options.get("workers") or 1)
+        if asked == 0:
+            asked = cpu_count()
+        left = sum(1 for p in job.partitions if not p.done)
+        return max(1, min(asked, left))
+
+    def _start_view(self, job: Job) -> None:
         total = sum(max(p.estimate, p.position) for p in job.partitions)
         done = sum(
             max(p.estimate, p.position) if p.done else min(p.position, p.estimate)
             for p in job.partitions
         )
         self.view.start(f"{job.id} {job.mode}", total, done)
+
+    def _run_facts(self) -> dict[str, Any]:
+        """Worker processes, peak RSS, and the most records / dedup keys a process held."""
+        return {
+            "workers": self.workers,
+            "peak_rss_mb": {
+                "coordinator": round(peak_rss_mb(), 1),
+                "workers": [round(v, 1) for v in self.worker_rss] if self.workers > 1 else [],
+            },
+            "window": dict(self.window),
+        }
+
+    async def _work(
+        self, job: Job, runner: ModeRunner, parts: list[Progress], rate: float | None
+    ) -> None:
+        """``parts`` through lanes (``--concurrency`` of them) in this process."""
+        assert self.spec is not None
+        todo = deque(parts)
+        limiter = RateLimiter(float(rate) if rate else None)
+        size = limiter.batch_size(self.spec.batch.max_records)
         concurrency = max(1, min(int(job.options.get("concurrency", 4)), len(todo) or 1))
+        self.window["limit"] = concurrency * size
         try:
             async with asyncio.TaskGroup() as tg:
                 for _ in range(concurrency):
-                    tg.create_task(self._worker(job, runner, todo, limiter, size))
+                    tg.create_task(self._lane(job, runner, todo, limiter, size))
         except BaseExceptionGroup as eg:
             # one cause is enough for the caller (and a CancelledError stays one)
             first = eg.exceptions[0]
             raise first from None
-        finally:
-            self.view.stop()
 
-    async def _worker(
+    async def _lane(
         self,
         job: Job,
         runner: ModeRunner,
@@ -334,7 +397,14 @@ class Backfill:
         self, job: Job, lane: Lane, p: Progress, batch: Batch, limiter: RateLimiter
     ) -> None:
         await limiter.acquire(len(batch.records))
-        result: LaneResult = await lane.process(batch.records)
+        window = self.window
+        self._held += len(batch.records)
+        window["records"] = max(window["records"], self._held)
+        try:
+            result: LaneResult = await lane.process(batch.records)
+        finally:
+            self._held -= len(batch.records)
+        window["dedup_keys"] = max(window["dedup_keys"], lane.dedup_keys())
         before = p.position
         p.counts.add(result.counts)
         p.counts.outside += batch.outside

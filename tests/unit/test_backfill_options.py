@@ -155,3 +155,10 @@ def test_cli_reports_bad_arguments_before_connecting(
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2, err
     assert message in err
+
+
+def test_workers_flag() -> None:
+    assert req(workers="auto").workers == 0
+    assert req(workers="3").workers == 3 and req().workers is None
+    assert flag_of(workers="0") == "--workers"
+    assert flag_of(workers="many") == "--workers"
