@@ -23,7 +23,7 @@ from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.publisher import PublishBatchError, Publisher
 from eventpipe.settings import Settings
 
-CHUNK = 200
+CHUNK = 1000  # records per publish call and per COPY of their replay rows
 
 
 class DlqError(PermanentError):

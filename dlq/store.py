@@ -40,12 +40,17 @@ async def discarded(conn: AsyncConnection, topics: Iterable[str]) -> set[Ref]:
 
 
 async def record_replays(conn: AsyncConnection, rows: Sequence[ReplayRow]) -> None:
-    async with conn.transaction(), conn.cursor() as cur:
-        await cur.executemany(
-            'insert into eventpipe.dlq_replays (dlq_topic, partition, "offset", event_id, '
-            "target_topic, target_partition, target_offset, patch, forced) "
-            "values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [
+    """One COPY (a replay records thousands of rows a second)."""
+    async with (
+        conn.transaction(),
+        conn.cursor() as cur,
+        cur.copy(
+            'copy eventpipe.dlq_replays (dlq_topic, partition, "offset", event_id, '
+            "target_topic, target_partition, target_offset, patch, forced) from stdin"
+        ) as copy,
+    ):
+        for r in rows:
+            await copy.write_row(
                 (
                     *r.ref,
                     r.event_id,
@@ -55,9 +60,7 @@ async def record_replays(conn: AsyncConnection, rows: Sequence[ReplayRow]) -> No
                     r.patch,
                     r.forced,
                 )
-                for r in rows
-            ],
-        )
+            )
 
 
 async def record_discards(
