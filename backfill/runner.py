@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import resource
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -38,21 +36,9 @@ from .shadow import compare
 from .shadow_tables import compare_tables
 from .table_reader import TableReader, TableTarget, resolve_tables
 from .topic_reader import Batch, PartitionReader, ms, plan_partitions
+from .usage import cpu_count, usage
 
 log = logging.getLogger("eventpipe.backfill")
-
-
-def cpu_count() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 async def open_context(settings: Settings, *, migrate: bool = True) -> ServiceContext:
@@ -107,7 +93,7 @@ class Backfill:
         self.targets: dict[str, TableTarget] = {}
         self.run_read = 0
         self.workers = 1
-        self.worker_rss: list[float] = []
+        self.worker_usage: list[dict[str, Any]] = []  # what each worker process used
         # the most records in this process's lanes at once, and dedup keys held
         self.window = {"records": 0, "dedup_keys": 0, "limit": 0}
         self._held = 0
@@ -328,13 +314,25 @@ class Backfill:
         self.view.start(f"{job.id} {job.mode}", total, done)
 
     def _run_facts(self) -> dict[str, Any]:
-        """Worker processes, peak RSS, and the most records / dedup keys a process held."""
+        """Worker processes, their peak RSS and CPU time, where their batches spent
+        their time, and the most records / dedup keys a process held."""
+        own = usage(self.spec.name if self.spec is not None else "")
+        lanes = self.worker_usage if self.workers > 1 else [own]
+        stages: dict[str, float] = {}
+        for u in lanes:
+            for k, v in u.get("stage_seconds", {}).items():
+                stages[k] = round(stages.get(k, 0.0) + v, 3)
         return {
             "workers": self.workers,
             "peak_rss_mb": {
-                "coordinator": round(peak_rss_mb(), 1),
-                "workers": [round(v, 1) for v in self.worker_rss] if self.workers > 1 else [],
+                "coordinator": own["peak_rss_mb"],
+                "workers": [u.get("peak_rss_mb", 0.0) for u in self.worker_usage],
             },
+            "cpu_s": {
+                "coordinator": own["cpu_s"],
+                "workers": [u.get("cpu_s", 0.0) for u in self.worker_usage],
+            },
+            "stage_seconds": stages,
             "window": dict(self.window),
         }
 

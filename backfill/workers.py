@@ -12,7 +12,8 @@ job record is shared: ``--resume`` continues it with any number of workers, and
 the coordinator's progress display is the sum of those rows, read every second.
 
 A worker answers on stdout with one JSON line: records read, the samples it kept
-(dry run, shadow), its peak RSS and window, or the error that stopped it.  When
+(dry run, shadow), what it used (:mod:`.usage`) and its window, or the error that
+stopped it.  When
 one fails the others are stopped (SIGTERM, then SIGKILL) and the job fails with
 that error; when the coordinator is interrupted it stops them the same way and
 the job is ``interrupted``.  A worker whose coordinator died (``kill -9``) notices
@@ -118,7 +119,7 @@ async def _stop(workers: Sequence[_Worker]) -> None:
 
 async def run_workers(bf: Backfill, job: Job, runner: ModeRunner, n: int) -> None:
     """Run ``job``'s partitions left over ``n`` worker processes; then the job's
-    partitions, ``bf.run_read``, ``bf.worker_rss`` and the samples are the sums."""
+    partitions, ``bf.run_read``, ``bf.worker_usage`` and the samples are the sums."""
     plan = split([p for p in job.partitions if not p.done], n)
     rate = job.options.get("rate")
     share = float(rate) / len(plan) if rate else None
@@ -175,7 +176,7 @@ async def run_workers(bf: Backfill, job: Job, runner: ModeRunner, n: int) -> Non
             job.partitions = loaded.partitions
     results = [w.result or {} for w in workers]
     bf.run_read = sum(int(r.get("read", 0)) for r in results)
-    bf.worker_rss = [float(r.get("peak_rss_mb", 0.0)) for r in results]
+    bf.worker_usage = [r.get("usage") or {} for r in results]
     for r in results:
         window = r.get("window") or {}
         for k in ("records", "dedup_keys", "limit"):
@@ -245,7 +246,8 @@ async def _watch_parent(parent: int, task: asyncio.Task[Any]) -> None:
 async def work(payload: dict[str, Any]) -> dict[str, Any]:
     """One worker's share of a job (see the module docstring)."""
     from .modes import ModeRunner
-    from .runner import Backfill, open_context, peak_rss_mb
+    from .runner import Backfill, open_context
+    from .usage import usage
 
     settings: Settings = payload["settings"]
     job_id: str = payload["job"]
@@ -266,7 +268,7 @@ async def work(payload: dict[str, Any]) -> dict[str, Any]:
         return {
             "read": bf.run_read,
             "samples": runner.samples.as_dict(),
-            "peak_rss_mb": peak_rss_mb(),
+            "usage": usage(job.pipeline),
             "window": bf.window,
         }
     finally:

@@ -61,6 +61,8 @@ async def test_two_workers_give_what_one_process_gives(settings: Settings) -> No
         (p["stream"], p["partition"], p["read"]) for p in two["partitions"]
     ]
     assert len(two["peak_rss_mb"]["workers"]) == 2
+    assert len(two["cpu_s"]["workers"]) == 2 and min(two["cpu_s"]["workers"]) > 0
+    assert two["stage_seconds"]["decode"] > 0 and "sink postgres" in two["stage_seconds"]
     rows = {}
     for t in (f"{name}_one", f"{name}_two"):
         rows[t] = await sql(url, f"select count(*), count(distinct event_id), sum(n) from {t}")
