@@ -84,9 +84,10 @@ must neither be silently skipped by those marks nor write twice:
 
 Workers and memory
 ------------------
-``--workers N|auto`` splits the partitions (or tables) left over N worker
-processes (:mod:`.workers`), which share the job record: progress and the report
-are the sums of its rows, and ``--resume`` continues with any number of workers.
+``--workers N|auto`` splits the partitions (or a table's key ranges, planned as
+N of about the same size) left over N worker processes (:mod:`.workers`), which
+share the job record: progress and the report are the sums of its rows, and
+``--resume`` continues with any number of workers.
 Each process holds at most ``--concurrency`` batches of ``batch.max_records``
 records at once (the report's ``window``), and its in-memory dedup tables at most
 ``modes.DEDUP_KEYS`` keys, whatever the range.

@@ -64,7 +64,8 @@ class Counts:
 
 @dataclass
 class Progress:
-    """One topic partition, or one table (``partition == -1``)."""
+    """One topic partition, or one table or key range of a table (``partition``
+    -1, -2, ...: the range after ``last_key`` as planned, up to ``end_key``)."""
 
     stream: str
     partition: int
@@ -73,6 +74,7 @@ class Progress:
     estimate: int = 0  # records expected (for the progress bar)
     last_key: list[str] | None = None
     done: bool = False
+    end_key: list[str] | None = None  # a table range's last key (inclusive); None: no end
     counts: Counts = field(default_factory=Counts)
     sinks: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -150,8 +152,12 @@ class JobLockedError(BackfillError):
 _PROGRESS_COLS = (
     "stream, partition, start_offset, next_offset, estimate, last_key, done, "
     + ", ".join(COUNTERS)
-    + ", sinks"
+    + ", sinks, end_key"
 )
+
+
+def _json(v: list[str] | None) -> Jsonb | None:
+    return Jsonb(v) if v is not None else None
 
 
 def _progress_row(p: Progress) -> tuple[Any, ...]:
@@ -161,10 +167,11 @@ def _progress_row(p: Progress) -> tuple[Any, ...]:
         p.start_offset,
         p.next_offset,
         p.estimate,
-        Jsonb(p.last_key) if p.last_key is not None else None,
+        _json(p.last_key),
         p.done,
         *(getattr(p.counts, c) for c in COUNTERS),
         Jsonb(p.sinks),
+        _json(p.end_key),
     )
 
 
@@ -262,6 +269,7 @@ class JobStore:
                         done=r[6],
                         counts=Counts(*r[7 : 7 + n]),
                         sinks=dict(r[7 + n] or {}),
+                        end_key=list(r[8 + n]) if r[8 + n] is not None else None,
                     )
                 )
         return job
@@ -276,7 +284,7 @@ class JobStore:
                 "where job_id = %s and stream = %s and partition = %s",
                 (
                     p.next_offset,
-                    Jsonb(p.last_key) if p.last_key is not None else None,
+                    _json(p.last_key),
                     p.done,
                     *(getattr(p.counts, c) for c in COUNTERS),
                     Jsonb(p.sinks),

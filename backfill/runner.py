@@ -142,11 +142,12 @@ class Backfill:
                 self.settings.kafka, spec.source.topics, job.start, job.end
             )
         else:
+            ranges = cpu_count() if req.workers == 0 else (req.workers or 1)
             for target in self.targets.values():
                 reader = TableReader(target, req.time_column, job.start, job.end)
                 await reader.open()
                 try:
-                    job.partitions.append(reader.plan(await reader.count()))
+                    job.partitions.extend(await reader.plan_ranges(ranges))
                 finally:
                     await reader.close()
         await self.store.create(job)

@@ -159,3 +159,53 @@ async def test_a_run_holds_a_bounded_window_of_records_and_dedup_keys(
     assert 0 < window["dedup_keys"] <= 500
     # the copies were further apart than the bound: they went through (not deduped)
     assert report["counts"]["duplicates"] == 0
+
+
+async def test_a_table_is_shared_by_workers_in_key_ranges(settings: Settings) -> None:
+    table = ident("wtable")
+    source = ident("shop")
+    url = settings.database.url.get_secret_value()
+    await sql(
+        url,
+        f"create table {table} (region text, id int, total int, updated_at timestamptz not null, "
+        "primary key (region, id))",
+    )
+    await sql(
+        url,
+        f"insert into {table} select r, i, i, now() - interval '1h' "
+        "from unnest(array['eu', 'us']) r, generate_series(1, 150) i",
+    )
+    for t in (f"{table}_one", f"{table}_two"):
+        await sql(url, f"create table {t} (event_id text not null, region text, id int)")
+
+    def pipeline(out: str) -> dict[str, Any]:
+        return {
+            "name": out,
+            "source": {"topics": [f"{source}.public.{table}"]},
+            "steps": [{"jq": "{region: .after.region, id: .after.id}"}],
+            "sinks": [
+                {
+                    "postgres": {
+                        "table": out,
+                        "columns": {"event_id": ".id", "region": ".data.region", "id": ".data.id"},
+                    }
+                }
+            ],
+            "batch": {"max_records": 40},
+        }
+
+    s = with_pipelines(settings, pipeline(f"{table}_one"), pipeline(f"{table}_two")).model_copy(
+        update={
+            "sources": [{"type": "postgres_cdc", "name": source, "tables": [f"public.{table}"]}]
+        }
+    )
+    kw = {"start": "2h", "end": "now", "mode": "live", "source": "table"}
+    one = await backfill(s, pipeline=f"{table}_one", **kw)
+    two = await backfill(s, pipeline=f"{table}_two", workers=2, **kw)
+    assert [p["partition"] for p in one["partitions"]] == [-1]
+    assert sorted(p["partition"] for p in two["partitions"]) == [-2, -1]
+    assert two["workers"] == 2 and [p["read"] for p in two["partitions"]] == [150, 150]
+    assert one["counts"] == two["counts"] and two["counts"]["delivered"] == 300
+    for t in (f"{table}_one", f"{table}_two"):
+        got = await sql(url, f"select count(*), count(distinct (region, id)) from {t}")
+        assert got == [(300, 300)], t
