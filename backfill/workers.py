@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 POLL_S = 1.0
 STOP_S = 30.0
 LOCK_WAIT_S = 60.0
+INTERRUPTED = 130
 Part = tuple[str, int]
 
 
@@ -158,6 +159,10 @@ async def run_workers(bf: Backfill, job: Job, runner: ModeRunner, n: int) -> Non
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             failed = [waits[f] for f in done if waits[f].proc.returncode != 0]
+            if any(w.proc.returncode == INTERRUPTED and w.result is None for w in failed):
+                # Ctrl-C reaches the whole process group: the job is interrupted
+                await _stop(workers)
+                raise asyncio.CancelledError
             if failed:
                 await _stop(workers)
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -298,7 +303,7 @@ def main() -> int:
     try:
         result = runtime.run(go())
     except (KeyboardInterrupt, asyncio.CancelledError):
-        return 130
+        return INTERRUPTED
     except Exception as exc:  # reported to the coordinator, which fails the job
         if not isinstance(exc, EventpipeError):  # a bug: its traceback in the log
             log.exception("backfill worker %s failed", payload.get("index"))
