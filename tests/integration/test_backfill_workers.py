@@ -5,20 +5,17 @@ is killed (its workers stop; ``--resume`` finishes the job, each event once)."""
 from __future__ import annotations
 
 import asyncio
-import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
-from tests.integration.test_backfill_resume import _env, _start
+from tests.integration.test_backfill_resume import kill9_mid_run, resume
 from tests.integration.test_backfill_support import backfill, event, make_topic
-from tests.integration.test_pipeline_support import ident, kill9, sql, with_pipelines, write_config
+from tests.integration.test_pipeline_support import ident, sql, with_pipelines, write_config
 
 N = 4000
 
@@ -95,40 +92,15 @@ async def test_kill9_of_the_coordinator_then_resume_with_workers(
     err = tmp_path / "first.err"
     first = ["--pipeline", name, "--from", "15m", "--to", "now", "--mode", "live"]
     first += ["--rate", "1500/s", "--workers", "2", "--json"]
-    proc = _start([*base, *first], settings, err)
     count = f"select count(*) from {name}"
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        rows = 0
-        while loop.time() < deadline:
-            rows = int((await sql(url, count))[0][0])
-            if rows >= 1000:
-                break
-            assert proc.poll() is None, err.read_text()[-3000:]
-            await asyncio.sleep(0.05)
-        assert 1000 <= rows < n, f"{rows} rows when the kill was due\n{err.read_text()[-2000:]}"
-    finally:
-        kill9(proc)
-    found = re.search(r"backfill job (bf-[0-9a-f]{12})", err.read_text())
-    assert found, err.read_text()
-    job = found.group(1)
+    job = await kill9_mid_run([*base, *first], settings, err, count, total=n)
     # the orphaned workers notice and stop: the row count settles
     await asyncio.sleep(3)
     settled = int((await sql(url, count))[0][0])
     await asyncio.sleep(2)
     assert int((await sql(url, count))[0][0]) == settled < n
 
-    r = await asyncio.to_thread(
-        subprocess.run,
-        [*base, "--resume", job, "--workers", "2", "--json"],
-        env=_env(settings),
-        capture_output=True,
-        timeout=120,
-        cwd=str(tmp_path),
-    )
-    assert r.returncode == 0, r.stderr.decode()[-3000:]
-    report = orjson.loads(r.stdout)
+    _, report = await resume([*base, "--resume", job, "--workers", "2"], settings, tmp_path)
     c = report["counts"]
     assert report["status"] == "completed" and report["runs"] == 2 and report["workers"] == 2
     assert c["read"] == n and c["delivered"] + c["duplicates"] == n

@@ -5,6 +5,7 @@ same batch); nulls as the README says."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +13,6 @@ from typing import Any
 import pytest
 from eventpipe.connectors.sinks.api import DeliveryItem, SinkResources
 from eventpipe.connectors.sinks.postgres import PostgresSink, PostgresSinkConfig
-from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
 from eventpipe.db.pool import open_pool
@@ -21,15 +21,6 @@ from eventpipe.settings import Settings
 from tests.integration.test_pipeline_support import ident, sql
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-async def pool(settings: Settings) -> AsyncIterator[AsyncConnectionPool]:
-    p = await open_pool(settings.database)
-    try:
-        yield p
-    finally:
-        await p.close()
 
 
 def at(key: str, amount: int, minute: int | None, offset: int, topic: str) -> DeliveryItem:
@@ -42,9 +33,17 @@ def at(key: str, amount: int, minute: int | None, offset: int, topic: str) -> De
     return DeliveryItem(offset, [ev], topic, 0, offset)
 
 
-async def sink_for(
-    settings: Settings, pool: AsyncConnectionPool, table: str, method: str, **over: Any
-) -> PostgresSink:
+@contextlib.asynccontextmanager
+async def guarded(
+    settings: Settings, method: str, rows: str = ""
+) -> AsyncIterator[tuple[PostgresSink, str, str]]:
+    """(a started upsert sink with ``order_by: version``, its table, a topic); the
+    table holds ``rows`` (SQL values) to begin with."""
+    url = settings.database.url.get_secret_value()
+    table, topic = ident("ordered"), ident("topic")
+    await sql(url, f"create table {table} (k text primary key, amount int, version int)")
+    if rows:
+        await sql(url, f"insert into {table} values {rows}")
     cfg = PostgresSinkConfig.model_validate(
         {
             "table": table,
@@ -53,24 +52,22 @@ async def sink_for(
             "columns": {"k": ".data.k", "amount": ".data.amount", "version": ".data.version"},
             "order_by": "version",
             "method": method,
-            **over,
         }
     )
+    pool = await open_pool(settings.database)
     sink = PostgresSink(cfg, name="pg")
     sink.bind(ident("order"), SinkResources(settings, None, None, pool))  # type: ignore[arg-type]
-    await sink.start()
-    return sink
+    try:
+        await sink.start()
+        yield sink, table, topic
+    finally:
+        await sink.close()
+        await pool.close()
 
 
 @pytest.mark.parametrize("method", ["copy", "executemany"])
-async def test_an_older_event_never_overwrites_a_newer_row(
-    settings: Settings, pool: AsyncConnectionPool, method: str
-) -> None:
-    url = settings.database.url.get_secret_value()
-    table, topic = ident("ordered"), ident("topic")
-    await sql(url, f"create table {table} (k text primary key, amount int, version int)")
-    sink = await sink_for(settings, pool, table, method)
-    try:
+async def test_an_older_event_never_overwrites_a_newer_row(settings: Settings, method: str) -> None:
+    async with guarded(settings, method) as (sink, table, topic):
         # batch 1: a at 5; b at 1
         assert await sink.deliver([at("a", 5, 5, 0, topic), at("b", 1, 1, 1, topic)]) == {}
         # batch 2: a at 1 (older: kept out); b at 3, then b at 2 later in the same batch
@@ -84,29 +81,24 @@ async def test_an_older_event_never_overwrites_a_newer_row(
             at("a", 50, 5, 6, topic),
         ]
         assert await sink.deliver(batch) == {}
-    finally:
-        await sink.close()
+    url = settings.database.url.get_secret_value()
     rows = await sql(url, f"select k, amount, version from {table} order by k")
     assert rows == [("a", 50, 5), ("b", 3, 3), ("c", 7, 7)]
 
 
 @pytest.mark.parametrize("method", ["copy", "executemany"])
-async def test_nulls_in_the_ordering_column(
-    settings: Settings, pool: AsyncConnectionPool, method: str
-) -> None:
-    url = settings.database.url.get_secret_value()
-    table, topic = ident("ordnull"), ident("topic")
-    await sql(url, f"create table {table} (k text primary key, amount int, version int)")
-    await sql(url, f"insert into {table} values ('old', 1, null), ('new', 1, 4)")
-    sink = await sink_for(settings, pool, table, method)
-    try:
+async def test_nulls_in_the_ordering_column(settings: Settings, method: str) -> None:
+    async with guarded(settings, method, "('old', 1, null), ('new', 1, 4)") as (
+        sink,
+        table,
+        topic,
+    ):
         # a row without a version is overwritten by any event; an event without a
         # version never overwrites a row that has one
         assert await sink.deliver([at("old", 2, None, 0, topic)]) == {}
         assert await sink.deliver([at("new", 2, None, 1, topic)]) == {}
         assert await sink.deliver([at("old", 3, 1, 2, topic)]) == {}
-    finally:
-        await sink.close()
+    url = settings.database.url.get_secret_value()
     rows = await sql(url, f"select k, amount, version from {table} order by k")
     assert rows == [("new", 1, 4), ("old", 3, 1)]
 
