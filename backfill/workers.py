@@ -124,6 +124,7 @@ async def run_workers(bf: Backfill, job: Job, runner: ModeRunner, n: int) -> Non
     plan = split([p for p in job.partitions if not p.done], n)
     rate = job.options.get("rate")
     share = float(rate) / len(plan) if rate else None
+    read_before = sum(p.counts.read for p in job.partitions)
     workers: list[_Worker] = []
     tasks: list[asyncio.Task[None]] = []
     poller = asyncio.create_task(_follow(bf, job))
@@ -177,10 +178,10 @@ async def run_workers(bf: Backfill, job: Job, runner: ModeRunner, n: int) -> Non
         for t in tasks:
             t.cancel()
         loaded = await bf.store.load(job.id)
-        if loaded is not None:
+        if loaded is not None:  # what the workers recorded, also when they were stopped
             job.partitions = loaded.partitions
+            bf.run_read = sum(p.counts.read for p in job.partitions) - read_before
     results = [w.result or {} for w in workers]
-    bf.run_read = sum(int(r.get("read", 0)) for r in results)
     bf.worker_usage = [r.get("usage") or {} for r in results]
     for r in results:
         window = r.get("window") or {}
