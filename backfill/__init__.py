@@ -1,14 +1,16 @@
 """Time-ranged backfill: push a range of history through a pipeline again.
 
     eventpipe backfill --pipeline P --from T1 --to T2 [--mode dry_run|shadow|live]
-        [--source topic|table] [--rate N/s] [--concurrency N] [--resume JOB_ID]
-        [--time-column COL] [--table SCHEMA.TABLE] [--force] [--json]
+        [--source topic|table] [--rate N/s] [--concurrency N] [--workers N|auto]
+        [--resume JOB_ID]
+        [--time-column COL] [--table SCHEMA.TABLE] [--force] [--allow-overwrite] [--json]
 
 Modules: ``options`` (arguments, checked before anything connects), ``job``
 (the job record and per-partition progress in Postgres), ``topic_reader`` and
 ``table_reader`` (the two sources), ``modes`` (the pipeline's steps and
 validation with mode-specific sinks), ``sinks`` (those sinks and the delivery
-checks), ``shadow`` (the comparison), ``rate``, ``progress``, ``report``,
+checks), ``dead_letters`` (dead letters met before), ``shadow`` and
+``shadow_tables`` (the comparisons), ``rate``, ``progress``, ``report``,
 ``runner`` (the job loop) and ``cli``.
 
 Sources
@@ -29,7 +31,10 @@ Modes
   letters are only sampled.  At the end they are compared by (source, id) with
   what the live pipeline's topic sinks wrote for the same source events:
   counts of same / missing / extra / changed, with examples and, for changed
-  events, the differing fields (:mod:`.shadow`).
+  events, the differing fields (:mod:`.shadow`).  The rows postgres and outbox sinks would
+  write go to scratch tables and are compared with the tables' current rows:
+  added / changed / unchanged (and kept by ``order_by``), with examples
+  (:mod:`.shadow_tables`).
 * live: outputs go to the pipeline's real sinks, dead letters to its
   dead-letter topic.
 
@@ -47,7 +52,10 @@ must neither be silently skipped by those marks nor write twice:
    it completes.
 2. Keyed sinks get everything again.  A postgres sink in ``upsert`` / ``delete``
    mode dedupes on its key by construction, so a backfill re-applies every
-   record: that is how a fixed transform corrects rows.
+   record: that is how a fixed transform corrects rows.  An upsert sink's
+   ``order_by`` column keeps the newer rows the live pipeline wrote since; a live
+   backfill into an upsert sink without one refuses to start unless
+   ``--allow-overwrite``.
 3. Other sinks (postgres ``insert``, outbox, topic, http) receive each event at
    most once, live and backfills together.  Before a record goes to such a
    sink the backfill skips it (and counts it as a duplicate) when
@@ -67,8 +75,22 @@ must neither be silently skipped by those marks nor write twice:
    duplicate rows.  One live backfill per pipeline runs at a time (advisory
    lock), so these checks cannot race each other.  ``--force`` drops the live
    and ledger checks (for a sink that lost data); the job's own marks stay.
-4. Within the run, an event seen twice (same source and id) goes through once,
+4. Dead letters are written once per origin: a record that fails again, whose
+   dead letter (the live pipeline's or an earlier backfill's) is already on the
+   dead-letter topic, is counted as ``already_dead_lettered`` and not written
+   again (:mod:`.dead_letters`; all modes count them so).
+5. Within the run, an event seen twice (same source and id) goes through once,
    as in the live pipeline (its ``state.dedup_window``, in memory here).
+
+Workers and memory
+------------------
+``--workers N|auto`` splits the partitions (or a table's key ranges, planned as
+N of about the same size) left over N worker processes (:mod:`.workers`), which
+share the job record: progress and the report are the sums of its rows, and
+``--resume`` continues with any number of workers.
+Each process holds at most ``--concurrency`` batches of ``batch.max_records``
+records at once (the report's ``window``), and its in-memory dedup tables at most
+``modes.DEDUP_KEYS`` keys, whatever the range.
 
 Jobs
 ----

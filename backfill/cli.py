@@ -52,7 +52,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--rate", metavar="N/s", help="at most N events per second")
     p.add_argument(
-        "--concurrency", type=int, default=4, help="partitions (or tables) read at once (default 4)"
+        "--concurrency",
+        type=int,
+        default=4,
+        help="partitions (or tables) each process reads at once (default 4)",
+    )
+    p.add_argument(
+        "--workers",
+        metavar="N|auto",
+        help="worker processes sharing the job's partitions (or tables); auto: one per "
+        "core (default 1; on --resume, what the job ran with)",
     )
     p.add_argument(
         "--resume",
@@ -83,6 +92,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="live: deliver even what the live pipeline or an earlier backfill delivered "
         "(a sink that lost data); sinks that do not dedupe may then hold duplicates",
     )
+    p.add_argument(
+        "--allow-overwrite",
+        action="store_true",
+        help="live: run even though an upsert sink has no order_by column, letting the "
+        "range's older events overwrite newer rows",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_backfill)
@@ -109,6 +124,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         tables=args.table,
         samples=args.samples,
         force=args.force,
+        allow_overwrite=args.allow_overwrite,
+        workers=args.workers,
     )
     settings = settings_from_args(args)
     resolve_request(settings, req)  # unknown pipeline, no CDC tables: before connecting

@@ -29,7 +29,17 @@ from psycopg_pool import AsyncConnectionPool
 
 from .options import BackfillError, Mode, SourceKind
 
-COUNTERS = ("read", "outside", "outputs", "delivered", "dead_lettered", "duplicates", "filtered")
+COUNTERS = (
+    "read",
+    "outside",
+    "outputs",
+    "delivered",
+    "dead_lettered",
+    "duplicates",
+    "filtered",
+    "already_dead_lettered",
+    "already_replayed",
+)
 
 
 @dataclass
@@ -38,9 +48,11 @@ class Counts:
     outside: int = 0  # records read past but outside the range (out-of-order timestamps)
     outputs: int = 0  # events the steps produced for them
     delivered: int = 0  # records whose outputs reached at least one sink (shadow: the topic)
-    dead_lettered: int = 0
+    dead_lettered: int = 0  # dead letters written (dry_run, shadow: that would be)
     duplicates: int = 0  # records every sink had already (skipped)
     filtered: int = 0  # records the steps dropped (no output)
+    already_dead_lettered: int = 0  # failed again; their origin's dead letter exists
+    already_replayed: int = 0  # of those, dead letters an operator replayed
 
     def add(self, other: Counts) -> None:
         for f in fields(self):
@@ -52,7 +64,8 @@ class Counts:
 
 @dataclass
 class Progress:
-    """One topic partition, or one table (``partition == -1``)."""
+    """One topic partition, or one table or key range of a table (``partition``
+    -1, -2, ...: the range after ``last_key`` as planned, up to ``end_key``)."""
 
     stream: str
     partition: int
@@ -61,6 +74,7 @@ class Progress:
     estimate: int = 0  # records expected (for the progress bar)
     last_key: list[str] | None = None
     done: bool = False
+    end_key: list[str] | None = None  # a table range's last key (inclusive); None: no end
     counts: Counts = field(default_factory=Counts)
     sinks: dict[str, dict[str, int]] = field(default_factory=dict)
     topic_id: uuid.UUID | None = None  # the topic's incarnation the offsets belong to
@@ -139,8 +153,12 @@ class JobLockedError(BackfillError):
 _PROGRESS_COLS = (
     "stream, partition, start_offset, next_offset, estimate, last_key, done, "
     + ", ".join(COUNTERS)
-    + ", sinks, topic_id"
+    + ", sinks, topic_id, end_key"
 )
+
+
+def _json(v: list[str] | None) -> Jsonb | None:
+    return Jsonb(v) if v is not None else None
 
 
 def _progress_row(p: Progress) -> tuple[Any, ...]:
@@ -150,11 +168,12 @@ def _progress_row(p: Progress) -> tuple[Any, ...]:
         p.start_offset,
         p.next_offset,
         p.estimate,
-        Jsonb(p.last_key) if p.last_key is not None else None,
+        _json(p.last_key),
         p.done,
         *(getattr(p.counts, c) for c in COUNTERS),
         Jsonb(p.sinks),
         p.topic_id,
+        _json(p.end_key),
     )
 
 
@@ -277,6 +296,7 @@ class JobStore:
                         counts=Counts(*r[7 : 7 + n]),
                         sinks=dict(r[7 + n] or {}),
                         topic_id=r[8 + n],
+                        end_key=list(r[9 + n]) if r[9 + n] is not None else None,
                     )
                 )
         return job
@@ -291,7 +311,7 @@ class JobStore:
                 "where job_id = %s and stream = %s and partition = %s",
                 (
                     p.next_offset,
-                    Jsonb(p.last_key) if p.last_key is not None else None,
+                    _json(p.last_key),
                     p.done,
                     *(getattr(p.counts, c) for c in COUNTERS),
                     Jsonb(p.sinks),
@@ -300,6 +320,17 @@ class JobStore:
                     p.partition,
                 ),
             )
+
+    async def positions(self, job_id: str) -> tuple[int, int]:
+        """(offsets or rows consumed, records read) over the job's partitions."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "select coalesce(sum(next_offset - start_offset), 0), coalesce(sum(read), 0) "
+                "from eventpipe.backfill_progress where job_id = %s",
+                (job_id,),
+            )
+            row = await cur.fetchone()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     async def started_again(self, job: Job) -> None:
         job.runs += 1

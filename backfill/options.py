@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Literal, cast, get_args
 
 from eventpipe.dlq.query import FilterError, parse_when
-from eventpipe.pipelines.spec import PipelineSpec, parse_pipelines
+from eventpipe.pipelines.spec import PipelineSpec, build_sinks, parse_pipelines
 
 from eventpipe.errors import PermanentError
 from eventpipe.settings import Settings
@@ -52,6 +52,25 @@ class BackfillRequest:
     tables: tuple[str, ...] = ()
     samples: int = 5
     force: bool = False
+    allow_overwrite: bool = False
+    workers: int | None = None  # worker processes; 0: one per core; None: 1 (resume: as before)
+
+
+def parse_workers(value: str | int | None) -> int | None:
+    """``auto`` -> 0 (one per core), ``N`` -> N, None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return 0
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if not 1 <= n <= 256:
+        raise BackfillArgumentError(
+            "--workers", f"{value!r} is not a number of processes (1-256) or auto"
+        )
+    return n
 
 
 def parse_rate(value: str | None) -> float | None:
@@ -89,6 +108,8 @@ def check_request(
     tables: tuple[str, ...] | list[str] = (),
     samples: int = 5,
     force: bool = False,
+    allow_overwrite: bool = False,
+    workers: str | int | None = None,
     now: datetime | None = None,
 ) -> BackfillRequest:
     """Check the flags on their own (no config, no connections)."""
@@ -129,6 +150,8 @@ def check_request(
         raise BackfillArgumentError("--table", "only applies with --source table")
     if force and mode != "live":
         raise BackfillArgumentError("--force", "only applies with --mode live")
+    if allow_overwrite and mode != "live":
+        raise BackfillArgumentError("--allow-overwrite", "only applies with --mode live")
     return BackfillRequest(
         pipeline=pipeline,
         start=t1,
@@ -142,6 +165,8 @@ def check_request(
         tables=tuple(tables),
         samples=samples,
         force=force,
+        allow_overwrite=allow_overwrite,
+        workers=parse_workers(workers),
     )
 
 
@@ -155,8 +180,19 @@ def find_pipeline(settings: Settings, name: str) -> PipelineSpec:
     raise BackfillArgumentError("--pipeline", f"unknown pipeline {name!r} (known: {known})")
 
 
-def check_pipeline_for(spec: PipelineSpec, mode: Mode) -> None:
+def check_pipeline_for(spec: PipelineSpec, mode: Mode, *, allow_overwrite: bool = False) -> None:
     """What a backfill cannot do with this pipeline."""
+    if mode == "live" and not allow_overwrite:
+        unguarded = unguarded_upserts(spec)
+        if unguarded:
+            raise BackfillArgumentError(
+                "--mode",
+                f"pipeline {spec.name!r} upserts into {', '.join(unguarded)} without an "
+                "ordering column, so a live backfill would overwrite rows the live pipeline "
+                "wrote from newer events with older ones; give the sink `order_by: <column>` "
+                "(event time, LSN or version, e.g. updated_at: .time), or pass "
+                "--allow-overwrite to roll those rows back to the range's values on purpose",
+            )
     for i, item in enumerate(spec.steps):
         if isinstance(item, dict) and "aggregate" in item and mode == "live":
             raise BackfillArgumentError(
@@ -165,3 +201,15 @@ def check_pipeline_for(spec: PipelineSpec, mode: Mode) -> None:
                 "with empty window state, so its results would overwrite the live ones with "
                 "partial counts; use --mode dry_run or shadow",
             )
+
+
+def unguarded_upserts(spec: PipelineSpec) -> list[str]:
+    """The upsert sinks (postgres, an outbox's rows) without ``order_by``, as
+    ``sinks[i] (table)``."""
+    entries, _ = build_sinks(spec.sinks, path="sinks")
+    out: list[str] = []
+    for e in entries:
+        cfg = getattr(e.config, "rows", None) or e.config
+        if getattr(cfg, "mode", None) == "upsert" and getattr(cfg, "order_by", None) is None:
+            out.append(f"{e.path.rsplit('.', 1)[0]} ({cfg.table})")
+    return out

@@ -25,7 +25,9 @@ def build_report(
     destination: str | None = None,
     samples: dict[str, Any] | None = None,
     comparison: dict[str, Any] | None = None,
+    run: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``run``: facts of this run (worker processes, peak RSS, the window held)."""
     counts = job.totals().as_dict()
     report: dict[str, Any] = {
         "job": job.id,
@@ -43,6 +45,7 @@ def build_report(
         "total_duration_s": round(job.active_seconds + run_seconds, 3),
         "events_per_s": round(run_read / run_seconds, 1) if run_seconds > 0 else None,
         "consumer_group": job.consumer_group,
+        **(run or {}),
         "partitions": [
             {
                 "stream": p.stream,
@@ -70,6 +73,8 @@ _LABELS = [
     ("delivered", "delivered"),
     ("filtered", "filtered out by steps"),
     ("dead_lettered", "dead-lettered"),
+    ("already_dead_lettered", "failed again, dead-lettered before (not written again)"),
+    ("already_replayed", "  of which replayed before"),
     ("duplicates", "skipped as duplicates"),
     ("outside", "skipped, outside the range"),
 ]
@@ -123,7 +128,7 @@ def render(report: dict[str, Any], console: Console) -> None:
                 markup=False,
             )
     comp = report.get("comparison")
-    if comp:
+    if comp and (comp.get("live_topics") or not comp.get("tables")):
         console.print(
             f"  shadow vs live ({', '.join(comp['live_topics']) or 'no live topic'}): "
             f"shadow {comp['shadow']:,}, live {comp['live']:,}, same {comp['same']:,}, "
@@ -134,5 +139,29 @@ def render(report: dict[str, Any], console: Console) -> None:
         for kind in ("missing", "extra", "changed"):
             for ex in comp["examples"].get(kind, []):
                 console.print(f"    {kind}: " + orjson.dumps(ex).decode()[:400], markup=False)
+    for table in (comp or {}).get("tables", []):
+        _render_table(table, console)
     if report["status"] == "interrupted":
         console.print(f"  resume with: eventpipe backfill --resume {report['job']}")
+
+
+_TABLE_KINDS = {
+    "added": "added",
+    "changed": "changed",
+    "unchanged": "unchanged",
+    "older": "kept (the row is newer: order_by)",
+    "removed": "would be deleted",
+    "absent": "not there",
+}
+
+
+def _render_table(t: dict[str, Any], console: Console) -> None:
+    how = t["mode"] + (f" on {', '.join(t['key'])}" if t.get("key") else "")
+    counts = ", ".join(f"{label} {t[kind]:,}" for kind, label in _TABLE_KINDS.items() if kind in t)
+    console.print(
+        f"  shadow vs table {t['table']} (sink {t['sink']}, {how}): {t['rows']:,} row(s): {counts}",
+        markup=False,
+    )
+    for kind, examples in t.get("examples", {}).items():
+        for ex in examples:
+            console.print(f"    {kind}: " + orjson.dumps(ex).decode()[:400], markup=False)

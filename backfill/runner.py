@@ -34,19 +34,22 @@ from .progress import NoView, ProgressView
 from .rate import RateLimiter
 from .report import build_report
 from .shadow import compare
+from .shadow_tables import compare_tables
 from .table_reader import TableReader, TableTarget, resolve_tables
 from .topic_reader import Batch, PartitionReader, ms, plan_partitions
+from .usage import cpu_count, usage
 
 log = logging.getLogger("eventpipe.backfill")
 
 
-async def open_context(settings: Settings) -> ServiceContext:
+async def open_context(settings: Settings, *, migrate: bool = True) -> ServiceContext:
     """The database pool (migrated: the job tables), producer and topic admin.  Unlike
     the service's, it creates no topics: a dry run writes nothing to Kafka."""
     pool = await open_pool(settings.database)
     ctx = ServiceContext(settings, Publisher(settings), TopicAdmin(settings.kafka), pool)
     try:
-        await apply_migrations(settings.database.url.get_secret_value())
+        if migrate:
+            await apply_migrations(settings.database.url.get_secret_value())
         await ctx.admin.start()
         await ctx.publisher.start()
     except BaseException:
@@ -63,7 +66,7 @@ def resolve_request(settings: Settings, req: BackfillRequest) -> PipelineSpec | 
         return find_pipeline(settings, req.pipeline) if req.pipeline else None
     assert req.pipeline is not None
     spec = find_pipeline(settings, req.pipeline)
-    check_pipeline_for(spec, req.mode)
+    check_pipeline_for(spec, req.mode, allow_overwrite=req.allow_overwrite)
     if req.source == "table":
         resolve_tables(settings, spec, req.tables)
     return spec
@@ -90,6 +93,11 @@ class Backfill:
         self.built: BuiltPipeline | None = None
         self.targets: dict[str, TableTarget] = {}
         self.run_read = 0
+        self.workers = 1
+        self.worker_usage: list[dict[str, Any]] = []  # what each worker process used
+        # the most records in this process's lanes at once, and dedup keys held
+        self.window = {"records": 0, "dedup_keys": 0, "limit": 0}
+        self._held = 0
         self.last_report: dict[str, Any] | None = None
         self.on_job: Any = None  # called with the job once it exists (CLI prints its id)
 
@@ -124,6 +132,8 @@ class Backfill:
                 "tables": list(req.tables),
                 "samples": req.samples,
                 "force": req.force,
+                "allow_overwrite": req.allow_overwrite,
+                "workers": req.workers if req.workers is not None else 1,
             },
             created_at=created,
         )
@@ -131,27 +141,32 @@ class Backfill:
         if job.source == "topic":
             job.partitions = await self._plan_topics(spec.source.topics, job)
         else:
+            ranges = cpu_count() if req.workers == 0 else (req.workers or 1)
             for target in self.targets.values():
                 reader = TableReader(target, req.time_column, job.start, job.end)
                 await reader.open()
                 try:
-                    job.partitions.append(reader.plan(await reader.count()))
+                    job.partitions.extend(await reader.plan_ranges(ranges))
                 finally:
                     await reader.close()
         await self.store.create(job)
         return job
 
-    async def prepare(self) -> Job:
-        """Create the job (or load it to resume) and build the pipeline."""
+    async def prepare(self, *, plan: bool = True) -> Job:
+        """Create the job (or load it to resume) and build the pipeline.  ``plan``:
+        partitions added to the topics since are added to the job (a worker process
+        leaves that to its coordinator)."""
         req = self.req
         if req.resume is not None:
             job = await self._load(req.resume)
             spec = find_pipeline(self.settings, job.pipeline)
-            check_pipeline_for(spec, job.mode)
+            check_pipeline_for(
+                spec, job.mode, allow_overwrite=bool(job.options.get("allow_overwrite"))
+            )
         else:
             assert req.pipeline is not None
             spec = find_pipeline(self.settings, req.pipeline)
-            check_pipeline_for(spec, req.mode)
+            check_pipeline_for(spec, req.mode, allow_overwrite=req.allow_overwrite)
             job = None
         source = job.source if job is not None else req.source
         if source == "table":
@@ -161,7 +176,7 @@ class Backfill:
         self.built = await build_pipeline(spec, self.ctx)
         if job is None:
             job = await self._plan(spec)
-        elif job.source == "topic" and job.status != "completed":
+        elif plan and job.source == "topic" and job.status != "completed":
             await self._check_incarnations(job, spec.source.topics)
             known = {(p.stream, p.partition) for p in job.partitions}
             added = await self._plan_topics(spec.source.topics, job, known=known)
@@ -222,23 +237,23 @@ class Backfill:
             started = time.monotonic()
             status, error = "failed", None
             report: dict[str, Any] | None = None
+            workers = self._worker_count(job)
+            self.workers = workers
+            self._start_view(job)
             try:
-                await runner.start()
-                await self._work(job, runner)
+                await runner.setup()
+                if workers == 1:
+                    await runner.start()
+                    rate = job.options.get("rate")
+                    await self._work(job, runner, [p for p in job.partitions if not p.done], rate)
+                else:
+                    from .workers import run_workers
+
+                    await run_workers(self, job, runner, workers)
+                self.view.stop()
                 comparison = None
                 if job.mode == "shadow":
-                    existing = await self.ctx.admin.list_topics()
-                    comparison = (
-                        await compare(
-                            self.settings.kafka,
-                            job=job,
-                            shadow_topic=runner.shadow_topic,
-                            source_topics=self.spec.source.topics,
-                            entries=self.built.sinks,
-                            existing=existing,
-                            limit=runner.samples.limit,
-                        )
-                    ).as_dict()
+                    comparison = await self._compare(job, runner)
                 status = "completed"
                 job.status = status
                 report = build_report(
@@ -248,6 +263,7 @@ class Backfill:
                     destination=self._destination(runner),
                     samples=self._samples(runner),
                     comparison=comparison,
+                    run=self._run_facts(),
                 )
                 return report
             except asyncio.CancelledError:
@@ -257,6 +273,7 @@ class Backfill:
                 error = f"{type(exc).__name__}: {exc}"
                 raise
             finally:
+                self.view.stop()
                 seconds = time.monotonic() - started
                 job.status = status
                 if report is None:
@@ -266,10 +283,35 @@ class Backfill:
                         run_read=self.run_read,
                         destination=self._destination(runner),
                         samples=self._samples(runner),
+                        run=self._run_facts(),
                     )
                 self.last_report = report
                 await runner.close()
                 await self.store.finish(job, status, seconds=seconds, report=report, error=error)
+
+    async def _compare(self, job: Job, runner: ModeRunner) -> dict[str, Any]:
+        """Shadow outputs against the live topics, and the sinks' rows against their
+        tables."""
+        assert self.spec is not None and self.built is not None
+        existing = await self.ctx.admin.list_topics()
+        comparison = (
+            await compare(
+                self.settings.kafka,
+                job=job,
+                shadow_topic=runner.shadow_topic,
+                source_topics=self.spec.source.topics,
+                entries=self.built.sinks,
+                existing=existing,
+                limit=runner.samples.limit,
+                has_tables=bool(runner.shadow_tables),
+            )
+        ).as_dict()
+        comparison["tables"] = await compare_tables(
+            runner.shadow_tables,
+            self.settings.database.url.get_secret_value(),
+            limit=runner.samples.limit,
+        )
+        return comparison
 
     def _destination(self, runner: ModeRunner) -> str | None:
         job, spec = runner.job, runner.spec
@@ -286,31 +328,68 @@ class Backfill:
         s = runner.samples
         return {"outputs": s.outputs, "dead_letters": s.dead_letters}
 
-    async def _work(self, job: Job, runner: ModeRunner) -> None:
-        assert self.spec is not None
-        todo = deque(p for p in job.partitions if not p.done)
-        rate = job.options.get("rate")
-        limiter = RateLimiter(float(rate) if rate else None)
-        size = limiter.batch_size(self.spec.batch.max_records)
+    def _worker_count(self, job: Job) -> int:
+        """Worker processes for this run: ``--workers`` (on resume, else the job's),
+        ``auto`` one per core; never more than there are partitions (tables) left."""
+        asked = self.req.workers
+        if asked is None:
+            asked = int(job.options.get("workers") or 1)
+        if asked == 0:
+            asked = cpu_count()
+        left = sum(1 for p in job.partitions if not p.done)
+        return max(1, min(asked, left))
+
+    def _start_view(self, job: Job) -> None:
         total = sum(max(p.estimate, p.position) for p in job.partitions)
         done = sum(
             max(p.estimate, p.position) if p.done else min(p.position, p.estimate)
             for p in job.partitions
         )
         self.view.start(f"{job.id} {job.mode}", total, done)
+
+    def _run_facts(self) -> dict[str, Any]:
+        """Worker processes, their peak RSS and CPU time, where their batches spent
+        their time, and the most records / dedup keys a process held."""
+        own = usage(self.spec.name if self.spec is not None else "")
+        lanes = self.worker_usage if self.workers > 1 else [own]
+        stages: dict[str, float] = {}
+        for u in lanes:
+            for k, v in u.get("stage_seconds", {}).items():
+                stages[k] = round(stages.get(k, 0.0) + v, 3)
+        return {
+            "workers": self.workers,
+            "peak_rss_mb": {
+                "coordinator": own["peak_rss_mb"],
+                "workers": [u.get("peak_rss_mb", 0.0) for u in self.worker_usage],
+            },
+            "cpu_s": {
+                "coordinator": own["cpu_s"],
+                "workers": [u.get("cpu_s", 0.0) for u in self.worker_usage],
+            },
+            "stage_seconds": stages,
+            "window": dict(self.window),
+        }
+
+    async def _work(
+        self, job: Job, runner: ModeRunner, parts: list[Progress], rate: float | None
+    ) -> None:
+        """``parts`` through lanes (``--concurrency`` of them) in this process."""
+        assert self.spec is not None
+        todo = deque(parts)
+        limiter = RateLimiter(float(rate) if rate else None)
+        size = limiter.batch_size(self.spec.batch.max_records)
         concurrency = max(1, min(int(job.options.get("concurrency", 4)), len(todo) or 1))
+        self.window["limit"] = concurrency * size
         try:
             async with asyncio.TaskGroup() as tg:
                 for _ in range(concurrency):
-                    tg.create_task(self._worker(job, runner, todo, limiter, size))
+                    tg.create_task(self._lane(job, runner, todo, limiter, size))
         except BaseExceptionGroup as eg:
             # one cause is enough for the caller (and a CancelledError stays one)
             first = eg.exceptions[0]
             raise first from None
-        finally:
-            self.view.stop()
 
-    async def _worker(
+    async def _lane(
         self,
         job: Job,
         runner: ModeRunner,
@@ -350,7 +429,14 @@ class Backfill:
         self, job: Job, lane: Lane, p: Progress, batch: Batch, limiter: RateLimiter
     ) -> None:
         await limiter.acquire(len(batch.records))
-        result: LaneResult = await lane.process(batch.records)
+        window = self.window
+        self._held += len(batch.records)
+        window["records"] = max(window["records"], self._held)
+        try:
+            result: LaneResult = await lane.process(batch.records)
+        finally:
+            self._held -= len(batch.records)
+        window["dedup_keys"] = max(window["dedup_keys"], lane.dedup_keys())
         before = p.position
         p.counts.add(result.counts)
         p.counts.outside += batch.outside

@@ -157,16 +157,20 @@ async def compare(
     entries: list[SinkEntry],
     existing: set[str],
     limit: int = 5,
+    has_tables: bool = False,
 ) -> Comparison:
+    """``has_tables``: the sinks' tables are compared too (:mod:`.shadow_tables`)."""
+    if not any(e.kind == "topic" for e in entries):
+        result = Comparison(live_topics=[])
+        if not has_tables:
+            result.note = (
+                "the pipeline has no topic or table sink, so there is no live output to "
+                f"compare with; the shadow output is on {shadow_topic}"
+            )
+        return result
     shadow, routes = await read_shadow(kafka, shadow_topic, job)
     topics = [t for t in live_topics_of(entries, routes) if t in existing]
     result = Comparison(live_topics=topics, shadow=len(shadow))
-    if not any(e.kind == "topic" for e in entries):
-        result.note = (
-            "the pipeline has no topic sink, so there is no live output to compare with; "
-            f"the shadow output is on {shadow_topic}"
-        )
-        return result
     if job.source != "topic":
         result.note = (
             "rows read from tables are new events (op r) with new ids, so they cannot be "

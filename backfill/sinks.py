@@ -48,16 +48,15 @@ from eventpipe.dlq.record import DeadLetter
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.pipelines.batch import Record
 from eventpipe.pipelines.spec import SinkEntry
-from eventpipe.transforms.event_form import to_event_form
-from eventpipe.transforms.jq_engine import compile_program
-from eventpipe.transforms.steps import ROUTE_EXTENSION, values_source
+from eventpipe.transforms.steps import ROUTE_EXTENSION
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from eventpipe.base import PluginConfig
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.json import to_structured_dict
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
-from eventpipe.errors import BrokerUnavailableError
+from eventpipe.errors import BrokerUnavailableError, PermanentError
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.kafka.client import client_kwargs, wrap_kafka_error
 from eventpipe.kafka.incarnation import Mark, TopicProbe, find_stale
@@ -97,11 +96,34 @@ class Samples:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     outputs_per_sink: dict[str, int] = field(default_factory=dict)
 
+    def full(self, sink: str) -> bool:
+        return len(self.outputs.get(sink, ())) >= self.limit
+
+    def count(self, sink: str) -> None:
+        self.outputs_per_sink[sink] = self.outputs_per_sink.get(sink, 0) + 1
+
     def add_output(self, sink: str, doc: dict[str, Any]) -> None:
         self.outputs_per_sink[sink] = self.outputs_per_sink.get(sink, 0) + 1
         got = self.outputs.setdefault(sink, [])
         if len(got) < self.limit:
             got.append(doc)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "outputs": self.outputs,
+            "dead_letters": self.dead_letters,
+            "outputs_per_sink": self.outputs_per_sink,
+        }
+
+    def merge(self, other: dict[str, Any]) -> None:
+        """Another process's :meth:`as_dict` (a worker's), within the limit."""
+        for sink, docs in other.get("outputs", {}).items():
+            got = self.outputs.setdefault(sink, [])
+            got.extend(docs[: max(0, self.limit - len(got))])
+        for sink, n in other.get("outputs_per_sink", {}).items():
+            self.outputs_per_sink[sink] = self.outputs_per_sink.get(sink, 0) + int(n)
+        letters = other.get("dead_letters", [])
+        self.dead_letters.extend(letters[: max(0, self.limit - len(self.dead_letters))])
 
     def add_letter(self, d: DeadLetter) -> None:
         if len(self.dead_letters) < self.limit:
@@ -133,7 +155,7 @@ class CapturedDeadLetters(DeadLetterWriter):
         return []
 
 
-class _Wrapper(PipelineSink):
+class WrapperSink(PipelineSink):
     def __init__(self, name: str, outcome: Outcome) -> None:
         super().__init__(PluginConfig(), name=name)
         self.outcome = outcome
@@ -144,49 +166,50 @@ class _Wrapper(PipelineSink):
 
 
 # ------------------------------------------------------------------- dry run
-class DryRunSink(_Wrapper):
+class DryRunSink(WrapperSink):
+    """Counts what a sink would get, makes its rows as it would (a row it could not
+    make is a dead letter, as live) and samples the first few."""
+
     def __init__(self, entry: SinkEntry, outcome: Outcome, samples: Samples) -> None:
         super().__init__(entry.name, outcome)
         self.entry = entry
         self.samples = samples
         cfg = entry.config
-        self._columns: list[str] = list(getattr(cfg, "columns", None) or {})
-        self._rows = (
-            compile_program(values_source(list(cfg.columns.values())), cfg.engine)
-            if self._columns
-            else None
-        )
+        # the sink's own row mapping (not started: it connects to nothing)
+        self._sink = PostgresSink(cfg, name=entry.name) if entry.kind == "postgres" else None
 
-    def _target(self, ev: CloudEvent) -> dict[str, Any]:
+    def _target(self, ev: CloudEvent, row: list[Any] | None) -> dict[str, Any]:
         cfg = self.entry.config
         kind = self.entry.kind
         if kind == "topic":
             return {"topic": ev.extensions.get(ROUTE_EXTENSION) or getattr(cfg, "topic", None)}
         if kind == "http":
             return {"url": getattr(cfg, "url", None)}
-        out: dict[str, Any] = {}
-        if self._rows is not None:
-            values = self._rows.first(to_event_form(ev))
-            out["table"] = getattr(cfg, "table", None)
-            out["row"] = {
-                c: (v[0] if v else None) for c, v in zip(self._columns, values, strict=True)
-            }
-        return out
+        if self._sink is None or row is None:
+            return {}
+        values = [v.obj if isinstance(v, Jsonb) else v for v in row]
+        return {"table": cfg.table, "row": dict(zip(self._sink.columns, values, strict=True))}
 
     async def deliver(
         self, items: Sequence[DeliveryItem], *, before_commit: BeforeCommit | None = None
     ) -> dict[int, BaseException]:
         failed: dict[int, BaseException] = {}
+        samples, name = self.samples, self.name
         for it in items:
-            for ev in it.events:
+            rows: list[list[Any]] = []
+            if self._sink is not None:
                 try:
-                    target = self._target(ev)
-                except Exception as exc:  # the column mapping would fail in the real sink
+                    rows = [self._sink._row(it, n) for n in range(len(it.events))]
+                except PermanentError as exc:  # the column mapping fails as in the real sink
                     failed[it.index] = exc
-                    break
-                self.samples.add_output(
-                    self.name,
-                    {"origin": origin_of(it), **target, "event": to_structured_dict(ev)},
+                    continue
+            for n, ev in enumerate(it.events):
+                if samples.full(name):
+                    samples.count(name)
+                    continue
+                target = self._target(ev, rows[n] if rows else None)
+                samples.add_output(
+                    name, {"origin": origin_of(it), **target, "event": to_structured_dict(ev)}
                 )
         self._done("delivered", [it.index for it in items if it.index not in failed and it.events])
         return failed
@@ -215,7 +238,7 @@ def strip_route(ev: CloudEvent) -> tuple[CloudEvent, str | None]:
     return plain, str(routed)
 
 
-class ShadowSink(_Wrapper):
+class ShadowSink(WrapperSink):
     """Every output event to the shadow topic, tagged with the job and its origin."""
 
     def __init__(self, publisher: Publisher, topic: str, job_id: str, outcome: Outcome) -> None:
@@ -465,7 +488,7 @@ CHECK_UNAVAILABLE = (
 )
 
 
-class LiveSink(_Wrapper):
+class LiveSink(WrapperSink):
     """A real sink of the pipeline, with the checks above in front of it."""
 
     def __init__(
@@ -497,10 +520,12 @@ class LiveSink(_Wrapper):
                 extra[LEDGER_KEY] = (rec.event.source, rec.event.id)
             if self.from_topics:
                 tagged.append(
-                    DeliveryItem(it.index, it.events, it.topic, it.partition, it.offset, extra)
+                    DeliveryItem(
+                        it.index, it.events, it.topic, it.partition, it.offset, extra, key=it.key
+                    )
                 )
             else:  # table rows have no offsets: the ledger (or the sink's key) dedupes them
-                tagged.append(DeliveryItem(it.index, it.events, extra=extra))
+                tagged.append(DeliveryItem(it.index, it.events, extra=extra, key=it.key))
         try:
             skip = await self.checks.have(self, tagged)
         except CHECK_UNAVAILABLE as exc:  # hold the batch (the pipeline backs off)

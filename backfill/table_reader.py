@@ -14,7 +14,8 @@ change: ``backfill:<schema>.<table>:<key>@<time column value>``.  A row updated
 since (a newer time column value) is a new event.  ``time`` is the row's time
 column value; ``cdclsn`` and ``source.lsn`` are the WAL position at the read.
 Progress is the last key read (``last_key``), so ``--resume`` continues with
-the next chunk.
+the next chunk.  With ``--workers`` a table is planned as that many key ranges of
+about the same size (progress rows -1, -2, ..., each up to its ``end_key``).
 """
 
 from __future__ import annotations
@@ -195,6 +196,54 @@ class TableReader:
     def plan(self, estimate: int) -> Progress:
         return Progress(stream=self.target.stream, partition=-1, estimate=estimate)
 
+    async def plan_ranges(self, n: int) -> list[Progress]:
+        """The rows in range as up to ``n`` key ranges of about the same size (one
+        scan of the key, ``ntile``), so ``n`` worker processes can share the table:
+        range i reads after range i-1's last key, up to its own (the last one has
+        no end)."""
+        if n <= 1:
+            return [self.plan(await self.count())]
+        assert self._conn is not None and self._key is not None
+        schema, name = parse_table(self.target.table)
+        cols = [sql.Identifier(c) for c in self._key.columns]
+        keys = sql.SQL(", ").join(cols)
+        texts = sql.SQL(", ").join(sql.SQL("{}::text").format(c) for c in cols)
+        desc = sql.SQL(", ").join(sql.SQL("{} desc").format(c) for c in cols)
+        q = sql.SQL(
+            "with t as materialized (select {keys}, ntile({n}) over (order by {keys}) as ep_tile "
+            "from {table} where {where}), "
+            "ends as (select distinct on (ep_tile) ep_tile, array[{texts}] as ep_end from t "
+            "order by ep_tile, {desc}) "
+            "select e.ep_tile, e.ep_end, (select count(*) from t where t.ep_tile = e.ep_tile) "
+            "from ends e order by e.ep_tile"
+        ).format(
+            keys=keys,
+            n=sql.Literal(n),
+            table=sql.Identifier(schema, name),
+            where=sql.SQL(self._where),  # no parameters: a % stays as it is
+            texts=texts,
+            desc=desc,
+        )
+        cur = await self._conn.execute(q)
+        rows = await cur.fetchall()
+        if len(rows) <= 1:
+            return [self.plan(sum(int(r[2]) for r in rows))]
+        out: list[Progress] = []
+        after: list[str] | None = None
+        for i, (_, end, count) in enumerate(rows):
+            last = i == len(rows) - 1
+            out.append(
+                Progress(
+                    stream=self.target.stream,
+                    partition=-1 - i,
+                    estimate=int(count),
+                    last_key=after,
+                    end_key=None if last else list(end),
+                )
+            )
+            after = list(end)
+        return out
+
     async def batches(self, p: Progress, size: int) -> AsyncIterator[Batch]:
         conn, key, builder = self._conn, self._key, self._builder
         assert conn is not None and key is not None and builder is not None
@@ -212,7 +261,7 @@ class TableReader:
                     table=t.table,
                     key=key,
                     last_key=last,
-                    upto=None,
+                    upto=p.end_key,
                     where=self._where,
                     size=size,
                     registry=self.registry,

@@ -25,7 +25,7 @@ from eventpipe.kafka.incarnation import RETIRED, Mark, TopicProbe, apply_policy,
 from eventpipe.publisher import PublishBatchError, Publisher
 from eventpipe.settings import Settings
 
-CHUNK = 200
+CHUNK = 1000  # records per publish call and per COPY of their replay rows
 
 
 class DlqError(PermanentError):

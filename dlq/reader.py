@@ -4,7 +4,7 @@ when the read starts, decoded into :class:`Entry` objects."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,16 +20,44 @@ from eventpipe.settings import KafkaSettings
 
 @dataclass(slots=True)
 class Entry:
-    """One record of a dead-letter topic."""
+    """One record of a dead-letter topic.  Its CloudEvent is decoded when first
+    asked for (a replay without ``--patch`` or ``--where`` never needs it; binary-mode
+    records give their id and type from the ``ce_id`` / ``ce_type`` headers)."""
 
     topic: str
     partition: int
     offset: int
     timestamp_ms: int
     letter: DeadLetter
-    event_id: str | None
-    event_type: str | None
-    event: dict[str, Any] | None  # the CloudEvent, structured, when the value decodes
+    _decoded: tuple[str | None, str | None, dict[str, Any] | None] | None = field(
+        default=None, repr=False
+    )
+
+    def _decode(self) -> tuple[str | None, str | None, dict[str, Any] | None]:
+        if self._decoded is None:
+            self._decoded = _decode_event(self.letter)
+        return self._decoded
+
+    def _header(self, name: str) -> str | None:
+        for k, v in self.letter.headers:
+            if k == name:
+                return v.decode("utf-8", "replace")
+        return None
+
+    @property
+    def event_id(self) -> str | None:
+        found = self._header("ce_id")
+        return found if found is not None else self._decode()[0]
+
+    @property
+    def event_type(self) -> str | None:
+        found = self._header("ce_type")
+        return found if found is not None else self._decode()[1]
+
+    @property
+    def event(self) -> dict[str, Any] | None:
+        """The CloudEvent, structured, when the value decodes."""
+        return self._decode()[2]
 
     @property
     def ref(self) -> str:
@@ -80,6 +108,18 @@ class Entry:
         return doc
 
 
+def _decode_event(letter: DeadLetter) -> tuple[str | None, str | None, dict[str, Any] | None]:
+    """(id, type, structured event) of a dead letter's value, as far as it decodes."""
+    try:
+        ev = from_kafka(letter.key, letter.value, letter.headers)
+    except EventpipeError:
+        hdr = dict(letter.headers)
+        event_id = hdr["ce_id"].decode("utf-8", "replace") if "ce_id" in hdr else None
+        event_type = hdr["ce_type"].decode("utf-8", "replace") if "ce_type" in hdr else None
+        return event_id, event_type, None
+    return ev.id, ev.type, to_structured_dict(ev)
+
+
 def decode_entry(
     topic: str,
     partition: int,
@@ -89,20 +129,7 @@ def decode_entry(
     value: bytes | None,
     headers: Sequence[tuple[str, bytes]],
 ) -> Entry:
-    letter = DeadLetter.from_kafka(key, value, headers)
-    event: dict[str, Any] | None = None
-    event_id = event_type = None
-    try:
-        ev = from_kafka(key, value, letter.headers)
-        event = to_structured_dict(ev)
-        event_id, event_type = ev.id, ev.type
-    except EventpipeError:
-        hdr = dict(letter.headers)
-        if "ce_id" in hdr:
-            event_id = hdr["ce_id"].decode("utf-8", "replace")
-        if "ce_type" in hdr:
-            event_type = hdr["ce_type"].decode("utf-8", "replace")
-    return Entry(topic, partition, offset, timestamp_ms, letter, event_id, event_type, event)
+    return Entry(topic, partition, offset, timestamp_ms, DeadLetter.from_kafka(key, value, headers))
 
 
 async def read_snapshot(

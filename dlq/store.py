@@ -66,12 +66,17 @@ async def retire(conn: AsyncConnection, marks: Sequence[tuple[str, int, uuid.UUI
 
 
 async def record_replays(conn: AsyncConnection, rows: Sequence[ReplayRow]) -> None:
-    async with conn.transaction(), conn.cursor() as cur:
-        await cur.executemany(
-            'insert into eventpipe.dlq_replays (dlq_topic, partition, "offset", event_id, '
-            "target_topic, target_partition, target_offset, patch, forced, topic_id) "
-            "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [
+    """One COPY (a replay records thousands of rows a second)."""
+    async with (
+        conn.transaction(),
+        conn.cursor() as cur,
+        cur.copy(
+            'copy eventpipe.dlq_replays (dlq_topic, partition, "offset", event_id, '
+            "target_topic, target_partition, target_offset, patch, forced, topic_id) from stdin"
+        ) as copy,
+    ):
+        for r in rows:
+            await copy.write_row(
                 (
                     *r.ref,
                     r.event_id,
@@ -82,9 +87,7 @@ async def record_replays(conn: AsyncConnection, rows: Sequence[ReplayRow]) -> No
                     r.forced,
                     r.topic_id,
                 )
-                for r in rows
-            ],
-        )
+            )
 
 
 async def record_discards(

@@ -11,6 +11,8 @@ sinks:
         total: .data.total
         payload: .data                  # objects and arrays are written as jsonb
         event_id: .id
+        updated_at: .time
+      order_by: updated_at              # upsert: an older event never overwrites a newer row
       method: copy                      # copy (default) | executemany
 ```
 
@@ -20,6 +22,17 @@ of a batch and the consumed ``(topic, partition, offset)`` high-water marks in
 are locked first (``FOR UPDATE``), so a worker that lost its partitions in a
 rebalance cannot write a batch the new owner already wrote; records at or
 below the mark are skipped.
+
+Ordering guard (``order_by``, upsert mode): the conflict update carries
+``where excluded.<col> >= <table>.<col> or <table>.<col> is null``, so an event
+older than the row (by event time, LSN or version, whatever the column holds,
+compared with the column type's ordering) leaves it alone; an equal value is
+applied (the same event again, or a corrected transform of it).  A row with a
+null in the column is overwritten by any event; an event with a null there never
+overwrites a row that has a value.  Within a COPY batch the staging table keeps,
+per key, the row with the highest value (then the last one), as one-by-one
+writes would leave it.  Replays and backfills rely on it (ARCHITECTURE.md
+section 5).
 
 A batch is written with one COPY (into the table for ``insert``, into a temp
 staging table for ``upsert`` / ``delete``).  When it (or what a subclass writes
@@ -93,6 +106,11 @@ class PostgresSinkConfig(PluginConfig):
     mode: Literal["insert", "upsert", "delete"] = "insert"
     key: list[str] = Field(default_factory=list)
     method: Literal["copy", "executemany"] = "copy"
+    order_by: str | None = Field(
+        None,
+        description="upsert: a column (listed under columns) compared on write; an "
+        "event with a lower value than the row's never overwrites it",
+    )
     url: SecretStr | None = Field(
         None, description="another database; default: the service's database.url"
     )
@@ -124,6 +142,21 @@ class PostgresSinkConfig(PluginConfig):
         missing = [k for k in self.key if k not in self.columns]
         if missing:
             raise ValueError(f"key column(s) {missing} must also be listed under `columns:`")
+        if self.order_by is not None:
+            if self.mode != "upsert":
+                raise ValueError(
+                    f"order_by only applies to mode upsert (this sink is mode {self.mode})"
+                )
+            if self.order_by not in self.columns:
+                raise ValueError(
+                    f"order_by: {self.order_by!r} must also be listed under `columns:` "
+                    "(e.g. updated_at: .time)"
+                )
+            if self.order_by in self.key:
+                raise ValueError(
+                    f"order_by: {self.order_by!r} is a key column; name the column that "
+                    "orders versions of a row (event time, LSN, version)"
+                )
         for col, expr in self.columns.items():
             try:
                 compile_program(expr, self.engine)
@@ -182,6 +215,12 @@ class PostgresSink(PipelineSink):
             update = sql.SQL("do update set ") + sql.SQL(", ").join(
                 sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c)) for c in others
             )
+            if self.cfg.order_by is not None:
+                # the upserts name the table ``ep_t`` (schema-qualified names cannot
+                # be referenced in the conflict clause)
+                update += sql.SQL(" where excluded.{c} >= ep_t.{c} or ep_t.{c} is null").format(
+                    c=sql.Identifier(self.cfg.order_by)
+                )
         else:
             update = sql.SQL("do nothing")
         key_match = (
@@ -199,7 +238,7 @@ class PostgresSink(PipelineSink):
             )
         elif mode == "upsert":
             self._row_sql = sql.SQL(
-                "insert into {t} ({cols}) values ({ph}) on conflict ({keys}) {update}"
+                "insert into {t} as ep_t ({cols}) values ({ph}) on conflict ({keys}) {update}"
             ).format(t=t, cols=cols, ph=ph, keys=keys, update=update)
         else:
             where = sql.SQL(" and ").join(
@@ -222,10 +261,18 @@ class PostgresSink(PipelineSink):
                 s=stage, cols=cols
             )
             if mode == "upsert":
+                # per key, the row one-by-one writes would leave: the highest ordering
+                # value (nulls lowest), then the last
+                latest: sql.Composable = sql.SQL("ep_ord desc")
+                if self.cfg.order_by is not None:
+                    latest = (
+                        sql.SQL("{c} desc nulls last, ").format(c=sql.Identifier(self.cfg.order_by))
+                        + latest
+                    )
                 self._apply_sql = sql.SQL(
-                    "insert into {t} ({cols}) select distinct on ({keys}) {cols} from {s} "
-                    "order by {keys}, ep_ord desc on conflict ({keys}) {update}"
-                ).format(t=t, cols=cols, keys=keys, s=stage, update=update)
+                    "insert into {t} as ep_t ({cols}) select distinct on ({keys}) {cols} from {s} "
+                    "order by {keys}, {latest} on conflict ({keys}) {update}"
+                ).format(t=t, cols=cols, keys=keys, s=stage, latest=latest, update=update)
             else:
                 self._apply_sql = sql.SQL("delete from {t} using {s} s where {m}").format(
                     t=t, s=stage, m=key_match

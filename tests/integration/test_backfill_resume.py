@@ -10,6 +10,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -41,6 +42,59 @@ def _start(cmd: list[str], settings: Settings, err: Path) -> subprocess.Popen[by
         )
 
 
+async def kill9_mid_run(
+    cmd: list[str],
+    settings: Settings,
+    err: Path,
+    count: str,
+    *,
+    total: int,
+    at_least: int = 1000,
+    timeout: float = 60,
+) -> str:
+    """Start the backfill ``cmd``; kill -9 it once ``count`` (SQL) reaches ``at_least``
+    rows, short of ``total``.  Returns the job's id."""
+    url = settings.database.url.get_secret_value()
+    proc = _start(cmd, settings, err)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        n = 0
+        while loop.time() < deadline:
+            n = int((await sql(url, count))[0][0])
+            if n >= at_least:
+                break
+            assert proc.poll() is None, _text(err)[-3000:]
+            await asyncio.sleep(0.05)
+        assert at_least <= n < total, f"{n} rows when the kill was due\n{_text(err)[-2000:]}"
+    finally:
+        kill9(proc)
+    found = re.search(r"backfill job (bf-[0-9a-f]{12})", _text(err))
+    assert found, _text(err)
+    return found.group(1)
+
+
+async def resume(
+    cmd: list[str], settings: Settings, cwd: Path, timeout: float = 120
+) -> tuple[subprocess.CompletedProcess[bytes], dict[str, Any]]:
+    """Run the backfill ``cmd`` (a ``--resume``) to its end: it must succeed; its
+    report."""
+    r = await asyncio.to_thread(
+        subprocess.run,
+        [*cmd, "--json"],
+        env=_env(settings),
+        capture_output=True,
+        timeout=timeout,
+        cwd=str(cwd),
+    )
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    return r, orjson.loads(r.stdout)
+
+
+def _text(path: Path) -> str:
+    return path.read_text()
+
+
 @pytest.mark.timeout(120)
 async def test_kill9_mid_backfill_then_resume_delivers_each_event_once(
     settings: Settings, tmp_path: Path
@@ -64,38 +118,13 @@ async def test_kill9_mid_backfill_then_resume_delivers_each_event_once(
     err = tmp_path / "first.err"
     first = ["--pipeline", name, "--from", "15m", "--to", "now", "--mode", "live"]
     first += ["--rate", "2000/s", "--concurrency", "3", "--json"]
-    proc = _start([*base, *first], settings, err)
     count = f"select count(*) from {name}"
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 45
-        n = 0
-        while loop.time() < deadline:
-            n = int((await sql(url, count))[0][0])
-            if n >= 1000:
-                break
-            assert proc.poll() is None, err.read_text()[-3000:]
-            await asyncio.sleep(0.05)
-        assert 1000 <= n < N, f"{n} rows when the kill was due\n{err.read_text()[-2000:]}"
-    finally:
-        kill9(proc)
-    found = re.search(r"backfill job (bf-[0-9a-f]{12})", err.read_text())
-    assert found, err.read_text()
-    job = found.group(1)
+    job = await kill9_mid_run([*base, *first], settings, err, count, total=N)
     status = await sql(url, "select status from eventpipe.backfill_jobs where id = %s", (job,))
     assert status == [("running",)]  # killed: nobody recorded an end
     assert int((await sql(url, count))[0][0]) < N
 
-    r = await asyncio.to_thread(
-        subprocess.run,
-        [*base, "--resume", job, "--json"],
-        env=_env(settings),
-        capture_output=True,
-        timeout=60,
-        cwd=str(tmp_path),
-    )
-    assert r.returncode == 0, r.stderr.decode()[-3000:]
-    report = orjson.loads(r.stdout)
+    r, report = await resume([*base, "--resume", job], settings, tmp_path)
     c = report["counts"]
     assert report["status"] == "completed" and report["runs"] == 2
     assert c["read"] == N and c["delivered"] + c["duplicates"] == N and c["dead_lettered"] == 0
@@ -112,16 +141,8 @@ async def test_kill9_mid_backfill_then_resume_delivers_each_event_once(
     assert marks[0][0] == 0
 
     # resuming a completed job only shows its report
-    r = await asyncio.to_thread(
-        subprocess.run,
-        [*base, "--resume", job, "--json"],
-        env=_env(settings),
-        capture_output=True,
-        timeout=60,
-        cwd=str(tmp_path),
-    )
-    assert r.returncode == 0 and "was completed before" in r.stderr.decode()
-    assert orjson.loads(r.stdout)["counts"] == c
+    r, again = await resume([*base, "--resume", job], settings, tmp_path)
+    assert "was completed before" in r.stderr.decode() and again["counts"] == c
 
 
 async def test_one_process_per_job_and_one_live_backfill_per_pipeline(settings: Settings) -> None:

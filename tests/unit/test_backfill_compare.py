@@ -3,6 +3,7 @@ with counting sinks, run on records in memory (no broker, no database)."""
 
 from __future__ import annotations
 
+from eventpipe.backfill.dead_letters import KnownDeadLetters, RecognisedDeadLetters
 from eventpipe.backfill.modes import Lane, make_stages
 from eventpipe.backfill.shadow import base_id, differences, live_topics_of
 from eventpipe.backfill.sinks import CapturedDeadLetters, DryRunSink, Outcome, Samples
@@ -59,11 +60,14 @@ async def test_dry_run_lane_counts_and_samples() -> None:
     entries, _ = build_sinks(spec.sinks, path="sinks")
     samples = Samples(2)
     outcome = Outcome()
+    letters = RecognisedDeadLetters(
+        CapturedDeadLetters(Publisher(), "p.dlq", samples), KnownDeadLetters()
+    )
     processor = BatchProcessor(
         pipeline="p",
         stages=make_stages(spec, segments),
         sinks=[DryRunSink(e, outcome, samples) for e in entries],
-        dlq=CapturedDeadLetters(Publisher(), "p.dlq", samples),
+        dlq=letters,
         retry=RetryPolicy(spec.retry),
         validate_input=v_in,
     )
@@ -71,7 +75,7 @@ async def test_dry_run_lane_counts_and_samples() -> None:
     events.append(CloudEvent.create("t", "/s", {"m": 1}, id="bad"))  # fails validation
     records = [_record(i, ev) for i, ev in enumerate(events)]
     records.append(Record(5, "src", 0, 105, 0, None, b"not an event", []))  # fails decode
-    result = await Lane(processor, outcome).process(records)
+    result = await Lane(processor, outcome, letters).process(records)
     c = result.counts
     assert (c.read, c.outputs, c.delivered, c.filtered, c.dead_lettered) == (6, 3, 3, 1, 2)
     assert result.sinks == {"postgres": {"delivered": 3}, "topic": {"delivered": 3}}

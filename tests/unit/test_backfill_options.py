@@ -72,6 +72,7 @@ def test_other_flags() -> None:
     assert flag_of(start=None) == "--from"
     assert flag_of(time_column="x; drop table y") == "--time-column"
     assert flag_of(tables=["public.orders"]) == "--table"  # only with --source table
+    assert flag_of(allow_overwrite=True) == "--allow-overwrite"  # only with --mode live
     assert parse_rate("500/s") == 500.0 and parse_rate("2.5") == 2.5
     # resuming needs neither pipeline nor times
     r = req(pipeline=None, start=None, end=None, resume="bf-0123456789ab")
@@ -92,6 +93,27 @@ def test_unknown_pipeline_and_aggregate_in_live_mode() -> None:
     check_pipeline_for(spec, "dry_run")
     with pytest.raises(BackfillArgumentError, match="aggregate step"):
         check_pipeline_for(spec, "live")
+
+
+def test_live_mode_needs_an_ordering_column_on_upsert_sinks() -> None:
+    sink = {"table": "balances", "mode": "upsert", "key": ["k"]}
+    columns = {"k": ".data.k", "at": ".time"}
+    guarded = {**PIPELINE, "sinks": [{"postgres": {**sink, "columns": columns, "order_by": "at"}}]}
+    unguarded = {
+        **PIPELINE,
+        "name": "balances",
+        "sinks": [
+            {"topic": {"topic": "out"}},
+            {"outbox": {"aggregate_type": '"b"', "rows": {**sink, "columns": columns}}},
+        ],
+    }
+    settings = load_settings(environ={}).model_copy(update={"pipelines": [guarded, unguarded]})
+    check_pipeline_for(find_pipeline(settings, "orders"), "live")
+    spec = find_pipeline(settings, "balances")
+    with pytest.raises(BackfillArgumentError, match=r"upserts into sinks\[1\] \(balances\)"):
+        check_pipeline_for(spec, "live")
+    check_pipeline_for(spec, "live", allow_overwrite=True)
+    check_pipeline_for(spec, "shadow")
 
 
 @pytest.fixture
@@ -133,3 +155,10 @@ def test_cli_reports_bad_arguments_before_connecting(
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2, err
     assert message in err
+
+
+def test_workers_flag() -> None:
+    assert req(workers="auto").workers == 0
+    assert req(workers="3").workers == 3 and req().workers is None
+    assert flag_of(workers="0") == "--workers"
+    assert flag_of(workers="many") == "--workers"
