@@ -92,7 +92,6 @@ NAME = f"lat{int(time.time())}"
 HOOK_TOPIC = f"{NAME}.orders"
 PUBLISH_TOPIC = f"{NAME}.published"
 OUT_TOPIC = f"{NAME}.out"
-FLOOR_TOPIC = f"{NAME}.floor"
 SRC_TABLE = f"{NAME}_src"
 HOOK_ROWS = f"{NAME}_hook_rows"
 CDC_ROWS = f"{NAME}_cdc_rows"
@@ -360,12 +359,14 @@ class CdcWriters:
 
 
 # ------------------------------------------------------------------ arrivals
-FETCH_MAX_WAIT_MS = 1
-"""The floor's consumer (and the one reading (c)'s output) asks the broker to hold
-an empty fetch for 1 ms.  Tansu does not answer a held fetch when data arrives:
-it looks again after half the remaining wait, so aiokafka's default (500 ms)
-would add up to 250 ms to every hop and the floor would be the consumer's
-setting, not the broker's.  Apache Kafka answers at once whatever the wait."""
+FETCH_MAX_WAIT_MS = 5
+"""How long the floor's consumer (and the one reading (c)'s output) lets the broker
+hold an empty fetch.  Tansu does not answer a held fetch when data arrives: it
+looks again after half the remaining wait, so aiokafka's default (500 ms) adds up
+to 250 ms to every hop, and the floor would be the consumer's setting rather than
+the broker's.  At 1 ms the consumer falls seconds behind at 5,000 events/s
+(fetches of a few records each, back to back); 5 ms keeps up at every rate here.
+Apache Kafka answers a held fetch as soon as data arrives, whatever the wait."""
 
 
 class TopicWatch:
@@ -486,7 +487,8 @@ class Bench:
             send: Callable[[int], Awaitable[str | None]]
             if path == "floor":
                 msgs = [to_kafka(e) for e in events(ids)]
-                topic, send = FLOOR_TOPIC, (lambda i: self._produce(msgs[i]))
+                topic = await self._floor_topic(tag)
+                send = lambda i: self._produce(topic, msgs[i])  # noqa: E731
             else:
                 raws = publish_requests(ids)
                 topic, send = OUT_TOPIC, (lambda i: self.http.post(raws[i]))
@@ -519,8 +521,16 @@ class Bench:
         self.runs.append(result)
         return result
 
-    async def _produce(self, msg: KafkaMessage) -> str | None:
-        ack = await self.producer.send(FLOOR_TOPIC, msg.value, key=msg.key, headers=msg.headers)
+    async def _floor_topic(self, tag: str) -> str:
+        """A new topic for each floor run: Tansu's in-memory partitions slow down as
+        they grow, which the service's topics (fresh for each bench run) barely do."""
+        topic = f"{tag}.floor"
+        async with TopicAdmin(KafkaSettings(bootstrap=self.bootstrap)) as admin:
+            await admin.ensure_topics([TopicSpec(name=topic, partitions=3)])
+        return topic
+
+    async def _produce(self, topic: str, msg: KafkaMessage) -> str | None:
+        ack = await self.producer.send(topic, msg.value, key=msg.key, headers=msg.headers)
         await ack
         return None
 
@@ -659,8 +669,6 @@ async def run(bootstrap: str, db_url: str) -> None:
     )
     if PIPELINE_EXTRA or CDC_EXTRA:
         console.print(f"[yellow]not the defaults: pipelines {PIPELINE_EXTRA}, cdc {CDC_EXTRA}[/]")
-    async with TopicAdmin(KafkaSettings(bootstrap=bootstrap)) as admin:
-        await admin.ensure_topics([TopicSpec(name=FLOOR_TOPIC, partitions=3)])
     db = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
     await db.execute(DDL.encode())
     proc, url, work = start_service(bootstrap, db_url)
