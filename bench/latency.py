@@ -17,7 +17,8 @@ shape (examples/eventpipe.yaml) three times over:
     CloudEvent) -> topic -> pipeline (the same steps) -> topic sink.  Latency: when a
     plain aiokafka consumer got the output record minus when the request was due.
 floor: a plain aiokafka producer (acks=all, linger 0) -> a plain aiokafka consumer
-    (its defaults) on the same broker, the same records, the same rate.
+    (``fetch_max_wait_ms`` 5, see FETCH_MAX_WAIT_MS) on the same broker, the same
+    records, the same rate, a new topic each run.
 
 Open loop: event i is due at t0 + i/rate and is sent then, whatever the earlier
 ones are doing; latency counts from when it was due, so queueing is not hidden
