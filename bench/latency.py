@@ -671,8 +671,28 @@ async def run(bootstrap: str, db_url: str) -> None:
     if PIPELINE_EXTRA or CDC_EXTRA:
         console.print(f"[yellow]not the defaults: pipelines {PIPELINE_EXTRA}, cdc {CDC_EXTRA}[/]")
     db = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
-    await db.execute(DDL.encode())
-    proc, url, work = start_service(bootstrap, db_url)
+    try:
+        await db.execute(DDL.encode())
+        proc, url, work = start_service(bootstrap, db_url)
+        try:
+            runs, rss = await measure(bootstrap, db, db_url, proc, url, work)
+        finally:
+            await asyncio.to_thread(stop, proc)
+    finally:
+        await _drop(db)
+        await db.close()
+    report(runs, rss, (load0, os.getloadavg()[0]))
+
+
+async def measure(
+    bootstrap: str,
+    db: psycopg.AsyncConnection[Any],
+    db_url: str,
+    proc: subprocess.Popen[bytes],
+    url: str,
+    work: Path,
+) -> tuple[list[Run], float]:
+    """Warm up, then every round; returns the runs and eventpipe's peak RSS."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
     bench = Bench(bootstrap, db, proc.pid, producer, Connections(url), CdcWriters(db_url))
     try:
@@ -696,15 +716,11 @@ async def run(bootstrap: str, db_url: str) -> None:
                     print_round(await bench.run(rnd, rate, path, SECONDS), floor)
                 if proc.poll() is not None:
                     raise RuntimeError(f"eventpipe exited; see {work / 'eventpipe.log'}")
-        rss = pid_peak_rss_mb(proc.pid)
+        return bench.runs, pid_peak_rss_mb(proc.pid)
     finally:
         bench.http.close()
         await bench.writers.close()
         await producer.stop()
-        await asyncio.to_thread(stop, proc)
-        await _drop(db)
-        await db.close()
-    report(bench.runs, rss, (load0, os.getloadavg()[0]))
 
 
 def main() -> None:
