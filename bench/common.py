@@ -20,14 +20,16 @@ console = Console(highlight=False)
 
 
 @contextlib.contextmanager
-def bench_stack() -> Iterator[EmbeddedStack]:
-    """Embedded PostgreSQL + Tansu (or EVENTPIPE_* external ones), with migrations."""
+def bench_stack(*, fast: bool = True) -> Iterator[EmbeddedStack]:
+    """Embedded PostgreSQL + Tansu (or EVENTPIPE_* external ones), with migrations.
+    ``fast`` turns PostgreSQL's fsync off (throughput benchmarks); ``fast=False`` is
+    the database as ``eventpipe dev`` starts it."""
     import asyncio
 
     from eventpipe.db.migrations import apply_migrations
 
     data = Path(tempfile.mkdtemp(prefix="eventpipe-bench-"))
-    with EmbeddedStack(data, 0, 0, fast=True) as stack:
+    with EmbeddedStack(data, 0, 0, fast=fast) as stack:
         asyncio.run(apply_migrations(stack.database_url))
         yield stack
 
@@ -76,7 +78,9 @@ def cpu_note() -> str:
     return f"{os.cpu_count()} cores; broker and database on the same machine"
 
 
-def run_on_stack(run: Callable[[str, str], Coroutine[Any, Any, None]]) -> None:
+def run_on_stack(
+    run: Callable[[str, str], Coroutine[Any, Any, None]], *, fast: bool = True
+) -> None:
     """Run ``run(bootstrap, database_url)`` on the external services named by
     EVENTPIPE_KAFKA_BOOTSTRAP / EVENTPIPE_DATABASE_URL, else on an embedded stack."""
     from eventpipe import runtime
@@ -85,5 +89,5 @@ def run_on_stack(run: Callable[[str, str], Coroutine[Any, Any, None]]) -> None:
     if external and os.environ.get("EVENTPIPE_DATABASE_URL"):
         runtime.run(run(external, os.environ["EVENTPIPE_DATABASE_URL"]))
         return
-    with bench_stack() as stack:
+    with bench_stack(fast=fast) as stack:
         runtime.run(run(stack.bootstrap, stack.database_url))
