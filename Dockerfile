@@ -3,12 +3,6 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY eventpipe ./eventpipe
-COPY connectors ./connectors
-COPY transforms ./transforms
-COPY pipelines ./pipelines
-COPY schema_registry ./schema_registry
-COPY dlq ./dlq
-COPY backfill ./backfill
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim

@@ -30,7 +30,8 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy eventpipe connectors transforms pipelines schema_registry dlq backfill bench
+	$(BIN)/mypy eventpipe bench tests/typing_probe.py
+	$(BIN)/python -m tests.typing_probe
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .eventpipe .pytest_cache .mypy_cache .ruff_cache

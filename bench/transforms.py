@@ -42,15 +42,15 @@ from typing import Any
 import jaq
 import jq
 import orjson
-from eventpipe.transforms import Chain, FilterStep, JqStep, ValidateStep
-from eventpipe.transforms.avro_check import AvroChecker
-from eventpipe.transforms.data_filter import data_form
-from eventpipe.transforms.event_form import to_event_form, with_data
 from fastavro.validation import validate as fastavro_validate
 
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.json import encode_structured, from_structured_dict
 from eventpipe.registry import load_builtin_plugins
+from eventpipe.transforms import Chain, FilterStep, JqStep, ValidateStep
+from eventpipe.transforms.avro_check import AvroChecker
+from eventpipe.transforms.data_filter import data_form
+from eventpipe.transforms.event_form import to_event_form, with_data
 
 fastjsonschema: Any
 try:
@@ -482,7 +482,7 @@ def main() -> int:
     json_step = ValidateStep.from_yaml({"schema": ORDER_SCHEMA})
     avro_step = ValidateStep.from_yaml({"schema": AVRO_SCHEMA, "schema_type": "AVRO"})
     assert all(json_step.apply(e) and avro_step.apply(e) for e in events), "schemas accept the data"
-    assert isinstance(avro_step.checker, AvroChecker)
+    assert isinstance(avro_step, ValidateStep) and isinstance(avro_step.checker, AvroChecker)
     parsed_avro = avro_step.checker.parsed
 
     timings = Timings()

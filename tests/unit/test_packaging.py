@@ -1,4 +1,4 @@
-"""The wheel holds only ``eventpipe/``; every package folder is mapped."""
+"""The wheel holds only ``eventpipe/``, every package of it, and each imports from there."""
 
 from __future__ import annotations
 
@@ -19,32 +19,24 @@ def _pyproject() -> dict:
 
 
 def _package_folders() -> dict[str, Path]:
-    """import name -> folder, for every folder holding an __init__.py."""
+    """import name -> folder, for every folder under eventpipe/ holding an __init__.py."""
     out: dict[str, Path] = {}
-    for top, name in [("eventpipe", "eventpipe")] + [
-        (f, f"eventpipe.{f}") for f in FEATURE_FOLDERS
-    ]:
-        base = ROOT / top
-        for init in base.rglob("__init__.py"):
-            rel = init.parent.relative_to(base)
-            if "__pycache__" in rel.parts:
-                continue
-            out[".".join([name, *rel.parts]) if rel.parts else name] = init.parent
+    for init in (ROOT / "eventpipe").rglob("__init__.py"):
+        rel = init.parent.relative_to(ROOT)
+        if "__pycache__" not in rel.parts:
+            out[".".join(rel.parts)] = init.parent
     return out
 
 
-def test_feature_folders_are_mapped_under_eventpipe() -> None:
-    mapping = _pyproject()["tool"]["setuptools"]["package-dir"]
+def test_features_live_under_eventpipe_so_imports_resolve_to_real_paths() -> None:
+    # mypy, ruff and every other tool resolve eventpipe.<feature> by path: no
+    # package-dir mapping may put a feature elsewhere.
+    setuptools = _pyproject()["tool"]["setuptools"]
+    assert "package-dir" not in setuptools
+    assert setuptools["packages"]["find"]["include"] == ["eventpipe*"]
     for folder in FEATURE_FOLDERS:
-        assert mapping.get(f"eventpipe.{folder}") == folder
-
-
-def test_every_package_folder_is_listed() -> None:
-    listed = set(_pyproject()["tool"]["setuptools"]["packages"])
-    missing = sorted(set(_package_folders()) - listed)
-    assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {missing}"
-    stale = sorted(listed - set(_package_folders()))
-    assert not stale, f"listed but no folder with __init__.py: {stale}"
+        assert f"eventpipe.{folder}" in _package_folders()
+        assert not (ROOT / folder).exists(), f"{folder}/ belongs under eventpipe/"
 
 
 @pytest.mark.slow

@@ -1,0 +1,510 @@
+"""The Kafka topic source: reads a foreign topic and produces CloudEvents to ours.
+
+```yaml
+sources:
+  - type: kafka
+    name: legacy-orders
+    topic: orders.events                 # where the CloudEvents go
+    read:
+      topics: [legacy.orders]
+      bootstrap: other-cluster:9092      # default: kafka.bootstrap
+      group_id: eventpipe.legacy-orders  # default: eventpipe.source.<name>
+      start: earliest                    # where a new group starts
+    format: avro                         # json | avro (Confluent wire format) | bytes
+    registry_url: http://registry:8081   # avro; default: the service's own registry
+    event:
+      id: header:event-id                # offset (default) | key | header:<name>
+      type: '"legacy.order." + .value.status'   # jq over {key, value, headers, topic, ...}
+      subject: .value.order_id
+```
+
+Each polled batch is decoded and mapped; records that cannot be decoded or
+mapped go to the dead-letter topic (stage ``decode`` / ``source``); the rest are
+produced to the target topic.  The source offsets are committed only after every
+write of the batch, dead letters included, was acknowledged (ARCHITECTURE.md
+section 5); until then the batch is retried with backoff, so a crash or restart
+re-sends it with the same ids (at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import decimal
+import logging
+import random
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import errors as ke
+from aiokafka.structs import OffsetAndMetadata
+from psycopg_pool import AsyncConnectionPool
+from pydantic import Field, field_validator, model_validator
+
+from eventpipe import metrics
+from eventpipe.base import PluginConfig, Source, sources
+from eventpipe.connectors.webhook.config import check_programs
+from eventpipe.connectors.webhook.mapping import FieldProgram, MappingError
+from eventpipe.dlq.record import DeadLetter, Origin
+from eventpipe.dlq.writer import DeadLetterWriter
+from eventpipe.envelope import CloudEvent
+from eventpipe.envelope.kafka import KafkaMessage, to_kafka
+from eventpipe.errors import (
+    BrokerUnavailableError,
+    ConfigError,
+    InvalidEventError,
+    PermanentError,
+    is_retriable,
+)
+from eventpipe.kafka.admin import prepare_source_topics
+from eventpipe.kafka.client import client_kwargs, wrap_kafka_error
+from eventpipe.preflight import Problem, Reach, register_check, source_entries, topic_problems
+from eventpipe.publisher import PublishBatchError
+from eventpipe.schema_registry.client import SchemaRegistryClient
+from eventpipe.schema_registry.registry import SchemaRegistry
+from eventpipe.schema_registry.schemas import AvroSchema, JsonSchema, ParsedSchema
+from eventpipe.schema_registry.wire import WireFormatError, avro_decode, json_decode, unframe
+from eventpipe.service.context import ServiceContext
+from eventpipe.service.runner import COMPONENT_FACTORIES, Component
+from eventpipe.transforms.jq_engine import EngineName
+
+log = logging.getLogger("eventpipe.kafka_source")
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_ID = re.compile(r"^(offset|key|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$")
+
+
+class ReadConfig(PluginConfig):
+    topics: list[str] = Field(min_length=1)
+    bootstrap: str | None = None
+    group_id: str | None = None
+    start: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(
+        10_000, ge=1000, le=300_000, description="how soon a dead reader's partitions move"
+    )
+
+
+class RecordMapping(PluginConfig):
+    """CloudEvent attributes; type, subject and partitionkey are jq expressions over
+    ``{key, value, headers, topic, partition, offset, timestamp}``."""
+
+    id: str = Field("offset", description="offset | key | header:<name>")
+    source: str | None = Field(None, description="default /kafka/<topic>")
+    type: str | None = Field(None, description='default "kafka." + .topic')
+    subject: str | None = None
+    partitionkey: str | None = Field(None, description="default: the record key")
+    engine: EngineName = "jaq"
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError("use offset, key, or header:<name>")
+        return v
+
+    @model_validator(mode="after")
+    def _programs(self) -> RecordMapping:
+        check_programs(
+            {f: getattr(self, f) for f in ("type", "subject", "partitionkey")}, self.engine
+        )
+        return self
+
+
+class KafkaSourceConfig(PluginConfig):
+    topic: str
+    read: ReadConfig
+    format: Literal["json", "avro", "bytes"] = "json"
+    registry_url: str | None = None
+    event: RecordMapping = Field(default_factory=RecordMapping)
+    dead_letter_topic: str | None = None
+    batch_size: int = Field(500, ge=1, le=10_000)
+
+    @field_validator("topic", "dead_letter_topic")
+    @classmethod
+    def _topic(cls, v: str | None) -> str | None:
+        if v is not None and not _TOPIC.match(v):
+            raise ValueError("topic names are 1-249 characters of letters, digits, '.', '_', '-'")
+        return v
+
+
+class DecodeError(PermanentError):
+    """The record's bytes are not in the configured format (dead letter, stage decode)."""
+
+
+class Schemas(Protocol):
+    async def get_parsed(self, schema_id: int) -> ParsedSchema: ...
+
+
+class LocalSchemas:
+    """The service's own registry, read from Postgres in process."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._registry = SchemaRegistry(pool)
+        self._pool = pool
+        self._cache: dict[int, ParsedSchema] = {}
+
+    async def get_parsed(self, schema_id: int) -> ParsedSchema:
+        parsed = self._cache.get(schema_id)
+        if parsed is None:
+            schema = await self._registry.schema_by_id(schema_id)
+            async with self._pool.connection() as conn:
+                parsed = await self._registry.parse(conn, schema)
+            self._cache[schema_id] = parsed
+        return parsed
+
+
+def _jsonable(value: Any) -> Any:
+    """Avro values orjson cannot write (decimal, bytes) as JSON ones."""
+
+    def default(v: Any) -> Any:
+        if isinstance(v, decimal.Decimal):
+            return str(v)
+        if isinstance(v, bytes | bytearray):
+            return base64.b64encode(v).decode("ascii")
+        raise TypeError(type(v).__name__)
+
+    try:
+        orjson.dumps(value)
+        return value
+    except TypeError:
+        return orjson.loads(orjson.dumps(value, default=default))
+
+
+def _text(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+@sources.register("kafka")
+class KafkaTopicSource(Source):
+    Config = KafkaSourceConfig
+
+    def __init__(self, config: KafkaSourceConfig, *, name: str, ctx: ServiceContext) -> None:
+        super().__init__(config, name=name)
+        self.cfg = config
+        self.ctx = ctx
+        self.dlq_topic = config.dead_letter_topic or f"{config.topic}.dlq"
+        self.dlq = DeadLetterWriter(ctx.publisher, self.dlq_topic, pool=ctx.pool)
+        ev = config.event
+        fields = {"type": ev.type or '"kafka." + .topic'}
+        for f in ("subject", "partitionkey"):
+            if getattr(ev, f) is not None:
+                fields[f] = getattr(ev, f)
+        self.fields = FieldProgram(fields, ev.engine, where="event.")
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._schemas: Schemas | None = None
+        self._client: SchemaRegistryClient | None = None
+        self._committed: dict[str, int] = {}
+        self._produced = metrics.SOURCE_RECORDS.labels(source=name, outcome="produced")
+        self._dead = metrics.SOURCE_RECORDS.labels(source=name, outcome="dead_lettered")
+        self._latency = metrics.INGEST_SECONDS.labels(source=name)
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        await self._check_topics()
+        if self.cfg.format == "avro":
+            if self.cfg.registry_url:
+                self._client = SchemaRegistryClient(self.cfg.registry_url)
+                self._schemas = self._client
+            elif self.ctx.pool is not None:
+                self._schemas = LocalSchemas(self.ctx.pool)
+            else:
+                raise ConfigError([(f"sources.{self.name}.registry_url", "needed for avro")])
+        kafka = self.ctx.settings.kafka
+        if self.cfg.read.bootstrap:
+            kafka = kafka.model_copy(update={"bootstrap": self.cfg.read.bootstrap})
+        consumer = AIOKafkaConsumer(
+            *self.cfg.read.topics,
+            **client_kwargs(kafka),
+            group_id=self.cfg.read.group_id or f"eventpipe.source.{self.name}",
+            enable_auto_commit=False,
+            auto_offset_reset=self.cfg.read.start,
+            session_timeout_ms=self.cfg.read.session_timeout_ms,
+            heartbeat_interval_ms=max(100, min(3000, self.cfg.read.session_timeout_ms // 3)),
+        )
+        try:
+            await consumer.start()
+        except ke.KafkaError as exc:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            await self._close_client()
+            raise wrap_kafka_error(exc, f"source {self.name}: consumer start") from exc
+        self._consumer = consumer
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _check_topics(self) -> None:
+        await prepare_source_topics(
+            self.ctx.admin,
+            self.ctx.settings.kafka,
+            topic=self.cfg.topic,
+            dlq_topic=self.dlq_topic,
+            where=f"sources.{self.name}",
+        )
+
+    async def stop(self) -> None:
+        """Stop reading; a batch not yet acknowledged is not committed (re-read later)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+        await self._close_client()
+
+    async def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    def position(self) -> Any:
+        return dict(self._committed)
+
+    # ---------------------------------------------------------------- loop
+    async def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        while True:
+            try:
+                batch = await consumer.getmany(timeout_ms=500, max_records=self.cfg.batch_size)
+            except ke.KafkaError as exc:
+                log.warning("source %s: poll failed (%s); retrying", self.name, exc)
+                await asyncio.sleep(1.0)
+                continue
+            if not batch:
+                continue
+            records = [r for recs in batch.values() for r in recs]
+            try:
+                await self.deliver(records)
+            except Exception:
+                log.exception("source %s: delivering a batch failed; reading it again", self.name)
+                for tp, recs in batch.items():
+                    consumer.seek(tp, recs[0].offset)
+                await asyncio.sleep(1.0)
+                continue
+            offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "") for tp, recs in batch.items()}
+            try:
+                await consumer.commit(offsets)
+            except ke.KafkaError as exc:  # a rebalance: the new owner re-reads (same ids)
+                log.warning("source %s: commit failed (%s)", self.name, type(exc).__name__)
+                continue
+            for tp, om in offsets.items():
+                self._committed[f"{tp.topic}/{tp.partition}"] = om.offset
+
+    async def deliver(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Produce one polled batch (and its dead letters); returns only when all were
+        acknowledged, retrying retriable failures with backoff."""
+        started = asyncio.get_running_loop().time()
+        pending: list[tuple[ConsumerRecord[bytes, bytes], KafkaMessage, str]] = []
+        letters: list[DeadLetter] = []
+        for rec in records:
+            try:
+                event = await self._event_retrying(rec)
+                pending.append((rec, to_kafka(event), event.id))
+            except (DecodeError, MappingError, InvalidEventError) as exc:
+                stage = "decode" if isinstance(exc, DecodeError) else "source"
+                letters.append(self._letter(rec, exc, stage))
+        produced = len(pending)
+        delay = 0.2
+        while pending or letters:
+            try:
+                if pending:
+                    msgs = [m for _, m, _ in pending]
+                    await self.ctx.publisher.publish_messages(
+                        self.cfg.topic, msgs, [i for _, _, i in pending]
+                    )
+                    pending = []
+                if letters:
+                    await self.dlq.write(letters)
+                    letters = []
+                break
+            except PublishBatchError as exc:
+                if pending:
+                    retry = []
+                    for i, err in sorted(exc.failed.items()):
+                        if is_retriable(err):
+                            retry.append(pending[i])
+                        else:  # refused for good (too large): the record is dead-lettered
+                            produced -= 1
+                            letters.append(self._letter(pending[i][0], err, "source"))
+                    pending = retry
+                else:
+                    for i, err in exc.failed.items():
+                        if not is_retriable(err):
+                            log.error(
+                                "source %s: the dead letter for %s/%s@%s was refused (%s); "
+                                "it is dropped",
+                                self.name,
+                                letters[i].origin.topic,
+                                letters[i].origin.partition,
+                                letters[i].origin.offset,
+                                err,
+                            )
+                    letters = [letters[i] for i, e in sorted(exc.failed.items()) if is_retriable(e)]
+                if pending or letters:
+                    await self._backoff(exc, delay)
+                    delay = min(delay * 2, 10.0)
+            except BrokerUnavailableError as exc:
+                await self._backoff(exc, delay)
+                delay = min(delay * 2, 10.0)
+        self._produced.inc(produced)
+        self._dead.inc(len(records) - produced)
+        self._latency.observe(asyncio.get_running_loop().time() - started)
+
+    async def _event_retrying(self, rec: ConsumerRecord[bytes, bytes]) -> CloudEvent:
+        delay = 0.2
+        while True:
+            try:
+                return await self.to_event(rec)
+            except BrokerUnavailableError as exc:  # the schema registry is unreachable
+                await self._backoff(exc, delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _backoff(self, exc: BaseException, delay: float) -> None:
+        log.warning("source %s: %s; retrying in %.1fs", self.name, type(exc).__name__, delay)
+        await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+
+    # ------------------------------------------------------------- mapping
+    async def to_event(self, rec: ConsumerRecord[bytes, bytes]) -> CloudEvent:
+        value = await self.decode(rec.value)
+        headers = {k: _text(v) for k, v in rec.headers or ()}
+        key_text = _text(rec.key)
+        attrs = self.fields.run(
+            {
+                "key": key_text,
+                "value": value,
+                "headers": headers,
+                "topic": rec.topic,
+                "partition": rec.partition,
+                "offset": rec.offset,
+                "timestamp": rec.timestamp,
+            }
+        )
+        event_type = attrs.get("type")
+        if not isinstance(event_type, str) or not event_type:
+            raise MappingError("type", "the type expression must give a non-empty string")
+        ext: dict[str, str | int | bool] = {
+            "kafkatopic": rec.topic,
+            "kafkapartition": rec.partition,
+            "kafkaoffset": str(rec.offset),
+        }
+        pk = attrs.get("partitionkey") if self.cfg.event.partitionkey is not None else key_text
+        if pk is not None:
+            ext["partitionkey"] = pk if isinstance(pk, str) else orjson.dumps(pk).decode()
+        subject = attrs.get("subject")
+        bytes_format = self.cfg.format == "bytes"
+        return CloudEvent(
+            id=self._id(rec, headers, key_text),
+            source=self.cfg.event.source or f"/kafka/{rec.topic}",
+            type=event_type,
+            subject=None if subject is None else str(subject),
+            time=datetime.fromtimestamp(rec.timestamp / 1000, UTC),
+            datacontenttype="application/octet-stream" if bytes_format else "application/json",
+            data=value,
+            extensions=ext,
+        )
+
+    def _id(
+        self, rec: ConsumerRecord[bytes, bytes], headers: dict[str, str | None], key: str | None
+    ) -> str:
+        how = self.cfg.event.id
+        if how == "offset":
+            return f"{rec.topic}-{rec.partition}-{rec.offset}"
+        found = key if how == "key" else headers.get(how.partition(":")[2])
+        if not found:
+            raise MappingError("id", f"the record has no {how} to take the id from")
+        return found
+
+    async def decode(self, raw: bytes | None) -> Any:
+        if raw is None:
+            return None
+        fmt = self.cfg.format
+        if fmt == "bytes":
+            return bytes(raw)
+        if fmt == "json":
+            try:
+                return orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise DecodeError(f"the value is not JSON: {exc.msg}") from exc
+        assert self._schemas is not None
+        try:
+            schema_id, payload = unframe(raw)
+        except WireFormatError as exc:
+            raise DecodeError(str(exc)) from exc
+        try:
+            writer = await self._schemas.get_parsed(schema_id)
+        except Exception as exc:
+            if is_retriable(exc):
+                raise BrokerUnavailableError(f"schema registry unavailable: {exc}") from exc
+            raise DecodeError(f"schema id {schema_id} is unknown: {exc}") from exc
+        try:
+            if isinstance(writer, AvroSchema):
+                return _jsonable(avro_decode(payload, writer))
+            if isinstance(writer, JsonSchema):
+                return json_decode(payload)
+        except WireFormatError as exc:
+            raise DecodeError(str(exc)) from exc
+        raise DecodeError(f"schema id {schema_id} is {type(writer).__name__}, not Avro or JSON")
+
+    def _letter(
+        self, rec: ConsumerRecord[bytes, bytes], exc: BaseException, stage: str
+    ) -> DeadLetter:
+        return DeadLetter.from_exception(
+            exc,
+            key=rec.key,
+            value=rec.value,
+            headers=list(rec.headers or ()),
+            pipeline=self.name,
+            stage=stage,
+            origin=Origin(rec.topic, rec.partition, rec.offset, rec.timestamp),
+        )
+
+
+class SourceComponent(Component):
+    """Runs a source as a service component (``--role ingest``)."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.name = f"{source.type_name} source {source.name}"
+
+    async def start(self) -> None:
+        await self.source.start()
+
+    async def stop(self) -> None:
+        await self.source.stop()
+
+
+def components(ctx: ServiceContext) -> list[Component]:
+    out: list[Component] = []
+    for entry in ctx.settings.sources:
+        if entry.get("type") == "kafka":
+            cfg = KafkaSourceConfig.model_validate(
+                {k: v for k, v in entry.items() if k not in ("type", "name")}
+            )
+            out.append(SourceComponent(KafkaTopicSource(cfg, name=str(entry["name"]), ctx=ctx)))
+    return out
+
+
+async def check_kafka_sources(reach: Reach) -> list[Problem]:
+    """Start-time check: each source's topic exists (or will be created)."""
+    wanted = [
+        (f"sources[{i}].topic", cfg.topic)
+        for i, cfg in source_entries(reach.settings, "kafka", KafkaSourceConfig)
+    ]
+    return await topic_problems(reach, wanted)
+
+
+COMPONENT_FACTORIES["ingest"].append(components)
+register_check("ingest", check_kafka_sources)

@@ -1,0 +1,442 @@
+"""The outbox relay: the ``outbox`` source.
+
+```yaml
+sources:
+  - type: outbox
+    name: shop-outbox
+    mode: cdc                         # cdc (default) | poll
+    table: eventpipe.outbox
+    topic: "outbox.event.{aggregatetype}"
+    on_publish: delete                # delete | mark (published_at) | keep (cdc only)
+    tombstone_on_empty_payload: false
+```
+
+``mode: cdc`` reads the outbox table's inserts through a logical replication slot
+(a publication with ``publish = 'insert'``), so rows go out in commit order; the
+rows of a batch are deleted (or marked) after the broker acknowledged it and
+before the slot advances.  At each start, rows still in the table (not yet
+acknowledged, or older than the slot) are published first, in ``seq`` order.
+
+``mode: poll`` is for databases without logical replication: ``select ... for
+update skip locked`` in ``seq`` (insert) order, publish, then delete or mark in
+the same transaction.  Insert order equals commit order for the rows of one
+aggregate when the application serialises its writes per aggregate (it usually
+holds the aggregate's row lock); across aggregates, the CDC mode is exact.
+
+Both keep one active relay per table (an advisory lock; others wait as standby),
+and a crash before the delete/mark re-sends the same event ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import orjson
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from eventpipe import metrics
+from eventpipe.base import PluginConfig, Source, sources
+from eventpipe.dlq.record import DeadLetter, Origin
+from eventpipe.dlq.writer import DeadLetterWriter
+from eventpipe.errors import is_retriable
+from eventpipe.service.runner import Component
+
+from ..postgres_cdc import checks
+from ..postgres_cdc.config import PostgresCdcConfig, check_template, parse_table
+from ..postgres_cdc.connection import connect
+from ..postgres_cdc.events import Out, TableInfo
+from ..postgres_cdc.lock import wait_for_lock
+from ..postgres_cdc.publishing import RecordPublisher
+from ..postgres_cdc.reader import CdcReader
+from ..postgres_cdc.source import PostgresCdcSource, track_readiness, untrack_readiness
+from .api import DEFAULT_TABLE, table_ident
+from .router import ROUTE_FIELDS, OutboxRouter
+
+if TYPE_CHECKING:
+    from eventpipe.service.context import ServiceContext
+
+OnPublish = Literal["delete", "mark", "keep"]
+_COLUMNS = "seq, id, aggregatetype, aggregateid, type, payload, headers, created_at"
+
+
+class OutboxConfig(PluginConfig):
+    mode: Literal["cdc", "poll"] = "cdc"
+    table: str = DEFAULT_TABLE
+    database_url: SecretStr | None = Field(None, description="default: database.url")
+    topic: str = "outbox.event.{aggregatetype}"
+    on_publish: OnPublish = "delete"
+    tombstone_on_empty_payload: bool = False
+    source_uri: str | None = Field(None, description="CloudEvent source when the row has none")
+    format: Literal["binary", "structured"] = "binary"
+    topic_partitions: int | None = Field(None, ge=1)
+    dlq_topic: str | None = None
+    batch_size: int = Field(1000, ge=1, le=100_000)
+    poll_interval_ms: int = Field(50, ge=1, le=60_000)
+    # mode: cdc
+    slot: str | None = None
+    publication: str | None = None
+    create_slot: bool = True
+    create_publication: bool = True
+    heartbeat_interval_s: float = Field(10.0, gt=0)
+    stall_timeout_s: float = Field(60.0, gt=0)
+    standby_poll_s: float = Field(1.0, gt=0)
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str) -> str:
+        return ".".join(parse_table(v))
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str) -> str:
+        return check_template(v, ROUTE_FIELDS)
+
+    @model_validator(mode="after")
+    def _cross(self) -> OutboxConfig:
+        if self.mode == "poll" and self.on_publish == "keep":
+            raise ValueError(
+                "mode: poll needs on_publish: delete or mark (kept rows would be sent again)"
+            )
+        return self
+
+    def cdc_config(self) -> PostgresCdcConfig:
+        return PostgresCdcConfig(
+            tables=[self.table],
+            database_url=self.database_url,
+            slot=self.slot,
+            publication=self.publication,
+            create_slot=self.create_slot,
+            create_publication=self.create_publication,
+            snapshot="never",
+            batch_size=max(self.batch_size, 100),
+            poll_interval_ms=min(self.poll_interval_ms, 10),
+            heartbeat_interval_s=self.heartbeat_interval_s,
+            stall_timeout_s=self.stall_timeout_s,
+            standby_poll_s=self.standby_poll_s,
+            topic_partitions=self.topic_partitions,
+            dlq_topic=self.dlq_topic,
+            create_topics=False,
+        )
+
+
+def _router(cfg: OutboxConfig, name: str) -> OutboxRouter:
+    return OutboxRouter(
+        name=name,
+        topic_template=cfg.topic,
+        source_uri=cfg.source_uri or f"/eventpipe/outbox/{name}",
+        tombstone_on_empty_payload=cfg.tombstone_on_empty_payload,
+        mode=cfg.format,
+    )
+
+
+async def settle(
+    conn: psycopg.AsyncConnection[Any], table: str, ids: list[str], on_publish: OnPublish
+) -> None:
+    """Rows acknowledged by the broker: delete or mark them."""
+    if not ids or on_publish == "keep":
+        return
+    if on_publish == "delete":
+        q = sql.SQL("delete from {} where id = any(%s)")
+    else:
+        q = sql.SQL("update {} set published_at = now() where id = any(%s)")
+    await conn.execute(q.format(table_ident(table)), (ids,))
+
+
+async def drain_once(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    table: str,
+    router: OutboxRouter,
+    out: RecordPublisher,
+    on_publish: OnPublish,
+    limit: int,
+    relay: str,
+) -> int:
+    """One transaction: lock up to ``limit`` unpublished rows in ``seq`` order,
+    publish them, delete or mark them.  Returns how many rows it took."""
+    where = sql.SQL(" where published_at is null" if on_publish == "mark" else "")
+    q = (
+        sql.SQL("select " + _COLUMNS + " from {}").format(table_ident(table))
+        + where
+        + sql.SQL(" order by seq limit %s for update skip locked")
+    )
+    async with conn.transaction():
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(q, (limit,))
+        rows = await cur.fetchall()
+        await cur.close()
+        if not rows:
+            return 0
+        outs: list[Out] = []
+        dead: list[DeadLetter] = []
+        for row in rows:
+            try:
+                outs.append(router.route(row))
+            except Exception as exc:
+                dead.append(_dead_letter(exc, row, relay))
+        await out.publish(outs, dead)
+        await settle(conn, table, [str(r["id"]) for r in rows], on_publish)
+    metrics.OUTBOX_PUBLISHED.labels(relay=relay).inc(len(outs))
+    return len(rows)
+
+
+def _dead_letter(exc: Exception, row: dict[str, Any], relay: str) -> DeadLetter:
+    return DeadLetter.from_exception(
+        exc,
+        key=str(row.get("aggregateid", "")).encode() or None,
+        value=orjson.dumps(row, default=str),
+        headers=[("ce_id", str(row.get("id", "")).encode())],
+        pipeline=relay,
+        stage="source",
+        origin=Origin(topic=None),
+    )
+
+
+# ===================================================================== cdc
+class OutboxCdcReader(CdcReader):
+    def __init__(self, *, router: OutboxRouter, on_publish: OnPublish, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.router = router
+        self.on_publish: OnPublish = on_publish
+        (self.table,) = self.captured
+        self._ids: list[str] = []
+
+    def on_change(
+        self,
+        t: TableInfo,
+        op: str,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        unchanged: list[str] | None,
+        lsn: int,
+        now_ms: int,
+        out: list[Out],
+    ) -> None:
+        self._pos += 1
+        if op != "c" or after is None:
+            return
+        self._ids.append(str(after["id"]))  # settled once acknowledged, even as a dead letter
+        out.append(self.router.route(after))
+
+    async def after_ack(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        ids, self._ids = self._ids, []
+        await settle(conn, self.table, ids, self.on_publish)
+        if ids:
+            metrics.OUTBOX_PUBLISHED.labels(relay=self.name).inc(len(ids))
+
+
+class OutboxCdcSource(PostgresCdcSource):
+    type_name = "outbox"
+    publish_filter = "insert"
+
+    def __init__(
+        self,
+        config: PluginConfig,
+        *,
+        name: str | None = None,
+        ctx: ServiceContext,
+        outbox: OutboxConfig,
+    ) -> None:
+        super().__init__(config, name=name, ctx=ctx)
+        self.outbox = outbox
+
+    def make_reader(self, keys: dict[str, list[str]]) -> CdcReader:
+        cfg = self.cdc_config
+        return OutboxCdcReader(
+            router=_router(self.outbox, self.name),
+            on_publish=self.outbox.on_publish,
+            name=self.name,
+            slot=self.slot,
+            publication=self.publication,
+            tables=cfg.tables,
+            keys=keys,
+            builder=self.builder(),
+            registry=self.registry,
+            publisher=self.ctx.publisher,
+            admin=self.ctx.admin,
+            dlq=self.dlq,
+            state=self.state,
+            snapshot_conn=lambda: self._connect("snapshot"),
+            batch_size=cfg.batch_size,
+            poll_interval_s=cfg.poll_interval_ms / 1000,
+            heartbeat_interval_s=cfg.heartbeat_interval_s,
+            signal_poll_s=cfg.signal_poll_s,
+            snapshots=False,
+            topic_partitions=cfg.topic_partitions,
+            log=self.log,
+        )
+
+    def initial_topics(self, found: checks.Inspection) -> list[str]:
+        return []  # routed by aggregatetype: created as they appear
+
+    async def on_active(self, conn: psycopg.AsyncConnection[Any], created: bool) -> None:
+        """Rows still in the table go out first (in seq order): those the slot is older
+        than, and those whose acknowledgement the last relay did not settle."""
+        if self.outbox.on_publish == "keep":
+            return
+        assert self.reader is not None
+        total = 0
+        while True:
+            n = await drain_once(
+                conn,
+                table=self.outbox.table,
+                router=_router(self.outbox, self.name),
+                out=self.reader.out,
+                on_publish=self.outbox.on_publish,
+                limit=self.outbox.batch_size,
+                relay=self.name,
+            )
+            total += n
+            if n < self.outbox.batch_size:
+                break
+        if total:
+            self.log.info("published %d outbox rows left in %s", total, self.outbox.table)
+
+
+# ==================================================================== poll
+class PollRelay(Component):
+    def __init__(self, cfg: OutboxConfig, *, name: str, ctx: ServiceContext) -> None:
+        self.cfg = cfg
+        self.name = name
+        self.ctx = ctx
+        self.db_url = (cfg.database_url or ctx.settings.database.url).get_secret_value()
+        self.router = _router(cfg, name)
+        self.out = RecordPublisher(
+            name=name,
+            publisher=ctx.publisher,
+            admin=ctx.admin,
+            dlq=DeadLetterWriter(ctx.publisher, cfg.dlq_topic or f"{name}.dlq", pool=ctx.pool),
+            topic_partitions=cfg.topic_partitions,
+        )
+        self.active = False
+        self.error: str | None = None
+        self.published = 0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.log = logging.getLogger(f"eventpipe.outbox.{name}")
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        return await connect(
+            self.db_url,
+            application_name=f"eventpipe-outbox-{self.name}",
+            connect_timeout_s=self.ctx.settings.database.connect_timeout_s,
+        )
+
+    async def start(self) -> None:
+        conn = await self._connect()
+        try:
+            schema, table = parse_table(self.cfg.table)
+            if await checks.table_meta(conn, schema, table) is None:
+                raise checks.CdcSetupError(
+                    self.name,
+                    [
+                        f"outbox table {self.cfg.table} does not exist: run `eventpipe migrate` "
+                        "(for eventpipe.outbox) or create it with "
+                        "eventpipe.connectors.outbox.api.create_table_sql()"
+                    ],
+                )
+        finally:
+            await conn.close()
+        self._stop.clear()
+        self._task = asyncio.create_task(self._run(), name=f"outbox:{self.name}")
+        track_readiness(self)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 30)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        untrack_readiness(self)
+
+    def readiness(self) -> str:
+        return f"failing: {self.error}" if self.error and not self.active else "ok"
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            conn = None
+            try:
+                conn = await self._connect()
+                if not await wait_for_lock(
+                    conn,
+                    f"outbox:{self.cfg.table}",
+                    self.cfg.standby_poll_s,
+                    stopping=self._stop.is_set,
+                ):
+                    return
+                self.active = True
+                self.error = None
+                while not self._stop.is_set():
+                    n = await drain_once(
+                        conn,
+                        table=self.cfg.table,
+                        router=self.router,
+                        out=self.out,
+                        on_publish=self.cfg.on_publish,
+                        limit=self.cfg.batch_size,
+                        relay=self.name,
+                    )
+                    self.published += n
+                    backoff = 0.5
+                    if n < self.cfg.batch_size:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(
+                                self._stop.wait(), self.cfg.poll_interval_ms / 1000
+                            )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.error = f"{type(exc).__name__}: {exc}"
+                self.log.error(
+                    "%s error, retrying in %.1fs: %s",
+                    "retriable" if is_retriable(exc) else "permanent",
+                    backoff,
+                    exc,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), backoff)
+                backoff = min(backoff * 2, 30.0)
+            finally:
+                self.active = False
+                if conn is not None:
+                    await conn.close()
+
+    def position(self) -> int:
+        return self.published
+
+
+# ================================================================ the source
+@sources.register("outbox")
+class OutboxRelay(Source, Component):
+    Config: ClassVar[type[PluginConfig]] = OutboxConfig
+
+    def __init__(
+        self, config: PluginConfig, *, name: str | None = None, ctx: ServiceContext
+    ) -> None:
+        super().__init__(config, name=name)
+        assert isinstance(config, OutboxConfig)
+        self.impl: OutboxCdcSource | PollRelay
+        if config.mode == "cdc":
+            self.impl = OutboxCdcSource(config.cdc_config(), name=self.name, ctx=ctx, outbox=config)
+        else:
+            self.impl = PollRelay(config, name=self.name, ctx=ctx)
+
+    async def start(self) -> None:
+        await self.impl.start()
+
+    async def stop(self) -> None:
+        await self.impl.stop()
+
+    def position(self) -> Any:
+        return self.impl.position()

@@ -1,0 +1,97 @@
+"""Publishing a batch of records in order, with dead letters, before anything advances.
+
+Records are grouped by topic (order within a topic is kept; Kafka orders nothing
+across topics), each group goes through :meth:`Publisher.publish_messages` (all
+sent, then the acknowledgements awaited), groups concurrently.  A record the
+broker refuses for good (too large, not authorized) becomes a dead letter; any
+retriable failure raises, and the caller reads and sends the batch again.  A
+dead letter keeps the record's value (:class:`DeadLetterWriter` keeps one too large
+for the broker in Postgres).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from eventpipe import metrics
+from eventpipe.dlq.record import DeadLetter, Origin
+from eventpipe.dlq.writer import DeadLetterWriter
+from eventpipe.envelope.kafka import KafkaMessage
+from eventpipe.errors import is_retriable
+from eventpipe.kafka.admin import TopicAdmin
+from eventpipe.publisher import PublishBatchError, Publisher
+from eventpipe.settings import TopicSpec
+
+Out = tuple[str, KafkaMessage, str]  # topic, record, event id
+
+
+class RecordPublisher:
+    def __init__(
+        self,
+        *,
+        name: str,
+        publisher: Publisher,
+        admin: TopicAdmin,
+        dlq: DeadLetterWriter,
+        topic_partitions: int | None = None,
+    ) -> None:
+        self.name = name
+        self.publisher = publisher
+        self.admin = admin
+        self.dlq = dlq
+        self.topic_partitions = topic_partitions
+        self._known: set[str] = set()
+
+    async def ensure_topics(self, topics: Iterable[str]) -> None:
+        new = [t for t in topics if t not in self._known]
+        if not new:
+            return
+        await self.admin.ensure_topics(
+            [TopicSpec(name=t, partitions=self.topic_partitions) for t in new]
+        )
+        self._known.update(new)
+
+    async def publish(self, outs: list[Out], dead: list[DeadLetter] | None = None) -> None:
+        """Every record and dead letter acknowledged, or an exception."""
+        dead = list(dead or ())
+        groups: dict[str, tuple[list[KafkaMessage], list[str]]] = {}
+        for topic, msg, event_id in outs:
+            g = groups.get(topic)
+            if g is None:
+                g = groups[topic] = ([], [])
+            g[0].append(msg)
+            g[1].append(event_id)
+        if groups:
+            await self.ensure_topics(groups)
+            results = await asyncio.gather(
+                *(self.publisher.publish_messages(t, m, i) for t, (m, i) in groups.items()),
+                return_exceptions=True,
+            )
+            retry: BaseException | None = None
+            for (topic, (msgs, _ids)), res in zip(groups.items(), results, strict=True):
+                if isinstance(res, PublishBatchError):
+                    for idx, err in res.failed.items():
+                        if is_retriable(err):
+                            retry = err
+                            continue
+                        m = msgs[idx]
+                        dead.append(
+                            DeadLetter.from_exception(
+                                err,
+                                key=m.key,
+                                value=m.value,
+                                headers=m.headers,
+                                pipeline=self.name,
+                                stage="source",
+                                origin=Origin(topic=topic),
+                            )
+                        )
+                elif isinstance(res, BaseException):
+                    raise res
+            if retry is not None:
+                raise retry
+        if dead:
+            await self.ensure_topics([self.dlq.topic])
+            await self.dlq.write(dead)
+            metrics.CDC_DEAD_LETTERS.labels(source=self.name).inc(len(dead))

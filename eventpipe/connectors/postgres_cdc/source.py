@@ -1,0 +1,412 @@
+"""The ``postgres_cdc`` source: registration, lifecycle, standby, stall alarm.
+
+``start()`` checks the database (wal_level, role, tables, keys, replica identity,
+publication, slot) and fails with every problem and the command that fixes it.
+Then a background task waits for the slot's advisory lock (a second process
+waits here as standby), sets up what is missing, and runs the reader; a
+retriable failure (database or broker gone) reconnects with backoff.  A monitor
+task watches the slot's lag and raises the stall alarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import psycopg
+
+from eventpipe import metrics
+from eventpipe.base import PluginConfig, Source, sources
+from eventpipe.dlq.writer import DeadLetterWriter
+from eventpipe.errors import error_class_name, is_retriable
+from eventpipe.service import app as service_app
+from eventpipe.service.runner import COMPONENT_FACTORIES, Component
+
+from . import checks
+from . import slot as slots
+from .config import PostgresCdcConfig
+from .connection import connect
+from .events import EventBuilder
+from .heartbeat import StallDetector
+from .lock import wait_for_lock
+from .lsn import format_lsn
+from .reader import CdcReader
+from .state import StateStore
+from .types import TypeRegistry
+
+if TYPE_CHECKING:
+    from eventpipe.service.context import ServiceContext
+
+_RUNNING: set[Any] = set()  # parts with .name, .ctx and .readiness(), for /readyz
+
+
+def track_readiness(part: Any) -> None:
+    _RUNNING.add(part)
+
+
+def untrack_readiness(part: Any) -> None:
+    _RUNNING.discard(part)
+
+
+@sources.register("postgres_cdc")
+class PostgresCdcSource(Source, Component):
+    Config: ClassVar[type[PluginConfig]] = PostgresCdcConfig
+    config: PostgresCdcConfig
+    publish_filter: ClassVar[str | None] = None  # publication's publish option (None: all)
+
+    def __init__(
+        self, config: PluginConfig, *, name: str | None = None, ctx: ServiceContext
+    ) -> None:
+        super().__init__(config, name=name)
+        cfg = self.cdc_config
+        self.ctx = ctx
+        self.slot = cfg.slot_name(self.name)
+        self.publication = cfg.publication_name(self.name)
+        url = cfg.database_url or ctx.settings.database.url
+        self.db_url = url.get_secret_value()
+        assert ctx.pool is not None, "the CDC source needs the service's database pool"
+        self.state = StateStore(ctx.pool, self.slot)
+        self.registry = TypeRegistry(cfg.numeric)
+        self.dlq = DeadLetterWriter(ctx.publisher, cfg.dlq(self.name), pool=ctx.pool)
+        self.detector = StallDetector(cfg.stall_timeout_s)
+        self.reader: CdcReader | None = None
+        self.active = False
+        self.error: str | None = None
+        self.database = ""
+        self.ident = f"{socket.gethostname()}:{os.getpid()}"
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._monitor: asyncio.Task[None] | None = None
+        self._status_events = 0
+
+    @property
+    def cdc_config(self) -> PostgresCdcConfig:
+        assert isinstance(self.config, PostgresCdcConfig)
+        return self.config
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        conn = await self._connect("check")
+        try:
+            found = await self._inspect(conn)
+        finally:
+            await conn.close()
+        if found.problems:
+            raise checks.CdcSetupError(self.name, found.problems)
+        self._stop.clear()
+        self._task = asyncio.create_task(self._run(), name=f"postgres_cdc:{self.name}")
+        _RUNNING.add(self)
+
+    async def stop(self) -> None:
+        """Finish the batch in flight (it is published and the slot advanced), then stop."""
+        self._stop.set()
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 30)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        _RUNNING.discard(self)
+
+    def position(self) -> int | None:
+        return self.reader.position if self.reader is not None else None
+
+    async def wait_position(self, lsn: int, within_s: float = 30.0) -> None:
+        """Until the slot was advanced to ``lsn`` or beyond (tests, tools)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while loop.time() < deadline:
+            if self.reader is not None and self.reader.position >= lsn:
+                return
+            if self._task is not None and self._task.done():
+                self._task.result()
+                raise RuntimeError(f"source {self.name} stopped")
+            await asyncio.sleep(0.02)
+        raise TimeoutError(
+            f"source {self.name} did not reach {format_lsn(lsn)} within {within_s:.0f}s "
+            f"(at {format_lsn(self.position() or 0)}; last error: {self.error})"
+        )
+
+    # ------------------------------------------------------------ internals
+    async def _connect(self, role: str) -> psycopg.AsyncConnection[Any]:
+        return await connect(
+            self.db_url,
+            application_name=f"eventpipe-cdc-{self.name}-{role}",
+            connect_timeout_s=self.ctx.settings.database.connect_timeout_s,
+        )
+
+    async def _inspect(self, conn: psycopg.AsyncConnection[Any]) -> checks.Inspection:
+        cfg = self.cdc_config
+        streaming = cfg.snapshot != "initial_only"
+        found = await checks.inspect(
+            conn,
+            source=self.name,
+            tables=cfg.tables,
+            slot=self.slot,
+            publication=self.publication,
+            key_columns=cfg.key_columns,
+            create_slot=cfg.create_slot,
+            create_publication=cfg.create_publication,
+            require_full=cfg.require_replica_identity_full,
+            streaming=streaming,
+        )
+        self.database = found.database
+        return found
+
+    def builder(self) -> EventBuilder:
+        cfg = self.cdc_config
+        return EventBuilder(
+            name=self.name,
+            prefix=cfg.prefix(self.name),
+            type_prefix=cfg.types_prefix(self.name),
+            source_uri=cfg.source_attr(self.name),
+            database=self.database,
+            topic_template=cfg.topic,
+            message_topic=cfg.message_topic,
+            toast_placeholder=cfg.toast_placeholder,
+            mode=cfg.mode,
+            tombstones_on_delete=cfg.tombstones_on_delete,
+        )
+
+    def make_reader(self, keys: dict[str, list[str]]) -> CdcReader:
+        cfg = self.cdc_config
+        return CdcReader(
+            name=self.name,
+            slot=self.slot,
+            publication=self.publication,
+            tables=cfg.tables,
+            keys=keys,
+            builder=self.builder(),
+            registry=self.registry,
+            publisher=self.ctx.publisher,
+            admin=self.ctx.admin,
+            dlq=self.dlq,
+            state=self.state,
+            snapshot_conn=lambda: self._connect("snapshot"),
+            batch_size=cfg.batch_size,
+            poll_interval_s=cfg.poll_interval_ms / 1000,
+            heartbeat_interval_s=cfg.heartbeat_interval_s,
+            signal_poll_s=cfg.signal_poll_s,
+            chunk_size=cfg.snapshot_chunk_size,
+            snapshots=True,
+            topic_partitions=cfg.topic_partitions,
+            emit_messages=cfg.emit_messages,
+            log=self.log,
+        )
+
+    def initial_topics(self, found: checks.Inspection) -> list[str]:
+        cfg = self.cdc_config
+        out = [cfg.topic_for(self.name, m.schema, m.table) for m in found.tables.values()]
+        if cfg.emit_messages:
+            out.append(cfg.message_topic.format(prefix=cfg.prefix(self.name), name=self.name))
+        return out
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            conn: psycopg.AsyncConnection[Any] | None = None
+            try:
+                conn = await self._connect("reader")
+                if not await wait_for_lock(
+                    conn,
+                    f"slot:{self.slot}",
+                    self.cdc_config.standby_poll_s,
+                    stopping=self._stop.is_set,
+                    on_standby=self._on_standby,
+                ):
+                    return
+                self.active = True
+                metrics.CDC_ACTIVE.labels(source=self.name).set(1)
+                self.log.info("reading slot %s (this process holds its lock)", self.slot)
+                await self._serve(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.reader is not None and self.reader.progressed.is_set():
+                    backoff = 0.5
+                self.error = f"{type(exc).__name__}: {exc}"
+                retriable = is_retriable(exc)
+                metrics.ERRORS.labels(error_class=error_class_name(exc)).inc()
+                self.log.error(
+                    "%s error, retrying in %.1fs: %s",
+                    "retriable" if retriable else "permanent",
+                    backoff,
+                    exc,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), backoff)
+                backoff = min(backoff * 2, 10.0 if retriable else 60.0)
+            finally:
+                self.active = False
+                metrics.CDC_ACTIVE.labels(source=self.name).set(0)
+                await self._stop_monitor()
+                if conn is not None:
+                    await conn.close()
+
+    def _on_standby(self, holder: int | None) -> None:
+        self.log.info(
+            "standby for slot %s: another reader holds its lock (backend pid %s)",
+            self.slot,
+            holder,
+        )
+
+    async def _serve(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        cfg = self.cdc_config
+        found = await self._inspect(conn)  # again: we hold the lock now
+        if found.problems:
+            raise checks.CdcSetupError(self.name, found.problems)
+        keys = {t: m.key for t, m in found.tables.items()}
+        if cfg.snapshot == "initial_only":
+            await self._initial_only(keys, found)
+            await self._stop.wait()
+            return
+        if found.slot is None:
+            await self.state.reset_for_new_slot(cfg.tables, initial=cfg.snapshot == "initial")
+        created = await checks.ensure_setup(
+            conn,
+            found,
+            slot=self.slot,
+            publication=self.publication,
+            tables=cfg.tables,
+            publish=self.publish_filter,
+        )
+        if created:
+            self.log.info("created replication slot %s", self.slot)
+        self.reader = reader = self.make_reader(keys)
+        if cfg.create_topics:
+            await reader.ensure_topics(self.initial_topics(found))
+        await self.on_active(conn, created)
+        self._monitor = asyncio.create_task(self._watch(), name=f"postgres_cdc:{self.name}:lag")
+        self.error = None
+        await reader.run(conn, self._stop)
+
+    async def on_active(self, conn: psycopg.AsyncConnection[Any], created: bool) -> None:
+        """Hook for subclasses: runs once the reader is set up, before it streams."""
+        return None
+
+    async def _initial_only(self, keys: dict[str, list[str]], found: checks.Inspection) -> None:
+        if await self.state.initial_done():
+            self.log.info("initial_only snapshot was done before; nothing to do")
+            return
+        reader = self.make_reader(keys)
+        await reader.ensure_topics(self.initial_topics(found))
+        conn = await self._connect("snapshot")
+        try:
+            rows = await reader.snapshot_all(conn, self.cdc_config.tables)
+        finally:
+            await conn.close()
+        await self.state.reset_for_new_slot(self.cdc_config.tables, initial=True)
+        for task in await self.state.tasks():
+            await self.state.save_progress(task.id, None, 0, True)
+        self.log.info("initial_only snapshot done: %d rows", rows)
+
+    # ------------------------------------------------------------- monitor
+    async def _watch(self) -> None:
+        """Slot lag, status row, stall alarm; on its own connection so a stuck reader
+        does not stop it."""
+        interval = min(2.0, self.cdc_config.stall_timeout_s / 4)
+        conn: psycopg.AsyncConnection[Any] | None = None
+        label = metrics.CDC_SLOT_LAG_BYTES.labels(source=self.name)
+        lag_s = metrics.CDC_LAG_SECONDS.labels(source=self.name)
+        stalled = metrics.CDC_STALLED.labels(source=self.name)
+        last_commit = metrics.CDC_LAST_COMMIT.labels(source=self.name)
+        was_stalled = False
+        try:
+            while True:
+                try:
+                    if conn is None or conn.closed:
+                        conn = await self._connect("monitor")
+                    was_stalled = await self._observe(
+                        conn, was_stalled, label, lag_s, stalled, last_commit
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.log.warning("lag monitor: %s", exc)
+                    if conn is not None:
+                        await conn.close()
+                        conn = None
+                await asyncio.sleep(interval)
+        finally:
+            if conn is not None:
+                await conn.close()
+
+    async def _observe(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        was_stalled: bool,
+        label: Any,
+        lag_s: Any,
+        stalled: Any,
+        last_commit: Any,
+    ) -> bool:
+        info = await slots.slot_info(conn, self.slot)
+        now = time.monotonic()
+        reader = self.reader
+        if info is not None:
+            label.set(info.lag_bytes or 0)
+            self.detector.observe(now, info.confirmed_flush_lsn, info.lag_bytes)
+        if reader is not None:
+            lag_s.set(max(0.0, now - reader.caught_up_at))
+            if reader.last_commit_at is not None:
+                last_commit.set(reader.last_commit_at.timestamp())
+            events = reader.events_total - self._status_events
+            self._status_events = reader.events_total
+            await self.state.write_status(
+                self.name,
+                format_lsn(reader.position),
+                reader.last_event_id,
+                reader.last_commit_at,
+                events,
+                self.ident,
+            )
+        stalled.set(1 if self.detector.stalled else 0)
+        if self.detector.stalled and not was_stalled:
+            self.log.error("STALLED: slot %s %s", self.slot, self.detector.reason)
+        elif was_stalled and not self.detector.stalled:
+            self.log.warning("slot %s advances again", self.slot)
+        return self.detector.stalled
+
+    async def _stop_monitor(self) -> None:
+        task, self._monitor = self._monitor, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def readiness(self) -> str:
+        if self.detector.stalled:
+            return f"stalled: {self.detector.reason}"
+        if self.error is not None and not self.active:
+            return f"failing: {self.error}"
+        return "ok"
+
+
+async def _readiness(ctx: ServiceContext) -> dict[str, str]:
+    return {f"cdc:{s.name}": s.readiness() for s in list(_RUNNING) if s.ctx is ctx}
+
+
+def _components(ctx: ServiceContext) -> list[Component]:
+    out: list[Component] = []
+    for entry in ctx.settings.sources:
+        kind = entry.get("type")
+        if kind not in ("postgres_cdc", "outbox"):
+            continue
+        cls = sources.get(str(kind))
+        raw = {k: v for k, v in entry.items() if k not in ("type", "name")}
+        comp = cls(cls.Config.model_validate(raw), name=entry.get("name"), ctx=ctx)  # type: ignore[call-arg]
+        assert isinstance(comp, Component)
+        out.append(comp)
+    return out
+
+
+COMPONENT_FACTORIES["cdc"].append(_components)
+service_app.READINESS_CHECKS.append(_readiness)

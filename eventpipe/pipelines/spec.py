@@ -1,0 +1,390 @@
+"""The pipeline spec: the ``pipelines:`` section of the service config.
+
+```yaml
+pipelines:
+  - name: orders-enriched
+    source: {topics: [shop.public.orders], group: orders-enriched, partitions: 3}
+    # source.on_topic_reset: fail | reset (default kafka.on_topic_reset)
+    validate_input: {subject: shop.public.orders-value}     # or {schema: {...}} inline
+    steps:
+      - jq: '{id: .after.id, total: .after.total, customer: .after.customer_id}'
+      - filter: '.data.total > 0'
+      - route: '"orders." + (.data.customer | tostring)'
+    validate_output: {schema: {type: object, required: [id]}}
+    sinks:
+      - postgres: {table: orders, mode: upsert, key: [id], columns: {id: .data.id}}
+      - topic: {topic: orders.enriched}
+    state: {dedup_window: 24h}
+    retry: {max_attempts: 5, backoff: exponential, initial: 200ms, max: 30s, jitter: true}
+    dead_letter: {topic: orders-enriched.dlq}
+    errors: {tolerance: none}              # all: dead-letter a batch a sink failed on a bug
+    batch: {max_records: 1000, within: 100ms}
+    processing_guarantee: at_least_once    # exactly_once needs a broker with transactions
+```
+
+:func:`validate_pipelines` is registered in ``settings.SECTION_VALIDATORS``:
+every problem of every pipeline is reported at config load with its path
+(``pipelines[0].steps[2].jq: ...``).  Steps are built (jq compiled, schemas
+checked) then, so a bad program never waits for the first event.  Schemas
+named by ``subject`` are resolved when the pipeline starts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from eventpipe.errors import ConfigError
+from eventpipe.settings import SECTION_VALIDATORS, Settings, problems_from
+from eventpipe.transforms import Chain, StepContext, ValidateStep
+from eventpipe.transforms.base import SchemaResolver, build_step
+from eventpipe.transforms.steps import check_topic
+
+from .durations import Duration
+
+STATEFUL_STEPS = ("aggregate", "dedup")
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(SpecModel):
+    topics: list[str] = Field(min_length=1)
+    group: str | None = Field(None, description="consumer group; default: the pipeline name")
+    partitions: int | None = Field(None, ge=1, description="when the pipeline creates them")
+    start_from: Literal["earliest", "latest"] = "earliest"
+    session_timeout: Duration = Field(
+        10.0, description="a worker that stops heartbeating leaves the group after this"
+    )
+    on_topic_reset: Literal["fail", "reset"] | None = Field(
+        None,
+        description="a source topic created again since the sinks' marks were written: "
+        "fail stops the pipeline, reset drops the marks; default: kafka.on_topic_reset",
+    )
+
+    @field_validator("topics")
+    @classmethod
+    def _topics(cls, v: list[str]) -> list[str]:
+        for t in v:
+            check_topic(t)
+        if len(set(v)) != len(v):
+            raise ValueError("a topic is listed twice")
+        return v
+
+
+class StateSpec(SpecModel):
+    dedup_window: Duration | None = Field(
+        900.0,
+        description="skip an event whose (source, id) was processed within this window; "
+        "0 or null turns dedup off",
+    )
+
+
+class RetrySpec(SpecModel):
+    max_attempts: int = Field(5, ge=1)
+    backoff: Literal["exponential", "constant"] = "exponential"
+    initial: Duration = 0.2
+    max: Duration = Field(
+        30.0, description="the longest wait between two tries, a server's Retry-After included"
+    )
+    jitter: bool = True
+
+
+class DeadLetterSpec(SpecModel):
+    topic: str | None = Field(None, description="default: <pipeline>.dlq")
+    partitions: int | None = Field(None, ge=1)
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, v: str | None) -> str | None:
+        return None if v is None else check_topic(v)
+
+
+class ErrorsSpec(SpecModel):
+    tolerance: Literal["none", "all"] = Field(
+        "none",
+        description="a sink failing a whole batch with an error that is not classified as a "
+        "bad record: none stops the pipeline (exit 3, nothing acknowledged), all "
+        "dead-letters the batch (Kafka Connect's errors.tolerance)",
+    )
+
+
+class BatchSpec(SpecModel):
+    max_records: int = Field(1000, ge=1, le=100_000)
+    within: Duration = 0.1
+
+
+class PipelineSpec(SpecModel):
+    name: str
+    source: SourceSpec
+    validate_input: Any = None
+    steps: list[Any] = Field(default_factory=list)
+    validate_output: Any = None
+    sinks: list[Any] = Field(min_length=1)
+    state: StateSpec = Field(default_factory=StateSpec)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    dead_letter: DeadLetterSpec = Field(default_factory=DeadLetterSpec)
+    errors: ErrorsSpec = Field(default_factory=ErrorsSpec)
+    batch: BatchSpec = Field(default_factory=BatchSpec)
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    schema_registry: str | None = Field(
+        None, description="URL of a Confluent-compatible registry; default: eventpipe's own"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("use letters, digits, '.', '_' and '-' (it names topics and groups)")
+        return v
+
+    @property
+    def group(self) -> str:
+        return self.source.group or self.name
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.dead_letter.topic or f"{self.name}.dlq"
+
+
+# ------------------------------------------------------------------- building
+@dataclass
+class SinkEntry:
+    kind: str
+    name: str
+    config: Any
+    path: str
+
+
+@dataclass
+class StatefulEntry:
+    kind: str  # aggregate | dedup
+    config: Any
+    path: str
+
+
+Segment: TypeAlias = Chain | StatefulEntry
+
+
+def _offset_paths(exc: ConfigError, prefix: str, offset: int) -> list[tuple[str, str]]:
+    """Problems of a chain built from a slice of ``steps``: renumber ``steps[k]``."""
+    out = []
+    pat = re.compile(re.escape(prefix) + r"\[(\d+)\]")
+    for path, msg in exc.problems:
+        out.append((pat.sub(lambda m: f"{prefix}[{int(m.group(1)) + offset}]", path, 1), msg))
+    return out
+
+
+def build_segments(
+    steps: list[Any], *, path: str, resolve_schema: SchemaResolver | None
+) -> tuple[list[Segment], list[tuple[str, str]]]:
+    """Runs of stateless steps become Chains (fused); ``aggregate`` / ``dedup`` stand alone."""
+    from .aggregate import AggregateConfig
+    from .dedup import DedupStepConfig
+
+    configs: dict[str, type[BaseModel]] = {"aggregate": AggregateConfig, "dedup": DedupStepConfig}
+    problems: list[tuple[str, str]] = []
+    segments: list[Segment] = []
+    run: list[Any] = []
+    run_start = 0
+
+    def flush(end: int) -> None:
+        nonlocal run
+        if run:
+            try:
+                segments.append(Chain(run, resolve_schema=resolve_schema, path=path))
+            except ConfigError as exc:
+                problems.extend(_offset_paths(exc, path, run_start))
+        run = []
+
+    for i, item in enumerate(steps):
+        kind = next(iter(item)) if isinstance(item, Mapping) and len(item) == 1 else None
+        if kind in STATEFUL_STEPS:
+            flush(i)
+            where = f"{path}[{i}].{kind}"
+            try:
+                cfg = configs[str(kind)].model_validate(item[kind] or {})
+            except ValidationError as exc:
+                problems.extend(problems_from(exc, where))
+            else:
+                segments.append(StatefulEntry(str(kind), cfg, where))
+            run_start = i + 1
+        else:
+            if not run:
+                run_start = i
+            run.append(item)
+    flush(len(steps))
+    return segments, problems
+
+
+def build_validate(
+    raw: Any, *, path: str, resolve_schema: SchemaResolver | None
+) -> tuple[ValidateStep | None, list[tuple[str, str]]]:
+    if raw is None:
+        return None, []
+    step, problems = build_step(
+        ValidateStep, raw, path=path, name=path, context=StepContext(resolve_schema=resolve_schema)
+    )
+    assert step is None or isinstance(step, ValidateStep)
+    return step, problems
+
+
+def build_sinks(raw: list[Any], *, path: str) -> tuple[list[SinkEntry], list[tuple[str, str]]]:
+    from eventpipe.base import sinks as registry
+
+    problems: list[tuple[str, str]] = []
+    out: list[SinkEntry] = []
+    names: set[str] = set()
+    for i, item in enumerate(raw):
+        where = f"{path}[{i}]"
+        if not isinstance(item, Mapping) or len(item) != 1:
+            problems.append(
+                (where, "each sink is a mapping with one key, its type: {postgres: {...}}")
+            )
+            continue
+        ((kind, cfg),) = item.items()
+        if kind not in registry:
+            problems.append((where, f"unknown sink {kind!r}; known: {', '.join(registry.names())}"))
+            continue
+        cfg = dict(cfg or {})
+        name = cfg.pop("name", None)
+        if name is None:
+            name = kind if kind not in names else f"{kind}-{i}"
+        if not isinstance(name, str) or not _NAME.match(name):
+            problems.append((f"{where}.{kind}.name", "letters, digits, '.', '_' and '-'"))
+            continue
+        if name in names:
+            problems.append((f"{where}.{kind}.name", f"sink name {name!r} is used twice"))
+            continue
+        names.add(name)
+        try:
+            config = registry.get(kind).Config.model_validate(cfg)
+        except ValidationError as exc:
+            problems.extend(problems_from(exc, f"{where}.{kind}"))
+            continue
+        out.append(SinkEntry(kind, name, config, f"{where}.{kind}"))
+    return out, problems
+
+
+def sink_problems(entries: list[SinkEntry], steps: Any) -> list[tuple[str, str]]:
+    """Each sink's load-time problems within its pipeline (a topic sink needs a
+    topic or a ``route`` step before it)."""
+    from eventpipe.base import sinks as registry
+    from eventpipe.connectors.sinks.api import PipelineSink
+
+    routed = isinstance(steps, list) and any(
+        isinstance(item, Mapping) and "route" in item for item in steps
+    )
+    problems: list[tuple[str, str]] = []
+    for e in entries:
+        cls = registry.get(e.kind)
+        if issubclass(cls, PipelineSink):
+            found = cls.pipeline_problems(e.config, routed=routed)
+            problems.extend((f"{e.path}.{p}", m) for p, m in found)
+    return problems
+
+
+def _permissive_resolver(subject: str, version: Any) -> tuple[str, str]:
+    """At config load subjects are only checked for form; they resolve at start."""
+    return "JSON", "true"
+
+
+def check_pipeline(raw: Any, where: str) -> tuple[PipelineSpec | None, list[tuple[str, str]]]:
+    """Every problem of one pipeline entry, each with its path."""
+    if not isinstance(raw, Mapping):
+        return None, [(where, "each pipeline is a mapping (name, source, steps, sinks, ...)")]
+    try:
+        spec = PipelineSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = problems_from(exc, where)
+        # Still check steps and sinks, so every problem is reported at once.
+        if isinstance(raw.get("steps"), list):
+            problems.extend(
+                build_segments(
+                    raw["steps"], path=f"{where}.steps", resolve_schema=_permissive_resolver
+                )[1]
+            )
+        if isinstance(raw.get("sinks"), list):
+            entries, found = build_sinks(raw["sinks"], path=f"{where}.sinks")
+            problems.extend(found + sink_problems(entries, raw.get("steps")))
+        return None, problems
+    problems = []
+    problems.extend(
+        build_segments(spec.steps, path=f"{where}.steps", resolve_schema=_permissive_resolver)[1]
+    )
+    for field in ("validate_input", "validate_output"):
+        problems.extend(
+            build_validate(
+                getattr(spec, field), path=f"{where}.{field}", resolve_schema=_permissive_resolver
+            )[1]
+        )
+    entries, found = build_sinks(spec.sinks, path=f"{where}.sinks")
+    problems.extend(found + sink_problems(entries, spec.steps))
+    if spec.dlq_topic in spec.source.topics:
+        problems.append(
+            (f"{where}.dead_letter.topic", "must differ from the source topics (it would loop)")
+        )
+    if spec.retry.initial > spec.retry.max:
+        problems.append((f"{where}.retry.initial", "must not exceed retry.max"))
+    return spec, problems
+
+
+def _tidy(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(p.replace(".(root)", ""), m.removeprefix("Value error, ")) for p, m in problems]
+
+
+def validate_pipelines(settings: Settings) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    names: dict[str, int] = {}
+    groups: dict[str, int] = {}
+    for i, raw in enumerate(settings.pipelines):
+        where = f"pipelines[{i}]"
+        spec, found = check_pipeline(raw, where)
+        problems.extend(_tidy(found))
+        if spec is None:
+            continue
+        if spec.name in names:
+            problems.append(
+                (
+                    f"{where}.name",
+                    f"pipeline name {spec.name!r} is also pipelines[{names[spec.name]}]",
+                )
+            )
+        names.setdefault(spec.name, i)
+        if spec.group in groups:
+            problems.append(
+                (
+                    f"{where}.source.group",
+                    f"group {spec.group!r} is also used by "
+                    f"pipelines[{groups[spec.group]}]; each pipeline needs its own consumer group",
+                )
+            )
+        groups.setdefault(spec.group, i)
+    return problems
+
+
+def parse_pipelines(settings: Settings) -> list[PipelineSpec]:
+    """The validated specs (load_settings already reported problems)."""
+    out = []
+    for i, raw in enumerate(settings.pipelines):
+        spec, problems = check_pipeline(raw, f"pipelines[{i}]")
+        if problems or spec is None:
+            raise ConfigError(problems)
+        out.append(spec)
+    return out
+
+
+def register() -> None:
+    if validate_pipelines not in SECTION_VALIDATORS:
+        SECTION_VALIDATORS.append(validate_pipelines)
+
+
+register()
+
+SchemaResolverFactory = Callable[[PipelineSpec], SchemaResolver | None]
