@@ -4,6 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Integration tests mostly wait on the broker and database: three workers (each
+# with its own PostgreSQL and broker) keep two cores busy.  TEST_WORKERS= runs one.
+TEST_WORKERS ?= -n 3 --dist loadfile
 
 .PHONY: dev test test-unit bench lint venv clean
 
@@ -19,7 +22,7 @@ dev: $(STAMP)
 	$(BIN)/eventpipe dev -c examples/eventpipe.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)

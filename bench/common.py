@@ -83,11 +83,11 @@ def run_on_stack(
 ) -> None:
     """Run ``run(bootstrap, database_url)`` on the external services named by
     EVENTPIPE_KAFKA_BOOTSTRAP / EVENTPIPE_DATABASE_URL, else on an embedded stack."""
-    from eventpipe import runtime
+    from eventpipe import loop
 
     external = os.environ.get("EVENTPIPE_KAFKA_BOOTSTRAP")
     if external and os.environ.get("EVENTPIPE_DATABASE_URL"):
-        runtime.run(run(external, os.environ["EVENTPIPE_DATABASE_URL"]))
+        loop.run(run(external, os.environ["EVENTPIPE_DATABASE_URL"]))
         return
     with bench_stack(fast=fast) as stack:
-        runtime.run(run(stack.bootstrap, stack.database_url))
+        loop.run(run(stack.bootstrap, stack.database_url))

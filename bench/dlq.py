@@ -26,11 +26,11 @@ import sys
 import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from eventpipe.dlq.record import DeadLetter, Origin
-from eventpipe.dlq.writer import DeadLetterWriter
 
 from bench.common import console, cpu_note, run_on_stack, table
 from bench.publish import PAYLOAD
+from eventpipe.dlq.record import DeadLetter, Origin
+from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import to_kafka
 from eventpipe.kafka.admin import TopicAdmin
@@ -200,10 +200,10 @@ def _replay_main(argv: list[str]) -> None:
 
 
 def _raw_main(argv: list[str]) -> None:
-    from eventpipe import runtime
+    from eventpipe import loop
 
     bootstrap, src, dst = argv
-    copied = runtime.run(raw_copy(bootstrap, src, dst))
+    copied = loop.run(raw_copy(bootstrap, src, dst))
     if copied != N:
         raise SystemExit(f"copied {copied} of {N}")
     sys.stdout.write(f"\n{_peak_rss_mb():.1f}\n")

@@ -29,7 +29,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bench.common import console, cpu_note, run_on_stack, self_peak_rss_mb, table
 from bench.publish import PAYLOAD
 from bench.workers import WorkersResult, pass_batch, run_raw_workers, run_workers
-from eventpipe.connectors.sinks.api import SinkResources
 from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka, to_kafka
@@ -38,6 +37,7 @@ from eventpipe.pipelines.runtime import PipelineRuntime
 from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings, TopicSpec
+from eventpipe.sink import SinkResources
 from eventpipe.transforms import Chain
 
 # At 20,000 events the raw loop is still warming up (half its 60,000-event rate).

@@ -56,7 +56,7 @@ from bench.common import (
     summary_ms,
     table,
 )
-from eventpipe import runtime
+from eventpipe import loop
 from eventpipe.embedded.process import free_port
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
@@ -135,7 +135,7 @@ def bare_main(port: int) -> None:
         await web.TCPSite(runner, "127.0.0.1", port).start()
         await asyncio.Event().wait()
 
-    runtime.run(serve())
+    loop.run(serve())
 
 
 def minimal_main(port: int, bootstrap: str, topic: str) -> None:
@@ -168,7 +168,7 @@ def minimal_main(port: int, bootstrap: str, topic: str) -> None:
         finally:
             await producer.stop()
 
-    runtime.run(serve())
+    loop.run(serve())
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], path: str) -> None:

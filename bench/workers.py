@@ -198,10 +198,10 @@ async def raw_worker(bootstrap: str, src: str, dst: str, group: str) -> list[tup
 
 
 def raw_worker_main(argv: list[str]) -> None:
-    from eventpipe import runtime
+    from eventpipe import loop
 
     bootstrap, src, dst, group = argv
-    acked = runtime.run(raw_worker(bootstrap, src, dst, group))
+    acked = loop.run(raw_worker(bootstrap, src, dst, group))
     sys.stdout.write(yaml.safe_dump([list(a) for a in acked]))
 
 

@@ -10,18 +10,17 @@ them all, and compose/ is checked against it.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from eventpipe.errors import ConfigError
+from eventpipe.topics import TopicName
 
 ENV_PREFIX = "EVENTPIPE_"
-_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 class Section(BaseModel):
@@ -120,19 +119,10 @@ class EmbeddedSettings(Section):
 
 
 class TopicSpec(Section):
-    name: str
+    name: TopicName
     partitions: int | None = Field(None, ge=1)
     replication_factor: int | None = Field(None, ge=1)
     config: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _TOPIC_NAME.match(v) or v in (".", ".."):
-            raise ValueError(
-                "topic names are 1-249 characters of letters, digits, '.', '_' and '-'"
-            )
-        return v
 
 
 class Settings(Section):

@@ -1,7 +1,7 @@
 """Proves that mypy sees the contracts between eventpipe's packages (run by `make lint`).
 
 Every class or function a package of ``eventpipe/`` imports from another of its
-packages (``eventpipe.pipelines`` from ``eventpipe.connectors.sinks.api``, say)
+packages (``eventpipe.pipelines`` from ``eventpipe.sink``, say)
 is assigned to an ``int`` in a generated module that mypy then checks: a real
 type makes each line an error, and a line without one means mypy took that
 import for ``Any`` (as it did while the features were mapped in by
@@ -26,7 +26,7 @@ PACKAGE = ROOT / "eventpipe"
 
 
 def _top(module: str) -> str:
-    """``eventpipe.connectors.sinks.api`` -> ``connectors``; a core module -> itself."""
+    """``eventpipe.sink`` -> ``connectors``; a core module -> itself."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else parts[0]
 

@@ -104,7 +104,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from eventpipe import runtime
+    from eventpipe import loop
     from eventpipe.cli.common import err_console, settings_from_args, setup_logging
 
     from .options import check_request
@@ -161,7 +161,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             await ctx.close()
 
     try:
-        report = runtime.run(go())
+        report = loop.run(go())
     except (KeyboardInterrupt, asyncio.CancelledError):
         bf = holder.get("backfill")
         partial = bf.last_report if bf is not None else None

@@ -20,13 +20,12 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from eventpipe.connectors.sinks.api import PipelineSink, SinkResources
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.errors import ConfigError
 from eventpipe.pipelines.aggregate import AggregateConfig, Aggregator
 from eventpipe.pipelines.batch import BatchProcessor, Record, Stage
 from eventpipe.pipelines.component import fetch_schemas
-from eventpipe.pipelines.dedup import DedupStepConfig, DedupTable
+from eventpipe.pipelines.dedup_table import DedupStepConfig, DedupTable
 from eventpipe.pipelines.retry import RetryPolicy
 from eventpipe.pipelines.spec import (
     PipelineSpec,
@@ -38,6 +37,7 @@ from eventpipe.pipelines.spec import (
 )
 from eventpipe.service.context import ServiceContext
 from eventpipe.settings import TopicSpec
+from eventpipe.sink import PipelineSink, SinkResources
 from eventpipe.transforms import Chain, ValidateStep
 from eventpipe.transforms.jq_engine import compile_program
 

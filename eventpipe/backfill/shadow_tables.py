@@ -42,13 +42,13 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from eventpipe.connectors.outbox.api import DEFAULT_TABLE, row_values
-from eventpipe.connectors.sinks.api import BeforeCommit, DeliveryItem, SinkUnavailableError
 from eventpipe.connectors.sinks.outbox import _OUTBOX as OUTBOX_EXTRA
 from eventpipe.connectors.sinks.outbox import OutboxSink
 from eventpipe.connectors.sinks.postgres import PostgresSink
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import PermanentError
 from eventpipe.pipelines.spec import SinkEntry
+from eventpipe.sink import BeforeCommit, DeliveryItem, SinkUnavailableError
 
 from .options import BackfillError
 from .sinks import Outcome, WrapperSink

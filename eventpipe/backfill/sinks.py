@@ -40,12 +40,6 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from eventpipe.base import PluginConfig
-from eventpipe.connectors.sinks.api import (
-    BeforeCommit,
-    DeliveryItem,
-    PipelineSink,
-    SinkUnavailableError,
-)
 from eventpipe.connectors.sinks.outbox import OutboxSink
 from eventpipe.connectors.sinks.postgres import PostgresSink
 from eventpipe.dlq.record import DeadLetter
@@ -61,6 +55,12 @@ from eventpipe.pipelines.batch import Record
 from eventpipe.pipelines.spec import SinkEntry
 from eventpipe.publisher import Ack, PublishBatchError, Publisher
 from eventpipe.settings import KafkaSettings
+from eventpipe.sink import (
+    BeforeCommit,
+    DeliveryItem,
+    PipelineSink,
+    SinkUnavailableError,
+)
 from eventpipe.transforms.steps import ROUTE_EXTENSION
 
 from .topic_reader import stop_consumer

@@ -282,7 +282,7 @@ async def work(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    from eventpipe import runtime
+    from eventpipe import loop
     from eventpipe.cli.common import setup_logging
 
     payload = pickle.loads(sys.stdin.buffer.read())
@@ -302,7 +302,7 @@ def main() -> int:
             watch.cancel()
 
     try:
-        result = runtime.run(go())
+        result = loop.run(go())
     except (KeyboardInterrupt, asyncio.CancelledError):
         return INTERRUPTED
     except Exception as exc:  # reported to the coordinator, which fails the job

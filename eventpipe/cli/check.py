@@ -18,7 +18,7 @@ import contextlib
 import logging
 from typing import Any
 
-from eventpipe import runtime
+from eventpipe import loop
 from eventpipe.cli.common import CliError, add_config_args, err_console, setup_logging
 from eventpipe.errors import ConfigError, DatabaseUnavailableError, is_retriable
 from eventpipe.preflight import Problem, Reach, run_checks
@@ -63,7 +63,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         if args.offline:
             notes.append("checks against the broker, database and registry skipped: --offline")
         else:
-            problems = problems + runtime.run(_online(settings, args.timeout, notes))
+            problems = problems + loop.run(_online(settings, args.timeout, notes))
     for note in notes:
         err_console.print(f"note: {note}", markup=False, soft_wrap=True)
     if not problems:

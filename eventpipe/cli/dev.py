@@ -8,7 +8,7 @@ import shlex
 import socket
 from pathlib import Path
 
-from eventpipe import runtime
+from eventpipe import loop
 from eventpipe.cli.common import CliError, err_console, settings_from_args, setup_logging
 from eventpipe.embedded.process import PortInUseError
 from eventpipe.embedded.stack import DATABASE_ENV, KAFKA_ENV, EmbeddedStack
@@ -144,13 +144,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
         )
 
         if emb.init_sql:
-            runtime.run(_run_init_sql(stack.database_url, emb.init_sql))
+            loop.run(_run_init_sql(stack.database_url, emb.init_sql))
 
         def ready(service: Service) -> None:
             err_console.print(banner(settings, service, stack), soft_wrap=True)
 
         service = Service(settings, "all", listener=listener)
-        runtime.run(serve_until_signalled(service, ready))
+        loop.run(serve_until_signalled(service, ready))
     finally:
         listener.close()  # a no-op once the service took it
         stack.stop()

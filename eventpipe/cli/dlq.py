@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.syntax import Syntax
 from rich.table import Table
 
-from eventpipe import runtime
+from eventpipe import loop
 from eventpipe.cli.common import CliError, add_config_args, err_console, settings_from_args
 from eventpipe.db.pool import open_pool
 from eventpipe.dlq.ops import Dlq, resolve_topics, stats
@@ -118,7 +118,7 @@ def _run(args: argparse.Namespace, fn: Any) -> Any:
         topics = await resolve_topics(settings, args.pipeline, args.topic)
         return await _with_dlq(settings, lambda dlq: fn(dlq, topics))
 
-    return runtime.run(go())
+    return loop.run(go())
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -152,7 +152,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         topics = await resolve_topics(settings, args.pipeline, args.topic)
         return await _with_dlq(settings, lambda dlq: dlq.find(topics, args.ref))
 
-    entry = runtime.run(go())
+    entry = loop.run(go())
     if entry is None:
         raise CliError(f"no dead letter {args.ref!r}; use `eventpipe dlq list` to see refs", 1)
     doc = entry.to_doc(full=True)
@@ -241,7 +241,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         return await _with_dlq(settings, work)
 
-    report = runtime.run(go())
+    report = loop.run(go())
     if args.dry_run:
         for item in report.planned:
             sys.stdout.write(orjson.dumps(item).decode() + "\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from eventpipe import runtime
+from eventpipe import loop
 from eventpipe.cli.common import add_config_args, err_console, settings_from_args, setup_logging
 from eventpipe.db.migrations import apply_migrations
 from eventpipe.service.runner import ROLES, Service, serve_until_signalled
@@ -42,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     def ready(service: Service) -> None:
         err_console.print(f"eventpipe serving on {service.url} (role {args.role})")
 
-    runtime.run(serve_until_signalled(Service(settings, args.role), ready))
+    loop.run(serve_until_signalled(Service(settings, args.role), ready))
     return 0
 
 

@@ -71,15 +71,15 @@ from eventpipe.schema_registry.schemas import AvroSchema, JsonSchema, ParsedSche
 from eventpipe.schema_registry.wire import WireFormatError, avro_decode, json_decode, unframe
 from eventpipe.service.context import ServiceContext
 from eventpipe.service.runner import COMPONENT_FACTORIES, Component
+from eventpipe.topics import TopicName
 from eventpipe.transforms.jq_engine import EngineName
 
 log = logging.getLogger("eventpipe.kafka_source")
-_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _ID = re.compile(r"^(offset|key|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$")
 
 
 class ReadConfig(PluginConfig):
-    topics: list[str] = Field(min_length=1)
+    topics: list[TopicName] = Field(min_length=1)
     bootstrap: str | None = None
     group_id: str | None = None
     start: Literal["earliest", "latest"] = "earliest"
@@ -115,20 +115,13 @@ class RecordMapping(PluginConfig):
 
 
 class KafkaSourceConfig(PluginConfig):
-    topic: str
+    topic: TopicName
     read: ReadConfig
     format: Literal["json", "avro", "bytes"] = "json"
     registry_url: str | None = None
     event: RecordMapping = Field(default_factory=RecordMapping)
-    dead_letter_topic: str | None = None
+    dead_letter_topic: TopicName | None = None
     batch_size: int = Field(500, ge=1, le=10_000)
-
-    @field_validator("topic", "dead_letter_topic")
-    @classmethod
-    def _topic(cls, v: str | None) -> str | None:
-        if v is not None and not _TOPIC.match(v):
-            raise ValueError("topic names are 1-249 characters of letters, digits, '.', '_', '-'")
-        return v
 
 
 class DecodeError(PermanentError):

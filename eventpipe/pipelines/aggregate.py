@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from eventpipe.durations import Duration
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.event import format_time
 from eventpipe.transforms.errors import TransformError
@@ -53,7 +54,6 @@ from eventpipe.transforms.jq_engine import (
     compile_program,
 )
 
-from .durations import Duration
 from .spec import SpecModel
 
 Op = Literal["count", "sum", "min", "max", "latest"]

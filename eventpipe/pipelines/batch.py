@@ -8,7 +8,7 @@ Nothing here returns before every record is either written by every sink or
 stored in the dead-letter topic (acknowledged by the broker), so the caller
 may then mark the records' offsets as consumed.  A failure affects only its
 own record (poison records never block a partition); a sink that is down
-(:class:`~eventpipe.connectors.sinks.api.SinkUnavailableError`, for the whole
+(:class:`~eventpipe.sink.SinkUnavailableError`, for the whole
 write or for one record's request) holds those records with backoff, without
 using up their attempts, its partitions paused while the breaker is open,
 instead of dead-lettering everything (:mod:`.outcome` sorts a write's results).
@@ -31,22 +31,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eventpipe import metrics
-from eventpipe.connectors.sinks.api import (
-    DeliveryItem,
-    PipelineSink,
-    SinkUnavailableError,
-    retry_after_of,
-)
 from eventpipe.dlq.record import DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka
 from eventpipe.errors import EventpipeError, error_class_name, is_retriable
 from eventpipe.kafka.incarnation import TopicResetError
+from eventpipe.sink import (
+    DeliveryItem,
+    PipelineSink,
+    SinkUnavailableError,
+    retry_after_of,
+)
 from eventpipe.transforms import Chain, ValidateStep
 
 from .aggregate import Aggregator
-from .dedup import DedupTable
+from .dedup_table import DedupTable
 from .outcome import WriteOutcome, probe, sort_write
 from .retry import RetryPolicy
 

@@ -15,11 +15,11 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from eventpipe.connectors.sinks.api import SinkResources
 from eventpipe.preflight import Problem, Reach, register_check
 from eventpipe.schema_registry.lookup import fetch_subject, subject_problems
 from eventpipe.service.context import ServiceContext
 from eventpipe.service.runner import COMPONENT_FACTORIES, Component
+from eventpipe.sink import SinkResources
 from eventpipe.transforms.base import SchemaResolver
 
 from .runtime import PipelineRuntime

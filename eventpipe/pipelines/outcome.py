@@ -1,7 +1,7 @@
 """What one sink write did to each record it was given, sorted for the retry loop.
 
 A sink's ``deliver`` answers per record (ARCHITECTURE.md section 7; the classes
-are in :mod:`eventpipe.connectors.sinks.api`).  The batch processor treats them
+are in :mod:`eventpipe.sink`).  The batch processor treats them
 in four ways, and only one of them uses up a record's attempts:
 
 * delivered: done;
@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from eventpipe.connectors.sinks.api import (
+from eventpipe.sink import (
     DeliveryItem,
     HeldForOrderError,
     SinkUnavailableError,

@@ -7,7 +7,7 @@ app.start()``), not through faust's CLI, with ``web_enabled=False`` and the
 The agent reads its source partitions in batches (up to ``batch.max_records``,
 waiting at most ``batch.within`` for more) straight from the app's consumer --
 not through faust's per-record fetcher and channel queue, which drop records
-around a rebalance -- with :class:`~eventpipe.pipelines.source.SourceReader`:
+around a rebalance -- with :class:`~eventpipe.pipelines.partition_reader.SourceReader`:
 after every assignment each partition is sought to the committed offset (or
 lower, to the exactly-once sinks' lowest high-water mark + 1), and from then on
 its records are processed contiguously, never past a hole.  The batch is held
@@ -40,12 +40,12 @@ from faust.streams import _current_event
 from faust.types import TP
 
 from eventpipe import metrics
-from eventpipe.connectors.sinks.api import PipelineSink, SinkResources
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.errors import ConfigError
 from eventpipe.kafka.client import faust_app_kwargs
 from eventpipe.kafka.incarnation import TopicProbe, apply_policy, find_stale
 from eventpipe.settings import TopicSpec
+from eventpipe.sink import PipelineSink, SinkResources
 from eventpipe.transforms import Chain
 from eventpipe.transforms.base import SchemaResolver
 from eventpipe.transforms.jq_engine import compile_program
@@ -53,9 +53,9 @@ from eventpipe.transforms.jq_engine import compile_program
 from .aggregate import AggregateConfig, Aggregator
 from .batch import BatchProcessor, Stage
 from .changelog import ChangelogWrites
-from .dedup import DedupStepConfig, DedupTable
+from .dedup_table import DedupStepConfig, DedupTable
+from .partition_reader import SourceBatch, SourceReader
 from .retry import RetryPolicy
-from .source import SourceBatch, SourceReader
 from .spec import PipelineSpec, StatefulEntry, build_segments, build_sinks, build_validate
 
 log = logging.getLogger("eventpipe.pipelines")

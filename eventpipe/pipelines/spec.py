@@ -38,13 +38,12 @@ from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from eventpipe.durations import Duration
 from eventpipe.errors import ConfigError
 from eventpipe.settings import SECTION_VALIDATORS, Settings, problems_from
 from eventpipe.transforms import Chain, StepContext, ValidateStep
 from eventpipe.transforms.base import SchemaResolver, build_step
 from eventpipe.transforms.steps import check_topic
-
-from .durations import Duration
 
 STATEFUL_STEPS = ("aggregate", "dedup")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -186,7 +185,7 @@ def build_segments(
 ) -> tuple[list[Segment], list[tuple[str, str]]]:
     """Runs of stateless steps become Chains (fused); ``aggregate`` / ``dedup`` stand alone."""
     from .aggregate import AggregateConfig
-    from .dedup import DedupStepConfig
+    from .dedup_table import DedupStepConfig
 
     configs: dict[str, type[BaseModel]] = {"aggregate": AggregateConfig, "dedup": DedupStepConfig}
     problems: list[tuple[str, str]] = []
@@ -276,7 +275,7 @@ def sink_problems(entries: list[SinkEntry], steps: Any) -> list[tuple[str, str]]
     """Each sink's load-time problems within its pipeline (a topic sink needs a
     topic or a ``route`` step before it)."""
     from eventpipe.base import sinks as registry
-    from eventpipe.connectors.sinks.api import PipelineSink
+    from eventpipe.sink import PipelineSink
 
     routed = isinstance(steps, list) and any(
         isinstance(item, Mapping) and "route" in item for item in steps

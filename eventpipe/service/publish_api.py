@@ -3,8 +3,6 @@ batch) onto a topic.  202 only after the broker acknowledged every event."""
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 
 from eventpipe.envelope.http import from_http
@@ -20,8 +18,9 @@ from eventpipe.kafka.client import RecordTooLargeError
 from eventpipe.publisher import PublishBatchError
 from eventpipe.service.context import ServiceContext
 from eventpipe.service.problem import body_problem, problem
+from eventpipe.topics import RULE as TOPIC_RULE
+from eventpipe.topics import is_topic_name
 
-TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 CTX = web.AppKey("ctx", ServiceContext)
 
 
@@ -30,13 +29,13 @@ async def publish_events(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     svc = ctx.settings.service
     topic = request.match_info["topic"]
-    if not TOPIC_NAME.match(topic) or topic in (".", ".."):
+    if not is_topic_name(topic):
         return problem(
             400,
             "invalid-topic",
             f"{topic!r} is not a valid topic name",
             field="topic",
-            reason="topic names are 1-249 characters of letters, digits, '.', '_' and '-'",
+            reason=f"topic names are {TOPIC_RULE}",
         )
     try:
         body = await read_body(request, svc.max_body_bytes, "service.max_body_bytes")

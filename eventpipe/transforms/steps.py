@@ -23,7 +23,6 @@ when given, and otherwise leaves the event as it is.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
@@ -33,6 +32,7 @@ from eventpipe.base import PluginConfig, steps
 from eventpipe.envelope import CloudEvent, parse_time
 from eventpipe.envelope.event import CORE_ATTRIBUTES, validate_extension_name
 from eventpipe.errors import ConfigError, InvalidEventError
+from eventpipe.topics import check_topic
 
 from .base import StepContext, TransformStep, compile_field
 from .data_filter import data_form
@@ -53,22 +53,11 @@ from .jq_step import non_blank
 ROUTE_EXTENSION: Final = "routetopic"
 """The CloudEvent extension a ``route`` step puts the chosen topic in."""
 
-_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-
 
 def routed_topic(event: CloudEvent) -> str | None:
     """The topic a ``route`` step chose for ``event``, or None (use the sink's own)."""
     topic = event.extensions.get(ROUTE_EXTENSION)
     return None if topic is None else str(topic)
-
-
-def check_topic(name: str) -> str:
-    if name in (".", "..") or not _TOPIC.match(name):
-        raise ValueError(
-            f"{name!r} is not a valid Kafka topic name "
-            "(1-249 of letters, digits, '.', '_', '-'; not '.' or '..')"
-        )
-    return name
 
 
 def values_source(expressions: list[str]) -> str:

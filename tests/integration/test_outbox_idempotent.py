@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import asyncio
 
-from eventpipe.connectors.sinks.api import DeliveryItem, SinkResources
-from eventpipe.connectors.sinks.outbox import OutboxSink, OutboxSinkConfig
-from eventpipe.connectors.sinks.postgres import RowRejectedError
 from psycopg_pool import AsyncConnectionPool
 
+from eventpipe.connectors.sinks.outbox import OutboxSink, OutboxSinkConfig
+from eventpipe.connectors.sinks.postgres import RowRejectedError
 from eventpipe.envelope import CloudEvent
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
+from eventpipe.sink import DeliveryItem, SinkResources
 from tests.helpers import read_records
 from tests.integration.test_pipeline_support import (
     ident,

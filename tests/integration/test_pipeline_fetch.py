@@ -4,10 +4,9 @@ wait, stalling a backlog), and records still flow with it."""
 
 from __future__ import annotations
 
-from eventpipe.pipelines.component import PipelineComponent
-from eventpipe.pipelines.source import FETCH_MAX_WAIT_MS
-
 from eventpipe.envelope import CloudEvent
+from eventpipe.pipelines.component import PipelineComponent
+from eventpipe.pipelines.partition_reader import FETCH_MAX_WAIT_MS
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
 from tests.helpers import read_events

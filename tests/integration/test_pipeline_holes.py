@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from eventpipe.pipelines import source
+from eventpipe.pipelines import partition_reader as source
 
 from eventpipe.envelope import CloudEvent
 from eventpipe.kafka.admin import TopicAdmin

@@ -10,16 +10,16 @@ import json
 from collections import Counter, defaultdict
 from typing import Any
 
-from eventpipe.connectors.sinks.api import DeliveryItem
-from eventpipe.connectors.sinks.http import HttpSink, HttpSinkConfig
 from prometheus_client import REGISTRY
 
+from eventpipe.connectors.sinks.http import HttpSink, HttpSinkConfig
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.errors import InvalidEventError
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings, TopicSpec
+from eventpipe.sink import DeliveryItem
 from tests.helpers import read_records
 from tests.integration.http_receiver import (
     HANG,

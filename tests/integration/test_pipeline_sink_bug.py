@@ -12,14 +12,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from eventpipe.connectors.sinks.api import DeliveryItem
-from eventpipe.connectors.sinks.postgres import PostgresSink
 
 from eventpipe.cli.common import report
+from eventpipe.connectors.sinks.postgres import PostgresSink
 from eventpipe.envelope import CloudEvent
 from eventpipe.publisher import Publisher
 from eventpipe.service.runner import ComponentFailedError, Service, serve_until_signalled
 from eventpipe.settings import Settings
+from eventpipe.sink import DeliveryItem
 from tests.helpers import read_records
 from tests.integration.test_pipeline_support import (
     dlq_headers,

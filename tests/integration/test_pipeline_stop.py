@@ -11,15 +11,14 @@ import asyncio
 import gc
 import weakref
 
-from eventpipe.connectors.sinks.api import SinkResources
-from eventpipe.pipelines.runtime import PipelineRuntime
-from eventpipe.pipelines.spec import PipelineSpec
-
 from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
 from eventpipe.kafka.admin import TopicAdmin
+from eventpipe.pipelines.runtime import PipelineRuntime
+from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
+from eventpipe.sink import SinkResources
 from tests.integration.test_pipeline_support import ident
 
 

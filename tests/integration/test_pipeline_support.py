@@ -15,16 +15,16 @@ from typing import Any
 
 import psycopg
 import yaml
-from eventpipe.connectors.sinks.api import SinkResources
-from eventpipe.pipelines.runtime import PipelineRuntime
-from eventpipe.pipelines.spec import PipelineSpec
 
 from eventpipe.db.pool import open_pool
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.kafka.admin import TopicAdmin
+from eventpipe.pipelines.runtime import PipelineRuntime
+from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.publisher import Publisher
 from eventpipe.service.runner import Service
 from eventpipe.settings import Settings
+from eventpipe.sink import SinkResources
 
 ROOT = Path(__file__).resolve().parents[2]
 

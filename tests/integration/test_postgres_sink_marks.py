@@ -11,16 +11,16 @@ from typing import Any
 
 import psycopg
 import pytest
-from eventpipe.connectors.sinks.api import DeliveryItem, SinkResources
+from psycopg_pool import AsyncConnectionPool
+
 from eventpipe.connectors.sinks.postgres import (
     PostgresSink,
     PostgresSinkConfig,
     RowRejectedError,
 )
-from psycopg_pool import AsyncConnectionPool
-
 from eventpipe.envelope import CloudEvent
 from eventpipe.settings import Settings
+from eventpipe.sink import DeliveryItem, SinkResources
 from tests.integration.test_pipeline_support import ident, sql
 
 

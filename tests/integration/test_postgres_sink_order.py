@@ -11,13 +11,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from eventpipe.connectors.sinks.api import DeliveryItem, SinkResources
-from eventpipe.connectors.sinks.postgres import PostgresSink, PostgresSinkConfig
 from pydantic import ValidationError
 
+from eventpipe.connectors.sinks.postgres import PostgresSink, PostgresSinkConfig
 from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
 from eventpipe.settings import Settings
+from eventpipe.sink import DeliveryItem, SinkResources
 from tests.integration.test_pipeline_support import ident, sql
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-from eventpipe.connectors.webhook.dedup import CHECK_AND_RECORD_SQL, Dedup, json_list
 
+from eventpipe.connectors.webhook.delivery_ids import CHECK_AND_RECORD_SQL, Dedup, json_list
 from tests.fixtures.stack import StackInfo
 
 

@@ -3,16 +3,15 @@ which failure a record with several events keeps."""
 
 from __future__ import annotations
 
-from eventpipe.connectors.sinks.api import DeliveryItem, HeldForOrderError, SinkUnavailableError
 from eventpipe.connectors.sinks.http_requests import (
     batch_requests,
     event_requests,
     lanes,
     put_failure,
 )
-
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import HttpStatusError, InvalidEventError
+from eventpipe.sink import DeliveryItem, HeldForOrderError, SinkUnavailableError
 
 
 def ev(id: str, **ext: str) -> CloudEvent:

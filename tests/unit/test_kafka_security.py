@@ -11,12 +11,12 @@ import pytest
 from aiokafka.client import AIOKafkaClient
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from eventpipe.connectors.sinks.api import SinkResources
 from eventpipe.errors import ConfigError
 from eventpipe.kafka.client import client_kwargs
 from eventpipe.pipelines.runtime import PipelineRuntime
 from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.settings import Settings, load_settings
+from eventpipe.sink import SinkResources
 
 ROOT = Path(__file__).resolve().parents[2]
 # Everything shipped lives under eventpipe/.

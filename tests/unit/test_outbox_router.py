@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from eventpipe.connectors.outbox.api import ce_headers, create_table_sql, row_values
-from eventpipe.connectors.outbox.router import OutboxRouter
 from psycopg.types.json import Jsonb
 
+from eventpipe.connectors.outbox.api import ce_headers, create_table_sql, row_values
+from eventpipe.connectors.outbox.router import OutboxRouter
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka
 from eventpipe.errors import InvalidEventError

@@ -6,16 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from eventpipe.connectors.sinks.api import DeliveryItem
+
 from eventpipe.connectors.sinks.postgres import (
     PostgresSink,
     PostgresSinkConfig,
     RowMappingError,
     simple_path,
 )
-from eventpipe.transforms.event_form import event_form_getter, to_event_form
-
 from eventpipe.envelope import CloudEvent
+from eventpipe.sink import DeliveryItem
+from eventpipe.transforms.event_form import event_form_getter, to_event_form
 
 COLUMNS = {"id": ".id", "oid": ".data.order_id", "deep": ".data.a.b", "ext": ".region"}
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from eventpipe.pipelines.source import Positions, SourceBatch, SourceReader
 from faust.types import TP
+
+from eventpipe.pipelines.partition_reader import Positions, SourceBatch, SourceReader
 
 T = TP("orders", 0)
 
@@ -161,7 +162,7 @@ async def test_faust_fetcher_gets_a_snapshot_without_the_source_partitions(
     meanwhile made faust's fetcher drain their records, which the reader then
     never saw (lost, or a partition stalled behind them: the outbox and aggregate
     restart tests, 1 run in 3)."""
-    from eventpipe.pipelines.source import AIOKafkaFaustConsumer, SourceConsumer
+    from eventpipe.pipelines.partition_reader import AIOKafkaFaustConsumer, SourceConsumer
 
     changelog, source = TP("p-dedup-changelog", 0), TP("orders", 0)
     live = {changelog}

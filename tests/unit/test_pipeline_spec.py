@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 import yaml
-from eventpipe.pipelines.durations import parse_duration
-from eventpipe.pipelines.spec import parse_pipelines
 
+from eventpipe.durations import parse_duration
 from eventpipe.errors import ConfigError
+from eventpipe.pipelines.spec import parse_pipelines
 from eventpipe.settings import load_settings
 
 

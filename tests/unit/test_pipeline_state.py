@@ -8,18 +8,18 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from eventpipe.connectors.sinks.api import DeliveryItem, HeldForOrderError, SinkUnavailableError
-from eventpipe.connectors.sinks.breaker import CircuitBreaker
+
+from eventpipe.breaker import CircuitBreaker
 from eventpipe.connectors.sinks.http import parse_retry_after
+from eventpipe.envelope import CloudEvent
+from eventpipe.errors import HttpStatusError
 from eventpipe.pipelines.aggregate import AggregateConfig, Aggregator, window_starts
-from eventpipe.pipelines.dedup import DedupTable
+from eventpipe.pipelines.dedup_table import DedupTable
 from eventpipe.pipelines.outcome import probe, sort_write
 from eventpipe.pipelines.retry import RetryPolicy
 from eventpipe.pipelines.spec import RetrySpec
+from eventpipe.sink import DeliveryItem, HeldForOrderError, SinkUnavailableError
 from eventpipe.transforms.errors import TransformError
-
-from eventpipe.envelope import CloudEvent
-from eventpipe.errors import HttpStatusError
 
 
 @contextlib.contextmanager

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from multidict import CIMultiDict
+
 from eventpipe.connectors.webhook.batching import Coalescer
-from eventpipe.connectors.webhook.dedup import RecentIds
+from eventpipe.connectors.webhook.delivery_ids import RecentIds
 from eventpipe.connectors.webhook.limits import TokenBucket
 from eventpipe.connectors.webhook.rejects import REDACTED, Reject, dead_letter
 from eventpipe.dlq.record import H_STAGE, H_STEP
-from multidict import CIMultiDict
-
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.kafka.batches import record_size
 

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
@@ -21,12 +20,12 @@ from eventpipe.envelope import CloudEvent, parse_time
 from eventpipe.envelope.event import CORE_ATTRIBUTES
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.errors import InvalidEventError
+from eventpipe.topics import is_topic_name
 
 from .api import CE_PREFIX
 
 Out = tuple[str, KafkaMessage, str]
 ROUTE_FIELDS = ("aggregatetype", "type", "name")
-_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 class OutboxRouter:
@@ -47,7 +46,7 @@ class OutboxRouter:
 
     def topic(self, aggregatetype: str, type_: str) -> str:
         topic = self.topic_template.format(aggregatetype=aggregatetype, type=type_, name=self.name)
-        if not _TOPIC.match(topic) or topic in (".", ".."):
+        if not is_topic_name(topic):
             raise InvalidEventError(
                 "aggregatetype", f"routes to {topic!r}, which is not a valid topic name"
             )

@@ -7,6 +7,6 @@ read), the error classes that tell "the destination is down" from "this record
 failed", and the circuit breaker.
 """
 
-from .api import DeliveryItem, PipelineSink, SinkUnavailableError
+from eventpipe.sink import DeliveryItem, PipelineSink, SinkUnavailableError
 
 __all__ = ["DeliveryItem", "PipelineSink", "SinkUnavailableError"]

@@ -48,11 +48,11 @@ import aiohttp
 from pydantic import Field, SecretStr, field_validator
 
 from eventpipe.base import PluginConfig, sinks
+from eventpipe.breaker import CircuitBreaker
+from eventpipe.durations import Duration
 from eventpipe.errors import HTTP_BODY_LIMIT, EventpipeError, HttpStatusError
-from eventpipe.pipelines.durations import Duration
+from eventpipe.sink import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
 
-from .api import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
-from .breaker import CircuitBreaker
 from .http_requests import (
     Request,
     batch_requests,

@@ -34,8 +34,7 @@ from typing import Literal
 from eventpipe.envelope import CloudEvent, to_http, to_http_batch
 from eventpipe.envelope.http import encode_header_value
 from eventpipe.errors import EventpipeError, is_retriable
-
-from .api import DeliveryItem, HeldForOrderError, SinkUnavailableError
+from eventpipe.sink import DeliveryItem, HeldForOrderError, SinkUnavailableError
 
 
 @dataclass(slots=True)

@@ -31,6 +31,7 @@ from eventpipe.base import PluginConfig, sinks
 from eventpipe.connectors.outbox.api import publish_many, row_values
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import PermanentError
+from eventpipe.sink import DeliveryItem
 from eventpipe.transforms.event_form import to_event_form
 from eventpipe.transforms.jq_engine import (
     DEFAULT_ENGINE,
@@ -40,7 +41,6 @@ from eventpipe.transforms.jq_engine import (
     compile_program,
 )
 
-from .api import DeliveryItem
 from .postgres import PostgresSink, PostgresSinkConfig, rows_preflight
 
 if TYPE_CHECKING:

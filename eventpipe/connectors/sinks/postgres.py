@@ -58,6 +58,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from eventpipe.base import PluginConfig, sinks
 from eventpipe.errors import PermanentError, SinkWriteError, is_retriable
 from eventpipe.kafka.incarnation import Mark, Stale, TopicResetError
+from eventpipe.sink import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
 from eventpipe.transforms.event_form import event_form_getter, to_event_form
 from eventpipe.transforms.jq_engine import (
     DEFAULT_ENGINE,
@@ -66,8 +67,6 @@ from eventpipe.transforms.jq_engine import (
     compile_program,
 )
 from eventpipe.transforms.steps import values_source
-
-from .api import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
 
 if TYPE_CHECKING:
     from eventpipe.preflight import Reach

@@ -28,9 +28,8 @@ from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.errors import BrokerUnavailableError, PermanentError, is_retriable
 from eventpipe.publisher import PublishBatchError
 from eventpipe.settings import TopicSpec
+from eventpipe.sink import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
 from eventpipe.transforms.steps import ROUTE_EXTENSION, check_topic
-
-from .api import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
 
 
 class TopicSinkConfig(PluginConfig):

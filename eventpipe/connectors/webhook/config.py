@@ -33,10 +33,10 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from eventpipe.base import PluginConfig
+from eventpipe.topics import TopicName
 from eventpipe.transforms.jq_engine import EngineName, JqCompileError, compile_program
 from eventpipe.transforms.validate import ValidateConfig
 
-_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
 _EXT = re.compile(r"^[a-z0-9]+$")
 WHSEC_PREFIX = "whsec_"
@@ -45,12 +45,6 @@ RESERVED_EXTENSIONS = frozenset(
 )
 
 Secrets = Annotated[list[SecretStr], Field(min_length=1, max_length=16)]
-
-
-def _topic(v: str) -> str:
-    if not _TOPIC.match(v) or v in (".", ".."):
-        raise ValueError("topic names are 1-249 characters of letters, digits, '.', '_' and '-'")
-    return v
 
 
 def _header(v: str) -> str:
@@ -150,16 +144,11 @@ def _default_dead_letter_on() -> list[DeadLetterStatus]:
 
 
 class DeadLetters(PluginConfig):
-    topic: str | None = Field(None, description="default <topic>.dlq")
+    topic: TopicName | None = Field(None, description="default <topic>.dlq")
     on: list[DeadLetterStatus] = Field(
         default_factory=_default_dead_letter_on,
         description="rejections recorded; 401 lets unauthenticated senders write to it",
     )
-
-    @field_validator("topic")
-    @classmethod
-    def _topic_name(cls, v: str | None) -> str | None:
-        return None if v is None else _topic(v)
 
 
 def check_programs(exprs: dict[str, str | None], engine: EngineName) -> None:
@@ -213,7 +202,7 @@ class EventMapping(PluginConfig):
 class WebhookConfig(PluginConfig):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    topic: str
+    topic: TopicName
     verify: VerifyConfig
     input: Literal["json", "cloudevents"] = "json"
     event: EventMapping = Field(default_factory=EventMapping)
@@ -236,11 +225,6 @@ class WebhookConfig(PluginConfig):
     )
     publish_timeout_s: float = Field(5.0, gt=0, description="broker ack wait; then 503 or spool")
     retry_after_s: int = Field(5, ge=1)
-
-    @field_validator("topic")
-    @classmethod
-    def _topic_name(cls, v: str) -> str:
-        return _topic(v)
 
     @field_validator("validate_", mode="before")
     @classmethod

@@ -57,7 +57,7 @@ from eventpipe.service.context import ServiceContext
 from eventpipe.settings import SECTION_VALIDATORS
 
 from .config import WebhookConfig
-from .dedup import Dedup
+from .delivery_ids import Dedup
 from .limits import TokenBucket
 from .mapping import JSON_CT, MappingError, WebhookMapper, digest
 from .producer import BatchProducer

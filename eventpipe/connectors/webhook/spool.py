@@ -35,7 +35,7 @@ from eventpipe.errors import PermanentError
 from eventpipe.publisher import PublishBatchError, Publisher
 
 from .batching import Coalescer
-from .dedup import RECORD_SQL, json_list
+from .delivery_ids import RECORD_SQL, json_list
 
 log = logging.getLogger("eventpipe.webhook")
 LOCK_NAMESPACE = 0x77_68_73_70  # "whsp"

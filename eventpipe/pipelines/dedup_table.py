@@ -23,9 +23,9 @@ from typing import Any
 
 from pydantic import Field
 
+from eventpipe.durations import Duration
 from eventpipe.transforms.jq_engine import DEFAULT_ENGINE, EngineName
 
-from .durations import Duration
 from .spec import SpecModel
 
 

@@ -35,11 +35,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from eventpipe.base import PluginConfig, Sink
+from eventpipe.breaker import CircuitBreaker
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import RetriableError
 from eventpipe.kafka.incarnation import Mark
-
-from .breaker import CircuitBreaker
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
