@@ -41,9 +41,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from eventpipe.durations import Duration
 from eventpipe.errors import ConfigError
 from eventpipe.settings import SECTION_VALIDATORS, Settings, problems_from
+from eventpipe.topics import TopicName
 from eventpipe.transforms import Chain, StepContext, ValidateStep
 from eventpipe.transforms.base import SchemaResolver, build_step
-from eventpipe.transforms.steps import check_topic
 
 STATEFUL_STEPS = ("aggregate", "dedup")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -54,7 +54,7 @@ class SpecModel(BaseModel):
 
 
 class SourceSpec(SpecModel):
-    topics: list[str] = Field(min_length=1)
+    topics: list[TopicName] = Field(min_length=1)
     group: str | None = Field(None, description="consumer group; default: the pipeline name")
     partitions: int | None = Field(None, ge=1, description="when the pipeline creates them")
     start_from: Literal["earliest", "latest"] = "earliest"
@@ -70,8 +70,6 @@ class SourceSpec(SpecModel):
     @field_validator("topics")
     @classmethod
     def _topics(cls, v: list[str]) -> list[str]:
-        for t in v:
-            check_topic(t)
         if len(set(v)) != len(v):
             raise ValueError("a topic is listed twice")
         return v
@@ -96,13 +94,8 @@ class RetrySpec(SpecModel):
 
 
 class DeadLetterSpec(SpecModel):
-    topic: str | None = Field(None, description="default: <pipeline>.dlq")
+    topic: TopicName | None = Field(None, description="default: <pipeline>.dlq")
     partitions: int | None = Field(None, ge=1)
-
-    @field_validator("topic")
-    @classmethod
-    def _topic(cls, v: str | None) -> str | None:
-        return None if v is None else check_topic(v)
 
 
 class ErrorsSpec(SpecModel):

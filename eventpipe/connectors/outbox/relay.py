@@ -46,6 +46,7 @@ from eventpipe.dlq.record import DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.errors import is_retriable
 from eventpipe.service.runner import Component
+from eventpipe.topics import TopicName
 
 from ..postgres_cdc import checks
 from ..postgres_cdc.config import PostgresCdcConfig, check_template, parse_table
@@ -75,7 +76,7 @@ class OutboxConfig(PluginConfig):
     source_uri: str | None = Field(None, description="CloudEvent source when the row has none")
     format: Literal["binary", "structured"] = "binary"
     topic_partitions: int | None = Field(None, ge=1)
-    dlq_topic: str | None = None
+    dlq_topic: TopicName | None = None
     batch_size: int = Field(1000, ge=1, le=100_000)
     poll_interval_ms: int = Field(50, ge=1, le=60_000)
     # mode: cdc

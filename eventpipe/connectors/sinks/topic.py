@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from eventpipe.base import PluginConfig, sinks
 from eventpipe.envelope import CloudEvent
@@ -29,19 +29,17 @@ from eventpipe.errors import BrokerUnavailableError, PermanentError, is_retriabl
 from eventpipe.publisher import PublishBatchError
 from eventpipe.settings import TopicSpec
 from eventpipe.sink import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
-from eventpipe.transforms.steps import ROUTE_EXTENSION, check_topic
+from eventpipe.topics import TopicName
+from eventpipe.transforms.steps import ROUTE_EXTENSION
 
 
 class TopicSinkConfig(PluginConfig):
-    topic: str | None = Field(None, description="default topic; a route step may choose another")
+    topic: TopicName | None = Field(
+        None, description="default topic; a route step may choose another"
+    )
     partitions: int | None = Field(None, ge=1)
     mode: Literal["binary", "structured"] = "binary"
     create_routed_topics: bool = True
-
-    @field_validator("topic")
-    @classmethod
-    def _topic(cls, v: str | None) -> str | None:
-        return None if v is None else check_topic(v)
 
 
 class NoTopicError(PermanentError):
