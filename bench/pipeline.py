@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bench.common import console, cpu_note, run_on_stack, self_peak_rss_mb, table
 from bench.publish import PAYLOAD
 from bench.workers import WorkersResult, pass_batch, run_raw_workers, run_workers
+from eventpipe.context import Context
 from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka, to_kafka
@@ -37,7 +38,6 @@ from eventpipe.pipelines.runtime import PipelineRuntime
 from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings, TopicSpec
-from eventpipe.sink import SinkResources
 from eventpipe.transforms import Chain
 
 # At 20,000 events the raw loop is still warming up (half its 60,000-event rate).
@@ -163,7 +163,7 @@ async def run_pipeline(settings: Settings, spec: dict[str, Any], n: int) -> floa
     admin = TopicAdmin(settings.kafka)
     await pub.start()
     await admin.start()
-    resources = SinkResources(settings, pub, admin, pool)
+    resources = Context(settings, pub, admin, pool)
     rt = PipelineRuntime(PipelineSpec.model_validate(spec), resources)
     marks: dict[str, Any] = {"t0": None, "n": 0}
     done = asyncio.Event()

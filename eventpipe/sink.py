@@ -41,11 +41,7 @@ from eventpipe.errors import RetriableError
 from eventpipe.kafka.incarnation import Mark
 
 if TYPE_CHECKING:
-    from psycopg_pool import AsyncConnectionPool
-
-    from eventpipe.kafka.admin import TopicAdmin
-    from eventpipe.publisher import Publisher
-    from eventpipe.settings import Settings
+    from eventpipe.context import Context
 
 BeforeCommit = Callable[[dict[int, BaseException]], Awaitable[None]]
 """Called by transactional sinks with their permanent failures before they commit,
@@ -77,16 +73,6 @@ class DeliveryItem:
     key: bytes | None = None  # the consumed record's Kafka key (sinks that keep order)
 
 
-@dataclass
-class SinkResources:
-    """What the service shares with the sinks it runs."""
-
-    settings: Settings
-    publisher: Publisher
-    admin: TopicAdmin
-    pool: AsyncConnectionPool | None = None
-
-
 async def _no_hook(failed: dict[int, BaseException]) -> None:
     return None
 
@@ -103,18 +89,18 @@ class PipelineSink(Sink):
         self.topic_ids = {}
 
     pipeline: str = ""
-    resources: SinkResources | None = None
+    ctx: Context | None = None
 
-    def bind(self, pipeline: str, resources: SinkResources) -> None:
+    def bind(self, pipeline: str, ctx: Context) -> None:
         """Called once by the pipeline before ``start``: the sink's marks and
         metrics are per pipeline, and it may use the service's pool and producer."""
         self.pipeline = pipeline
-        self.resources = resources
+        self.ctx = ctx
 
-    def need_resources(self) -> SinkResources:
-        if self.resources is None:
+    def need_context(self) -> Context:
+        if self.ctx is None:
             raise RuntimeError(f"sink {self.name!r} was not bound to a pipeline (call bind())")
-        return self.resources
+        return self.ctx
 
     def topics(self) -> list[str]:
         """Topics this sink writes to, created when the pipeline starts."""

@@ -11,13 +11,13 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
+from eventpipe.context import Context
 from eventpipe.db.migrations import apply_migrations
 from eventpipe.db.pool import open_pool
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.kafka.incarnation import Mark, TopicProbe, apply_policy, find_stale
 from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.publisher import Publisher
-from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings
 
 from .job import Job, JobStore, Progress, new_job_id
@@ -41,11 +41,11 @@ from .usage import cpu_count, usage
 log = logging.getLogger("eventpipe.backfill")
 
 
-async def open_context(settings: Settings, *, migrate: bool = True) -> ServiceContext:
+async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
     """The database pool (migrated: the job tables), producer and topic admin.  Unlike
     the service's, it creates no topics: a dry run writes nothing to Kafka."""
     pool = await open_pool(settings.database)
-    ctx = ServiceContext(settings, Publisher(settings), TopicAdmin(settings.kafka), pool)
+    ctx = Context(settings, Publisher(settings), TopicAdmin(settings.kafka), pool)
     try:
         if migrate:
             await apply_migrations(settings.database.url.get_secret_value())
@@ -74,7 +74,7 @@ def resolve_request(settings: Settings, req: BackfillRequest) -> PipelineSpec | 
 class Backfill:
     def __init__(
         self,
-        ctx: ServiceContext,
+        ctx: Context,
         req: BackfillRequest,
         *,
         view: ProgressView | None = None,

@@ -50,6 +50,7 @@ from eventpipe import metrics
 from eventpipe.base import PluginConfig, Source, sources
 from eventpipe.connectors.webhook.config import check_programs
 from eventpipe.connectors.webhook.mapping import FieldProgram, MappingError
+from eventpipe.context import Context
 from eventpipe.dlq.record import DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.envelope import CloudEvent
@@ -69,7 +70,6 @@ from eventpipe.schema_registry.client import SchemaRegistryClient
 from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.schema_registry.schemas import AvroSchema, JsonSchema, ParsedSchema
 from eventpipe.schema_registry.wire import WireFormatError, avro_decode, json_decode, unframe
-from eventpipe.service.context import ServiceContext
 from eventpipe.service.runner import COMPONENT_FACTORIES, Component
 from eventpipe.topics import TopicName
 from eventpipe.transforms.jq_engine import EngineName
@@ -180,7 +180,7 @@ def _text(raw: bytes | None) -> str | None:
 class KafkaTopicSource(Source):
     Config = KafkaSourceConfig
 
-    def __init__(self, config: KafkaSourceConfig, *, name: str, ctx: ServiceContext) -> None:
+    def __init__(self, config: KafkaSourceConfig, *, name: str, ctx: Context) -> None:
         super().__init__(config, name=name)
         self.cfg = config
         self.ctx = ctx
@@ -479,7 +479,7 @@ class SourceComponent(Component):
         await self.source.stop()
 
 
-def components(ctx: ServiceContext) -> list[Component]:
+def components(ctx: Context) -> list[Component]:
     out: list[Component] = []
     for entry in ctx.settings.sources:
         if entry.get("type") == "kafka":

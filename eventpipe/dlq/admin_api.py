@@ -9,12 +9,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from eventpipe.context import Context
 from eventpipe.dlq.ops import Dlq, DlqError, resolve_topics, stats
 from eventpipe.dlq.query import FilterError, Filters, parse_when
 from eventpipe.kafka.incarnation import TopicResetError
-from eventpipe.service.context import ServiceContext
-from eventpipe.service.problem import problem
-from eventpipe.service.publish_api import CTX
+from eventpipe.problem import problem
 
 _FILTER_KEYS = (
     "pipeline",
@@ -29,7 +28,7 @@ _FILTER_KEYS = (
 )
 
 
-def _authorized(request: web.Request, ctx: ServiceContext) -> web.Response | None:
+def _authorized(request: web.Request, ctx: Context) -> web.Response | None:
     token = ctx.settings.service.admin_token
     if token is None:
         return problem(
@@ -91,9 +90,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return doc
 
 
-def _guard(handler: Any) -> Any:
+def _guard(handler: Any, ctx: Context) -> Any:
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        ctx = request.app[CTX]
         denied = _authorized(request, ctx)
         if denied is not None:
             return denied
@@ -110,7 +108,7 @@ def _guard(handler: Any) -> Any:
     return wrapped
 
 
-async def list_dead_letters(request: web.Request, ctx: ServiceContext, dlq: Dlq) -> web.Response:
+async def list_dead_letters(request: web.Request, ctx: Context, dlq: Dlq) -> web.Response:
     params = dict(request.query)
     filters = _filters(params)
     topics = await resolve_topics(ctx.settings, filters.pipeline, _topics(params))
@@ -118,14 +116,14 @@ async def list_dead_letters(request: web.Request, ctx: ServiceContext, dlq: Dlq)
     return web.json_response({"items": [e.to_doc() for e in entries]}, dumps=_dumps)
 
 
-async def dlq_stats(request: web.Request, ctx: ServiceContext, dlq: Dlq) -> web.Response:
+async def dlq_stats(request: web.Request, ctx: Context, dlq: Dlq) -> web.Response:
     params = dict(request.query)
     filters = _filters(params)
     topics = await resolve_topics(ctx.settings, filters.pipeline, _topics(params))
     return web.json_response(stats(await dlq.select(topics, filters)), dumps=_dumps)
 
 
-async def show(request: web.Request, ctx: ServiceContext, dlq: Dlq) -> web.Response:
+async def show(request: web.Request, ctx: Context, dlq: Dlq) -> web.Response:
     params = dict(request.query)
     topics = await resolve_topics(ctx.settings, params.get("pipeline"), _topics(params))
     entry = await dlq.find(topics, request.match_info["ref"])
@@ -134,7 +132,7 @@ async def show(request: web.Request, ctx: ServiceContext, dlq: Dlq) -> web.Respo
     return web.json_response(entry.to_doc(full=True), dumps=_dumps)
 
 
-async def replay(request: web.Request, ctx: ServiceContext, dlq: Dlq) -> web.Response:
+async def replay(request: web.Request, ctx: Context, dlq: Dlq) -> web.Response:
     body = await _body(request)
     filters = _filters({k: body.get(k) for k in _FILTER_KEYS})
     topics = await resolve_topics(ctx.settings, filters.pipeline, _topics(body))
@@ -159,7 +157,7 @@ async def replay(request: web.Request, ctx: ServiceContext, dlq: Dlq) -> web.Res
     )
 
 
-async def discard(request: web.Request, ctx: ServiceContext, dlq: Dlq) -> web.Response:
+async def discard(request: web.Request, ctx: Context, dlq: Dlq) -> web.Response:
     body = await _body(request)
     reason = body.get("reason")
     if not isinstance(reason, str) or not reason.strip():
@@ -176,9 +174,9 @@ def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 
 
-def install(app: web.Application, ctx: ServiceContext) -> None:
-    app.router.add_get("/v1/dlq", _guard(list_dead_letters), name="dlq-list")
-    app.router.add_get("/v1/dlq/stats", _guard(dlq_stats), name="dlq-stats")
-    app.router.add_post("/v1/dlq/replay", _guard(replay), name="dlq-replay")
-    app.router.add_post("/v1/dlq/discard", _guard(discard), name="dlq-discard")
-    app.router.add_get("/v1/dlq/{ref}", _guard(show), name="dlq-show")
+def install(app: web.Application, ctx: Context) -> None:
+    app.router.add_get("/v1/dlq", _guard(list_dead_letters, ctx), name="dlq-list")
+    app.router.add_get("/v1/dlq/stats", _guard(dlq_stats, ctx), name="dlq-stats")
+    app.router.add_post("/v1/dlq/replay", _guard(replay, ctx), name="dlq-replay")
+    app.router.add_post("/v1/dlq/discard", _guard(discard, ctx), name="dlq-discard")
+    app.router.add_get("/v1/dlq/{ref}", _guard(show, ctx), name="dlq-show")

@@ -15,11 +15,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from eventpipe.context import Context
 from eventpipe.preflight import Problem, Reach, register_check
 from eventpipe.schema_registry.lookup import fetch_subject, subject_problems
-from eventpipe.service.context import ServiceContext
 from eventpipe.service.runner import COMPONENT_FACTORIES, Component
-from eventpipe.sink import SinkResources
 from eventpipe.transforms.base import SchemaResolver
 
 from .runtime import PipelineRuntime
@@ -52,7 +51,7 @@ def subjects_of(spec: PipelineSpec) -> set[tuple[str, Any]]:
     return {(subject, version) for _, subject, version in subject_paths(spec)}
 
 
-async def fetch_schemas(spec: PipelineSpec, ctx: ServiceContext | None) -> SchemaResolver | None:
+async def fetch_schemas(spec: PipelineSpec, ctx: Context | None) -> SchemaResolver | None:
     """A resolver over schemas fetched now (steps resolve at build, never per event)."""
     wanted = subjects_of(spec)
     if not wanted:
@@ -99,7 +98,7 @@ async def check_pipelines(reach: Reach) -> list[Problem]:
 
 
 class PipelineComponent(Component):
-    def __init__(self, spec: PipelineSpec, ctx: ServiceContext) -> None:
+    def __init__(self, spec: PipelineSpec, ctx: Context) -> None:
         self.spec = spec
         self.ctx = ctx
         self.name = f"pipeline {spec.name}"
@@ -108,9 +107,8 @@ class PipelineComponent(Component):
     async def start(self) -> None:
         ctx = self.ctx
         resolve = await fetch_schemas(self.spec, ctx)
-        resources = SinkResources(ctx.settings, ctx.publisher, ctx.admin, ctx.pool)
         self.runtime = PipelineRuntime(
-            self.spec, resources, resolve_schema=resolve, on_failure=self.report_failure
+            self.spec, ctx, resolve_schema=resolve, on_failure=self.report_failure
         )
         await self.runtime.start()
 
@@ -120,7 +118,7 @@ class PipelineComponent(Component):
             await runtime.stop()
 
 
-def pipeline_components(ctx: ServiceContext) -> list[Component]:
+def pipeline_components(ctx: Context) -> list[Component]:
     return [PipelineComponent(spec, ctx) for spec in parse_pipelines(ctx.settings)]
 
 

@@ -40,12 +40,13 @@ from faust.streams import _current_event
 from faust.types import TP
 
 from eventpipe import metrics
+from eventpipe.context import Context
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.errors import ConfigError
 from eventpipe.kafka.client import faust_app_kwargs
 from eventpipe.kafka.incarnation import TopicProbe, apply_policy, find_stale
 from eventpipe.settings import TopicSpec
-from eventpipe.sink import PipelineSink, SinkResources
+from eventpipe.sink import PipelineSink
 from eventpipe.transforms import Chain
 from eventpipe.transforms.base import SchemaResolver
 from eventpipe.transforms.jq_engine import compile_program
@@ -86,7 +87,7 @@ class PipelineRuntime:
     def __init__(
         self,
         spec: PipelineSpec,
-        resources: SinkResources,
+        resources: Context,
         *,
         resolve_schema: SchemaResolver | None = None,
         data_dir: Path | None = None,

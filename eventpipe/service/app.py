@@ -13,13 +13,13 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from eventpipe import metrics
+from eventpipe.context import Context
 from eventpipe.dlq import admin_api as dlq_admin_api
 from eventpipe.errors import error_class_name
 from eventpipe.http_body import UnsupportedEncoding, content_coding, handler_decodes
+from eventpipe.problem import body_problem, problem
 from eventpipe.schema_registry import server as schema_registry_server
 from eventpipe.service import publish_api
-from eventpipe.service.context import ServiceContext
-from eventpipe.service.problem import body_problem, problem
 from eventpipe.service.publish_api import CTX
 
 log = logging.getLogger("eventpipe.service")
@@ -50,7 +50,7 @@ def _observe(route: str, method: str, status: int, seconds: float) -> None:
 
 
 # Later features (schema registry, webhooks, DLQ admin) add their routes here.
-ROUTE_INSTALLERS: list[Callable[[web.Application, ServiceContext], None]] = []
+ROUTE_INSTALLERS: list[Callable[[web.Application, Context], None]] = []
 ROUTE_INSTALLERS.append(schema_registry_server.install)  # /schema-registry/
 ROUTE_INSTALLERS.append(dlq_admin_api.install)  # /v1/dlq/...
 
@@ -133,7 +133,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 # Features add readiness checks here (e.g. the CDC stall alarm): each returns
 # {check name: "ok" or why not}; anything but "ok" makes /readyz answer 503.
-READINESS_CHECKS: list[Callable[[ServiceContext], Awaitable[dict[str, str]]]] = []
+READINESS_CHECKS: list[Callable[[Context], Awaitable[dict[str, str]]]] = []
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -172,7 +172,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return resp
 
 
-def build_app(ctx: ServiceContext, *, ops_only: bool = False) -> web.Application:
+def build_app(ctx: Context, *, ops_only: bool = False) -> web.Application:
     """The service's HTTP app.  ``ops_only`` (processes whose role is not ingest)
     serves only /healthz, /readyz and /metrics, for orchestrators and Prometheus."""
     app = web.Application(

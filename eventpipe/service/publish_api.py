@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from eventpipe.context import Context
 from eventpipe.envelope.http import from_http
 from eventpipe.envelope.kafka import to_kafka
 from eventpipe.errors import (
@@ -15,13 +16,12 @@ from eventpipe.errors import (
 )
 from eventpipe.http_body import BodyError, decodes_content_encoding, read_body
 from eventpipe.kafka.client import RecordTooLargeError
+from eventpipe.problem import body_problem, problem
 from eventpipe.publisher import PublishBatchError
-from eventpipe.service.context import ServiceContext
-from eventpipe.service.problem import body_problem, problem
 from eventpipe.topics import RULE as TOPIC_RULE
 from eventpipe.topics import is_topic_name
 
-CTX = web.AppKey("ctx", ServiceContext)
+CTX = web.AppKey("ctx", Context)
 
 
 @decodes_content_encoding

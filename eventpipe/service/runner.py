@@ -14,11 +14,12 @@ from typing import Literal
 
 from aiohttp import web
 
+from eventpipe.context import Context
 from eventpipe.embedded.process import listen_socket
 from eventpipe.errors import ConfigError, RetriableError
 from eventpipe.preflight import Reach, run_checks
 from eventpipe.service.app import build_app
-from eventpipe.service.context import ServiceContext
+from eventpipe.service.context import open_context
 from eventpipe.service.http_server import ServiceRunner
 from eventpipe.settings import Settings
 
@@ -53,7 +54,7 @@ class Component:
 
 # role -> factories building that role's components from the context.  Later
 # features (pipelines, CDC, outbox relay) register theirs here.
-COMPONENT_FACTORIES: dict[str, list[Callable[[ServiceContext], list[Component]]]] = {
+COMPONENT_FACTORIES: dict[str, list[Callable[[Context], list[Component]]]] = {
     "ingest": [],
     "pipelines": [],
     "cdc": [],
@@ -75,7 +76,7 @@ class Service:
         self.settings = settings
         self.role = role
         self.listener = listener
-        self.ctx: ServiceContext | None = None
+        self.ctx: Context | None = None
         self.runner: web.AppRunner | None = None
         self.components: list[Component] = []
         self.port: int | None = None
@@ -91,7 +92,7 @@ class Service:
         if self.listener is None:
             self.listener = http_listener(self.settings)
         try:
-            self.ctx = await ServiceContext.open(self.settings)
+            self.ctx = await open_context(self.settings)
         except BaseException:
             await self.stop()
             raise

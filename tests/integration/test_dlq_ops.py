@@ -16,19 +16,19 @@ import orjson
 import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+
+from eventpipe.db.pool import open_pool
 from eventpipe.dlq.ops import Dlq, DlqError, resolve_topics, stats
 from eventpipe.dlq.query import FilterError, Filters, parse_when
 from eventpipe.dlq.record import H_EXC_CLASS, PREFIX, DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
-
-from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka, to_kafka
 from eventpipe.errors import InvalidEventError
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.publisher import Publisher
 from eventpipe.service.app import build_app
-from eventpipe.service.context import ServiceContext
+from eventpipe.service.context import open_context
 from eventpipe.settings import Settings, TopicSpec
 from tests.helpers import read_records
 
@@ -290,7 +290,7 @@ async def test_admin_api_needs_the_token(world: tuple[Dlq, str, str], settings: 
                 )
             }
         )
-        ctx = await ServiceContext.open(s, broker_wait_s=5)
+        ctx = await open_context(s, broker_wait_s=5)
         client = TestClient(TestServer(build_app(ctx)))
         await client.start_server()
         try:

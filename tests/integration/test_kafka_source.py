@@ -17,15 +17,16 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
 from eventpipe.connectors.kafka_source import KafkaSourceConfig, KafkaTopicSource
+from eventpipe.context import Context
 from eventpipe.dlq.record import DeadLetter
+from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.schema_registry.models import Schema
 from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.schema_registry.schemas import AvroSchema, parse
 from eventpipe.schema_registry.wire import avro_encode, frame
-
-from eventpipe.kafka.admin import TopicAdmin
-from eventpipe.service.context import ServiceContext
+from eventpipe.service.context import open_context
 from eventpipe.settings import Settings, TopicSpec, validate_sources
 from tests.helpers import read_events, read_records
 
@@ -44,8 +45,8 @@ AVRO = {
 
 
 @pytest.fixture
-async def ctx(settings: Settings) -> AsyncIterator[ServiceContext]:
-    c = await ServiceContext.open(settings, broker_wait_s=5)
+async def ctx(settings: Settings) -> AsyncIterator[Context]:
+    c = await open_context(settings, broker_wait_s=5)
     try:
         yield c
     finally:
@@ -76,7 +77,7 @@ async def produce(settings: Settings, topic: str, records: list[tuple[Any, ...]]
 
 
 def source(
-    ctx: ServiceContext, foreign: str, target: str, name: str | None = None, **cfg: Any
+    ctx: Context, foreign: str, target: str, name: str | None = None, **cfg: Any
 ) -> KafkaTopicSource:
     entry = {
         "type": "kafka",
@@ -93,7 +94,7 @@ def source(
 
 
 async def test_json_records_mapped_and_undecodable_ones_dead_lettered(
-    ctx: ServiceContext, settings: Settings, topic: str, target: str
+    ctx: Context, settings: Settings, topic: str, target: str
 ):
     good = [(f"c{i % 4}".encode(), orjson.dumps({"kind": "placed", "n": i})) for i in range(20)]
     bad = [(b"x", b"\xffnot json"), (None, b"{truncated")]
@@ -122,7 +123,7 @@ async def test_json_records_mapped_and_undecodable_ones_dead_lettered(
 
 
 async def test_ids_from_a_header_or_the_key(
-    ctx: ServiceContext, settings: Settings, topic: str, target: str
+    ctx: Context, settings: Settings, topic: str, target: str
 ):
     await produce(
         settings,
@@ -142,7 +143,7 @@ async def test_ids_from_a_header_or_the_key(
 
 
 async def test_avro_in_the_confluent_wire_format_via_the_registry(
-    ctx: ServiceContext, settings: Settings, topic: str, target: str
+    ctx: Context, settings: Settings, topic: str, target: str
 ):
     assert ctx.pool is not None
     reg = await SchemaRegistry(ctx.pool).register(
@@ -174,7 +175,7 @@ async def test_avro_in_the_confluent_wire_format_via_the_registry(
     assert sorted(r.key for r in letters) == [b"o-2", b"o-3"]
 
 
-async def test_raw_bytes(ctx: ServiceContext, settings: Settings, topic: str, target: str):
+async def test_raw_bytes(ctx: Context, settings: Settings, topic: str, target: str):
     await produce(settings, topic, [(None, b"\x00\x01binary")])
     src = source(ctx, topic, target, format="bytes")
     await src.start()
@@ -199,7 +200,7 @@ async def _wait_ids(settings: Settings, target: str, n: int, timeout: float = 60
 
 
 async def test_restart_delivers_every_record_with_the_same_ids(
-    ctx: ServiceContext, settings: Settings, topic: str, target: str
+    ctx: Context, settings: Settings, topic: str, target: str
 ):
     name = f"ks-{uuid.uuid4().hex[:8]}"
     await produce(settings, topic, _expected(topic, 300))

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import yaml
 
+from eventpipe.context import Context
 from eventpipe.db.pool import open_pool
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.kafka.admin import TopicAdmin
@@ -24,7 +25,6 @@ from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.publisher import Publisher
 from eventpipe.service.runner import Service
 from eventpipe.settings import Settings
-from eventpipe.sink import SinkResources
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +62,7 @@ async def runtime(
     try:
         async with Publisher(settings) as pub, TopicAdmin(settings.kafka) as admin:
             rt = PipelineRuntime(
-                PipelineSpec.model_validate(spec), SinkResources(settings, pub, admin, pool)
+                PipelineSpec.model_validate(spec), Context(settings, pub, admin, pool)
             )
             try:
                 await rt.start()

@@ -18,21 +18,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import eventpipe.connectors.webhook.source  # noqa: F401  (registers the route installer)
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 from cloudevents.core.bindings import kafka as sdk_kafka
-from eventpipe.dlq.record import DeadLetter
-from eventpipe.schema_registry.models import Schema
-from eventpipe.schema_registry.registry import SchemaRegistry
 from standardwebhooks import Webhook
 
+import eventpipe.connectors.webhook.source  # noqa: F401  (registers the route installer)
+from eventpipe.context import Context
+from eventpipe.dlq.record import DeadLetter
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.http import to_http, to_http_batch
 from eventpipe.envelope.kafka import from_kafka
+from eventpipe.schema_registry.models import Schema
+from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.service.app import build_app
-from eventpipe.service.context import ServiceContext
+from eventpipe.service.context import open_context
 from eventpipe.settings import Settings, validate_sources
 from tests.helpers import ServiceTestServer, read_records
 
@@ -89,7 +90,7 @@ def github_headers(body: bytes, delivery: str, event: str = "push") -> dict[str,
 @dataclass
 class Hook:
     client: TestClient
-    ctx: ServiceContext
+    ctx: Context
     name: str
     topic: str
     settings: Settings
@@ -123,7 +124,7 @@ def source_settings(settings: Settings, topic: str, name: str, **cfg: Any) -> Se
 async def open_hook(settings: Settings, topic: str, name: str | None = None, **cfg: Any) -> Hook:
     name = name or f"wh-{uuid.uuid4().hex[:10]}"
     s = source_settings(settings, topic, name, **cfg)
-    ctx = await ServiceContext.open(s, broker_wait_s=5)
+    ctx = await open_context(s, broker_wait_s=5)
     try:
         client = TestClient(ServiceTestServer(build_app(ctx), s.service))
     except BaseException:
@@ -441,7 +442,7 @@ async def test_schema_violation_is_422_and_dead_lettered(make_hook):
 
 async def test_schema_from_the_registry_subject(make_hook, settings: Settings):
     subject = f"wh-{uuid.uuid4().hex[:8]}-value"
-    ctx = await ServiceContext.open(settings, broker_wait_s=5)
+    ctx = await open_context(settings, broker_wait_s=5)
     try:
         assert ctx.pool is not None
         await SchemaRegistry(ctx.pool).register(

@@ -60,7 +60,7 @@ from .api import DEFAULT_TABLE, table_ident
 from .router import ROUTE_FIELDS, OutboxRouter
 
 if TYPE_CHECKING:
-    from eventpipe.service.context import ServiceContext
+    from eventpipe.context import Context
 
 OnPublish = Literal["delete", "mark", "keep"]
 _COLUMNS = "seq, id, aggregatetype, aggregateid, type, payload, headers, created_at"
@@ -241,7 +241,7 @@ class OutboxCdcSource(PostgresCdcSource):
         config: PluginConfig,
         *,
         name: str | None = None,
-        ctx: ServiceContext,
+        ctx: Context,
         outbox: OutboxConfig,
     ) -> None:
         super().__init__(config, name=name, ctx=ctx)
@@ -302,7 +302,7 @@ class OutboxCdcSource(PostgresCdcSource):
 
 # ==================================================================== poll
 class PollRelay(Component):
-    def __init__(self, cfg: OutboxConfig, *, name: str, ctx: ServiceContext) -> None:
+    def __init__(self, cfg: OutboxConfig, *, name: str, ctx: Context) -> None:
         self.cfg = cfg
         self.name = name
         self.ctx = ctx
@@ -422,9 +422,7 @@ class PollRelay(Component):
 class OutboxRelay(Source, Component):
     Config: ClassVar[type[PluginConfig]] = OutboxConfig
 
-    def __init__(
-        self, config: PluginConfig, *, name: str | None = None, ctx: ServiceContext
-    ) -> None:
+    def __init__(self, config: PluginConfig, *, name: str | None = None, ctx: Context) -> None:
         super().__init__(config, name=name)
         assert isinstance(config, OutboxConfig)
         self.impl: OutboxCdcSource | PollRelay

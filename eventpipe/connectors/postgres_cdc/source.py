@@ -39,7 +39,7 @@ from .state import StateStore
 from .types import TypeRegistry
 
 if TYPE_CHECKING:
-    from eventpipe.service.context import ServiceContext
+    from eventpipe.context import Context
 
 _RUNNING: set[Any] = set()  # parts with .name, .ctx and .readiness(), for /readyz
 
@@ -58,9 +58,7 @@ class PostgresCdcSource(Source, Component):
     config: PostgresCdcConfig
     publish_filter: ClassVar[str | None] = None  # publication's publish option (None: all)
 
-    def __init__(
-        self, config: PluginConfig, *, name: str | None = None, ctx: ServiceContext
-    ) -> None:
+    def __init__(self, config: PluginConfig, *, name: str | None = None, ctx: Context) -> None:
         super().__init__(config, name=name)
         cfg = self.cdc_config
         self.ctx = ctx
@@ -390,11 +388,11 @@ class PostgresCdcSource(Source, Component):
         return "ok"
 
 
-async def _readiness(ctx: ServiceContext) -> dict[str, str]:
+async def _readiness(ctx: Context) -> dict[str, str]:
     return {f"cdc:{s.name}": s.readiness() for s in list(_RUNNING) if s.ctx is ctx}
 
 
-def _components(ctx: ServiceContext) -> list[Component]:
+def _components(ctx: Context) -> list[Component]:
     out: list[Component] = []
     for entry in ctx.settings.sources:
         kind = entry.get("type")

@@ -299,7 +299,7 @@ class PostgresSink(PipelineSink):
                 await self._pool.close()
                 raise SinkUnavailableError(f"sink {self.label}: cannot connect") from exc
         else:
-            self._pool = self.need_resources().pool
+            self._pool = self.need_context().pool
             if self._pool is None:
                 raise SinkUnavailableError(f"sink {self.label}: the service has no database")
         await super().start()

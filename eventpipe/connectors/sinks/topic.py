@@ -95,7 +95,7 @@ class TopicSink(PipelineSink):
         missing = names - self._known
         if not missing:
             return
-        res = self.need_resources()
+        res = self.need_context()
         if self.cfg.create_routed_topics:
             await res.admin.ensure_topics(
                 [TopicSpec(name=t, partitions=self.cfg.partitions) for t in sorted(missing)]
@@ -105,7 +105,7 @@ class TopicSink(PipelineSink):
     async def deliver(
         self, items: Sequence[DeliveryItem], *, before_commit: BeforeCommit | None = None
     ) -> dict[int, BaseException]:
-        res = self.need_resources()
+        res = self.need_context()
         failed: dict[int, BaseException] = {}
         by_topic: dict[str, tuple[list[KafkaMessage], list[str], list[int]]] = {}
         mode = self.cfg.mode

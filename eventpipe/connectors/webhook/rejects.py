@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from eventpipe.dlq.record import DeadLetter
-from eventpipe.service.problem import problem
+from eventpipe.problem import problem
 
 REDACTED = b"[redacted]"
 HTTP_PREFIX = "http."

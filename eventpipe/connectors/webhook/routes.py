@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from eventpipe.context import Context
 from eventpipe.http_body import decodes_content_encoding
 from eventpipe.preflight import Problem, Reach, source_entries, topic_problems
 from eventpipe.schema_registry.lookup import subject_problems
-from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings
 
 from .config import WebhookConfig
@@ -32,7 +32,7 @@ def webhook_entries(settings: Settings) -> list[tuple[str, WebhookConfig]]:
     return out
 
 
-def install(app: web.Application, ctx: ServiceContext) -> None:
+def install(app: web.Application, ctx: Context) -> None:
     """Route installer: ``POST /webhooks/{name}`` per webhook source, started and
     stopped with the application."""
     entries = webhook_entries(ctx.settings)

@@ -36,6 +36,7 @@ from aiohttp import web
 
 from eventpipe import metrics
 from eventpipe.base import Source, sources
+from eventpipe.context import Context
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.envelope import CloudEvent, is_json_content_type
 from eventpipe.envelope.http import from_http
@@ -53,7 +54,6 @@ from eventpipe.kafka.admin import prepare_source_topics
 from eventpipe.kafka.client import RecordTooLargeError
 from eventpipe.preflight import register_check
 from eventpipe.service.app import ROUTE_INSTALLERS
-from eventpipe.service.context import ServiceContext
 from eventpipe.settings import SECTION_VALIDATORS
 
 from .config import WebhookConfig
@@ -106,7 +106,7 @@ class WebhookSource(Source):
         config: WebhookConfig,
         *,
         name: str,
-        ctx: ServiceContext,
+        ctx: Context,
         producer: BatchProducer,
     ) -> None:
         super().__init__(config, name=name)

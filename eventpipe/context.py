@@ -1,0 +1,41 @@
+"""What the service shares with the parts it runs: settings, the producer, topic
+admin and the database pool.
+
+A :class:`Context` is built once by the roof (``eventpipe.service.context.
+open_context`` for the service; the backfill and tests build their own) and handed
+to every plugin's factory; features never open these clients themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
+
+    from eventpipe.kafka.admin import TopicAdmin
+    from eventpipe.publisher import Publisher
+    from eventpipe.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    settings: Settings
+    publisher: Publisher
+    admin: TopicAdmin
+    pool: AsyncConnectionPool | None = None
+
+    async def close(self) -> None:
+        """Flush the producer, then close clients and the pool.  Idempotent."""
+        with contextlib.suppress(Exception):
+            await self.publisher.stop()
+        with contextlib.suppress(Exception):
+            await self.admin.stop()
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            await pool.close()
