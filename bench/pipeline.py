@@ -37,6 +37,7 @@ from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.pipelines.runtime import PipelineRuntime
 from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.publisher import Publisher
+from eventpipe.service.catalog import CATALOG
 from eventpipe.settings import Settings, TopicSpec
 from eventpipe.transforms import Chain
 
@@ -163,7 +164,7 @@ async def run_pipeline(settings: Settings, spec: dict[str, Any], n: int) -> floa
     admin = TopicAdmin(settings.kafka)
     await pub.start()
     await admin.start()
-    resources = Context(settings, pub, admin, pool)
+    resources = Context(settings, pub, admin, pool, CATALOG)
     rt = PipelineRuntime(PipelineSpec.model_validate(spec), resources)
     marks: dict[str, Any] = {"t0": None, "n": 0}
     done = asyncio.Event()

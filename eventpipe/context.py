@@ -1,5 +1,5 @@
 """What the service shares with the parts it runs: settings, the producer, topic
-admin and the database pool.
+admin, the database pool, and the catalog of plugins it was composed with.
 
 A :class:`Context` is built once by the roof (``eventpipe.service.context.
 open_context`` for the service; the backfill and tests build their own) and handed
@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from eventpipe.plugin import Catalog
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -29,6 +31,9 @@ class Context:
     publisher: Publisher
     admin: TopicAdmin
     pool: AsyncConnectionPool | None = None
+    catalog: Catalog = field(default_factory=Catalog)
+    """The sources and sinks by type (the roof's ``eventpipe.service.catalog``): a
+    pipeline builds its sinks from it, never by importing a connector."""
 
     async def close(self) -> None:
         """Flush the producer, then close clients and the pool.  Idempotent."""

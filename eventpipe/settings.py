@@ -10,7 +10,7 @@ them all, and compose/ is checked against it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -131,9 +131,10 @@ class Settings(Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
     topics: list[TopicSpec] = Field(default_factory=list)
-    # Sections later features own; kept as raw data here and validated by them.
-    sources: list[dict[str, Any]] = Field(default_factory=list)
-    pipelines: list[dict[str, Any]] = Field(default_factory=list)
+    # The sections of plugins, kept as they were written here: the service's config
+    # (eventpipe.service.config.ServiceConfig) parses them with its catalog.
+    sources: list[Any] = Field(default_factory=list)
+    pipelines: list[Any] = Field(default_factory=list)
 
 
 _SECTIONS: dict[str, type[Section]] = {
@@ -205,10 +206,12 @@ def read_settings(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[Settings, list[tuple[str, str]]]:
-    """As :func:`load_settings`, but the problems of the feature sections (sources,
-    pipelines, ...) are returned with the settings instead of raised, so that
-    ``eventpipe check`` can go on to check the rest against the live systems.
-    Raises :class:`ConfigError` when the file or the core sections are invalid."""
+    """As :func:`load_settings`, but the problems found after the sections were
+    read (cross-field rules) are returned with the settings instead of raised, so
+    that ``eventpipe check`` can go on to check the rest against the live systems.
+    Raises :class:`ConfigError` when the file or the core sections are invalid.
+    ``sources`` and ``pipelines`` are left as written: the service's config loader
+    (``eventpipe.service.config``) parses them."""
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     source = str(path) if path else None
@@ -245,12 +248,6 @@ def read_settings(
         if t.name in seen:
             problems.append((f"topics[{i}].name", f"topic {t.name!r} is listed twice"))
         seen.add(t.name)
-    problems.extend(validate_sources(settings.sources))
-    from eventpipe.registry import load_builtin_plugins
-
-    load_builtin_plugins()  # feature modules register their SECTION_VALIDATORS on import
-    for validator in SECTION_VALIDATORS:
-        problems.extend(validator(settings))
     return settings, problems
 
 
@@ -271,41 +268,4 @@ def kafka_security_problems(k: KafkaSettings) -> list[tuple[str, str]]:
             problems.append((f"kafka.{field}", f"{path} is not a readable file"))
     if k.ssl_keyfile is not None and k.ssl_certfile is None:
         problems.append(("kafka.ssl_certfile", "required with kafka.ssl_keyfile"))
-    return problems
-
-
-# Feature packages add checks of the sections they own (e.g. pipelines); each
-# returns (path, message) problems so every problem is reported at once.
-SECTION_VALIDATORS: list[Callable[[Settings], list[tuple[str, str]]]] = []
-
-
-def validate_sources(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """``sources:`` entries are ``{type: <registered source>, name: ..., <its config>}``.
-    Each is checked against its source class's typed ``Config``."""
-    from eventpipe.base import sources as registry
-
-    problems: list[tuple[str, str]] = []
-    names: set[str] = set()
-    for i, entry in enumerate(entries):
-        where = f"sources[{i}]"
-        kind = entry.get("type")
-        if not isinstance(kind, str):
-            problems.append((f"{where}.type", "required: the kind of source"))
-            continue
-        if kind not in registry:
-            known = ", ".join(registry.names()) or "none"
-            problems.append((f"{where}.type", f"unknown source type {kind!r}; known: {known}"))
-            continue
-        name = entry.get("name")
-        if not isinstance(name, str) or not name:
-            problems.append((f"{where}.name", "required: a unique name for this source"))
-        elif name in names:
-            problems.append((f"{where}.name", f"source name {name!r} is used twice"))
-        else:
-            names.add(name)
-        cfg = {k: v for k, v in entry.items() if k not in ("type", "name")}
-        try:
-            registry.get(kind).Config.model_validate(cfg)
-        except ValidationError as exc:
-            problems.extend(problems_from(exc, where))
     return problems

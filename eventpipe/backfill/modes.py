@@ -138,7 +138,7 @@ async def build_pipeline(spec: PipelineSpec, ctx: Context) -> BuiltPipeline:
     v_out, p_out = build_validate(
         spec.validate_output, path="validate_output", resolve_schema=resolve
     )
-    entries, p_sinks = build_sinks(spec.sinks, path="sinks")
+    entries, p_sinks = build_sinks(spec.sinks, path="sinks", sinks=ctx.catalog.sinks)
     problems = problems + p_in + p_out + p_sinks
     if problems:
         raise ConfigError([(f"pipeline {spec.name}: {p}", m) for p, m in problems])
@@ -287,18 +287,15 @@ class ModeRunner:
             from_topics=job.source == "topic",
             force=bool(job.options.get("force")),
         )
-        from eventpipe.base import sinks as registry
-
         try:
             for e in self.built.sinks:
-                cls = registry.get(e.kind)
-                assert issubclass(cls, PipelineSink)
+                sink = e.plugin.build(e.config, e.name, ctx)
                 keyed = e.kind == "postgres" and getattr(e.config, "mode", "") in (
                     "upsert",
                     "delete",
                 )
-                sink = (cls if keyed else ledgered(cls))(e.config, name=e.name)
-                assert isinstance(sink, PipelineSink)
+                if not keyed:  # the same sink, with the ledger in its transaction
+                    sink = ledgered(type(sink)).build(e.config, e.name, ctx)
                 if isinstance(sink, LedgerMixin):
                     sink.ledger_label = f"{spec.name}/{e.name}"
                     sink.ledger_job = job.id

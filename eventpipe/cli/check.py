@@ -21,8 +21,9 @@ from typing import Any
 from eventpipe import loop
 from eventpipe.cli.common import CliError, add_config_args, err_console, setup_logging
 from eventpipe.errors import ConfigError, DatabaseUnavailableError, is_retriable
-from eventpipe.preflight import Problem, Reach, run_checks
-from eventpipe.settings import Settings, read_settings
+from eventpipe.preflight import Problem, Reach
+from eventpipe.service.checks import run_checks
+from eventpipe.service.config import ServiceConfig, read_config
 
 ALL_ROLES = ["ingest", "pipelines", "cdc"]
 
@@ -55,7 +56,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         overrides["kafka"] = {"bootstrap": args.bootstrap}
     notes: list[str] = []
     try:
-        settings, problems = read_settings(args.config, overrides=overrides)
+        settings, problems = read_config(args.config, overrides=overrides)
     except ConfigError as exc:
         problems = exc.problems
         notes.append("checks against the broker, database and registry skipped: fix these first")
@@ -75,7 +76,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 2
 
 
-async def _online(settings: Settings, timeout_s: float, notes: list[str]) -> list[Problem]:
+async def _online(settings: ServiceConfig, timeout_s: float, notes: list[str]) -> list[Problem]:
     from eventpipe.db.pool import open_pool
     from eventpipe.kafka.admin import TopicAdmin
 
@@ -100,7 +101,7 @@ async def _online(settings: Settings, timeout_s: float, notes: list[str]) -> lis
         notes.append(f"database checks skipped: {exc}")
     reach = Reach(settings, admin, pool, timeout_s=timeout_s)
     try:
-        return await run_checks(reach, ALL_ROLES)
+        return await run_checks(settings, reach, ALL_ROLES)
     finally:
         notes.extend(reach.skipped)
         if admin is not None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,7 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from eventpipe.errors import ConfigError, EventpipeError
-from eventpipe.settings import Settings, load_settings
+from eventpipe.logs import setup_logging
+from eventpipe.service.config import ServiceConfig, load_config
 
 err_console = Console(stderr=True, highlight=False)
 
@@ -35,21 +34,11 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(
     args: argparse.Namespace, extra: Mapping[str, Mapping[str, Any]] | None = None
-) -> Settings:
+) -> ServiceConfig:
     overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (extra or {}).items()}
     if getattr(args, "bootstrap", None):
         overrides.setdefault("kafka", {})["bootstrap"] = args.bootstrap
-    return load_settings(getattr(args, "config", None), overrides=overrides)
-
-
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("aiokafka", "kafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return load_config(getattr(args, "config", None), overrides=overrides)
 
 
 def report(exc: BaseException) -> int:
@@ -63,3 +52,13 @@ def report(exc: BaseException) -> int:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 3 if exc.retriable else 2
     raise exc
+
+
+__all__ = [
+    "CliError",
+    "add_config_args",
+    "err_console",
+    "report",
+    "settings_from_args",
+    "setup_logging",
+]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from eventpipe import loop
 from eventpipe.cli.common import CliError, err_console, settings_from_args, setup_logging
+from eventpipe.connectors.webhook.config import WebhookEntry
 from eventpipe.embedded.process import PortInUseError
 from eventpipe.embedded.stack import DATABASE_ENV, KAFKA_ENV, EmbeddedStack
 from eventpipe.service.runner import Service, http_listener, serve_until_signalled
@@ -80,12 +81,12 @@ def banner(settings: Settings, service: Service, stack: EmbeddedStack) -> str:
 
 
 def _webhook_lines(settings: Settings, service: Service) -> list[str]:
-    hooks = [s for s in settings.sources if s.get("type") == "webhook"]
+    hooks = [s for s in settings.sources if isinstance(s, WebhookEntry)]
     if not hooks:
         return []
     lines = ["Webhook endpoints (signed requests; see README for a signed curl example):"]
     for h in hooks:
-        lines.append(f"  POST {service.url}/webhooks/{h['name']}  -> topic {h.get('topic')}")
+        lines.append(f"  POST {service.url}/webhooks/{h.name}  -> topic {h.topic}")
     if settings.pipelines:
         names = ", ".join(str(p.get("name")) for p in settings.pipelines)
         lines.append(f"Pipelines running: {names}")

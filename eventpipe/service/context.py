@@ -12,17 +12,24 @@ from eventpipe.db.migrations import apply_migrations
 from eventpipe.db.pool import open_pool
 from eventpipe.errors import BrokerUnavailableError
 from eventpipe.kafka.admin import TopicAdmin
+from eventpipe.plugin import Catalog
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
+
+from .catalog import CATALOG
 
 log = logging.getLogger(__name__)
 
 
 async def open_context(
-    settings: Settings, *, migrate: bool = True, broker_wait_s: float = 30.0
+    settings: Settings,
+    *,
+    migrate: bool = True,
+    broker_wait_s: float = 30.0,
+    catalog: Catalog = CATALOG,
 ) -> Context:
     pool = await open_pool(settings.database)
-    ctx = Context(settings, Publisher(settings), TopicAdmin(settings.kafka), pool)
+    ctx = Context(settings, Publisher(settings), TopicAdmin(settings.kafka), pool, catalog)
     try:
         if migrate:
             applied = await apply_migrations(settings.database.url.get_secret_value())

@@ -28,7 +28,6 @@ from typing import Any, ClassVar, Final
 
 from pydantic import Field, field_validator
 
-from eventpipe.base import PluginConfig, steps
 from eventpipe.envelope import CloudEvent, parse_time
 from eventpipe.envelope.event import (
     CORE_ATTRIBUTES,
@@ -38,6 +37,7 @@ from eventpipe.envelope.event import (
     validate_extension_name,
 )
 from eventpipe.errors import ConfigError, InvalidEventError
+from eventpipe.plugin import PluginConfig
 from eventpipe.topics import TopicName, check_topic
 
 from .base import StepContext, TransformStep, compile_field
@@ -80,11 +80,11 @@ class FilterConfig(PluginConfig):
     _expression = field_validator("expression")(non_blank)
 
 
-@steps.register("filter")
 class FilterStep(TransformStep):
     """Keeps the event when the expression's first output is truthy (jq's rule:
     anything but ``false`` and ``null``); no output drops it."""
 
+    type_name = "filter"
     Config = FilterConfig
     main_field: ClassVar[str] = "expression"
 
@@ -129,10 +129,10 @@ class RouteConfig(PluginConfig):
     _expression = field_validator("expression")(non_blank)
 
 
-@steps.register("route")
 class RouteStep(TransformStep):
     """Puts the topic the expression picks into the ``routetopic`` extension."""
 
+    type_name = "route"
     Config = RouteConfig
     main_field: ClassVar[str] = "expression"
 
@@ -183,7 +183,6 @@ class SetConfig(PluginConfig):
     engine: EngineName = DEFAULT_ENGINE
 
 
-@steps.register("set")
 class SetStep(TransformStep):
     """Sets attributes or extensions from jq expressions over the event.
 
@@ -194,6 +193,7 @@ class SetStep(TransformStep):
     string for ``time``; string, boolean or 32-bit integer for extensions.
     """
 
+    type_name = "set"
     Config = SetConfig
     main_field: ClassVar[str] = "fields"
 
@@ -287,3 +287,12 @@ class SetStep(TransformStep):
 
     def fusable(self) -> FusablePart:
         return FusablePart("assign", self.cfg.engine, self._values, self.assign)
+
+
+FILTER_PLUGIN = FilterStep.as_plugin("keeps the event when a jq expression is truthy")
+
+ROUTE_PLUGIN = RouteStep.as_plugin(
+    "chooses the topic a sink writes the event to (extension routetopic)"
+)
+
+SET_PLUGIN = SetStep.as_plugin("sets attributes or extensions from jq expressions")

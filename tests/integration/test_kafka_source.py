@@ -18,7 +18,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from eventpipe.connectors.kafka_source import KafkaSourceConfig, KafkaTopicSource
+from eventpipe.connectors.kafka_source import KafkaTopicSource
 from eventpipe.context import Context
 from eventpipe.dlq.record import DeadLetter
 from eventpipe.kafka.admin import TopicAdmin
@@ -26,8 +26,10 @@ from eventpipe.schema_registry.models import Schema
 from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.schema_registry.schemas import AvroSchema, parse
 from eventpipe.schema_registry.wire import avro_encode, frame
+from eventpipe.service.catalog import CATALOG
+from eventpipe.service.config import parse_sources
 from eventpipe.service.context import open_context
-from eventpipe.settings import Settings, TopicSpec, validate_sources
+from eventpipe.settings import Settings, TopicSpec
 from tests.helpers import read_events, read_records
 
 AVRO = {
@@ -86,11 +88,11 @@ def source(
         "read": {"topics": [foreign], "session_timeout_ms": 3000},
         **cfg,
     }
-    assert validate_sources([entry]) == []
-    config = KafkaSourceConfig.model_validate(
-        {k: v for k, v in entry.items() if k not in ("type", "name")}
-    )
-    return KafkaTopicSource(config, name=str(entry["name"]), ctx=ctx)
+    (config,), problems = parse_sources([entry])
+    assert problems == []
+    src = CATALOG.sources["kafka"].build(config, config.name, ctx)
+    assert isinstance(src, KafkaTopicSource)
+    return src
 
 
 async def test_json_records_mapped_and_undecodable_ones_dead_lettered(

@@ -23,6 +23,7 @@ from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.pipelines.runtime import PipelineRuntime
 from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.publisher import Publisher
+from eventpipe.service.catalog import CATALOG
 from eventpipe.service.runner import Service
 from eventpipe.settings import Settings
 
@@ -38,7 +39,7 @@ def with_pipelines(settings: Settings, *pipelines: dict[str, Any]) -> Settings:
     from eventpipe.pipelines.spec import parse_pipelines
 
     s = settings.model_copy(update={"pipelines": list(pipelines)})
-    parse_pipelines(s)
+    parse_pipelines(s.pipelines, CATALOG.sinks)
     return s
 
 
@@ -62,7 +63,7 @@ async def runtime(
     try:
         async with Publisher(settings) as pub, TopicAdmin(settings.kafka) as admin:
             rt = PipelineRuntime(
-                PipelineSpec.model_validate(spec), Context(settings, pub, admin, pool)
+                PipelineSpec.model_validate(spec), Context(settings, pub, admin, pool, CATALOG)
             )
             try:
                 await rt.start()

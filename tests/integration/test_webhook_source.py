@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestClient
 from cloudevents.core.bindings import kafka as sdk_kafka
 from standardwebhooks import Webhook
 
-import eventpipe.connectors.webhook.source  # noqa: F401  (registers the route installer)
+from eventpipe.connectors.webhook.source import WebhookSource
 from eventpipe.context import Context
 from eventpipe.dlq.record import DeadLetter
 from eventpipe.envelope import CloudEvent
@@ -33,8 +33,10 @@ from eventpipe.envelope.kafka import from_kafka
 from eventpipe.schema_registry.models import Schema
 from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.service.app import build_app
+from eventpipe.service.catalog import CATALOG
+from eventpipe.service.config import parse_sources
 from eventpipe.service.context import open_context
-from eventpipe.settings import Settings, validate_sources
+from eventpipe.settings import Settings
 from tests.helpers import ServiceTestServer, read_records
 
 WHSEC = "whsec_" + base64.b64encode(b"integration-test-key-0123456789").decode()
@@ -91,6 +93,7 @@ def github_headers(body: bytes, delivery: str, event: str = "push") -> dict[str,
 class Hook:
     client: TestClient
     ctx: Context
+    source: WebhookSource
     name: str
     topic: str
     settings: Settings
@@ -116,7 +119,7 @@ def source_settings(settings: Settings, topic: str, name: str, **cfg: Any) -> Se
         "verify": {"scheme": "standard-webhooks", "secrets": [WHSEC]},
     }
     entry.update(cfg)
-    assert validate_sources([entry]) == []
+    assert parse_sources([entry])[1] == []
     kafka = settings.kafka.model_copy(update={"auto_create_topics": True})
     return settings.model_copy(update={"sources": [entry], "kafka": kafka})
 
@@ -125,22 +128,29 @@ async def open_hook(settings: Settings, topic: str, name: str | None = None, **c
     name = name or f"wh-{uuid.uuid4().hex[:10]}"
     s = source_settings(settings, topic, name, **cfg)
     ctx = await open_context(s, broker_wait_s=5)
+    (entry,), _ = parse_sources(s.sources)
+    source = CATALOG.sources["webhook"].build(entry, entry.name, ctx)
+    assert isinstance(source, WebhookSource)
     try:
-        client = TestClient(ServiceTestServer(build_app(ctx), s.service))
+        await source.start()  # as the service starts its components, before HTTP
+        client = TestClient(ServiceTestServer(build_app(ctx, components=[source]), s.service))
     except BaseException:
+        await source.stop()
         await ctx.close()
         raise
     try:
         await client.start_server()
     except BaseException:
         await client.close()
+        await source.stop()
         await ctx.close()
         raise
-    return Hook(client, ctx, name, topic, s)
+    return Hook(client, ctx, source, name, topic, s)
 
 
 async def close_hook(hook: Hook) -> None:
-    await hook.client.close()
+    await hook.client.close()  # drains HTTP first, as the service does
+    await hook.source.stop()
     await hook.ctx.close()
 
 

@@ -41,11 +41,11 @@ from psycopg.rows import dict_row
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from eventpipe import metrics
-from eventpipe.base import PluginConfig, Source, sources
 from eventpipe.dlq.record import DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.errors import is_retriable
-from eventpipe.service.runner import Component
+from eventpipe.plugin import Plugin, PluginConfig, Source, SourceConfig
+from eventpipe.status import Activity, ComponentStatus, State
 from eventpipe.topics import TopicName
 
 from ..postgres_cdc import checks
@@ -55,7 +55,7 @@ from ..postgres_cdc.events import Out, TableInfo
 from ..postgres_cdc.lock import wait_for_lock
 from ..postgres_cdc.publishing import RecordPublisher
 from ..postgres_cdc.reader import CdcReader
-from ..postgres_cdc.source import PostgresCdcSource, track_readiness, untrack_readiness
+from ..postgres_cdc.source import PostgresCdcSource
 from .api import DEFAULT_TABLE, table_ident
 from .router import ROUTE_FIELDS, OutboxRouter
 
@@ -124,6 +124,12 @@ class OutboxConfig(PluginConfig):
             dlq_topic=self.dlq_topic,
             create_topics=False,
         )
+
+
+class OutboxEntry(OutboxConfig, SourceConfig):
+    """A ``sources:`` entry of type outbox."""
+
+    type: Literal["outbox"]
 
 
 def _router(cfg: OutboxConfig, name: str) -> OutboxRouter:
@@ -301,7 +307,9 @@ class OutboxCdcSource(PostgresCdcSource):
 
 
 # ==================================================================== poll
-class PollRelay(Component):
+class PollRelay:
+    """``mode: poll``: drains the table in ``seq`` order under an advisory lock."""
+
     def __init__(self, cfg: OutboxConfig, *, name: str, ctx: Context) -> None:
         self.cfg = cfg
         self.name = name
@@ -318,6 +326,8 @@ class PollRelay(Component):
         self.active = False
         self.error: str | None = None
         self.published = 0
+        self.activity = Activity()
+        self.standby = False
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.log = logging.getLogger(f"eventpipe.outbox.{name}")
@@ -346,7 +356,6 @@ class PollRelay(Component):
             await conn.close()
         self._stop.clear()
         self._task = asyncio.create_task(self._run(), name=f"outbox:{self.name}")
-        track_readiness(self)
 
     async def stop(self) -> None:
         self._stop.set()
@@ -358,10 +367,34 @@ class PollRelay(Component):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        untrack_readiness(self)
 
     def readiness(self) -> str:
         return f"failing: {self.error}" if self.error and not self.active else "ok"
+
+    def status(self) -> ComponentStatus:
+        state: State
+        if self._task is None:
+            state = "stopped"
+        elif self._task.done():
+            state = "failed"
+        elif self.error is not None and not self.active:
+            state = "stalled"
+        else:
+            state = "running" if self.active else "waiting"
+        st = self.activity.status(
+            name=self.name,
+            kind="source",
+            type="outbox",
+            state=state,
+            details={
+                "mode": "poll",
+                "table": self.cfg.table,
+                "replication": "active" if self.active else "standby" if self.standby else "idle",
+                "published": self.published,
+            },
+        )
+        st.dead_letters = dict(self.out.dlq.written)
+        return st
 
     async def _run(self) -> None:
         backoff = 0.5
@@ -374,9 +407,11 @@ class PollRelay(Component):
                     f"outbox:{self.cfg.table}",
                     self.cfg.standby_poll_s,
                     stopping=self._stop.is_set,
+                    on_standby=self._on_standby,
                 ):
                     return
                 self.active = True
+                self.standby = False
                 self.error = None
                 while not self._stop.is_set():
                     n = await drain_once(
@@ -389,6 +424,8 @@ class PollRelay(Component):
                         relay=self.name,
                     )
                     self.published += n
+                    self.activity.events_in.mark(n)
+                    self.activity.events_out.mark(n)
                     backoff = 0.5
                     if n < self.cfg.batch_size:
                         with contextlib.suppress(TimeoutError):
@@ -399,6 +436,7 @@ class PollRelay(Component):
                 raise
             except Exception as exc:
                 self.error = f"{type(exc).__name__}: {exc}"
+                self.activity.failed(exc)
                 self.log.error(
                     "%s error, retrying in %.1fs: %s",
                     "retriable" if is_retriable(exc) else "permanent",
@@ -413,13 +451,16 @@ class PollRelay(Component):
                 if conn is not None:
                     await conn.close()
 
+    def _on_standby(self, holder: int | None) -> None:
+        self.standby = True
+
     def position(self) -> int:
         return self.published
 
 
 # ================================================================ the source
-@sources.register("outbox")
-class OutboxRelay(Source, Component):
+class OutboxRelay(Source):
+    type_name = "outbox"
     Config: ClassVar[type[PluginConfig]] = OutboxConfig
 
     def __init__(self, config: PluginConfig, *, name: str | None = None, ctx: Context) -> None:
@@ -431,6 +472,10 @@ class OutboxRelay(Source, Component):
         else:
             self.impl = PollRelay(config, name=self.name, ctx=ctx)
 
+    @classmethod
+    def build(cls, config: PluginConfig, name: str, ctx: Context) -> OutboxRelay:
+        return cls(config, name=name, ctx=ctx)
+
     async def start(self) -> None:
         await self.impl.start()
 
@@ -439,3 +484,24 @@ class OutboxRelay(Source, Component):
 
     def position(self) -> Any:
         return self.impl.position()
+
+    def health(self) -> str:
+        return self.impl.readiness()
+
+    @property
+    def check_name(self) -> str:
+        return f"cdc:{self.name}"
+
+    def status(self) -> ComponentStatus:
+        st = self.impl.status()
+        st.details.setdefault("mode", "cdc")
+        return st
+
+
+PLUGIN = Plugin(
+    "source",
+    "outbox",
+    OutboxEntry,
+    OutboxRelay.build,
+    "the transactional outbox table (Debezium's outbox router columns), relayed in order",
+)

@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from eventpipe.base import PluginConfig
+from eventpipe.plugin import PluginConfig, SourceConfig
 from eventpipe.topics import TopicName
 
 from .types import NumericMode
@@ -179,3 +179,9 @@ class PostgresCdcConfig(PluginConfig):
 
     def topic_for(self, name: str, schema: str, table: str) -> str:
         return self.topic.format(prefix=self.prefix(name), name=name, schema=schema, table=table)
+
+
+class PostgresCdcEntry(PostgresCdcConfig, SourceConfig):
+    """A ``sources:`` entry of type postgres_cdc."""
+
+    type: Literal["postgres_cdc"]

@@ -1,4 +1,4 @@
-"""The ``postgres_cdc`` source: registration, lifecycle, standby, stall alarm.
+"""The ``postgres_cdc`` source: lifecycle, standby, stall alarm, status.
 
 ``start()`` checks the database (wal_level, role, tables, keys, replica identity,
 publication, slot) and fails with every problem and the command that fixes it.
@@ -20,15 +20,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import psycopg
 
 from eventpipe import metrics
-from eventpipe.base import PluginConfig, Source, sources
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.errors import error_class_name, is_retriable
-from eventpipe.service import app as service_app
-from eventpipe.service.runner import COMPONENT_FACTORIES, Component
+from eventpipe.plugin import Plugin, PluginConfig, Source
+from eventpipe.status import Activity, ComponentStatus, State
 
 from . import checks
 from . import slot as slots
-from .config import PostgresCdcConfig
+from .config import PostgresCdcConfig, PostgresCdcEntry
 from .connection import connect
 from .events import EventBuilder
 from .heartbeat import StallDetector
@@ -41,19 +40,9 @@ from .types import TypeRegistry
 if TYPE_CHECKING:
     from eventpipe.context import Context
 
-_RUNNING: set[Any] = set()  # parts with .name, .ctx and .readiness(), for /readyz
 
-
-def track_readiness(part: Any) -> None:
-    _RUNNING.add(part)
-
-
-def untrack_readiness(part: Any) -> None:
-    _RUNNING.discard(part)
-
-
-@sources.register("postgres_cdc")
-class PostgresCdcSource(Source, Component):
+class PostgresCdcSource(Source):
+    type_name = "postgres_cdc"
     Config: ClassVar[type[PluginConfig]] = PostgresCdcConfig
     config: PostgresCdcConfig
     publish_filter: ClassVar[str | None] = None  # publication's publish option (None: all)
@@ -80,6 +69,13 @@ class PostgresCdcSource(Source, Component):
         self._task: asyncio.Task[None] | None = None
         self._monitor: asyncio.Task[None] | None = None
         self._status_events = 0
+        self.activity = Activity()
+        self.slot_lag_bytes: int | None = None
+        self.standby = False
+
+    @classmethod
+    def build(cls, config: PluginConfig, name: str, ctx: Context) -> PostgresCdcSource:
+        return cls(config, name=name, ctx=ctx)
 
     @property
     def cdc_config(self) -> PostgresCdcConfig:
@@ -99,7 +95,6 @@ class PostgresCdcSource(Source, Component):
             raise checks.CdcSetupError(self.name, found.problems)
         self._stop.clear()
         self._task = asyncio.create_task(self._run(), name=f"postgres_cdc:{self.name}")
-        _RUNNING.add(self)
 
     async def stop(self) -> None:
         """Finish the batch in flight (it is published and the slot advanced), then stop."""
@@ -112,7 +107,6 @@ class PostgresCdcSource(Source, Component):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        _RUNNING.discard(self)
 
     def position(self) -> int | None:
         return self.reader.position if self.reader is not None else None
@@ -222,6 +216,7 @@ class PostgresCdcSource(Source, Component):
                 ):
                     return
                 self.active = True
+                self.standby = False
                 metrics.CDC_ACTIVE.labels(source=self.name).set(1)
                 self.log.info("reading slot %s (this process holds its lock)", self.slot)
                 await self._serve(conn)
@@ -231,6 +226,7 @@ class PostgresCdcSource(Source, Component):
                 if self.reader is not None and self.reader.progressed.is_set():
                     backoff = 0.5
                 self.error = f"{type(exc).__name__}: {exc}"
+                self.activity.failed(exc)
                 retriable = is_retriable(exc)
                 metrics.ERRORS.labels(error_class=error_class_name(exc)).inc()
                 self.log.error(
@@ -250,6 +246,7 @@ class PostgresCdcSource(Source, Component):
                     await conn.close()
 
     def _on_standby(self, holder: int | None) -> None:
+        self.standby = True
         self.log.info(
             "standby for slot %s: another reader holds its lock (backend pid %s)",
             self.slot,
@@ -350,6 +347,7 @@ class PostgresCdcSource(Source, Component):
         now = time.monotonic()
         reader = self.reader
         if info is not None:
+            self.slot_lag_bytes = info.lag_bytes
             label.set(info.lag_bytes or 0)
             self.detector.observe(now, info.confirmed_flush_lsn, info.lag_bytes)
         if reader is not None:
@@ -358,6 +356,8 @@ class PostgresCdcSource(Source, Component):
                 last_commit.set(reader.last_commit_at.timestamp())
             events = reader.events_total - self._status_events
             self._status_events = reader.events_total
+            self.activity.events_in.mark(events)
+            self.activity.events_out.mark(events)
             await self.state.write_status(
                 self.name,
                 format_lsn(reader.position),
@@ -387,24 +387,49 @@ class PostgresCdcSource(Source, Component):
             return f"failing: {self.error}"
         return "ok"
 
+    def health(self) -> str:
+        return self.readiness()
 
-async def _readiness(ctx: Context) -> dict[str, str]:
-    return {f"cdc:{s.name}": s.readiness() for s in list(_RUNNING) if s.ctx is ctx}
+    @property
+    def check_name(self) -> str:
+        return f"cdc:{self.name}"
+
+    def status(self) -> ComponentStatus:
+        reader = self.reader
+        state: State
+        if self._task is None:
+            state = "stopped"
+        elif self._task.done():
+            state = "failed"
+        elif self.detector.stalled or (self.error is not None and not self.active):
+            state = "stalled"
+        elif self.active:
+            state = "running"
+        else:
+            state = "waiting"  # for the slot's lock (standby), or connecting
+        details: dict[str, Any] = {
+            "slot": self.slot,
+            "publication": self.publication,
+            "replication": "active" if self.active else "standby" if self.standby else "idle",
+            "slot_lag_bytes": self.slot_lag_bytes,
+        }
+        if self.detector.stalled:
+            details["stalled"] = self.detector.reason
+        if reader is not None:
+            details["position"] = format_lsn(reader.position)
+            details["last_event_id"] = reader.last_event_id
+            details["last_commit_at"] = reader.last_commit_at
+        st = self.activity.status(
+            name=self.name, kind=self.kind, type=self.type_name, state=state, details=details
+        )
+        st.dead_letters = dict(self.dlq.written)
+        return st
 
 
-def _components(ctx: Context) -> list[Component]:
-    out: list[Component] = []
-    for entry in ctx.settings.sources:
-        kind = entry.get("type")
-        if kind not in ("postgres_cdc", "outbox"):
-            continue
-        cls = sources.get(str(kind))
-        raw = {k: v for k, v in entry.items() if k not in ("type", "name")}
-        comp = cls(cls.Config.model_validate(raw), name=entry.get("name"), ctx=ctx)  # type: ignore[call-arg]
-        assert isinstance(comp, Component)
-        out.append(comp)
-    return out
-
-
-COMPONENT_FACTORIES["cdc"].append(_components)
-service_app.READINESS_CHECKS.append(_readiness)
+PLUGIN = Plugin(
+    "source",
+    "postgres_cdc",
+    PostgresCdcEntry,
+    PostgresCdcSource.build,
+    "row changes of PostgreSQL tables (logical replication) as Debezium-style CloudEvents",
+)

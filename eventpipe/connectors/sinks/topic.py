@@ -22,13 +22,19 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from eventpipe.base import PluginConfig, sinks
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.errors import BrokerUnavailableError, PermanentError, is_retriable
+from eventpipe.plugin import PluginConfig
 from eventpipe.publisher import PublishBatchError
 from eventpipe.settings import TopicSpec
-from eventpipe.sink import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
+from eventpipe.sink import (
+    BeforeCommit,
+    DeliveryItem,
+    PipelineSink,
+    SinkPlugin,
+    SinkUnavailableError,
+)
 from eventpipe.topics import TopicName
 from eventpipe.transforms.steps import ROUTE_EXTENSION
 
@@ -66,8 +72,8 @@ def _strip_route(event: CloudEvent) -> CloudEvent:
     return out
 
 
-@sinks.register("topic")
 class TopicSink(PipelineSink):
+    type_name = "topic"
     Config = TopicSinkConfig
 
     def __init__(self, config: TopicSinkConfig, *, name: str | None = None) -> None:
@@ -143,6 +149,12 @@ class TopicSink(PipelineSink):
         if total and n_failed_retriable == total:
             raise SinkUnavailableError(f"sink {self.label}: the broker acknowledged nothing")
         return failed
+
+
+PLUGIN = SinkPlugin.of(
+    TopicSink,
+    "produces events to a Kafka topic (or the one a route step chose)",
+)
 
 
 __all__ = ["NoTopicError", "TopicSink", "TopicSinkConfig"]
