@@ -308,6 +308,7 @@ class BatchProcessor:
                 rec = by_index.get(index)
                 if rec is None or rec.dead or is_retriable(exc):
                     continue
+                sink.activity.failed(exc)
                 letters.append(self._letter(rec, exc, "sink", label, attempts.get(index, 0) + 1))
             await self._write_dead_letters(letters)
             sink.activity.dead_letters["sink"] += len(letters)

@@ -108,8 +108,25 @@ async def test_json_records_mapped_and_undecodable_ones_dead_lettered(
     try:
         events = await read_events(settings.kafka.bootstrap, target, 20)
         letters = await read_records(settings.kafka.bootstrap, f"{target}.dlq", 2)
+        for _ in range(100):  # the batch's offsets are committed after its writes
+            st = src.status()
+            if st.total_in == 22 and st.lag and not any(st.lag.values()):
+                break
+            await asyncio.sleep(0.1)
     finally:
         await src.stop()
+    # status(): 22 records read, 20 events out, 2 dead letters, nothing left to read
+    assert (st.kind, st.type, st.state, st.total_in, st.total_out) == (
+        "source",
+        "kafka",
+        "running",
+        22,
+        20,
+    )
+    assert st.dead_letters == {"decode": 2} and st.rate_in > 0
+    assert st.lag and set(st.lag.values()) == {0}
+    assert all(k.startswith(f"{topic}[") for k in st.lag)
+    assert src.status().state == "stopped"
     assert len(events) == 20
     by_n = {e.data["n"]: e for e in events}
     assert sorted(by_n) == list(range(20))

@@ -416,6 +416,37 @@ async def test_redelivery_produces_once(make_hook, settings: Settings):
     assert f'eventpipe_webhook_dedup_hits_total{{source="{hook.name}"}} 12.0' in metrics
 
 
+# ---------------------------------------------------------------- status
+async def test_status_reports_what_the_source_did(make_hook):
+    hook = await make_hook(validate={"schema": SCHEMA})
+    bodies = [orjson.dumps({**INVOICE, "n": i}) for i in range(5)]
+    ids = [f"msg_{uuid.uuid4().hex}" for _ in bodies]
+    for body, msg_id in zip(bodies, ids, strict=True):
+        assert (await hook.post(body, standard_headers(body, msg_id)))[0] == 200
+    assert (await hook.post(bodies[0], standard_headers(bodies[0], ids[0])))[1]["status"] == (
+        "duplicate"
+    )
+    bad = orjson.dumps({"type": "x"})
+    assert (await hook.post(bad, standard_headers(bad, "m-bad")))[0] == 422  # dead-lettered
+    assert (await hook.post(bad, standard_headers(bad, "m-sig", WHSEC_OLD)))[0] == 401
+    await hook.records(1, topic=f"{hook.topic}.dlq")
+
+    st = hook.source.status()
+    # six events reached the store step (one a duplicate), five were stored
+    assert (st.name, st.kind, st.type, st.state) == (hook.name, "source", "webhook", "running")
+    assert (st.total_in, st.total_out) == (6, 5)
+    assert st.rate_in > 0 and st.rate_out > 0
+    assert st.dead_letters == {"source": 1}
+    assert st.details["refused"] == {"401": 1, "422": 1} and st.details["in_flight"] == 0
+    assert st.last_error is None  # refusals are the sender's errors, not the source's
+    assert orjson.loads(orjson.dumps(st.to_dict()))["total_out"] == 5
+    ready = await (await hook.client.get("/readyz")).json()
+    assert ready["checks"][f"source:{hook.name}"] == "ok"
+    await hook.client.close()
+    await hook.source.stop()
+    assert hook.source.status().state == "stopped"
+
+
 # -------------------------------------------------------- schema and DLQ
 SCHEMA = {
     "type": "object",
