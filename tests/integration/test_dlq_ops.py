@@ -16,12 +16,12 @@ import orjson
 import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+
+from eventpipe.db.pool import open_pool
 from eventpipe.dlq.ops import Dlq, DlqError, resolve_topics, stats
 from eventpipe.dlq.query import FilterError, Filters, parse_when
 from eventpipe.dlq.record import H_EXC_CLASS, PREFIX, DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
-
-from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka, to_kafka
 from eventpipe.errors import InvalidEventError

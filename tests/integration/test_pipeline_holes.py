@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from eventpipe.pipelines import partition_reader as source
 
 from eventpipe.envelope import CloudEvent
 from eventpipe.kafka.admin import TopicAdmin
+from eventpipe.pipelines import partition_reader as source
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings, TopicSpec
 from tests.integration.test_pipeline_support import (

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 from aiokafka.structs import TopicPartition
-from eventpipe.pipelines import runtime as runtime_module
 from faust.types import TP
 
 from eventpipe.envelope import CloudEvent
+from eventpipe.pipelines import runtime as runtime_module
 from eventpipe.settings import Settings
 from tests.helpers import read_events
 from tests.integration.test_pipeline_support import ident, runtime

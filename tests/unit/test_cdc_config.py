@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
+
 from eventpipe.connectors.outbox.relay import OutboxConfig
 from eventpipe.connectors.postgres_cdc.config import PostgresCdcConfig
-
 from eventpipe.errors import ConfigError
 from eventpipe.settings import Settings, load_settings
 

@@ -7,12 +7,12 @@ import struct
 from typing import Any
 
 import orjson
+
 from eventpipe.connectors.postgres_cdc.events import EventBuilder
 from eventpipe.connectors.postgres_cdc.heartbeat import HEARTBEAT_PREFIX, WATERMARK_PREFIX
 from eventpipe.connectors.postgres_cdc.reader import CdcReader
 from eventpipe.connectors.postgres_cdc.snapshot import Chunk, MvccSnapshot
 from eventpipe.connectors.postgres_cdc.types import TypeRegistry
-
 from eventpipe.envelope.kafka import from_kafka
 
 REL = 16400

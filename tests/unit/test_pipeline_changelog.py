@@ -12,8 +12,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from eventpipe.pipelines.changelog import BulkChangelogTable, ChangelogWrites
 from faust.streams import _current_event
+
+from eventpipe.pipelines.changelog import BulkChangelogTable, ChangelogWrites
 
 
 class Event:
@@ -148,6 +149,7 @@ def test_dedup_writes_are_serialized_as_faust_reads_them() -> None:
     from datetime import UTC, datetime
 
     import faust
+
     from eventpipe.pipelines.changelog import _serialized
 
     app = faust.App(

@@ -6,6 +6,10 @@ from typing import Any
 
 import pytest
 import yaml
+
+from eventpipe.base import BatchError, PluginConfig, Step, steps
+from eventpipe.envelope import CloudEvent
+from eventpipe.errors import ConfigError
 from eventpipe.transforms import (
     Chain,
     ChainBatchError,
@@ -13,10 +17,6 @@ from eventpipe.transforms import (
     TransformError,
     routed_topic,
 )
-
-from eventpipe.base import BatchError, PluginConfig, Step, steps
-from eventpipe.envelope import CloudEvent
-from eventpipe.errors import ConfigError
 from tests.unit.test_transforms_conformance import cross_engine  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("cross_engine")
