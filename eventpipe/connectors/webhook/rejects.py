@@ -14,15 +14,15 @@ from typing import Any
 from aiohttp import web
 
 from eventpipe.dlq.record import DeadLetter
-from eventpipe.service.problem import problem
+from eventpipe.problem import Refusal
 
 REDACTED = b"[redacted]"
 HTTP_PREFIX = "http."
 
 
-class Reject(Exception):
-    """Answer the request with ``status`` and a problem body; ``slug`` names the
-    problem type, ``reason`` the cause (``field`` where it is)."""
+class Reject(Refusal):
+    """A webhook request refused: the problem answer names the source, and the dead
+    letter (when the status is in ``dead_letter.on``) records the request."""
 
     def __init__(
         self,
@@ -37,32 +37,38 @@ class Reject(Exception):
         attributes: list[tuple[str, bytes]] | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.slug = slug
-        self.detail = detail
-        self.field = field
-        self.reason = reason
-        self.errors = errors
-        self.headers = headers
+        super().__init__(
+            status,
+            slug,
+            detail,
+            field=field,
+            reason=reason,
+            errors=errors,
+            headers=headers,
+            extra=extra,
+        )
         self.attributes = attributes  # the mapped event's ce_* headers, when it got that far
-        self.extra = extra  # further members of the problem
 
-    def response(self, source: str, **extra: Any) -> web.Response:
-        if self.extra:
-            extra.update(self.extra)
-        if self.errors is not None:
-            extra["errors"] = self.errors
-        return problem(
-            self.status,
-            self.slug,
-            self.detail,
-            field=None if self.errors is not None else self.field,
-            reason=self.reason,
-            instance=f"/webhooks/{source}",
-            headers=self.headers,
-            source=source,
-            **extra,
+    @classmethod
+    def of(cls, refusal: Refusal) -> Reject:
+        """A refusal found by the shared ingress code (body, CloudEvents binding)."""
+        return cls(
+            refusal.status,
+            refusal.slug,
+            refusal.detail,
+            field=refusal.field,
+            reason=refusal.reason,
+            errors=refusal.errors,
+            headers=refusal.headers,
+            extra=refusal.extra,
+        )
+
+    def response(
+        self, source: str = "", *, instance: str | None = None, **members: Any
+    ) -> web.Response:
+        """The answer, naming the webhook source."""
+        return super().response(
+            instance=instance or f"/webhooks/{source}", source=source, **members
         )
 
 
