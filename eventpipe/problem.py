@@ -6,7 +6,7 @@ reason is found (reading the body, parsing the events) to the handler that answe
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import orjson
 from aiohttp import web
@@ -59,32 +59,40 @@ def problem(
     )
 
 
+class RefusalParts(TypedDict, total=False):
+    """A refusal's optional parts (see :class:`Refusal`)."""
+
+    field: str | None
+    reason: str | None
+    errors: list[dict[str, str]] | None
+    headers: dict[str, str] | None
+    extra: dict[str, Any] | None
+
+
 class Refusal(Exception):
     """A request refused with ``status``: ``slug`` names the problem type, ``reason``
     the cause (``field`` where it is, or ``errors`` when there are several);
-    ``extra`` holds further members of the answer."""
+    ``headers`` go on the answer and ``extra`` holds further members of it."""
 
-    def __init__(
-        self,
-        status: int,
-        slug: str,
-        detail: str,
-        *,
-        field: str | None = None,
-        reason: str | None = None,
-        errors: list[dict[str, str]] | None = None,
-        headers: dict[str, str] | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, status: int, slug: str, detail: str, **parts: Unpack[RefusalParts]) -> None:
         super().__init__(detail)
         self.status = status
         self.slug = slug
         self.detail = detail
-        self.field = field
-        self.reason = reason
-        self.errors = errors
-        self.headers = headers
-        self.extra = extra
+        self.field = parts.get("field")
+        self.reason = parts.get("reason")
+        self.errors = parts.get("errors")
+        self.headers = parts.get("headers")
+        self.extra = parts.get("extra")
+
+    def parts(self) -> RefusalParts:
+        return RefusalParts(
+            field=self.field,
+            reason=self.reason,
+            errors=self.errors,
+            headers=self.headers,
+            extra=self.extra,
+        )
 
     def response(self, *, instance: str | None = None, **members: Any) -> web.Response:
         """The problem answer; ``members`` are added to it."""

@@ -145,6 +145,12 @@ class RelayLoop:
     def error(self) -> str | None:
         return self.last_error.message if self.last_error is not None else None
 
+    def readiness(self) -> str:
+        """ "ok", or why not: the last session failed and no session holds the lock."""
+        if self.last_error is not None and not self.active:
+            return f"failing: {self.last_error.message}"
+        return "ok"
+
     def standby(self) -> None:
         """Another process holds the lock: this one waits."""
         self.state = "waiting"

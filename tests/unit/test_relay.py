@@ -222,15 +222,17 @@ async def test_a_failed_session_holds_its_resources_through_the_backoff() -> Non
 
     async def sleep(seconds: float, wake: asyncio.Event | None = None) -> None:
         # during the backoff: still holding the lock, and reported as waiting
-        events.append(f"backoff active={relay.active} state={relay.state}")
+        events.append(f"backoff active={relay.active} state={relay.state} {relay.readiness()}")
 
     relay.sleep = sleep  # type: ignore[method-assign]
     await relay.start()
     await until(lambda: attempts == 2 and relay.active, "second session running")
     await relay.stop()
     assert events == [
-        "backoff active=True state=waiting",
+        "backoff active=True state=waiting ok",
         "released 1",
         "released 2",
     ]
     assert not relay.active and relay.state == "stopped"
+    # no session cleared the error and none holds the lock now
+    assert relay.readiness() == "failing: BrokerUnavailableError: down"

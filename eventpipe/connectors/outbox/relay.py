@@ -302,14 +302,6 @@ class PollRelay(Component):
         self.log = logging.getLogger(f"eventpipe.outbox.{name}")
         self.relay = RelayLoop(f"outbox:{name}", self._session, backoff=POLL_BACKOFF, log=self.log)
 
-    @property
-    def active(self) -> bool:
-        return self.relay.active
-
-    @property
-    def error(self) -> str | None:
-        return self.relay.error
-
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         return await connect(
             self.db_url,
@@ -340,7 +332,7 @@ class PollRelay(Component):
         untrack_readiness(self)
 
     def readiness(self) -> str:
-        return f"failing: {self.error}" if self.error and not self.active else "ok"
+        return self.relay.readiness()
 
     async def _session(self, relay: RelayLoop) -> None:
         """Wait for the table's lock (standby), then drain it until stopped."""

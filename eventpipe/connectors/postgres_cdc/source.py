@@ -403,9 +403,7 @@ class PostgresCdcSource(Source, Component):
     def readiness(self) -> str:
         if self.detector.stalled:
             return f"stalled: {self.detector.reason}"
-        if self.error is not None and not self.active:
-            return f"failing: {self.error}"
-        return "ok"
+        return self.relay.readiness()
 
 
 async def _readiness(ctx: ServiceContext) -> dict[str, str]:

@@ -9,12 +9,12 @@ the request got as far as a mapped event, its ``ce_*`` attributes too.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Unpack
 
 from aiohttp import web
 
 from eventpipe.dlq.record import DeadLetter
-from eventpipe.problem import Refusal
+from eventpipe.problem import Refusal, RefusalParts
 
 REDACTED = b"[redacted]"
 HTTP_PREFIX = "http."
@@ -30,38 +30,16 @@ class Reject(Refusal):
         slug: str,
         detail: str,
         *,
-        field: str | None = None,
-        reason: str | None = None,
-        errors: list[dict[str, str]] | None = None,
-        headers: dict[str, str] | None = None,
         attributes: list[tuple[str, bytes]] | None = None,
-        extra: dict[str, Any] | None = None,
+        **parts: Unpack[RefusalParts],
     ) -> None:
-        super().__init__(
-            status,
-            slug,
-            detail,
-            field=field,
-            reason=reason,
-            errors=errors,
-            headers=headers,
-            extra=extra,
-        )
+        super().__init__(status, slug, detail, **parts)
         self.attributes = attributes  # the mapped event's ce_* headers, when it got that far
 
     @classmethod
     def of(cls, refusal: Refusal) -> Reject:
         """A refusal found by the shared ingress code (body, CloudEvents binding)."""
-        return cls(
-            refusal.status,
-            refusal.slug,
-            refusal.detail,
-            field=refusal.field,
-            reason=refusal.reason,
-            errors=refusal.errors,
-            headers=refusal.headers,
-            extra=refusal.extra,
-        )
+        return cls(refusal.status, refusal.slug, refusal.detail, **refusal.parts())
 
     def response(
         self, source: str = "", *, instance: str | None = None, **members: Any
