@@ -92,6 +92,13 @@ async def app() -> AsyncIterator[faust.App]:
         loop.close()
 
 
+@pytest.fixture
+def thread(app: faust.App) -> Any:
+    """faust's consumer thread of ``app`` (not started)."""
+    consumer: Any = app.consumer
+    return consumer._thread
+
+
 # ------------------------------------------------------------------ the pins
 def test_installed_versions_are_in_the_tested_ranges() -> None:
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
@@ -107,7 +114,9 @@ def test_installed_versions_are_in_the_tested_ranges() -> None:
 
 
 # ------------------------------------------------------- the source consumer
-async def test_the_source_consumer_replaces_fausts_and_makes_its_thread(app: faust.App) -> None:
+async def test_the_source_consumer_replaces_fausts_and_makes_its_thread(
+    app: faust.App, thread: Any
+) -> None:
     with relied_on_by(
         "install_source_consumer",
         "App.consumer being made on first use from app.transport.Consumer",
@@ -119,15 +128,12 @@ async def test_the_source_consumer_replaces_fausts_and_makes_its_thread(app: fau
     ):
         assert issubclass(AIOKafkaFaustConsumer, ThreadDelegateConsumer)
         assert params(AIOKafkaFaustConsumer._new_consumer_thread) == ["self"]
-        consumer: Any = app.consumer
-        assert type(consumer._thread) is _SourceConsumerThread
+        assert type(thread) is _SourceConsumerThread
 
 
 async def test_the_consumer_thread_builds_aiokafka_with_a_fixed_fetch_wait(
-    app: faust.App,
+    app: faust.App, thread: Any
 ) -> None:
-    consumer: Any = app.consumer
-    thread = consumer._thread
     with relied_on_by(
         "_SourceConsumerThread._create_worker_consumer",
         "AIOKafkaConsumerThread._create_worker_consumer(transport) building the aiokafka "
@@ -135,12 +141,13 @@ async def test_the_consumer_thread_builds_aiokafka_with_a_fixed_fetch_wait(
         "replace the override)",
     ):
         assert params(AIOKafkaConsumerThread._create_worker_consumer) == ["self", "transport"]
-        theirs = AIOKafkaConsumerThread._create_worker_consumer(thread, app.transport)
+        transport: Any = app.transport
+        theirs = AIOKafkaConsumerThread._create_worker_consumer(thread, transport)
         try:
             assert theirs._fetch_max_wait_ms == 1500
         finally:
             await theirs.stop()
-        ours = thread._create_worker_consumer(app.transport)
+        ours = thread._create_worker_consumer(transport)
         try:
             assert ours._fetch_max_wait_ms == FETCH_MAX_WAIT_MS
         finally:
@@ -198,10 +205,8 @@ async def test_a_settled_assignment_is_read_from_the_app_and_consumer(app: faust
 
 # --------------------------------------------------- faust's consumer thread
 async def test_work_runs_on_the_consumer_threads_loop_with_its_aiokafka_consumer(
-    app: faust.App,
+    app: faust.App, thread: Any
 ) -> None:
-    consumer: Any = app.consumer
-    thread = consumer._thread
     with relied_on_by(
         "aiokafka_consumer",
         "ThreadDelegateConsumer._thread and AIOKafkaConsumerThread._ensure_consumer(), "
@@ -235,56 +240,67 @@ async def test_work_runs_on_the_consumer_threads_loop_with_its_aiokafka_consumer
 
 # ------------------------------------------------------ aiokafka's internals
 @pytest.fixture
-async def aiokafka_assigned() -> AsyncIterator[tuple[AIOKafkaConsumer, TopicPartition]]:
-    """An aiokafka consumer (not started) with one partition assigned and a fetcher."""
+async def group_consumer() -> AsyncIterator[Any]:
+    """An aiokafka consumer (not started) with a fetcher, subscribed to the source
+    topic as a group member is, its partitions not assigned yet."""
     consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", enable_auto_commit=False)
-    tp = TopicPartition(SOURCE, 0)
     c: Any = consumer
-    c._subscription.assign_from_user({tp})
+    c._subscription.subscribe({SOURCE})
     c._fetcher = fetcher = Fetcher(c._client, c._subscription)
     try:
-        yield consumer, tp
+        yield consumer
     finally:
         await fetcher.close()
         await consumer.stop()
 
 
-async def test_rewind_reads_positions_and_buffers_from_aiokafka(
-    aiokafka_assigned: tuple[AIOKafkaConsumer, TopicPartition],
-) -> None:
-    consumer, tp = aiokafka_assigned
+async def test_rewind_reads_positions_and_buffers_from_aiokafka(group_consumer: Any) -> None:
+    c, tp = group_consumer, TopicPartition(SOURCE, 0)
     with relied_on_by(
         "rewind",
         "AIOKafkaConsumer._subscription.subscription.assignment.state_value(tp) "
         "(has_valid_position, position) and AIOKafkaConsumer._fetcher._records",
     ):
-        c: Any = consumer
+        c._subscription.assign_from_subscribed({tp})
         assert isinstance(c._fetcher._records, Mapping)
         # no position yet: sought
-        assert await faust_adapter.rewind(consumer, {tp: 7}) == {tp: (None, "None")}
+        assert await faust_adapter.rewind(c, {tp: 7}) == {tp: (None, "None")}
         state = c._subscription.subscription.assignment.state_value(tp)
         assert state.has_valid_position and state.position == 7
         # already there: left alone
-        assert await faust_adapter.rewind(consumer, {tp: 7}) == {tp: (7, "None")}
-        assert await faust_adapter.rewind(consumer, {tp: 3}) == {tp: (7, "None")}
+        assert await faust_adapter.rewind(c, {tp: 7}) == {tp: (7, "None")}
+        assert await faust_adapter.rewind(c, {tp: 3}) == {tp: (7, "None")}
         assert state.position == 3
 
 
 async def test_fetch_takes_prefetched_records_as_fausts_fetcher_does(
-    aiokafka_assigned: tuple[AIOKafkaConsumer, TopicPartition],
+    group_consumer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    consumer, tp = aiokafka_assigned
+    c, tp = group_consumer, TopicPartition(SOURCE, 0)
+    fetched = c._fetcher.fetched_records
+    calls: list[tuple[Any, ...]] = []
+
+    async def spy(partitions: Any, timeout: float, max_records: int) -> Any:
+        calls.append((set(partitions), max_records, c._subscription.fetcher_idle_time))
+        return await fetched(partitions, timeout=timeout, max_records=max_records)
+
     with relied_on_by(
         "fetch",
         "AIOKafkaConsumer._subscription.reassignment_in_progress and fetch_context(), "
         "and AIOKafkaConsumer._fetcher.fetched_records(partitions, timeout, max_records)",
     ):
-        c: Any = consumer
         assert params(Fetcher.fetched_records) == ["self", "partitions", "timeout", "max_records"]
+        monkeypatch.setattr(c._fetcher, "fetched_records", spy)
+        # a rebalance under way: nothing is taken
+        assert c._subscription.reassignment_in_progress is True
+        assert await faust_adapter.fetch(c, frozenset({tp}), 0.01, 10) == {}
+        assert calls == []
+        c._subscription.assign_from_subscribed({tp})
+        c.seek(tp, 0)
         assert c._subscription.reassignment_in_progress is False
-        consumer.seek(tp, 0)
-        assert await faust_adapter.fetch(consumer, frozenset({tp}), 0.01, 10) == {}
-        assert c._subscription.fetcher_idle_time >= 0  # the fetch context was left
+        assert await faust_adapter.fetch(c, frozenset({tp}), 0.01, 10) == {}
+        # taken inside a fetch context (the fetcher is not idle meanwhile)
+        assert calls == [({tp}, 10, 0)]
 
 
 # --------------------------------------------------- faust's ack bookkeeping
@@ -354,7 +370,7 @@ async def test_table_writes_go_to_the_current_events_partition(
     # which is not started here
     monkeypatch.setattr(app.consumer, "topic_partitions", lambda topic: None)
     table: Any = app.Table("t", partitions=4, default=None)
-    futures: list[asyncio.Future[Any]] = []
+    futures: list[Any] = []  # faust's FutureMessage
     with relied_on_by(
         "current_event",
         "faust.streams._current_event, the context variable (of a weak reference) that "
