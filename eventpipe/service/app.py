@@ -25,7 +25,7 @@ from eventpipe.http_body import (
     handler_decodes,
 )
 from eventpipe.plugin import Component, Route
-from eventpipe.problem import body_problem, problem
+from eventpipe.problem import problem
 from eventpipe.schema_registry import server as schema_registry_server
 from eventpipe.service import publish_api
 from eventpipe.service.publish_api import CTX
@@ -120,7 +120,7 @@ def _compressed_body_refused(
     except UnsupportedEncoding as exc:
         if handler_decodes(info.handler):
             return None  # the handler answers it, in its own words
-        return body_problem(exc)
+        return exc.response()
     if coding is None or handler_decodes(info.handler):
         return None
     return problem(

@@ -14,12 +14,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from eventpipe.config_keys import did_you_mean, error_message
 from eventpipe.errors import ConfigError
 from eventpipe.pipelines.spec import validate_pipelines
 from eventpipe.plugin import Catalog, SourceConfig
-from eventpipe.settings import Settings, problems_from, read_settings
+from eventpipe.settings import Settings, read_settings
 
 from .catalog import CATALOG, SOURCES
 
@@ -49,7 +50,7 @@ def parse_sources(
 ) -> tuple[list[SourceConfig], list[Problem]]:
     """The valid entries (each parsed once by its ``type``) and every problem."""
     adapter = _ENTRY if catalog is CATALOG else _adapter(catalog)
-    known = ", ".join(sorted(catalog.sources)) or "none"
+    known = sorted(catalog.sources)
     entries: list[SourceConfig] = []
     problems: list[Problem] = []
     names: dict[str, int] = {}
@@ -59,7 +60,9 @@ def parse_sources(
         try:
             entry = adapter.validate_python(item)
         except ValidationError as exc:
-            problems.extend(_entry_problems(exc, where, kind, known))
+            plugin = catalog.sources.get(kind) if isinstance(kind, str) else None
+            model = plugin.config if plugin is not None else None
+            problems.extend(_entry_problems(exc, where, kind, known, model))
             continue
         if entry.name in names:
             problems.append(
@@ -88,22 +91,37 @@ def _get(item: Any, key: str) -> Any:
     return getattr(item, key, None)
 
 
-def _entry_problems(exc: ValidationError, where: str, kind: Any, known: str) -> list[Problem]:
-    """The entry's problems with its path, the discriminator's tag left out of it."""
+def _entry_problems(
+    exc: ValidationError,
+    where: str,
+    kind: Any,
+    known: list[str],
+    model: type[BaseModel] | None,
+) -> list[Problem]:
+    """The entry's problems with its path, the discriminator's tag left out of it (an
+    unknown key names the keys the entry allows, eventpipe.config_keys)."""
     out: list[Problem] = []
-    for err, (path, msg) in zip(exc.errors(), problems_from(exc, where), strict=True):
-        loc = err["loc"]
-        if err["type"] == "union_tag_not_found":
+    for err in exc.errors():
+        kind_of = err["type"]
+        top = not err["loc"]  # the entry's own tag (a nested union names its place)
+        if top and kind_of == "union_tag_not_found":
             out.append((f"{where}.type", "required: the kind of source"))
             continue
-        if err["type"] == "union_tag_invalid":
-            out.append((f"{where}.type", f"unknown source type {kind!r}; known: {known}"))
+        if top and kind_of == "union_tag_invalid":
+            hint = did_you_mean(str(kind), known)
+            out.append(
+                (f"{where}.type", f"unknown source type {kind!r}{hint} (known: {', '.join(known)})")
+            )
             continue
+        loc = tuple(err["loc"])
         if loc and loc[0] == kind:  # the tag pydantic puts first
-            path = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
-        if err["type"] in ("missing", "string_too_short") and path == f"{where}.name":
+            loc = loc[1:]
+            err = {**err, "loc": loc}
+        path = where + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+        msg = error_message(err, model)
+        if kind_of in ("missing", "string_too_short") and loc == ("name",):
             msg = "required: a unique name for this source"
-        out.append((path or where, msg.removeprefix("Value error, ")))
+        out.append((path, msg.removeprefix("Value error, ")))
     return out
 
 

@@ -15,8 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeAlias
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
+from eventpipe.config_keys import error_message
 from eventpipe.errors import ConfigError
 from eventpipe.plugin import Configured, Plugin, PluginConfig
 
@@ -196,7 +198,7 @@ def build_step(
     try:
         config = plugin.config.model_validate(data)
     except ValidationError as exc:
-        return None, [(where(e["loc"]), _pydantic_message(e)) for e in exc.errors()]
+        return None, [(where(e["loc"]), _pydantic_message(e, plugin.config)) for e in exc.errors()]
     try:
         step = plugin.build(config, name or plugin.type, context)
     except ConfigError as exc:
@@ -207,10 +209,9 @@ def build_step(
     return step, []
 
 
-def _pydantic_message(err: Any) -> str:
-    msg = str(err.get("msg", "invalid"))
+def _pydantic_message(err: ErrorDetails, model: type[BaseModel]) -> str:
     # "Value error, <ours>" -> "<ours>": our validators' messages read better bare.
-    return msg.removeprefix("Value error, ")
+    return error_message(err, model).removeprefix("Value error, ")
 
 
 __all__ = [

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventpipe.config_keys import did_you_mean
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import ConfigError
 from eventpipe.sink import BatchError
@@ -146,8 +147,9 @@ def build_steps(
         ((kind, raw),) = item.items()
         plugin = catalog.get(kind) if isinstance(kind, str) else None
         if plugin is None:
-            known = ", ".join(sorted(catalog))
-            problems.append((where, f"unknown step {kind!r}; known: {known}"))
+            known = sorted(catalog)
+            hint = did_you_mean(str(kind), known)
+            problems.append((where, f"unknown step {kind!r}{hint} (known: {', '.join(known)})"))
             continue
         step, step_problems = build_step(
             plugin, raw, path=f"{where}.{kind}", name=f"{where}.{kind}", context=context

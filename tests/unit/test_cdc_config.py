@@ -60,7 +60,7 @@ def test_every_problem_is_reported_with_its_path(load: Callable[..., ServiceConf
         "sources[1].tables",
     } <= paths
     msgs = dict(ei.value.problems)
-    assert "unknown setting" in msgs["sources[0].batchsize"]
+    assert "did you mean 'batch_size'?" in msgs["sources[0].batchsize"]
     assert "{prefix}" in msgs["sources[0].topic"]
 
 

@@ -137,7 +137,7 @@ def test_all_problems_at_once_with_paths() -> None:
     assert "not a valid jq program" in msgs["steps[0].jq"]
     assert "unknown step 'nosuchstep'" in msgs["steps[3]"] and "jq" in msgs["steps[3]"]
     assert "engine: jq" in msgs["steps[8].jq.program"]
-    assert "Extra inputs are not permitted" in msgs["steps[10].jq.aply_to"]
+    assert "did you mean 'apply_to'?" in msgs["steps[10].jq.aply_to"]
     text = str(info.value)
     assert text.startswith("11 configuration problem(s) in pipeline.yaml:")
     assert "  steps[0].jq: not a valid jq program" in text

@@ -129,7 +129,9 @@ sources:
     tolerence_s: 3
 """,
     )
-    assert found["sources[0].tolerence_s"].startswith("unknown setting")
+    assert found["sources[0].tolerence_s"].startswith(
+        "unknown key (allowed: type, name, topic, verify,"
+    )
 
 
 def test_entries_need_a_known_type_and_a_unique_name(tmp_path: Path):
@@ -156,7 +158,7 @@ sources:
     )
     assert found["sources[0].type"] == "required: the kind of source"
     assert found["sources[1].type"] == (
-        "unknown source type 'ftp'; known: kafka, outbox, postgres_cdc, webhook"
+        "unknown source type 'ftp' (known: kafka, outbox, postgres_cdc, webhook)"
     )
     assert found["sources[2].name"] == "required: a unique name for this source"
     assert "'twice' is used twice" in found["sources[4].name"]
