@@ -244,7 +244,6 @@ class PostgresCdcSource(Source):
                 return
             relay.running()
             metrics.CDC_ACTIVE.labels(source=self.name).set(1)
-            self.log.info("reading slot %s (this process holds its lock)", self.slot)
             await self._serve(conn, relay)
         finally:
             reader = self.reader
@@ -284,6 +283,8 @@ class PostgresCdcSource(Source):
         )
         if created:
             self.log.info("created replication slot %s", self.slot)
+        # Said once the slot exists: from here on every commit is captured.
+        self.log.info("reading slot %s (this process holds its lock)", self.slot)
         self.reader = reader = self.make_reader(keys)
         if cfg.create_topics:
             await reader.ensure_topics(self.initial_topics(found))
