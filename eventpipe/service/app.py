@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from eventpipe import metrics
+from eventpipe import console, metrics
 from eventpipe.dlq import admin_api as dlq_admin_api
 from eventpipe.errors import error_class_name
 from eventpipe.http_body import UnsupportedEncoding, content_coding, handler_decodes
@@ -53,6 +53,7 @@ def _observe(route: str, method: str, status: int, seconds: float) -> None:
 ROUTE_INSTALLERS: list[Callable[[web.Application, ServiceContext], None]] = []
 ROUTE_INSTALLERS.append(schema_registry_server.install)  # /schema-registry/
 ROUTE_INSTALLERS.append(dlq_admin_api.install)  # /v1/dlq/...
+ROUTE_INSTALLERS.append(console.install)  # /console/ (and / redirects there)
 
 
 @web.middleware
