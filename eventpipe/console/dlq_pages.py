@@ -11,6 +11,7 @@ a reason too, and records who did it.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 from collections import Counter
@@ -255,7 +256,14 @@ async def _record_page(
         except DlqError as exc:
             patch_problem = str(exc)
             status = max(status, 400)
-    history = await dlq.history((entry.topic, entry.partition, entry.offset))
+    history = [
+        dataclasses.replace(
+            h,
+            reason=console.redactor.text(h.reason) if h.reason else None,
+            patch=console.redactor.text(h.patch) if h.patch else None,
+        )
+        for h in await dlq.history((entry.topic, entry.partition, entry.offset))
+    ]
     return render(
         request,
         "dlq_record.html",
