@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from eventpipe.console.render import SECURITY_HEADERS, error, wants_json
+from eventpipe.console.render import API_PREFIX, SECURITY_HEADERS, error
 from eventpipe.console.session import ANON_COOKIE, COOKIE_PATH, SESSION_COOKIE, new_anon_id
 from eventpipe.console.state import ANON, NEW_ANON, SESSION, console_of, csrf_binding
 
@@ -63,7 +63,7 @@ def set_cookie(
 
 
 def login_redirect(request: web.Request) -> web.StreamResponse:
-    if wants_json(request) or request.method != "GET":
+    if request.method != "GET" or request.path.startswith(API_PREFIX):
         return error(
             request,
             401,

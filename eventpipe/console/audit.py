@@ -4,7 +4,9 @@ runs and its outcome after, so an action cut short is on record too."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,26 +29,6 @@ class Action:
     outcome: str
 
 
-async def begin(
-    pool: AsyncConnectionPool,
-    who: str,
-    action: str,
-    target: str | None = None,
-    reason: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> int:
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "insert into eventpipe.console_actions (who, action, target, reason, detail) "
-            "values (%s, %s, %s, %s, %s) returning id",
-            (who, action, target, reason, Jsonb(detail or {})),
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    log.info("console: %s %s %s (%s)", who, action, target or "", reason or "no reason given")
-    return int(row[0])
-
-
 async def finish(
     pool: AsyncConnectionPool, action_id: int, outcome: str, detail: dict[str, Any] | None = None
 ) -> None:
@@ -58,11 +40,41 @@ async def finish(
         )
 
 
+@contextlib.asynccontextmanager
+async def recorded(
+    pool: AsyncConnectionPool,
+    who: str,
+    action: str,
+    target: str | None = None,
+    reason: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AsyncIterator[int]:
+    """An action on record before it runs; an exception out of it is recorded as its
+    outcome (``error: <class>``), and the caller records any other with :func:`finish`."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "insert into eventpipe.console_actions (who, action, target, reason, detail) "
+            "values (%s, %s, %s, %s, %s) returning id",
+            (who, action, target, reason, Jsonb(detail or {})),
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    action_id = int(row[0])
+    log.info("console: %s %s %s (%s)", who, action, target or "", reason or "no reason given")
+    try:
+        yield action_id
+    except BaseException as exc:
+        await finish(pool, action_id, f"error: {type(exc).__name__}")
+        raise
+
+
 async def record(
     pool: AsyncConnectionPool, who: str, action: str, outcome: str = "ok", **fields: Any
 ) -> None:
     """An action that is done as it is recorded (a login, a logout)."""
-    await finish(pool, await begin(pool, who, action, **fields), outcome)
+    async with recorded(pool, who, action, **fields) as action_id:
+        pass
+    await finish(pool, action_id, outcome)
 
 
 async def recent(pool: AsyncConnectionPool, limit: int = 200) -> list[Action]:

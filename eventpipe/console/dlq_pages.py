@@ -312,12 +312,16 @@ def _fields(post: MultiMapping[Any]) -> dict[str, str]:
     }
 
 
+async def _acting(request: web.Request) -> tuple[Console, str, dict[str, str]]:
+    """What every action starts from: the console, who is acting, the form."""
+    session = session_of(request)
+    assert session is not None, "access.guard lets no action through without a login"
+    return console_of(request), session.who, _fields(await request.post())
+
+
 @action
 async def replay(request: web.Request) -> web.Response:
-    console = console_of(request)
-    session = session_of(request)
-    assert session is not None
-    form = _fields(await request.post())
+    console, who, form = await _acting(request)
     dry = form["mode"] == "dry-run"
     try:
         dlq, entry, ledgers = await _load(request)
@@ -370,14 +374,10 @@ async def replay(request: web.Request) -> web.Response:
             request, dlq, entry, ledgers, patch=form["patch"], form=form, dry_run=result
         )
     detail = {k: v for k, v in kwargs.items() if v}
-    action_id = await audit.begin(
-        console.pool, session.who, "dlq.replay", entry.ref, form["reason"], detail
-    )
-    try:
-        report = await dlq.replay(topics, [entry], who=session.who, reason=form["reason"], **kwargs)
-    except BaseException as exc:
-        await audit.finish(console.pool, action_id, f"error: {type(exc).__name__}")
-        raise
+    async with audit.recorded(
+        console.pool, who, "dlq.replay", entry.ref, form["reason"], detail
+    ) as action_id:
+        report = await dlq.replay(topics, [entry], who=who, reason=form["reason"], **kwargs)
     if report.failed:
         why = "; ".join(f"{why}" for _, why in report.failed)
         await audit.finish(console.pool, action_id, f"failed: {why}")
@@ -393,10 +393,7 @@ async def replay(request: web.Request) -> web.Response:
 
 @action
 async def discard(request: web.Request) -> web.Response:
-    console = console_of(request)
-    session = session_of(request)
-    assert session is not None
-    form = _fields(await request.post())
+    console, who, form = await _acting(request)
     try:
         dlq, entry, ledgers = await _load(request)
     except _Refused as r:
@@ -422,14 +419,10 @@ async def discard(request: web.Request) -> web.Response:
             form=form,
             problem="this record was discarded already",
         )
-    action_id = await audit.begin(
-        console.pool, session.who, "dlq.discard", entry.ref, form["reason"]
-    )
-    try:
-        await dlq.discard([entry], form["reason"], session.who)
-    except BaseException as exc:
-        await audit.finish(console.pool, action_id, f"error: {type(exc).__name__}")
-        raise
+    async with audit.recorded(
+        console.pool, who, "dlq.discard", entry.ref, form["reason"]
+    ) as action_id:
+        await dlq.discard([entry], form["reason"], who)
     await audit.finish(console.pool, action_id, "ok")
     return see_other(f"/console/dlq/{entry.ref}?done=discarded")
 

@@ -58,11 +58,15 @@ async def browser_page(chromium: Path) -> AsyncIterator[object]:
             await browser.close()
 
 
-async def shot(page: object, name: str) -> Path:
-    """A screenshot of the whole page into build/screenshots/<name>.png."""
+async def shot(page: object, name: str, element: object | None = None) -> Path:
+    """A screenshot of the whole page (or of one element) into
+    build/screenshots/<name>.png."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    await page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
+    if element is not None:
+        await element.screenshot(path=str(path))  # type: ignore[attr-defined]
+    else:
+        await page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
     print(f"screenshot: {path}")
     return path
 

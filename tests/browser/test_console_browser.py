@@ -7,13 +7,9 @@ Each page is saved under build/screenshots/."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -21,15 +17,17 @@ import pytest
 from playwright.async_api import Page, expect
 
 from eventpipe.connectors.webhook import source as _webhook_source  # noqa: F401  (its routes)
-from eventpipe.db.pool import open_pool
-from eventpipe.schema_registry.models import Schema
-from eventpipe.schema_registry.registry import SchemaRegistry
-from eventpipe.service.runner import Service
 from eventpipe.settings import Settings, TopicSpec, validate_sources
-from tests.browser.conftest import TIMEOUT_MS, shot
+from tests.browser.conftest import shot
 from tests.helpers import read_records
-from tests.integration.console_support import ADMIN_TOKEN, console_settings
-from tests.integration.test_pipeline_support import ident, sql, wait_rows, with_pipelines
+from tests.integration.console_support import ADMIN_TOKEN, console_settings, register_schemas
+from tests.integration.test_pipeline_support import (
+    ident,
+    running,
+    sql,
+    wait_rows,
+    with_pipelines,
+)
 
 SECRET = "browser-test-webhook-secret"
 pytestmark = pytest.mark.timeout(600)
@@ -79,16 +77,6 @@ def _demo(settings: Settings, name: str) -> Settings:
     )
 
 
-@contextlib.asynccontextmanager
-async def _running(settings: Settings) -> AsyncIterator[Service]:
-    svc = Service(settings, "all")
-    await svc.start()
-    try:
-        yield svc
-    finally:
-        await svc.stop()
-
-
 async def _post_order(base: str, name: str, order: dict[str, Any]) -> int:
     body = json.dumps(order).encode()
     sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
@@ -101,16 +89,8 @@ async def _post_order(base: str, name: str, order: dict[str, Any]) -> int:
         return r.status
 
 
-async def _register_schemas(settings: Settings, subject: str) -> None:
-    v1 = {"type": "record", "name": "Order", "fields": [{"name": "id", "type": "string"}]}
-    v2 = {**v1, "fields": [*v1["fields"], {"name": "total", "type": "double", "default": 0}]}
-    pool = await open_pool(settings.database)
-    try:
-        registry = SchemaRegistry(pool)
-        for schema in (v1, v2):
-            await registry.register(subject, Schema(json.dumps(schema)))
-    finally:
-        await pool.close()
+V1 = {"type": "record", "name": "Order", "fields": [{"name": "id", "type": "string"}]}
+V2 = {**V1, "fields": [*V1["fields"], {"name": "total", "type": "double", "default": 0}]}
 
 
 async def test_dlq_browser_patch_preview_replay_and_schema_pages(
@@ -125,10 +105,10 @@ async def test_dlq_browser_patch_preview_replay_and_schema_pages(
         "total numeric not null)",
     )
     subject = f"{name}-value"
-    await _register_schemas(settings, subject)
+    await register_schemas(settings, subject, V1, V2)
     s = _demo(settings, name)
     pipeline = f"{name}-to-postgres"
-    async with _running(s) as svc:
+    async with running(s, "all") as svc:
         base = svc.url
         good = {"id": "o-1", "customer": "c-7", "status": "created", "total": 42.5}
         assert await _post_order(base, name, good) == 200
@@ -175,6 +155,8 @@ async def test_dlq_browser_patch_preview_replay_and_schema_pages(
         await expect(page.locator("#replay-patch-shown")).to_have_text(".data.total = 42")
         await expect(page.locator("#replay-button")).to_be_enabled()
         await shot(page, "console-dlq-preview")
+        # the README's picture (docs/console.png is a copy of one)
+        await shot(page, "console-readme", page.locator("section.actions"))
         # a broken patch says why and keeps Replay off
         await page.locator("#patch").fill(".data.total = ")
         await expect(page.locator("#preview-error")).to_contain_text("does not compile")
@@ -229,4 +211,3 @@ async def test_dlq_browser_patch_preview_replay_and_schema_pages(
         ("o-1", 42.5),
         ("o-2", 42),
     ]
-    assert TIMEOUT_MS and asyncio and uuid

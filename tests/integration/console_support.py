@@ -1,28 +1,25 @@
 """Helpers the console's tests share (no tests here): the service's app with the
-console on the real broker and database, dead letters to browse, a login."""
+console on the real broker and database, a login, schemas to browse (dead letters:
+tests/integration/dlq_support.py)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from pydantic import SecretStr
 
-from eventpipe.dlq.record import DeadLetter, Origin
-from eventpipe.dlq.writer import DeadLetterWriter
-from eventpipe.envelope import CloudEvent
-from eventpipe.envelope.kafka import to_kafka
-from eventpipe.kafka.admin import TopicAdmin
-from eventpipe.publisher import Publisher
+from eventpipe.db.pool import open_pool
+from eventpipe.schema_registry.models import Schema
+from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.service.app import build_app
 from eventpipe.service.context import ServiceContext
-from eventpipe.settings import Settings, TopicSpec
+from eventpipe.settings import Settings
 from tests.helpers import ServiceTestServer
 
 ADMIN_TOKEN = "console-admin-token-7c1f9e"
@@ -79,57 +76,12 @@ async def page_csrf(client: TestClient, path: str) -> str:
     return csrf_of(await r.text())
 
 
-def letter(
-    i: int,
-    origin_topic: str,
-    *,
-    pipeline: str,
-    stage: str,
-    exc: Exception,
-    failed_at: datetime | None = None,
-    headers: list[tuple[str, bytes]] | None = None,
-    **extensions: Any,
-) -> DeadLetter:
-    ev = CloudEvent.create(
-        "t.order",
-        "/shop",
-        {"n": i, "ok": False},
-        id=f"ev-{i}",
-        partitionkey=f"k{i}",
-        **extensions,
-    )
-    m = to_kafka(ev)
-    d = DeadLetter.from_exception(
-        exc,
-        key=m.key,
-        value=m.value,
-        headers=[*m.headers, *(headers or [])],
-        pipeline=pipeline,
-        stage=stage,
-        origin=Origin(origin_topic, 0, 100 + i, 1),
-        first_failed_at=failed_at,
-    )
-    if failed_at is not None:
-        d.failed_at = failed_at
-    return d
-
-
-@dataclass
-class Letters:
-    dlq_topic: str
-    origin: str
-    refs: dict[str, str]  # event id -> ref
-
-
-async def write_letters(settings: Settings, origin: str, letters: list[DeadLetter]) -> Letters:
-    """``letters`` on a new dead-letter topic ``<origin>.dlq`` (one partition)."""
-    dlq_topic = f"{origin}.dlq"
-    async with TopicAdmin(settings.kafka) as admin:
-        await admin.ensure_topics([TopicSpec(name=dlq_topic, partitions=1)])
-    async with Publisher(settings) as pub:
-        acks = await DeadLetterWriter(pub, dlq_topic).write(letters)
-    refs = {}
-    for d, ack in zip(letters, acks, strict=True):
-        ev_id = dict(d.headers)["ce_id"].decode()
-        refs[ev_id] = f"{dlq_topic}:{ack.partition}:{ack.offset}"
-    return Letters(dlq_topic, origin, refs)
+async def register_schemas(settings: Settings, subject: str, *schemas: dict[str, Any]) -> None:
+    """``schemas`` registered under ``subject`` in eventpipe's registry, in order."""
+    pool = await open_pool(settings.database)
+    try:
+        registry = SchemaRegistry(pool)
+        for schema in schemas:
+            await registry.register(subject, Schema(json.dumps(schema)))
+    finally:
+        await pool.close()

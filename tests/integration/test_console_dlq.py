@@ -4,27 +4,22 @@ dry run, discard, the ledger with who and why, and secrets never shown."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import psycopg
 import pytest
 
 from eventpipe.envelope.kafka import from_kafka
-from eventpipe.errors import InvalidEventError
 from eventpipe.settings import Settings
 from tests.helpers import read_records
 from tests.integration.console_support import (
     ADMIN_TOKEN,
     HTML,
     JSON,
-    Letters,
     console_client,
     console_settings,
-    letter,
     login,
     page_csrf,
-    write_letters,
 )
+from tests.integration.dlq_support import Letters, two_pipelines, write_letters
 
 
 class TransformError(Exception):
@@ -38,42 +33,24 @@ DB_PASSWORD = "pgpass-91d3e7"
 @pytest.fixture
 async def letters(settings: Settings, topic: str) -> Letters:
     """Six dead letters from two pipelines; ev-2 carries signatures and secrets."""
-    old = datetime.now(UTC) - timedelta(days=3)
     return await write_letters(
         settings,
         topic,
-        [
-            letter(
-                0,
-                topic,
-                pipeline="orders",
-                stage="validate",
-                exc=InvalidEventError("data.n", "bad"),
-                failed_at=old,
+        two_pipelines(
+            topic,
+            TransformError(
+                f"failed with token {ADMIN_TOKEN} on "
+                f"postgresql://app:{DB_PASSWORD}@db.internal:5432/shop"
             ),
-            letter(1, topic, pipeline="orders", stage="validate", exc=InvalidEventError("n", "x")),
-            letter(
-                2,
-                topic,
-                pipeline="orders",
-                stage="transform",
-                exc=TransformError(
-                    f"failed with token {ADMIN_TOKEN} on "
-                    f"postgresql://app:{DB_PASSWORD}@db.internal:5432/shop"
-                ),
-                headers=[
-                    ("x-signature", SIGNATURE.encode()),
-                    ("http.webhook-signature", b"v1,c2lnbmF0dXJlLXZhbHVlLTAxMjM0NQ=="),
-                    ("stripe-signature", b"t=1700000000,v1=abcdef0123456789abcdef"),
-                    ("http.authorization", b"Bearer live-bearer-0d9c8b7a"),
-                    ("x-request-id", b"req-visible-42"),
-                ],
-                whsignature=SIGNATURE,
-            ),
-            letter(3, topic, pipeline="payments", stage="sink", exc=ValueError("x")),
-            letter(4, topic, pipeline="payments", stage="sink", exc=ValueError("y")),
-            letter(5, topic, pipeline="orders", stage="decode", exc=ValueError("z")),
-        ],
+            headers=[
+                ("x-signature", SIGNATURE.encode()),
+                ("http.webhook-signature", b"v1,c2lnbmF0dXJlLXZhbHVlLTAxMjM0NQ=="),
+                ("stripe-signature", b"t=1700000000,v1=abcdef0123456789abcdef"),
+                ("http.authorization", b"Bearer live-bearer-0d9c8b7a"),
+                ("x-request-id", b"req-visible-42"),
+            ],
+            whsignature=SIGNATURE,
+        ),
     )
 
 

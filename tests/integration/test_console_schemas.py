@@ -12,7 +12,6 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from eventpipe.db.pool import open_pool
-from eventpipe.schema_registry.models import Schema
 from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.settings import Settings
 from tests.integration.console_support import (
@@ -21,6 +20,7 @@ from tests.integration.console_support import (
     console_settings,
     login,
     page_csrf,
+    register_schemas,
 )
 
 V1 = {
@@ -36,13 +36,7 @@ BREAKS = {**V1, "fields": [*V1["fields"], {"name": "region", "type": "string"}]}
 @pytest.fixture
 async def subject(settings: Settings) -> str:
     name = f"orders-{uuid.uuid4().hex[:8]}-value"
-    pool = await open_pool(settings.database)
-    try:
-        registry = SchemaRegistry(pool)
-        for schema in (V1, V2):
-            await registry.register(name, Schema(json.dumps(schema)))
-    finally:
-        await pool.close()
+    await register_schemas(settings, name, V1, V2)
     return name
 
 

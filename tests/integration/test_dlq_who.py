@@ -11,11 +11,15 @@ import subprocess
 import sys
 
 import psycopg
+import pytest
 from aiohttp.test_utils import TestClient
 
+from eventpipe.service.app import build_app
+from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings
 from tests.helpers import ServiceTestServer
-from tests.integration.console_support import ADMIN_TOKEN, console_settings, letter, write_letters
+from tests.integration.console_support import ADMIN_TOKEN, console_settings
+from tests.integration.dlq_support import Letters, letter, write_letters
 
 
 async def _rows(settings: Settings, query: str, dlq_topic: str) -> list[tuple[object, ...]]:
@@ -47,12 +51,16 @@ async def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[by
     )
 
 
-async def test_cli_records_by_and_reason(settings: Settings, topic: str) -> None:
-    letters = await write_letters(
+@pytest.fixture
+async def letters(settings: Settings, topic: str) -> Letters:
+    return await write_letters(
         settings,
         topic,
         [letter(i, topic, pipeline="who", stage="sink", exc=ValueError("x")) for i in range(3)],
     )
+
+
+async def test_cli_records_by_and_reason(settings: Settings, letters: Letters) -> None:
     t = letters.dlq_topic
     r = await _cli(
         settings, "replay", "--topic", t, "--where", '.event_id == "ev-0"',
@@ -72,16 +80,8 @@ async def test_cli_records_by_and_reason(settings: Settings, topic: str) -> None
     assert await _rows(settings, DISCARDS, t) == [("ev-2", getpass.getuser(), "test data")]
 
 
-async def test_admin_api_records_by_and_reason(settings: Settings, topic: str) -> None:
-    letters = await write_letters(
-        settings,
-        topic,
-        [letter(i, topic, pipeline="who", stage="sink", exc=ValueError("x")) for i in range(3)],
-    )
+async def test_admin_api_records_by_and_reason(settings: Settings, letters: Letters) -> None:
     t = letters.dlq_topic
-    from eventpipe.service.app import build_app
-    from eventpipe.service.context import ServiceContext
-
     s = console_settings(settings)
     ctx = await ServiceContext.open(s, broker_wait_s=5)
     client = TestClient(ServiceTestServer(build_app(ctx), s.service))

@@ -22,7 +22,7 @@ from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.pipelines.runtime import PipelineRuntime
 from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.publisher import Publisher
-from eventpipe.service.runner import Service
+from eventpipe.service.runner import Role, Service
 from eventpipe.settings import Settings
 from eventpipe.sink import SinkResources
 
@@ -43,8 +43,8 @@ def with_pipelines(settings: Settings, *pipelines: dict[str, Any]) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Service]:
-    svc = Service(settings, "pipelines")
+async def running(settings: Settings, role: Role = "pipelines") -> AsyncIterator[Service]:
+    svc = Service(settings, role)
     await svc.start()
     try:
         yield svc
