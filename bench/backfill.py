@@ -34,11 +34,11 @@ from typing import Any
 import orjson
 import psycopg
 import yaml
-from eventpipe.backfill.usage import cpu_count
 
 from bench.common import console, cpu_note, run_on_stack, table
 from bench.publish import PAYLOAD
 from bench.workers import run_workers
+from eventpipe.backfill.usage import cpu_count
 from eventpipe.envelope import CloudEvent
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.publisher import Publisher

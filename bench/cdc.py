@@ -34,10 +34,6 @@ from typing import Any
 import psycopg
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from eventpipe.connectors.postgres_cdc import pgoutput as pg
-from eventpipe.connectors.postgres_cdc import slot as slots
-from eventpipe.connectors.postgres_cdc.events import EventBuilder
-from eventpipe.connectors.postgres_cdc.types import TypeRegistry
 
 from bench.common import (
     console,
@@ -48,6 +44,10 @@ from bench.common import (
     summary_ms,
     table,
 )
+from eventpipe.connectors.postgres_cdc import pgoutput as pg
+from eventpipe.connectors.postgres_cdc import slot as slots
+from eventpipe.connectors.postgres_cdc.events import EventBuilder
+from eventpipe.connectors.postgres_cdc.types import TypeRegistry
 from eventpipe.envelope.event import parse_time
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.kafka.client import producer_kwargs

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from eventpipe.problem import Refusal
+
 READ_CHUNK = 64 * 1024
 ACCEPT_ENCODING = "gzip, deflate"  # the Accept-Encoding header of a 415 (RFC 9110 12.5.3)
 _CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
@@ -31,43 +33,38 @@ _DECODES = "__eventpipe_decodes_content_encoding__"
 H = TypeVar("H", bound=Callable[..., Any])
 
 
-class BodyError(Exception):
-    """The body cannot be read: ``status`` and the problem's parts say why."""
-
-    status = 400
-    slug = "malformed"
-    field = "body"
-
-    def __init__(self, detail: str, reason: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.reason = reason
-        self.headers: dict[str, str] | None = None
+class BodyError(Refusal):
+    """The body cannot be read: the problem answer says why."""
 
 
 class BodyTooLarge(BodyError):
-    status = 413
-    slug = "body-too-large"
-
     def __init__(self, limit: int, setting: str) -> None:
         super().__init__(
+            413,
+            "body-too-large",
             f"the body exceeds {limit} bytes ({setting}; decoded size when compressed)",
-            f"larger than {limit} bytes",
+            field="body",
+            reason=f"larger than {limit} bytes",
         )
 
 
 class UnsupportedEncoding(BodyError):
-    status = 415
-    slug = "unsupported-content-encoding"
-    field = "content-encoding"
-
     def __init__(self, detail: str) -> None:
-        super().__init__(detail, "not one of: gzip, deflate, identity")
-        self.headers = {"Accept-Encoding": ACCEPT_ENCODING}
+        super().__init__(
+            415,
+            "unsupported-content-encoding",
+            detail,
+            field="content-encoding",
+            reason="not one of: gzip, deflate, identity",
+            headers={"Accept-Encoding": ACCEPT_ENCODING},
+        )
 
 
 class CorruptBody(BodyError):
     """Bad compressed data, broken chunked framing, or a body that ended early."""
+
+    def __init__(self, detail: str, reason: str) -> None:
+        super().__init__(400, "malformed", detail, field="body", reason=reason)
 
 
 def decodes_content_encoding(handler: H) -> H:

@@ -10,13 +10,14 @@ them all, and compose/ is checked against it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from eventpipe.config_keys import did_you_mean, error_message
 from eventpipe.errors import ConfigError
 from eventpipe.topics import TopicName
 
@@ -213,16 +214,23 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return "".join(parts) or "(root)"
 
 
-def problems_from(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+def problems_from(
+    exc: ValidationError,
+    prefix: str = "",
+    model: type[BaseModel] | None = None,
+    *,
+    also: Sequence[str] = (),
+) -> list[tuple[str, str]]:
+    """(path, message) for each error of validating ``model``: an unknown key is
+    named with the keys its place allows and the likeliest one
+    (:func:`eventpipe.config_keys.error_message`; ``also``: top-level keys taken
+    off before validating, e.g. a source's ``type`` and ``name``)."""
     out = []
     for err in exc.errors():
         path = _loc(tuple(err["loc"]))
         if prefix:
             path = prefix + ("" if path.startswith("[") else ".") + path
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown setting (check the spelling)"
-        out.append((path, msg))
+        out.append((path, error_message(err, model, also)))
     return out
 
 
@@ -275,7 +283,7 @@ def read_settings(
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(problems_from(exc), source) from None
+        raise ConfigError(problems_from(exc, model=Settings), source) from None
     problems = kafka_security_problems(settings.kafka)
     if settings.database.pool_min > settings.database.pool_max:
         problems.append(("database.pool_min", "must not exceed database.pool_max"))
@@ -332,8 +340,14 @@ def validate_sources(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
             problems.append((f"{where}.type", "required: the kind of source"))
             continue
         if kind not in registry:
-            known = ", ".join(registry.names()) or "none"
-            problems.append((f"{where}.type", f"unknown source type {kind!r}; known: {known}"))
+            known = registry.names()
+            problems.append(
+                (
+                    f"{where}.type",
+                    f"unknown source type {kind!r}{did_you_mean(kind, known)} "
+                    f"(known: {', '.join(known) or 'none'})",
+                )
+            )
             continue
         name = entry.get("name")
         if not isinstance(name, str) or not name:
@@ -344,7 +358,8 @@ def validate_sources(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
             names.add(name)
         cfg = {k: v for k, v in entry.items() if k not in ("type", "name")}
         try:
-            registry.get(kind).Config.model_validate(cfg)
+            model = registry.get(kind).Config
+            model.model_validate(cfg)
         except ValidationError as exc:
-            problems.extend(problems_from(exc, where))
+            problems.extend(problems_from(exc, where, model, also=("type", "name")))
     return problems

@@ -17,7 +17,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-from eventpipe.cli.common import add_config_args
+from eventpipe.cli.common import add_command, add_config_args
 
 if TYPE_CHECKING:
     from .job import Job
@@ -27,15 +27,16 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "backfill",
-        help="push a time range of history through a pipeline again",
+        "push a time range of history through a pipeline again",
         description="Read a pipeline's source topics (or its CDC tables) over a time range "
         "and run them through its steps and validation: to its sinks (live), to "
         "<pipeline>.shadow with a comparison against the live output (shadow), or "
         "nowhere, counting and sampling (dry_run).",
     )
-    add_config_args(p)
+    add_config_args(p, database=True, kafka=True)
     p.add_argument("--pipeline", help="the pipeline to backfill")
     p.add_argument(
         "--from",

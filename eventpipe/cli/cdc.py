@@ -1,9 +1,12 @@
 """``eventpipe cdc``: status of replication slots, ad-hoc snapshots, dropping a slot.
 
-eventpipe cdc status [-c cfg] [--json]
+eventpipe cdc status [-c cfg] [--database-url URL] [--json]
 eventpipe cdc snapshot --table public.orders [--where "region = 'eu'"] [--source NAME | --slot SLOT]
     [--database-url URL] [--wait]
-eventpipe cdc drop-slot NAME [--yes]
+eventpipe cdc drop-slot NAME [--database-url URL] [--yes]
+
+``--database-url`` is eventpipe's database, as for every command.  The captured
+database of a slot is its configured source's ``database_url``, else that one.
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from eventpipe.cli.common import CliError, add_config_args, err_console, settings_from_args
+from eventpipe.cli.common import (
+    CliError,
+    add_command,
+    add_config_args,
+    err_console,
+    settings_from_args,
+)
 from eventpipe.connectors.postgres_cdc import slot as slots
 from eventpipe.connectors.postgres_cdc import state
 from eventpipe.connectors.postgres_cdc.config import PostgresCdcConfig, parse_table, qualified
@@ -32,24 +41,24 @@ from eventpipe.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("cdc", help="Postgres CDC: slot status, snapshots, dropping a slot")
+    p = add_command(sub, "cdc", "Postgres CDC: slot status, snapshots, dropping a slot")
     cmds = p.add_subparsers(dest="cdc_command", required=True, metavar="SUBCOMMAND")
 
-    st = cmds.add_parser("status", help="replication slots, their lag and last event")
-    add_config_args(st)
-    st.add_argument("--database-url", help="the captured database (default: database.url)")
+    st = add_command(cmds, "status", "replication slots, their lag and last event")
+    add_config_args(st, database=True, kafka=False)
     st.add_argument("--json", action="store_true", help="one JSON object per slot")
     st.set_defaults(func=cmd_status)
 
-    sn = cmds.add_parser(
+    sn = add_command(
+        cmds,
         "snapshot",
-        help="re-read a table (in key chunks, while the stream keeps flowing)",
+        "re-read a table (in key chunks, while the stream keeps flowing)",
         description=(
             "Queue an incremental snapshot: the running CDC source reads the table in "
             "primary-key chunks between watermarks and emits the rows as op 'r' events."
         ),
     )
-    add_config_args(sn)
+    add_config_args(sn, database=True, kafka=False)
     sn.add_argument("--table", "-t", action="append", required=True, help="schema.table (repeat)")
     sn.add_argument(
         "--where",
@@ -57,19 +66,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(checked by PostgreSQL before it is queued; runs read-only)",
     )
     sn.add_argument("--source", help="the postgres_cdc source (default: the only one configured)")
-    sn.add_argument("--slot", help="the slot, instead of --source (it must exist)")
     sn.add_argument(
-        "--database-url",
-        help="the captured database, with --slot (default: the source's, else database.url)",
+        "--slot",
+        help="the slot, instead of --source (it must exist in the captured database: "
+        "its source's database_url, else eventpipe's)",
     )
     sn.add_argument("--wait", action="store_true", help="wait until the snapshot is done")
-    sn.add_argument("--wait-timeout", type=float, default=600.0, metavar="S")
+    sn.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="with --wait: give up after S seconds (default 600)",
+    )
     sn.set_defaults(func=cmd_snapshot)
 
-    dr = cmds.add_parser("drop-slot", help="drop a replication slot (asks first)")
-    add_config_args(dr)
-    dr.add_argument("slot")
-    dr.add_argument("--database-url", help="the captured database (default: database.url)")
+    dr = add_command(cmds, "drop-slot", "drop a replication slot (asks first)")
+    add_config_args(dr, database=True, kafka=False)
+    dr.add_argument(
+        "slot", help="in its source's database_url if the config has one, else eventpipe's"
+    )
     dr.add_argument("--yes", "-y", action="store_true", help="do not ask")
     dr.set_defaults(func=cmd_drop_slot)
 
@@ -87,6 +103,12 @@ def _cdc_sources(settings: Settings) -> dict[str, tuple[str, PostgresCdcConfig]]
         )
         out[cfg.slot_name(name)] = (name, cfg)
     return out
+
+
+def _captured_url(settings: Settings, cfg: PostgresCdcConfig | None) -> str:
+    """The database a slot lives in: its source's ``database_url``, else eventpipe's."""
+    url = cfg.database_url if cfg is not None and cfg.database_url else settings.database.url
+    return url.get_secret_value()
 
 
 async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
@@ -121,14 +143,21 @@ def _ago(t: datetime | None) -> str:
 # -------------------------------------------------------------------- status
 async def _status(args: argparse.Namespace, settings: Settings) -> list[dict[str, Any]]:
     eventpipe_url = settings.database.url.get_secret_value()
-    captured_url = args.database_url or eventpipe_url
     configured = _cdc_sources(settings)
-    conn = await _connect(captured_url)
-    try:
-        found = await slots.list_slots(conn)
-        holders = {s.name: await holder_pid(conn, f"slot:{s.name}") for s in found}
-    finally:
-        await conn.close()
+    # The slots of every captured database: eventpipe's, and each source's own.
+    captured = dict.fromkeys(
+        [eventpipe_url, *(_captured_url(settings, cfg) for _name, cfg in configured.values())]
+    )
+    found: list[slots.SlotInfo] = []
+    holders: dict[str, int | None] = {}
+    for url in captured:
+        conn = await _connect(url)
+        try:
+            here = await slots.list_slots(conn)
+            holders.update({s.name: await holder_pid(conn, f"slot:{s.name}") for s in here})
+            found.extend(here)
+        finally:
+            await conn.close()
     conn = await _connect(eventpipe_url)
     try:
         try:
@@ -226,17 +255,15 @@ class _Target:
 
 
 def _resolve_slot(args: argparse.Namespace, settings: Settings) -> _Target:
-    default_url = settings.database.url.get_secret_value()
     configured = _cdc_sources(settings)
 
     def target(slot_name: str, cfg: PostgresCdcConfig) -> _Target:
-        url = args.database_url or (cfg.database_url or settings.database.url).get_secret_value()
-        return _Target(slot_name, cfg.tables, url)
+        return _Target(slot_name, cfg.tables, _captured_url(settings, cfg))
 
     if args.slot:
         if args.slot in configured:
             return target(args.slot, configured[args.slot][1])
-        return _Target(args.slot, None, args.database_url or default_url)
+        return _Target(args.slot, None, _captured_url(settings, None))
     if args.source:
         for slot_name, (name, cfg) in configured.items():
             if name == args.source:
@@ -338,7 +365,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------- drop-slot
 async def _drop(args: argparse.Namespace, settings: Settings) -> int:
     eventpipe_url = settings.database.url.get_secret_value()
-    conn = await _connect(args.database_url or eventpipe_url)
+    source = _cdc_sources(settings).get(args.slot)
+    conn = await _connect(_captured_url(settings, source[1] if source else None))
     try:
         info = await slots.slot_info(conn, args.slot)
         if info is None:

@@ -16,10 +16,16 @@ import argparse
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from eventpipe import loop
-from eventpipe.cli.common import CliError, add_config_args, err_console, setup_logging
+from eventpipe.cli.common import (
+    CliError,
+    add_command,
+    add_config_args,
+    cli_overrides,
+    err_console,
+    setup_logging,
+)
 from eventpipe.errors import ConfigError, DatabaseUnavailableError, is_retriable
 from eventpipe.preflight import Problem, Reach, run_checks
 from eventpipe.settings import Settings, read_settings
@@ -28,12 +34,13 @@ ALL_ROLES = ["ingest", "pipelines", "cdc"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "check",
-        help="validate a config: offline, then against the broker, database and registry "
+        "validate a config: offline, then against the broker, database and registry "
         "when they answer (exit 0 clean, 2 problems)",
     )
-    add_config_args(p)
+    add_config_args(p, database=True, kafka=True)
     p.add_argument("--offline", action="store_true", help="check the file only; contact nothing")
     p.add_argument(
         "--timeout",
@@ -50,12 +57,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     setup_logging("WARNING")
     for chatty in ("aiokafka", "psycopg.pool"):  # an unreachable system is a note below
         logging.getLogger(chatty).setLevel(logging.CRITICAL)
-    overrides: dict[str, dict[str, Any]] = {}
-    if args.bootstrap:
-        overrides["kafka"] = {"bootstrap": args.bootstrap}
     notes: list[str] = []
     try:
-        settings, problems = read_settings(args.config, overrides=overrides)
+        settings, problems = read_settings(args.config, overrides=cli_overrides(args))
     except ConfigError as exc:
         problems = exc.problems
         notes.append("checks against the broker, database and registry skipped: fix these first")

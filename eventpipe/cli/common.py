@@ -25,20 +25,68 @@ class CliError(Exception):
         self.code = code
 
 
-def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", help="YAML config file (EVENTPIPE_* env vars override it)")
-    p.add_argument(
-        "--bootstrap",
-        help="Kafka bootstrap servers (default: kafka.bootstrap, EVENTPIPE_KAFKA_BOOTSTRAP)",
+REGISTRY_URL_ENV = "EVENTPIPE_SCHEMA_REGISTRY_URL"
+CONFIG_HELP = "YAML config file (EVENTPIPE_* variables and flags override it)"
+SHARED_HELP = {
+    "--database-url": "PostgreSQL URI of eventpipe's database "
+    "(wins over $EVENTPIPE_DATABASE_URL and database.url in the config)",
+    "--bootstrap": "Kafka bootstrap servers, host:port[,host:port] "
+    "(wins over $EVENTPIPE_KAFKA_BOOTSTRAP and kafka.bootstrap in the config)",
+    "--registry": f"schema registry URL (wins over ${REGISTRY_URL_ENV}; "
+    "default: the service's own, under /schema-registry)",
+}
+
+
+def add_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help: str,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """A command listed with its one-line ``help``, whose own ``--help`` opens with
+    ``description`` (default: the help as a sentence)."""
+    return sub.add_parser(
+        name, help=help, description=description or help[:1].upper() + help[1:] + "."
     )
+
+
+def add_config_args(
+    p: argparse.ArgumentParser,
+    *,
+    database: bool,
+    kafka: bool,
+    registry: bool = False,
+    config_default: str | None = None,
+) -> None:
+    """``-c FILE`` and the flags of what the command reaches, the same everywhere:
+    ``--database-url`` (eventpipe's PostgreSQL), ``--bootstrap`` (Kafka),
+    ``--registry`` (a schema registry).  A flag wins over its ``EVENTPIPE_*``
+    variable, which wins over the config file (:func:`cli_overrides`)."""
+    p.add_argument("-c", "--config", default=config_default, help=CONFIG_HELP)
+    if database:
+        p.add_argument("--database-url", metavar="URL", help=SHARED_HELP["--database-url"])
+    if kafka:
+        p.add_argument("--bootstrap", metavar="HOST:PORT", help=SHARED_HELP["--bootstrap"])
+    if registry:
+        p.add_argument("--registry", metavar="URL", help=SHARED_HELP["--registry"])
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The settings the shared flags set (applied over the environment and the file)."""
+    out: dict[str, dict[str, Any]] = {}
+    if getattr(args, "bootstrap", None):
+        out["kafka"] = {"bootstrap": args.bootstrap}
+    if getattr(args, "database_url", None):
+        out["database"] = {"url": args.database_url}
+    return out
 
 
 def settings_from_args(
     args: argparse.Namespace, extra: Mapping[str, Mapping[str, Any]] | None = None
 ) -> Settings:
     overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (extra or {}).items()}
-    if getattr(args, "bootstrap", None):
-        overrides.setdefault("kafka", {})["bootstrap"] = args.bootstrap
+    for section, values in cli_overrides(args).items():
+        overrides.setdefault(section, {}).update(values)
     return load_settings(getattr(args, "config", None), overrides=overrides)
 
 

@@ -4,12 +4,21 @@ command; Ctrl-C or SIGTERM stops everything and leaves no process behind."""
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 from eventpipe import loop
-from eventpipe.cli.common import CliError, err_console, settings_from_args, setup_logging
+from eventpipe.cli.common import (
+    CliError,
+    add_command,
+    add_config_args,
+    err_console,
+    settings_from_args,
+    setup_logging,
+)
 from eventpipe.embedded.process import PortInUseError
 from eventpipe.embedded.stack import DATABASE_ENV, KAFKA_ENV, EmbeddedStack
 from eventpipe.service.runner import Service, http_listener, serve_until_signalled
@@ -17,11 +26,16 @@ from eventpipe.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "dev",
-        help="run the service on an embedded PostgreSQL and Kafka broker (what `make dev` runs)",
+        "run the service on an embedded PostgreSQL and Kafka broker (what `make dev` runs)",
+        description="Run the service on an embedded PostgreSQL and Kafka broker (what "
+        "`make dev` runs). --database-url and --bootstrap (or EVENTPIPE_DATABASE_URL and "
+        "EVENTPIPE_KAFKA_BOOTSTRAP) name external ones to use instead; database.url and "
+        "kafka.bootstrap in the config are not used. -c defaults to examples/eventpipe.yaml.",
     )
-    p.add_argument("-c", "--config", default="examples/eventpipe.yaml", help="YAML config")
+    add_config_args(p, database=True, kafka=True, config_default="examples/eventpipe.yaml")
     p.add_argument("--port", type=int, help="HTTP port (default service.port, 8080)")
     p.add_argument("--postgres-port", type=int, help="embedded PostgreSQL port (default 5432)")
     p.add_argument("--kafka-port", type=int, help="embedded broker port (default 9092)")
@@ -45,10 +59,21 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     return out
 
 
+def stack_environ(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment the embedded stack reads: the flags name external services
+    as their variables do, and win over them."""
+    out = dict(environ)
+    if args.database_url:
+        out[DATABASE_ENV] = args.database_url
+    if args.bootstrap:
+        out[KAFKA_ENV] = args.bootstrap
+    return out
+
+
 def banner(settings: Settings, service: Service, stack: EmbeddedStack) -> str:
     topic = settings.topics[0].name if settings.topics else "demo.events"
     cfg = ""
-    pg = "external (EVENTPIPE_DATABASE_URL)" if stack.postgres is None else stack.database_url
+    pg = "external" if stack.postgres is None else stack.database_url
     kafka = "external" if stack.broker is None else "embedded Tansu"
     curl = (
         f"curl -i -X POST {service.url}/v1/topics/{topic}/events "
@@ -130,9 +155,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
     emb = settings.embedded
     # Started from the main thread, before the event loop: the children are tied to
     # this process (they die with it, even on kill -9).
-    stack = EmbeddedStack(emb.data_dir, emb.postgres_port, emb.kafka_port)
+    stack = EmbeddedStack(
+        emb.data_dir, emb.postgres_port, emb.kafka_port, environ=stack_environ(args, os.environ)
+    )
     if stack.environ.get(KAFKA_ENV) or stack.environ.get(DATABASE_ENV):
-        err_console.print("using external services from the environment where set")
+        err_console.print(
+            "using the external services named by --database-url / --bootstrap "
+            "(or EVENTPIPE_DATABASE_URL / EVENTPIPE_KAFKA_BOOTSTRAP) where set"
+        )
     listener = _claim(stack, settings)
     try:
         stack.start()

@@ -14,13 +14,23 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from eventpipe import loop
-from eventpipe.cli.common import CliError, add_config_args, err_console, settings_from_args
+from eventpipe.cli.common import (
+    CliError,
+    add_command,
+    add_config_args,
+    err_console,
+    settings_from_args,
+)
 from eventpipe.db.pool import open_pool
 from eventpipe.dlq.ops import Dlq, resolve_topics, stats
 from eventpipe.dlq.query import FilterError, Filters, parse_when
 from eventpipe.settings import Settings
 
 out = Console(highlight=False, soft_wrap=True)
+
+
+def _shared(p: argparse.ArgumentParser) -> None:
+    add_config_args(p, database=True, kafka=True)
 
 
 def _filter_args(p: argparse.ArgumentParser) -> None:
@@ -43,31 +53,31 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dlq = sub.add_parser("dlq", help="inspect, replay and discard dead letters")
+    dlq = add_command(sub, "dlq", "inspect, replay and discard dead letters")
     dsub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
 
-    p = dsub.add_parser("list", help="a table of dead letters")
-    add_config_args(p)
+    p = add_command(dsub, "list", "a table of dead letters")
+    _shared(p)
     _filter_args(p)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_list)
 
-    p = dsub.add_parser("show", help="one dead letter: headers, error, payload")
-    add_config_args(p)
+    p = add_command(dsub, "show", "one dead letter: headers, error, payload")
+    _shared(p)
     p.add_argument("ref", help="topic:partition:offset or the event id")
-    p.add_argument("--pipeline")
-    p.add_argument("--topic", action="append")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--pipeline", help="the pipeline whose dead letters to use")
+    p.add_argument("--topic", action="append", help="dead-letter topic (repeatable)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_show)
 
-    p = dsub.add_parser("stats", help="counts by pipeline, stage and exception")
-    add_config_args(p)
+    p = add_command(dsub, "stats", "counts by pipeline, stage and exception")
+    _shared(p)
     _filter_args(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_stats)
 
-    p = dsub.add_parser("replay", help="re-produce dead letters to their topic (or --to)")
-    add_config_args(p)
+    p = add_command(dsub, "replay", "re-produce dead letters to their topic (or --to)")
+    _shared(p)
     _filter_args(p)
     p.add_argument("--to", metavar="TOPIC", help="target topic (default: the original)")
     p.add_argument("--patch", metavar="JQ", help="jq program applied to the event first")
@@ -78,8 +88,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _by_arg(p)
     p.set_defaults(func=cmd_replay)
 
-    p = dsub.add_parser("discard", help="mark dead letters as dealt with (recorded)")
-    add_config_args(p)
+    p = add_command(dsub, "discard", "mark dead letters as dealt with (recorded)")
+    _shared(p)
     _filter_args(p)
     p.add_argument("--reason", required=True, help="why (recorded with each record)")
     _by_arg(p)

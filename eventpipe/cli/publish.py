@@ -12,7 +12,13 @@ from typing import IO, Any
 import orjson
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from eventpipe.cli.common import CliError, add_config_args, err_console, settings_from_args
+from eventpipe.cli.common import (
+    CliError,
+    add_command,
+    add_config_args,
+    err_console,
+    settings_from_args,
+)
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.json import from_structured_dict
 from eventpipe.errors import EventpipeError
@@ -23,16 +29,17 @@ CHUNK = 500
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "publish",
-        help="publish CloudEvents to a topic",
+        "publish CloudEvents to a topic",
         description=(
             "Publish one event built from flags (--data), or many from NDJSON (--ndjson): each "
             "line is either a structured CloudEvent (it has 'specversion') or a data value "
             "wrapped with --type/--source.  Returns after the broker acknowledged."
         ),
     )
-    add_config_args(p)
+    add_config_args(p, database=False, kafka=True)
     p.add_argument("--topic", "-t", required=True)
     p.add_argument("--type", dest="ce_type", help="CloudEvent type, e.g. com.example.order.created")
     p.add_argument("--source", dest="ce_source", help="CloudEvent source, e.g. /shop/orders")

@@ -6,14 +6,20 @@ import argparse
 import asyncio
 
 from eventpipe import loop
-from eventpipe.cli.common import add_config_args, err_console, settings_from_args, setup_logging
+from eventpipe.cli.common import (
+    add_command,
+    add_config_args,
+    err_console,
+    settings_from_args,
+    setup_logging,
+)
 from eventpipe.db.migrations import apply_migrations
 from eventpipe.service.runner import ROLES, Service, serve_until_signalled
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("run", help="run the service (HTTP API, pipelines, CDC) from a config")
-    add_config_args(p)
+    p = add_command(sub, "run", "run the service (HTTP API, pipelines, CDC) from a config")
+    add_config_args(p, database=True, kafka=True)
     p.add_argument("--role", choices=ROLES, default="all", help="which parts this process runs")
     p.add_argument("--port", type=int, help="HTTP port (default service.port)")
     p.add_argument("--host", help="HTTP bind address (default service.host)")
@@ -21,8 +27,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def register_migrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("migrate", help="apply database migrations and exit")
-    add_config_args(p)
+    p = add_command(sub, "migrate", "apply eventpipe's database migrations and exit")
+    add_config_args(p, database=True, kafka=False)
     p.set_defaults(func=cmd_migrate)
 
 

@@ -10,7 +10,13 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from eventpipe.cli.common import CliError, add_config_args, err_console, settings_from_args
+from eventpipe.cli.common import (
+    CliError,
+    add_command,
+    add_config_args,
+    err_console,
+    settings_from_args,
+)
 from eventpipe.envelope.json import to_structured_dict
 from eventpipe.envelope.kafka import from_kafka
 from eventpipe.errors import EventpipeError
@@ -19,8 +25,8 @@ from eventpipe.kafka.client import client_kwargs
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("tail", help="print the CloudEvents on a topic, one JSON per line")
-    add_config_args(p)
+    p = add_command(sub, "tail", "print the CloudEvents on a topic, one JSON per line")
+    add_config_args(p, database=False, kafka=True)
     p.add_argument("--topic", "-t", required=True)
     p.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     p.add_argument("--jq", metavar="EXPR", help="jq program applied to each event (as JSON)")

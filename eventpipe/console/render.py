@@ -13,7 +13,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from eventpipe.console.nav import SECTIONS
 from eventpipe.console.state import console_of, csrf_binding, session_of
-from eventpipe.service.problem import problem
+from eventpipe.problem import problem
 
 API_PREFIX = "/console/api/"
 # Scripts and styles come from /console/static only: an injected inline script

@@ -12,8 +12,8 @@ from aiohttp import web
 from eventpipe.dlq.ops import Dlq, DlqError, resolve_topics, stats
 from eventpipe.dlq.query import FilterError, Filters, parse_when
 from eventpipe.kafka.incarnation import TopicResetError
+from eventpipe.problem import problem
 from eventpipe.service.context import ServiceContext
-from eventpipe.service.problem import problem
 from eventpipe.service.publish_api import CTX
 
 API_USER = "admin-api"  # who a replay or discard is recorded as without "by"

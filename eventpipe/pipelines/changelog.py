@@ -25,10 +25,11 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import orjson
-from faust.streams import current_event
 from faust.types import TP
 
 from eventpipe.kafka.batches import Header, send_batches
+
+from .faust_adapter import changelog_producer, collect_changelog_sends, current_partition
 
 _NO_HEADERS: list[Header] = []  # shared; only read
 
@@ -47,17 +48,7 @@ class ChangelogWrites:
         """``table`` (a faust Table) as the pipeline writes it."""
         if bulk:
             return BulkChangelogTable(table, self)
-        send = table.send_changelog
-        futures = self.futures
-
-        def send_changelog(*args: Any, **kwargs: Any) -> Any:
-            # faust's buffer ``flush`` gives up after 0.1 s without a send: wait for
-            # the records themselves.
-            fut = send(*args, **kwargs)
-            futures.append(fut)
-            return fut
-
-        table.send_changelog = send_changelog
+        collect_changelog_sends(table, self.futures)
         return table
 
     async def flush(self) -> None:
@@ -77,7 +68,7 @@ class ChangelogWrites:
                 if entry is None:
                     entry = by_tp[tp] = (table, [])
                 entry[1].append((k, v, _NO_HEADERS))
-            producer = self.app.producer._ensure_producer()
+            producer = changelog_producer(self.app)
             for tp, (table, rows) in by_tp.items():
                 # The last record goes in a batch of its own: Tansu reports a partition's
                 # end offset as the last batch's base offset + 1, and faust's recovery
@@ -121,12 +112,6 @@ class BulkChangelogTable(MutableMapping[str, Any]):
         self.data = table.data
         self.writes = writes
 
-    def _partition(self) -> int:
-        event = current_event()
-        if event is None:
-            raise TypeError("Cannot modify table key from outside of stream iteration")
-        return int(event.message.partition)
-
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
 
@@ -137,12 +122,12 @@ class BulkChangelogTable(MutableMapping[str, Any]):
         return key in self.data
 
     def __setitem__(self, key: str, value: Any) -> None:
-        partition = self._partition()
+        partition = current_partition()
         self.data[key] = value
         self.writes.records.append((self.table, partition, key, value))
 
     def __delitem__(self, key: str) -> None:
-        partition = self._partition()
+        partition = current_partition()
         del self.data[key]
         self.writes.records.append((self.table, partition, key, None))
 

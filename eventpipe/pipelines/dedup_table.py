@@ -5,7 +5,7 @@ record is marked only after every sink took its outputs, so a record that was
 dead-lettered is not a duplicate when it is replayed.  Writes go to the
 changelog partition of the record being processed (faust's rule for tables
 that are not ``use_partitioner``), so the caller sets the current faust event
-first (:func:`eventpipe.pipelines.runtime.current_event`).
+first (:func:`eventpipe.pipelines.faust_adapter.current_event`).
 
 Entries older than the window are deleted by :meth:`DedupTable.expire`, called
 per batch with a record of the partition being swept as the current event.

@@ -15,13 +15,15 @@ past it too: its ack bookkeeping lets a hole of one offset right after the
 committed offset through.)  Per record, that path also costs faust's fetcher two
 tasks and four futures, which capped a pipeline at ~10k events/s.
 
-So the source topics are not read by faust's fetcher (:class:`SourceConsumer`
-leaves them out; it keeps serving the changelog topics).  The faust app still
+So the source topics are not read by faust's fetcher
+(:class:`~eventpipe.pipelines.faust_adapter.SourceConsumer` leaves them out; it
+keeps serving the changelog topics).  The faust app still
 owns group membership, assignment, table recovery (the changelog-backed dedup
 and aggregate tables), offset commits and rebalance hand-over: the agent marks
 its batch in flight as an unacked message, so a revoke waits for it, and acks
 its offsets through faust's ack bookkeeping, so faust commits them.  The agent
-reads from the same aiokafka consumer, on faust's consumer thread, and
+reads from the same aiokafka consumer, on faust's consumer thread (every use of
+faust's internals is in :mod:`eventpipe.pipelines.faust_adapter`), and
 :class:`Positions` keeps the one invariant the exactly-once sinks' high-water
 marks rely on:
 
@@ -53,79 +55,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aiokafka.structs import TopicPartition
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-from faust.transport.drivers.aiokafka import Consumer as AIOKafkaFaustConsumer
 from faust.types import TP
-from mode.utils.futures import notify
 
 from eventpipe.kafka.incarnation import TopicResetError
 
+from . import faust_adapter
 from .batch import Record
+from .faust_adapter import EventHandle
 
 if TYPE_CHECKING:
     import faust
     from aiokafka import AIOKafkaConsumer
 
 log = logging.getLogger("eventpipe.pipelines")
-
-
-FETCH_MAX_WAIT_MS = 100
-"""How long the broker may hold a fetch that has no data yet.  faust fixes 1500 ms
-and Kafka's default is 500; Tansu sometimes holds a fetch for that long although
-the partition has data (seen as a 100 ms empty fetch, then 316 ms for the next
-one, in the middle of a backlog), which stalled a 50,000-event run for 0.4 s
-(bench/pipeline.py (b) at 31k instead of 45k events/s, in 2 of 8 runs).  At
-100 ms an idle pipeline sends ten fetches a second, which costs nothing worth
-measuring; against Apache Kafka, which answers as soon as data is there, it
-changes nothing else."""
-
-
-class _SourceConsumerThread(AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
-        return consumer
-
-
-class SourceConsumer(AIOKafkaFaustConsumer):
-    """faust's aiokafka consumer, except that its fetcher leaves the partitions of
-    ``source_topics`` to the pipeline's agent (:class:`SourceReader`), and that a
-    revoke commits what was acked first."""
-
-    source_topics: frozenset[str] = frozenset()
-
-    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
-        return _SourceConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        # faust drops the acked-but-uncommitted offsets of revoked partitions before
-        # its revoke handler commits, so the next owner would process up to a commit
-        # interval of records again.  Commit them while they are still known.
-        if revoked:
-            try:
-                await self.commit(revoked)
-            except Exception as exc:  # the rebalance goes on; at worst: duplicates
-                log.warning("pipeline source: commit before revoke failed: %r", exc)
-        await super().on_partitions_revoked(revoked)
-
-    async def _getmany(
-        self,
-        active_partitions: set[TP] | None,
-        timeout: float,  # noqa: ASYNC109 (faust's)
-    ) -> Any:
-        if active_partitions and self.source_topics:
-            # Always a snapshot: faust's set is live, and the fetch runs later, on the
-            # consumer thread.  Passed on as is, it could gain the source partitions
-            # meanwhile (recovery resuming them), and faust's fetcher then drained
-            # their records: they never reached the reader, which lost them (taken
-            # before it sought the partition to its start) or stalled behind them.
-            theirs = {tp for tp in active_partitions if tp.topic not in self.source_topics}
-            if not theirs:
-                # An empty set would make aiokafka return every partition.
-                await asyncio.sleep(min(timeout, 1.0))
-                return {}
-            active_partitions = theirs
-        return await super()._getmany(active_partitions, timeout)
 
 
 class _Offsets(Protocol):
@@ -214,38 +156,6 @@ class Positions:
         return records, None
 
 
-class _InFlight:
-    """Stands in faust's set of unacked messages while a batch is processed, so a
-    rebalance (or shutdown) waits for the batch before it commits and hands over."""
-
-    __slots__ = ("__weakref__", "acked", "refcount")
-
-    def __init__(self) -> None:
-        self.acked = False
-        self.refcount = 1
-
-    def __repr__(self) -> str:
-        return "<pipeline batch in flight>"
-
-
-class _Message:
-    __slots__ = ("partition", "topic", "tp")
-
-    def __init__(self, tp: TP) -> None:
-        self.topic = tp.topic
-        self.partition = tp.partition
-        self.tp = tp
-
-
-class _Handle:
-    """What faust tables need of the current event: the partition it was read from."""
-
-    __slots__ = ("__weakref__", "message")
-
-    def __init__(self, tp: TP) -> None:
-        self.message = _Message(tp)
-
-
 @dataclass
 class SourceBatch:
     records: list[Record]
@@ -273,42 +183,6 @@ async def _seek(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) 
         consumer.seek(tp, offset)
 
 
-async def _rewind(
-    consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]
-) -> dict[TopicPartition, tuple[int | None, str]]:
-    """Seek each partition whose consumer position is not the offset given back to
-    it; returns where each stood before (``None``: no valid position) and what
-    the consumer held buffered for it (for the log)."""
-    subscription = consumer._subscription.subscription
-    assignment = None if subscription is None else subscription.assignment
-    buffered = consumer._fetcher._records
-    before: dict[TopicPartition, tuple[int | None, str]] = {}
-    for tp, offset in offsets.items():
-        state = None if assignment is None else assignment.state_value(tp)
-        position = state.position if state is not None and state.has_valid_position else None
-        before[tp] = (position, repr(buffered.get(tp)))
-        if position != offset:
-            consumer.seek(tp, offset)
-    return before
-
-
-async def _fetch(
-    consumer: AIOKafkaConsumer, tps: frozenset[TopicPartition], wait_s: float, max_records: int
-) -> dict[TopicPartition, list[Any]]:
-    # What faust's own fetcher does (AIOKafkaConsumerThread._fetch_records): take the
-    # prefetched records of these partitions only.  ``tps`` is never empty (an empty
-    # set means every partition to aiokafka, changelogs included).
-    if consumer._subscription.reassignment_in_progress:
-        await asyncio.sleep(min(wait_s, 0.05))  # a rebalance: nothing of ours to read
-        return {}
-    fetcher = consumer._fetcher
-    with consumer._subscription.fetch_context():
-        result: dict[TopicPartition, list[Any]] = await fetcher.fetched_records(
-            tps, timeout=wait_s, max_records=max_records
-        )
-        return result
-
-
 class SourceReader:
     """Reads the source partitions assigned to a faust app (see the module docs)."""
 
@@ -327,7 +201,7 @@ class SourceReader:
         self.epoch = 0  # bumped by every revoke / assignment
         self._established = -1
         self._tps: frozenset[TopicPartition] = frozenset()
-        self._handles: dict[TP, _Handle] = {}
+        self._handles: dict[TP, EventHandle] = {}
         self._last_error = 0.0
         self._reread: set[TP] = set()
         self.rereads = 0
@@ -335,11 +209,7 @@ class SourceReader:
     # ------------------------------------------------------------ faust hooks
     def install(self) -> None:
         """Before the app's consumer exists: keep faust's fetcher off the source topics."""
-        transport: Any = self.app.transport
-        transport.Consumer = SourceConsumer
-        consumer = self.app.consumer
-        assert isinstance(consumer, SourceConsumer)
-        consumer.source_topics = self.topics
+        faust_adapter.install_source_consumer(self.app, self.topics)
         receiver: Any = self._on_rebalance
         self.app.on_partitions_revoked.connect(receiver)
         self.app.on_partitions_assigned.connect(receiver)
@@ -368,21 +238,11 @@ class SourceReader:
 
     def ready(self) -> bool:
         """The assignment is complete: table recovery done and the stream flowing."""
-        app: Any = self.app
-        return bool(
-            not app.rebalancing and app.consumer.flow_active and app.flow_control.is_active()
-        )
+        return faust_adapter.assignment_settled(self.app)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(aiokafka consumer, *args)`` on faust's consumer thread, as a task of
-        its own: not through faust's method queue (``call_thread``), whose two workers
-        faust needs during a rebalance (its fetcher holds one, a commit needs the other;
-        a fetch of ours waiting for the reassignment there would deadlock the revoke)."""
-        thread = self._consumer._thread
-        fut = asyncio.run_coroutine_threadsafe(
-            fn(thread._ensure_consumer(), *args), thread.thread_loop
-        )
-        return await asyncio.wrap_future(fut)
+        """Run ``fn(aiokafka consumer, *args)`` on faust's consumer thread."""
+        return await faust_adapter.on_consumer_thread(self.app, fn, *args)
 
     def _assigned(self) -> frozenset[TopicPartition]:
         return frozenset(
@@ -427,11 +287,7 @@ class SourceReader:
         if self.epoch != epoch or not self.ready():
             return False
         # faust's per-partition ack bookkeeping restarts with the assignment.
-        consumer = self._consumer
-        for tp in starts:
-            consumer._acked.pop(tp, None)
-            consumer._acked_index.pop(tp, None)
-            consumer._gap.pop(tp, None)
+        faust_adapter.restart_acks(self.app, starts)
         self.positions.reset(starts)
         self._tps = tps
         self._established = epoch
@@ -484,7 +340,9 @@ class SourceReader:
                 if timeout <= 0:
                     break
             try:
-                got = await self._call(_fetch, tps, timeout, max_records - len(records))
+                got = await self._call(
+                    faust_adapter.fetch, tps, timeout, max_records - len(records)
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -521,7 +379,8 @@ class SourceReader:
         were taken from the consumer's buffer but never reached the processor, and
         with no later record to show the hole, nothing else would read them again.
         (The one cause found, faust's fetcher draining them, is closed in
-        :meth:`SourceConsumer._getmany`; this is the net for any other.)"""
+        :meth:`~eventpipe.pipelines.faust_adapter.SourceConsumer._getmany`; this is the
+        net for any other.)"""
         self._reread |= tps
 
     async def _rewind(self) -> None:
@@ -536,7 +395,7 @@ class SourceReader:
         }
         if not offsets:
             return
-        stood = await self._call(_rewind, offsets)
+        stood = await self._call(faust_adapter.rewind, offsets)
         for atp, (before, held) in stood.items():
             offset = offsets[atp]
             tp = TP(atp.topic, atp.partition)
@@ -568,7 +427,7 @@ class SourceReader:
     def _to_records(self, tp: TP, run: Sequence[Any], out: list[Record]) -> None:
         handle = self._handles.get(tp)
         if handle is None:
-            handle = self._handles[tp] = _Handle(tp)
+            handle = self._handles[tp] = EventHandle(tp)
         topic, partition = tp.topic, tp.partition
         n = len(out)
         for r in run:
@@ -600,37 +459,17 @@ class SourceReader:
     def in_flight(self, batch: SourceBatch) -> Iterator[bool]:
         """Hold ``batch`` as in flight for faust (a revoke waits for it).  Yields
         whether it may be processed: read under the current, complete assignment."""
-        consumer = self._consumer
-        token = _InFlight()
         ok = batch.epoch == self.epoch and self.ready()
-        if ok:
-            consumer.unacked.add(token)
-        elif batch.epoch == self.epoch:
+        if not ok and batch.epoch == self.epoch:
             # Dropped unprocessed: whatever was read after it is void too, and the
             # partitions are sought again before anything more is processed.
             self.epoch += 1
-        try:
+        with faust_adapter.in_flight(self.app, hold=ok):
             yield ok
-        finally:
-            token.acked = True
-            consumer.unacked.discard(token)
-            notify(consumer._waiting_for_ack)
 
     def ack(self, batch: SourceBatch) -> None:
         """The batch is done: let faust commit its offsets."""
-        consumer = self._consumer
-        now = time.monotonic()
-        inbound = self.app.monitor.stream_inbound_time
-        for tp, (lo, hi) in batch.spans.items():
-            committed = consumer._committed_offset[tp]
-            if committed is not None and committed > lo:
-                lo = committed
-            if lo < hi:
-                offsets = range(lo, hi)
-                consumer._acked[tp].extend(offsets)
-                consumer._acked_index[tp].update(offsets)
-                consumer._n_acked += hi - lo
-            inbound[tp] = now
+        faust_adapter.ack_offsets(self.app, batch.spans)
 
     def pause(self, tps: set[TP]) -> None:
         self.paused |= tps

@@ -16,6 +16,9 @@ in flight for faust (a rebalance waits for it), processed by
 or in the dead-letter topic when it returns), the table changelog is flushed,
 and only then are its offsets acked to faust, which commits them.
 
+faust is used through its public API and :mod:`eventpipe.pipelines.faust_adapter`,
+which holds every use of its internals.
+
 ``processing_guarantee: exactly_once`` switches faust to Kafka transactions;
 that needs a broker whose transactional producer aiokafka can start (Apache
 Kafka; not Tansu, see ARCHITECTURE.md section 2).
@@ -29,14 +32,11 @@ import gc
 import logging
 import shutil
 import tempfile
-import weakref
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import faust
-from faust.streams import _current_event
 from faust.types import TP
 
 from eventpipe import metrics
@@ -54,6 +54,7 @@ from .aggregate import AggregateConfig, Aggregator
 from .batch import BatchProcessor, Stage
 from .changelog import ChangelogWrites
 from .dedup_table import DedupStepConfig, DedupTable
+from .faust_adapter import current_event as _use_event
 from .partition_reader import SourceBatch, SourceReader
 from .retry import RetryPolicy
 from .spec import PipelineSpec, StatefulEntry, build_segments, build_sinks, build_validate
@@ -61,23 +62,6 @@ from .spec import PipelineSpec, StatefulEntry, build_segments, build_sinks, buil
 log = logging.getLogger("eventpipe.pipelines")
 STOP_TIMEOUT_S = 30.0
 LAG_REPORT_S = 5.0
-
-
-@contextlib.contextmanager
-def current_event(event: Any) -> Iterator[None]:
-    """Make ``event`` faust's current event (table writes go to its partition)."""
-    if event is None:
-        yield
-        return
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
-def _use_event(event: Any) -> AbstractContextManager[None]:
-    return current_event(event)
 
 
 class PipelineRuntime:
@@ -324,9 +308,9 @@ class PipelineRuntime:
         assert app is not None and reader is not None and processor is not None
         if self.failure is not None:
             return  # faust restarts a crashed agent; this pipeline is shutting down
-        # Iterating the channel subscribes the source topics (faust's conductor); its
-        # queue stays empty: faust's fetcher leaves the source partitions to `reader`.
-        aiter(stream.channel)
+        # faust made ``stream`` over the source topics, which subscribed them (its
+        # conductor); it is never iterated, and its channel stays empty: faust's
+        # fetcher leaves the source partitions to `reader`.
         max_n, within = self.spec.batch.max_records, self.spec.batch.within
         # The next batch is read while this one is processed; it is checked against
         # the assignment again when its turn comes (`in_flight`).

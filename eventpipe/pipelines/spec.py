@@ -38,6 +38,7 @@ from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from eventpipe.config_keys import did_you_mean
 from eventpipe.durations import Duration
 from eventpipe.errors import ConfigError
 from eventpipe.settings import SECTION_VALIDATORS, Settings, problems_from
@@ -207,10 +208,11 @@ def build_segments(
         if kind in STATEFUL_STEPS:
             flush(i)
             where = f"{path}[{i}].{kind}"
+            model = configs[str(kind)]
             try:
-                cfg = configs[str(kind)].model_validate(item[kind] or {})
+                cfg = model.model_validate(item[kind] or {})
             except ValidationError as exc:
-                problems.extend(problems_from(exc, where))
+                problems.extend(problems_from(exc, where, model))
             else:
                 segments.append(StatefulEntry(str(kind), cfg, where))
             run_start = i + 1
@@ -249,7 +251,13 @@ def build_sinks(raw: list[Any], *, path: str) -> tuple[list[SinkEntry], list[tup
             continue
         ((kind, cfg),) = item.items()
         if kind not in registry:
-            problems.append((where, f"unknown sink {kind!r}; known: {', '.join(registry.names())}"))
+            known = registry.names()
+            problems.append(
+                (
+                    where,
+                    f"unknown sink {kind!r}{did_you_mean(kind, known)} (known: {', '.join(known)})",
+                )
+            )
             continue
         cfg = dict(cfg or {})
         name = cfg.pop("name", None)
@@ -262,10 +270,11 @@ def build_sinks(raw: list[Any], *, path: str) -> tuple[list[SinkEntry], list[tup
             problems.append((f"{where}.{kind}.name", f"sink name {name!r} is used twice"))
             continue
         names.add(name)
+        model = registry.get(kind).Config
         try:
-            config = registry.get(kind).Config.model_validate(cfg)
+            config = model.model_validate(cfg)
         except ValidationError as exc:
-            problems.extend(problems_from(exc, f"{where}.{kind}"))
+            problems.extend(problems_from(exc, f"{where}.{kind}", model, also=("name",)))
             continue
         out.append(SinkEntry(kind, name, config, f"{where}.{kind}"))
     return out, problems
@@ -301,7 +310,7 @@ def check_pipeline(raw: Any, where: str) -> tuple[PipelineSpec | None, list[tupl
     try:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as exc:
-        problems = problems_from(exc, where)
+        problems = problems_from(exc, where, PipelineSpec)
         # Still check steps and sinks, so every problem is reported at once.
         if isinstance(raw.get("steps"), list):
             problems.extend(

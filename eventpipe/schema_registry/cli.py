@@ -23,7 +23,9 @@ from aiohttp import web
 from rich.console import Console
 
 from eventpipe.cli.common import (
+    REGISTRY_URL_ENV,
     CliError,
+    add_command,
     add_config_args,
     err_console,
     settings_from_args,
@@ -38,7 +40,7 @@ from .errors import RegistryClientError, RegistryUnavailableError
 from .models import AVRO, JSON, SCHEMA_TYPES, Schema, SchemaReference
 from .server import PREFIX, build_registry_app
 
-URL_ENV = "EVENTPIPE_SCHEMA_REGISTRY_URL"
+URL_ENV = REGISTRY_URL_ENV
 DEFAULT_SERVE_PORT = 8081
 out_console = Console(highlight=False, soft_wrap=True)
 T = TypeVar("T")
@@ -50,16 +52,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    add_config_args(p)
-    p.add_argument(
-        "--registry",
-        metavar="URL",
-        help=f"schema registry URL (default: ${URL_ENV}, else the service's {PREFIX})",
-    )
+    add_config_args(p, database=False, kafka=False, registry=True)
 
 
 def _schema_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("subject")
+    p.add_argument("subject", help="the subject, e.g. orders-value")
     p.add_argument("file", help="schema file ('-' = stdin)")
     p.add_argument(
         "--type",
@@ -79,30 +76,32 @@ def _schema_args(p: argparse.ArgumentParser) -> None:
 
 
 def _register_schemas(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("schemas", help="register, list, show, check and delete schemas")
+    p = add_command(
+        sub, "schemas", "register, list, show, check and delete schemas in a schema registry"
+    )
     ssub = p.add_subparsers(dest="schemas_command", required=True, metavar="ACTION")
 
-    r = ssub.add_parser("register", help="register a schema file under a subject")
+    r = add_command(ssub, "register", "register a schema file under a subject")
     _common(r)
     _schema_args(r)
     r.set_defaults(func=cmd_register)
 
-    ls = ssub.add_parser("list", help="list subjects, or the versions of one subject")
+    ls = add_command(ssub, "list", "list subjects, or the versions of one subject")
     _common(ls)
-    ls.add_argument("subject", nargs="?")
+    ls.add_argument("subject", nargs="?", help="list this subject's versions")
     ls.add_argument("--deleted", action="store_true", help="include soft-deleted ones")
     ls.add_argument("--prefix", help="only subjects starting with this")
     ls.set_defaults(func=cmd_list)
 
-    sh = ssub.add_parser("show", help="print a schema (subject + version, or --id)")
+    sh = add_command(ssub, "show", "print a schema (subject + version, or --id)")
     _common(sh)
-    sh.add_argument("subject", nargs="?")
+    sh.add_argument("subject", nargs="?", help="the subject (or pass --id)")
     sh.add_argument("--version", default="latest", help="version number or 'latest'")
     sh.add_argument("--id", type=int, dest="schema_id", help="global schema id instead")
     sh.set_defaults(func=cmd_show)
 
-    ck = ssub.add_parser(
-        "check", help="would this schema file be compatible with the subject? (with reasons)"
+    ck = add_command(
+        ssub, "check", "would this schema file be compatible with the subject? (with reasons)"
     )
     _common(ck)
     _schema_args(ck)
@@ -114,9 +113,9 @@ def _register_schemas(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     ck.set_defaults(func=cmd_check)
 
-    d = ssub.add_parser("delete", help="delete a subject, or one version of it")
+    d = add_command(ssub, "delete", "delete a subject, or one version of it")
     _common(d)
-    d.add_argument("subject")
+    d.add_argument("subject", help="the subject to delete")
     d.add_argument("--version", help="delete only this version ('latest' or a number)")
     d.add_argument(
         "--permanent",
@@ -127,10 +126,10 @@ def _register_schemas(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _register_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("schema-registry", help="run the schema registry on its own")
+    p = add_command(sub, "schema-registry", "run the schema registry on its own")
     ssub = p.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
-    s = ssub.add_parser("serve", help="serve the registry API at the root of a port")
-    add_config_args(s)
+    s = add_command(ssub, "serve", "serve the registry API at the root of a port")
+    add_config_args(s, database=True, kafka=False)
     s.add_argument("--host", help="bind address (default service.host)")
     s.add_argument(
         "--port",

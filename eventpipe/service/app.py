@@ -16,10 +16,10 @@ from eventpipe import console, metrics
 from eventpipe.dlq import admin_api as dlq_admin_api
 from eventpipe.errors import error_class_name
 from eventpipe.http_body import UnsupportedEncoding, content_coding, handler_decodes
+from eventpipe.problem import problem
 from eventpipe.schema_registry import server as schema_registry_server
 from eventpipe.service import publish_api
 from eventpipe.service.context import ServiceContext
-from eventpipe.service.problem import body_problem, problem
 from eventpipe.service.publish_api import CTX
 
 log = logging.getLogger("eventpipe.service")
@@ -116,7 +116,7 @@ def _compressed_body_refused(
     except UnsupportedEncoding as exc:
         if handler_decodes(info.handler):
             return None  # the handler answers it, in its own words
-        return body_problem(exc)
+        return exc.response()
     if coding is None or handler_decodes(info.handler):
         return None
     return problem(

@@ -32,7 +32,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from eventpipe import metrics
-from eventpipe.service.problem import problem
+from eventpipe.problem import problem
 from eventpipe.settings import ServiceSettings
 
 log = logging.getLogger(__name__)

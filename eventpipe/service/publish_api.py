@@ -5,19 +5,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from eventpipe.envelope.http import from_http
 from eventpipe.envelope.kafka import to_kafka
-from eventpipe.errors import (
-    BrokerUnavailableError,
-    InvalidEventError,
-    MalformedEventError,
-    UnsupportedMediaTypeError,
-)
-from eventpipe.http_body import BodyError, decodes_content_encoding, read_body
+from eventpipe.errors import BrokerUnavailableError
+from eventpipe.http_body import decodes_content_encoding, read_body
+from eventpipe.http_ingress import broker_unavailable, check_batch, parse_events, record_too_large
 from eventpipe.kafka.client import RecordTooLargeError
+from eventpipe.problem import Refusal, problem
 from eventpipe.publisher import PublishBatchError
 from eventpipe.service.context import ServiceContext
-from eventpipe.service.problem import body_problem, problem
 from eventpipe.topics import RULE as TOPIC_RULE
 from eventpipe.topics import is_topic_name
 
@@ -26,6 +21,13 @@ CTX = web.AppKey("ctx", ServiceContext)
 
 @decodes_content_encoding
 async def publish_events(request: web.Request) -> web.Response:
+    try:
+        return await _publish(request)
+    except Refusal as refused:
+        return refused.response()
+
+
+async def _publish(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     svc = ctx.settings.service
     topic = request.match_info["topic"]
@@ -37,35 +39,9 @@ async def publish_events(request: web.Request) -> web.Response:
             field="topic",
             reason=f"topic names are {TOPIC_RULE}",
         )
-    try:
-        body = await read_body(request, svc.max_body_bytes, "service.max_body_bytes")
-    except BodyError as exc:
-        return body_problem(exc)
-    try:
-        events = from_http(request.headers, body)
-    except UnsupportedMediaTypeError as exc:
-        return problem(
-            415,
-            "unsupported-media-type",
-            str(exc),
-            field="content-type",
-            reason=str(exc),
-            accepted=exc.accepted,
-        )
-    except MalformedEventError as exc:
-        return problem(400, "malformed", str(exc), field=exc.field, reason=exc.reason)
-    except InvalidEventError as exc:
-        return problem(422, "invalid-event", str(exc), field=exc.field, reason=exc.reason)
-    if len(events) > svc.max_batch_events:
-        return problem(
-            413,
-            "batch-too-large",
-            f"the batch holds {len(events)} events; at most {svc.max_batch_events} "
-            "(service.max_batch_events)",
-            field="body",
-            reason="too many events",
-        )
-    retry_after = {"Retry-After": str(svc.retry_after_s)}
+    body = await read_body(request, svc.max_body_bytes, "service.max_body_bytes")
+    events = parse_events(request.headers, body)
+    check_batch(len(events), svc.max_batch_events, "service.max_batch_events")
     try:
         if not ctx.settings.kafka.auto_create_topics and not await ctx.admin.exists(topic):
             return problem(
@@ -80,29 +56,19 @@ async def publish_events(request: web.Request) -> web.Response:
             topic, [to_kafka(e) for e in events], [e.id for e in events]
         )
     except BrokerUnavailableError as exc:
-        return problem(503, "broker-unavailable", str(exc), headers=retry_after)
+        raise broker_unavailable(str(exc), svc.retry_after_s) from exc
     except PublishBatchError as exc:
         written = [events[i].id for i in sorted(exc.acked)]
         failed = [events[i].id for i in sorted(exc.failed)]
         if any(isinstance(e, RecordTooLargeError) for e in exc.failed.values()):
-            return problem(
-                413,
-                "record-too-large",
-                str(exc),
-                field="data",
-                reason="record too large for the broker",
-                written=written,
-                failed=failed,
-            )
-        return problem(
-            503,
-            "broker-unavailable",
+            raise record_too_large(str(exc), field="data", written=written, failed=failed) from exc
+        raise broker_unavailable(
             "the broker did not acknowledge every event; retry the request (ids are kept, "
             "so consumers deduplicate the ones already written)",
-            headers=retry_after,
+            svc.retry_after_s,
             written=written,
             failed=failed,
-        )
+        ) from exc
     return web.json_response(
         {
             "topic": topic,

@@ -15,9 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from eventpipe.base import PluginConfig, Step
+from eventpipe.config_keys import error_message
 from eventpipe.errors import ConfigError
 
 from .errors import StepError
@@ -164,7 +166,7 @@ def build_step(
     try:
         config = cls.Config.model_validate(data)
     except ValidationError as exc:
-        return None, [(where(e["loc"]), _pydantic_message(e)) for e in exc.errors()]
+        return None, [(where(e["loc"]), _pydantic_message(e, cls.Config)) for e in exc.errors()]
     try:
         if issubclass(cls, TransformStep):
             step: Step = cls(config, name=name, context=context)
@@ -178,10 +180,9 @@ def build_step(
     return step, []
 
 
-def _pydantic_message(err: Any) -> str:
-    msg = str(err.get("msg", "invalid"))
+def _pydantic_message(err: ErrorDetails, model: type[BaseModel]) -> str:
     # "Value error, <ours>" -> "<ours>": our validators' messages read better bare.
-    return msg.removeprefix("Value error, ")
+    return error_message(err, model).removeprefix("Value error, ")
 
 
 __all__ = [

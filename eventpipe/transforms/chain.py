@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventpipe.base import BatchError, Step, steps
+from eventpipe.config_keys import did_you_mean
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import ConfigError
 
@@ -142,8 +143,9 @@ def build_steps(
             continue
         ((kind, raw),) = item.items()
         if not isinstance(kind, str) or kind not in steps:
-            known = ", ".join(steps.names())
-            problems.append((where, f"unknown step {kind!r}; known: {known}"))
+            known = steps.names()
+            hint = did_you_mean(str(kind), known)
+            problems.append((where, f"unknown step {kind!r}{hint} (known: {', '.join(known)})"))
             continue
         step, step_problems = build_step(
             steps.get(kind), raw, path=f"{where}.{kind}", name=f"{where}.{kind}", context=context

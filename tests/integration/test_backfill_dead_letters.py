@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from eventpipe.db.pool import open_pool
 from eventpipe.dlq.ops import Dlq
 from eventpipe.dlq.reader import Entry, read_snapshot
-
-from eventpipe.db.pool import open_pool
 from eventpipe.settings import Settings
 from tests.integration.test_backfill_support import (
     backfill,

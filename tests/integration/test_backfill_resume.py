@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 import pytest
+
 from eventpipe.backfill.job import Job, JobLockedError, JobStore, new_job_id
 from eventpipe.backfill.options import Mode
-
 from eventpipe.db.pool import open_pool
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+
 from eventpipe.backfill.options import check_request
 from eventpipe.backfill.runner import Backfill, open_context
-
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import to_kafka
 from eventpipe.kafka.admin import TopicAdmin

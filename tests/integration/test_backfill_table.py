@@ -4,8 +4,8 @@ as ``op: r`` change events through the pipeline, idempotent when re-run."""
 from __future__ import annotations
 
 import pytest
-from eventpipe.backfill.options import BackfillArgumentError
 
+from eventpipe.backfill.options import BackfillArgumentError
 from eventpipe.settings import Settings
 from tests.integration.test_backfill_support import backfill
 from tests.integration.test_pipeline_support import ident, sql, with_pipelines

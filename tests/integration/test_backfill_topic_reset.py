@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from eventpipe.backfill.job import Job, JobStore, Progress, new_job_id
 
+from eventpipe.backfill.job import Job, JobStore, Progress, new_job_id
 from eventpipe.db.pool import open_pool
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.kafka.incarnation import TopicResetError

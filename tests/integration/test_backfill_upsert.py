@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from eventpipe.backfill.options import BackfillArgumentError
 
+from eventpipe.backfill.options import BackfillArgumentError
 from eventpipe.envelope import CloudEvent
 from eventpipe.settings import Settings
 from tests.integration.test_backfill_support import (

@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 import pytest
-from eventpipe.connectors.postgres_cdc import slot as slots
 
+from eventpipe.connectors.postgres_cdc import slot as slots
 from eventpipe.envelope.kafka import from_kafka
 from eventpipe.errors import DatabaseUnavailableError
 from eventpipe.settings import Settings

@@ -7,8 +7,8 @@ import time
 
 import aiohttp
 from aiohttp import web
-from eventpipe.connectors.postgres_cdc.lsn import parse_lsn
 
+from eventpipe.connectors.postgres_cdc.lsn import parse_lsn
 from eventpipe.service.app import build_app
 from eventpipe.settings import Settings
 from tests.integration.test_cdc_support import (

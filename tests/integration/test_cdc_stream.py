@@ -7,9 +7,9 @@ import time
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
+
 from eventpipe.connectors.postgres_cdc.checks import CdcSetupError
 from eventpipe.dlq.record import DeadLetter
-
 from eventpipe.settings import Settings
 from tests.helpers import read_events, read_records
 from tests.integration.test_cdc_support import (

@@ -23,9 +23,9 @@ from typing import Any
 
 import psycopg
 import yaml
+
 from eventpipe.connectors.postgres_cdc.lsn import parse_lsn
 from eventpipe.connectors.postgres_cdc.source import PostgresCdcSource
-
 from eventpipe.envelope import CloudEvent
 from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings

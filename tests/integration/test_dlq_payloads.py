@@ -8,12 +8,12 @@ import secrets
 
 import orjson
 import pytest
+
+from eventpipe.db.pool import open_pool
 from eventpipe.dlq.ops import Dlq
 from eventpipe.dlq.query import Filters
 from eventpipe.dlq.record import H_PAYLOAD_REF, DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
-
-from eventpipe.db.pool import open_pool
 from eventpipe.envelope.kafka import from_kafka
 from eventpipe.publisher import PublishBatchError, Publisher
 from eventpipe.settings import Settings

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+
+from eventpipe.db.pool import open_pool
 from eventpipe.dlq.ops import Dlq
 from eventpipe.dlq.query import Filters
 from eventpipe.dlq.record import DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
-
-from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import to_kafka
 from eventpipe.errors import InvalidEventError

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from eventpipe.dlq.record import DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
-
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
 from tests.helpers import read_records

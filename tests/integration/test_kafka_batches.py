@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from eventpipe.connectors.webhook.producer import BatchProducer
 
+from eventpipe.connectors.webhook.producer import BatchProducer
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.kafka.batches import send_batches
 from eventpipe.kafka.client import RecordTooLargeError

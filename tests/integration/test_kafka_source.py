@@ -17,14 +17,14 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
 from eventpipe.connectors.kafka_source import KafkaSourceConfig, KafkaTopicSource
 from eventpipe.dlq.record import DeadLetter
+from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.schema_registry.models import Schema
 from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.schema_registry.schemas import AvroSchema, parse
 from eventpipe.schema_registry.wire import avro_encode, frame
-
-from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings, TopicSpec, validate_sources
 from tests.helpers import read_events, read_records

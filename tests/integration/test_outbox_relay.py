@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from eventpipe.connectors.outbox import api as outbox
 from eventpipe.connectors.outbox.relay import OutboxRelay
-
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka
 from eventpipe.service.context import ServiceContext

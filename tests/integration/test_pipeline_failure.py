@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from eventpipe.pipelines.changelog import ChangelogWrites
 
 from eventpipe.cli.common import report
 from eventpipe.envelope import CloudEvent
+from eventpipe.pipelines.changelog import ChangelogWrites
 from eventpipe.publisher import Publisher
 from eventpipe.service.runner import ComponentFailedError, Service, serve_until_signalled
 from eventpipe.settings import Settings

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from eventpipe.envelope import CloudEvent
 from eventpipe.pipelines.component import PipelineComponent
-from eventpipe.pipelines.partition_reader import FETCH_MAX_WAIT_MS
+from eventpipe.pipelines.faust_adapter import FETCH_MAX_WAIT_MS, aiokafka_consumer
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
 from tests.helpers import read_events
@@ -27,6 +27,6 @@ async def test_source_fetches_wait_briefly_and_records_flow(settings: Settings) 
         out = await read_events(s.kafka.bootstrap, f"{name}.out", 20, timeout=40)
         [comp] = [c for c in svc.components if isinstance(c, PipelineComponent)]
         assert comp.runtime is not None and comp.runtime.app is not None
-        consumer = comp.runtime.app.consumer._thread._ensure_consumer()
+        consumer = aiokafka_consumer(comp.runtime.app)
         assert consumer._fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS
     assert sorted(e.id for e in out) == sorted(e.id for e in events)

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from eventpipe.pipelines import partition_reader as source
 
 from eventpipe.envelope import CloudEvent
 from eventpipe.kafka.admin import TopicAdmin
+from eventpipe.pipelines import faust_adapter
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings, TopicSpec
 from tests.integration.test_pipeline_support import (
@@ -38,7 +38,7 @@ async def test_records_lost_between_fetches_are_read_again_not_skipped(
             name, [CloudEvent.create("t", "/holes", {"i": i}, id=f"h{i}") for i in range(N)]
         )
 
-    fetch = source._fetch
+    fetch = faust_adapter.fetch
     seen: list[int] = []  # how often LOST_FROM came back from the consumer
 
     async def lossy_fetch(consumer: Any, tps: Any, wait_s: float, max_records: int) -> Any:
@@ -50,7 +50,7 @@ async def test_records_lost_between_fetches_are_read_again_not_skipped(
                     got[tp] = [r for r in recs if r.offset < LOST_FROM]
         return got
 
-    monkeypatch.setattr(source, "_fetch", lossy_fetch)
+    monkeypatch.setattr(faust_adapter, "fetch", lossy_fetch)
     pipeline = {
         "name": name,
         "source": {"topics": [name], "partitions": 1},

@@ -2,7 +2,7 @@
 read again: a partition with lag that does not move is sought back to the next
 offset to process.  (`test_pipeline_aggregate` once stalled at offset 10 of a
 partition with lag 10: faust's own fetcher had drained the records, see
-`SourceConsumer._getmany`, and no later record arrived to reveal the hole.)
+`faust_adapter.SourceConsumer._getmany`, and no later record arrived to reveal the hole.)
 Here the records are taken out of aiokafka's buffer behind the reader's back."""
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 from aiokafka.structs import TopicPartition
-from eventpipe.pipelines import runtime as runtime_module
 from faust.types import TP
 
 from eventpipe.envelope import CloudEvent
+from eventpipe.pipelines import faust_adapter
+from eventpipe.pipelines import runtime as runtime_module
 from eventpipe.settings import Settings
 from tests.helpers import read_events
 from tests.integration.test_pipeline_support import ident, runtime
@@ -28,8 +29,7 @@ async def _steal(consumer: Any, tp: TopicPartition, n: int) -> list[int]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 20
     while len(taken) < n and loop.time() < deadline:
-        with consumer._subscription.fetch_context():
-            got = await consumer._fetcher.fetched_records({tp}, timeout=0.5)
+        got = await faust_adapter.fetch(consumer, frozenset({tp}), 0.5, n - len(taken))
         taken.extend(r.offset for r in got.get(tp, []))
     return taken
 

@@ -8,11 +8,11 @@ import asyncio
 import logging
 
 import pytest
-from eventpipe.pipelines import runtime as runtime_module
 from faust.types import TP
 from prometheus_client import REGISTRY
 
 from eventpipe.envelope import CloudEvent
+from eventpipe.pipelines import runtime as runtime_module
 from eventpipe.settings import Settings
 from tests.integration.test_pipeline_support import ident, runtime
 

@@ -16,12 +16,12 @@ import psycopg
 import pytest
 import yaml
 from aiohttp import ClientSession
-from eventpipe.schema_registry.models import Schema
-from eventpipe.schema_registry.registry import SchemaRegistry
 
 from eventpipe.cli.main import main
 from eventpipe.errors import ConfigError
 from eventpipe.kafka.admin import TopicAdmin
+from eventpipe.schema_registry.models import Schema
+from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.service.context import ServiceContext
 from eventpipe.service.runner import Service
 from eventpipe.settings import Settings, TopicSpec, load_settings

@@ -12,9 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from eventpipe.schema_registry.server import build_registry_app
 
 from eventpipe.db.pool import open_pool
+from eventpipe.schema_registry.server import build_registry_app
 from eventpipe.settings import Settings
 
 CT = "application/vnd.schemaregistry.v1+json"

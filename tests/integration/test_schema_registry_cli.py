@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
-from eventpipe.schema_registry.client import SchemaRegistryClient
-from eventpipe.schema_registry.server import build_registry_app
 
 from eventpipe.cli.main import main
 from eventpipe.db.pool import open_pool
+from eventpipe.schema_registry.client import SchemaRegistryClient
+from eventpipe.schema_registry.server import build_registry_app
 from eventpipe.settings import Settings
 
 

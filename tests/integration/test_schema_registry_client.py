@@ -13,6 +13,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+
+from eventpipe.db.pool import open_pool
+from eventpipe.errors import is_retriable
+from eventpipe.kafka.admin import TopicAdmin
+from eventpipe.publisher import Publisher
 from eventpipe.schema_registry.client import SchemaRegistryClient, schema_resolver
 from eventpipe.schema_registry.errors import RegistryClientError, RegistryUnavailableError
 from eventpipe.schema_registry.models import Schema
@@ -20,11 +25,6 @@ from eventpipe.schema_registry.naming import topic_record_name_strategy
 from eventpipe.schema_registry.serde import Deserializer, Serializer
 from eventpipe.schema_registry.server import build_registry_app
 from eventpipe.schema_registry.wire import SerializationError, WireFormatError, frame
-
-from eventpipe.db.pool import open_pool
-from eventpipe.errors import is_retriable
-from eventpipe.kafka.admin import TopicAdmin
-from eventpipe.publisher import Publisher
 from eventpipe.service.app import build_app
 from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings

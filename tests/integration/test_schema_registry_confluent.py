@@ -21,14 +21,14 @@ from confluent_kafka.schema_registry import (
 )
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+
+from eventpipe.db.pool import open_pool
 from eventpipe.schema_registry import naming
 from eventpipe.schema_registry.client import SchemaRegistryClient
 from eventpipe.schema_registry.models import Schema, SchemaReference
 from eventpipe.schema_registry.serde import Deserializer, Serializer
 from eventpipe.schema_registry.server import build_registry_app
 from eventpipe.schema_registry.wire import frame, unframe
-
-from eventpipe.db.pool import open_pool
 from eventpipe.settings import Settings
 
 T = TypeVar("T")

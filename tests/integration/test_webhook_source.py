@@ -18,19 +18,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import eventpipe.connectors.webhook.source  # noqa: F401  (registers the route installer)
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 from cloudevents.core.bindings import kafka as sdk_kafka
-from eventpipe.dlq.record import DeadLetter
-from eventpipe.schema_registry.models import Schema
-from eventpipe.schema_registry.registry import SchemaRegistry
 from standardwebhooks import Webhook
 
+import eventpipe.connectors.webhook.source  # noqa: F401  (registers the route installer)
+from eventpipe.dlq.record import DeadLetter
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.http import to_http, to_http_batch
 from eventpipe.envelope.kafka import from_kafka
+from eventpipe.schema_registry.models import Schema
+from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.service.app import build_app
 from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings, validate_sources

@@ -7,7 +7,6 @@ import asyncio
 import uuid
 
 from eventpipe.connectors.webhook.spool import Spool, SpoolRecord, SpoolState
-
 from eventpipe.db.pool import open_pool
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.errors import PermanentError

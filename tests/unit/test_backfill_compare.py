@@ -7,12 +7,11 @@ from eventpipe.backfill.dead_letters import KnownDeadLetters, RecognisedDeadLett
 from eventpipe.backfill.modes import Lane, make_stages
 from eventpipe.backfill.shadow import base_id, differences, live_topics_of
 from eventpipe.backfill.sinks import CapturedDeadLetters, DryRunSink, Outcome, Samples
+from eventpipe.envelope import CloudEvent
+from eventpipe.envelope.kafka import to_kafka
 from eventpipe.pipelines.batch import BatchProcessor, Record
 from eventpipe.pipelines.retry import RetryPolicy
 from eventpipe.pipelines.spec import PipelineSpec, build_segments, build_sinks, build_validate
-
-from eventpipe.envelope import CloudEvent
-from eventpipe.envelope.kafka import to_kafka
 from eventpipe.publisher import Publisher
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from eventpipe.backfill.options import (
     BackfillArgumentError,
     BackfillRequest,
@@ -17,7 +18,6 @@ from eventpipe.backfill.options import (
     find_pipeline,
     parse_rate,
 )
-
 from eventpipe.cli.main import main
 from eventpipe.settings import load_settings
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
+
 from eventpipe.connectors.outbox.relay import OutboxConfig
 from eventpipe.connectors.postgres_cdc.config import PostgresCdcConfig
-
 from eventpipe.errors import ConfigError
 from eventpipe.settings import Settings, load_settings
 
@@ -62,7 +62,7 @@ def test_every_problem_is_reported_with_its_path(load: Callable[..., Settings]) 
         "sources[1].tables",
     } <= paths
     msgs = dict(ei.value.problems)
-    assert "unknown setting" in msgs["sources[0].batchsize"]
+    assert "did you mean 'batch_size'?" in msgs["sources[0].batchsize"]
     assert "{prefix}" in msgs["sources[0].topic"]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 from cloudevents.core.bindings import kafka as sdk_kafka
+
 from eventpipe.connectors.postgres_cdc import pgoutput as pg
 from eventpipe.connectors.postgres_cdc.events import (
     EventBuilder,
@@ -16,7 +17,6 @@ from eventpipe.connectors.postgres_cdc.events import (
     key_string,
 )
 from eventpipe.connectors.postgres_cdc.types import TypeRegistry
-
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka, to_kafka
 

@@ -6,6 +6,7 @@ import struct
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from eventpipe.connectors.postgres_cdc import pgoutput as pg
 from eventpipe.connectors.postgres_cdc.lsn import format_lsn, parse_lsn
 

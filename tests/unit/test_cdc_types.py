@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from eventpipe.connectors.postgres_cdc import types as T
 from eventpipe.connectors.postgres_cdc.types import TypeInfo, TypeRegistry
 

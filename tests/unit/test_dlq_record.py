@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from eventpipe.dlq.record import (
     H_EXC_CLASS,
     H_HTTP_BODY,
@@ -11,7 +12,6 @@ from eventpipe.dlq.record import (
     DeadLetter,
     Origin,
 )
-
 from eventpipe.errors import HttpStatusError, InvalidEventError
 
 

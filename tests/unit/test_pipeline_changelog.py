@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
 from eventpipe.pipelines.changelog import BulkChangelogTable, ChangelogWrites
-from faust.streams import _current_event
+from eventpipe.pipelines.faust_adapter import current_event
 
 
 class Event:
@@ -23,12 +23,8 @@ class Event:
 
 @contextlib.contextmanager
 def reading(partition: int) -> Iterator[None]:
-    event = Event(partition)
-    token = _current_event.set(weakref.ref(event))
-    try:
+    with current_event(Event(partition)):
         yield
-    finally:
-        _current_event.reset(token)
 
 
 class Store(dict[str, Any]):
@@ -148,6 +144,7 @@ def test_dedup_writes_are_serialized_as_faust_reads_them() -> None:
     from datetime import UTC, datetime
 
     import faust
+
     from eventpipe.pipelines.changelog import _serialized
 
     app = faust.App(

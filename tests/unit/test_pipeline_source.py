@@ -162,7 +162,7 @@ async def test_faust_fetcher_gets_a_snapshot_without_the_source_partitions(
     meanwhile made faust's fetcher drain their records, which the reader then
     never saw (lost, or a partition stalled behind them: the outbox and aggregate
     restart tests, 1 run in 3)."""
-    from eventpipe.pipelines.partition_reader import AIOKafkaFaustConsumer, SourceConsumer
+    from eventpipe.pipelines.faust_adapter import AIOKafkaFaustConsumer, SourceConsumer
 
     changelog, source = TP("p-dedup-changelog", 0), TP("orders", 0)
     live = {changelog}

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from eventpipe.schema_registry import compat
 from eventpipe.schema_registry.errors import InvalidCompatibilityLevel
 from eventpipe.schema_registry.models import SchemaReference

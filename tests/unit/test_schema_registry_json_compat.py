@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+
 from eventpipe.schema_registry import compat
 from eventpipe.schema_registry.models import SchemaReference
 from eventpipe.schema_registry.schemas import ParsedSchema, ResolvedReference, parse

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from eventpipe.schema_registry.errors import InvalidSchema
 from eventpipe.schema_registry.models import RegisteredSchema, Schema, SchemaReference
 from eventpipe.schema_registry.schemas import (

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+
 from eventpipe.schema_registry.server import build_registry_app
 
 CT = "application/vnd.schemaregistry.v1+json"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+
+from eventpipe.errors import ConfigError, is_retriable
 from eventpipe.schema_registry import naming
 from eventpipe.schema_registry.models import SchemaReference
 from eventpipe.schema_registry.schemas import AvroSchema, ResolvedReference, parse
@@ -19,8 +21,6 @@ from eventpipe.schema_registry.wire import (
     schema_id_of,
     unframe,
 )
-
-from eventpipe.errors import ConfigError, is_retriable
 
 ORDER_V1 = {
     "type": "record",

@@ -6,6 +6,10 @@ from typing import Any
 
 import pytest
 import yaml
+
+from eventpipe.base import BatchError, PluginConfig, Step, steps
+from eventpipe.envelope import CloudEvent
+from eventpipe.errors import ConfigError
 from eventpipe.transforms import (
     Chain,
     ChainBatchError,
@@ -13,10 +17,6 @@ from eventpipe.transforms import (
     TransformError,
     routed_topic,
 )
-
-from eventpipe.base import BatchError, PluginConfig, Step, steps
-from eventpipe.envelope import CloudEvent
-from eventpipe.errors import ConfigError
 from tests.unit.test_transforms_conformance import cross_engine  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("cross_engine")
@@ -134,7 +134,7 @@ def test_all_problems_at_once_with_paths() -> None:
     assert "not a valid jq program" in msgs["steps[0].jq"]
     assert "unknown step 'nosuchstep'" in msgs["steps[3]"] and "jq" in msgs["steps[3]"]
     assert "engine: jq" in msgs["steps[8].jq.program"]
-    assert "Extra inputs are not permitted" in msgs["steps[10].jq.aply_to"]
+    assert "did you mean 'apply_to'?" in msgs["steps[10].jq.aply_to"]
     text = str(info.value)
     assert text.startswith("11 configuration problem(s) in pipeline.yaml:")
     assert "  steps[0].jq: not a valid jq program" in text

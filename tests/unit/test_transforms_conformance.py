@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
 from eventpipe.transforms.errors import StepError
 from eventpipe.transforms.jq_engine import (
     NO_OUTPUT,

@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
+from eventpipe.envelope import CloudEvent
 from eventpipe.transforms.data_filter import data_form
 from eventpipe.transforms.errors import TransformError
 from eventpipe.transforms.event_form import to_event_form
 from eventpipe.transforms.jq_engine import NO_OUTPUT, compile_program, is_truthy
-
-from eventpipe.envelope import CloudEvent
 
 REWRITTEN = [
     (".data", "."),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+from eventpipe.errors import PermanentError, is_retriable
 from eventpipe.transforms.errors import TransformError
 from eventpipe.transforms.jq_engine import (
     DEFAULT_ENGINE,
@@ -13,8 +15,6 @@ from eventpipe.transforms.jq_engine import (
     compile_program,
     is_truthy,
 )
-
-from eventpipe.errors import PermanentError, is_retriable
 from tests.unit.test_transforms_conformance import cross_engine  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("cross_engine")

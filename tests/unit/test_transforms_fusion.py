@@ -11,11 +11,11 @@ import logging
 from typing import Any
 
 import pytest
+
+from eventpipe.envelope import CloudEvent
 from eventpipe.transforms import Chain, StepError
 from eventpipe.transforms import fusion as fusion_module
 from eventpipe.transforms.fusion import FusedRunner, StepRunner
-
-from eventpipe.envelope import CloudEvent
 from tests.unit.test_transforms_conformance import cross_engine  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("cross_engine")

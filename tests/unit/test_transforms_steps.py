@@ -7,6 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
+from eventpipe.base import steps
+from eventpipe.envelope import CloudEvent
+from eventpipe.envelope.json import decode_structured, encode_structured
+from eventpipe.errors import ConfigError, PermanentError
 from eventpipe.transforms import (
     ROUTE_EXTENSION,
     DropFieldsStep,
@@ -17,11 +22,6 @@ from eventpipe.transforms import (
     TransformError,
     routed_topic,
 )
-
-from eventpipe.base import steps
-from eventpipe.envelope import CloudEvent
-from eventpipe.envelope.json import decode_structured, encode_structured
-from eventpipe.errors import ConfigError, PermanentError
 from tests.unit.test_transforms_conformance import cross_engine  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("cross_engine")

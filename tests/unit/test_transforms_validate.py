@@ -8,13 +8,13 @@ from typing import Any
 
 import orjson
 import pytest
-from eventpipe.transforms import SchemaValidationError, StepContext, ValidateStep
-from eventpipe.transforms.avro_check import AvroChecker
-from eventpipe.transforms.base import SchemaVersion
 from fastavro.validation import validate as fastavro_validate
 
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import ConfigError, PermanentError, RetriableError, is_retriable
+from eventpipe.transforms import SchemaValidationError, StepContext, ValidateStep
+from eventpipe.transforms.avro_check import AvroChecker
+from eventpipe.transforms.base import SchemaVersion
 
 ORDER: dict[str, Any] = {
     "order_id": "ord-12",

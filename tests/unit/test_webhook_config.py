@@ -125,4 +125,6 @@ sources:
     tolerence_s: 3
 """,
     )
-    assert found["sources[0].tolerence_s"].startswith("unknown setting")
+    assert found["sources[0].tolerence_s"].startswith(
+        "unknown key (allowed: type, name, topic, verify,"
+    )

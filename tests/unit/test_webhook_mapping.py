@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 import pytest
 from cloudevents.core.bindings import kafka as sdk_kafka
+
 from eventpipe.connectors.webhook.config import WebhookConfig
 from eventpipe.connectors.webhook.mapping import FieldProgram, MappingError, WebhookMapper
 from eventpipe.connectors.webhook.verify import Verified
-
 from eventpipe.envelope.kafka import from_kafka, to_kafka
 from eventpipe.errors import ConfigError
 

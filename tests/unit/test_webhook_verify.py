@@ -13,6 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict
+from pydantic import TypeAdapter, ValidationError
+from standardwebhooks import Webhook
+
 from eventpipe.connectors.webhook.config import VerifyConfig
 from eventpipe.connectors.webhook.verify import (
     BAD_SIGNATURE,
@@ -24,9 +28,6 @@ from eventpipe.connectors.webhook.verify import (
     Verifier,
     make_verifier,
 )
-from multidict import CIMultiDict
-from pydantic import TypeAdapter, ValidationError
-from standardwebhooks import Webhook
 
 KEY1 = b"k1-0123456789abcdef0123456789ab"
 KEY2 = b"k2-fedcba9876543210fedcba987654"

@@ -29,8 +29,6 @@ and a crash before the delete/mark re-sends the same event ids.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -44,17 +42,17 @@ from eventpipe import metrics
 from eventpipe.base import PluginConfig, Source, sources
 from eventpipe.dlq.record import DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
-from eventpipe.errors import is_retriable
+from eventpipe.relay import Backoff, RelayLoop
 from eventpipe.service.runner import Component
 
 from ..postgres_cdc import checks
 from ..postgres_cdc.config import PostgresCdcConfig, check_template, parse_table
 from ..postgres_cdc.connection import connect
-from ..postgres_cdc.events import Out, TableInfo
+from ..postgres_cdc.events import Capture, Out, TableInfo
 from ..postgres_cdc.lock import wait_for_lock
 from ..postgres_cdc.publishing import RecordPublisher
-from ..postgres_cdc.reader import CdcReader
 from ..postgres_cdc.source import PostgresCdcSource, track_readiness, untrack_readiness
+from ..postgres_cdc.transactions import ChangeHandler, Transaction
 from .api import DEFAULT_TABLE, table_ident
 from .router import ROUTE_FIELDS, OutboxRouter
 
@@ -62,6 +60,7 @@ if TYPE_CHECKING:
     from eventpipe.service.context import ServiceContext
 
 OnPublish = Literal["delete", "mark", "keep"]
+POLL_BACKOFF = Backoff(initial_s=0.5, retriable_cap_s=30.0, permanent_cap_s=30.0)
 _COLUMNS = "seq, id, aggregatetype, aggregateid, type, payload, headers, created_at"
 
 
@@ -199,12 +198,14 @@ def _dead_letter(exc: Exception, row: dict[str, Any], relay: str) -> DeadLetter:
 
 
 # ===================================================================== cdc
-class OutboxCdcReader(CdcReader):
-    def __init__(self, *, router: OutboxRouter, on_publish: OnPublish, **kw: Any) -> None:
-        super().__init__(**kw)
+class OutboxChanges:
+    """The outbox table's inserts, routed by aggregatetype; their rows are deleted or
+    marked once the broker acknowledged them (and before the slot advances)."""
+
+    def __init__(self, router: OutboxRouter, *, table: str, on_publish: OnPublish) -> None:
         self.router = router
+        self.table = table
         self.on_publish: OnPublish = on_publish
-        (self.table,) = self.captured
         self._ids: list[str] = []
 
     def on_change(
@@ -214,11 +215,12 @@ class OutboxCdcReader(CdcReader):
         before: dict[str, Any] | None,
         after: dict[str, Any] | None,
         unchanged: list[str] | None,
+        tx: Transaction,
         lsn: int,
         now_ms: int,
         out: list[Out],
     ) -> None:
-        self._pos += 1
+        tx.pos += 1
         if op != "c" or after is None:
             return
         self._ids.append(str(after["id"]))  # settled once acknowledged, even as a dead letter
@@ -228,12 +230,13 @@ class OutboxCdcReader(CdcReader):
         ids, self._ids = self._ids, []
         await settle(conn, self.table, ids, self.on_publish)
         if ids:
-            metrics.OUTBOX_PUBLISHED.labels(relay=self.name).inc(len(ids))
+            metrics.OUTBOX_PUBLISHED.labels(relay=self.router.name).inc(len(ids))
 
 
 class OutboxCdcSource(PostgresCdcSource):
     type_name = "outbox"
     publish_filter = "insert"
+    snapshots = False
 
     def __init__(
         self,
@@ -246,30 +249,11 @@ class OutboxCdcSource(PostgresCdcSource):
         super().__init__(config, name=name, ctx=ctx)
         self.outbox = outbox
 
-    def make_reader(self, keys: dict[str, list[str]]) -> CdcReader:
-        cfg = self.cdc_config
-        return OutboxCdcReader(
-            router=_router(self.outbox, self.name),
+    def change_handler(self, capture: Capture) -> ChangeHandler:
+        return OutboxChanges(
+            _router(self.outbox, self.name),
+            table=self.outbox.table,
             on_publish=self.outbox.on_publish,
-            name=self.name,
-            slot=self.slot,
-            publication=self.publication,
-            tables=cfg.tables,
-            keys=keys,
-            builder=self.builder(),
-            registry=self.registry,
-            publisher=self.ctx.publisher,
-            admin=self.ctx.admin,
-            dlq=self.dlq,
-            state=self.state,
-            snapshot_conn=lambda: self._connect("snapshot"),
-            batch_size=cfg.batch_size,
-            poll_interval_s=cfg.poll_interval_ms / 1000,
-            heartbeat_interval_s=cfg.heartbeat_interval_s,
-            signal_poll_s=cfg.signal_poll_s,
-            snapshots=False,
-            topic_partitions=cfg.topic_partitions,
-            log=self.log,
         )
 
     def initial_topics(self, found: checks.Inspection) -> list[str]:
@@ -287,7 +271,7 @@ class OutboxCdcSource(PostgresCdcSource):
                 conn,
                 table=self.outbox.table,
                 router=_router(self.outbox, self.name),
-                out=self.reader.out,
+                out=self.reader.emitter.out,
                 on_publish=self.outbox.on_publish,
                 limit=self.outbox.batch_size,
                 relay=self.name,
@@ -314,12 +298,9 @@ class PollRelay(Component):
             dlq=DeadLetterWriter(ctx.publisher, cfg.dlq_topic or f"{name}.dlq", pool=ctx.pool),
             topic_partitions=cfg.topic_partitions,
         )
-        self.active = False
-        self.error: str | None = None
         self.published = 0
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.log = logging.getLogger(f"eventpipe.outbox.{name}")
+        self.relay = RelayLoop(f"outbox:{name}", self._session, backoff=POLL_BACKOFF, log=self.log)
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         return await connect(
@@ -343,74 +324,43 @@ class PollRelay(Component):
                 )
         finally:
             await conn.close()
-        self._stop.clear()
-        self._task = asyncio.create_task(self._run(), name=f"outbox:{self.name}")
+        await self.relay.start()
         track_readiness(self)
 
     async def stop(self) -> None:
-        self._stop.set()
-        task, self._task = self._task, None
-        if task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(task), 30)
-            except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self.relay.stop(grace_s=30)
         untrack_readiness(self)
 
     def readiness(self) -> str:
-        return f"failing: {self.error}" if self.error and not self.active else "ok"
+        return self.relay.readiness()
 
-    async def _run(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set():
-            conn = None
-            try:
-                conn = await self._connect()
-                if not await wait_for_lock(
-                    conn,
-                    f"outbox:{self.cfg.table}",
-                    self.cfg.standby_poll_s,
-                    stopping=self._stop.is_set,
-                ):
-                    return
-                self.active = True
-                self.error = None
-                while not self._stop.is_set():
-                    n = await drain_once(
-                        conn,
-                        table=self.cfg.table,
-                        router=self.router,
-                        out=self.out,
-                        on_publish=self.cfg.on_publish,
-                        limit=self.cfg.batch_size,
-                        relay=self.name,
-                    )
-                    self.published += n
-                    backoff = 0.5
-                    if n < self.cfg.batch_size:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(
-                                self._stop.wait(), self.cfg.poll_interval_ms / 1000
-                            )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.error = f"{type(exc).__name__}: {exc}"
-                self.log.error(
-                    "%s error, retrying in %.1fs: %s",
-                    "retriable" if is_retriable(exc) else "permanent",
-                    backoff,
-                    exc,
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), backoff)
-                backoff = min(backoff * 2, 30.0)
-            finally:
-                self.active = False
-                if conn is not None:
-                    await conn.close()
+    async def _session(self, relay: RelayLoop) -> None:
+        """Wait for the table's lock (standby), then drain it until stopped."""
+        conn = await self._connect()
+        relay.defer(conn.close)  # the lock too: held through a backoff
+        if not await wait_for_lock(
+            conn,
+            f"outbox:{self.cfg.table}",
+            self.cfg.standby_poll_s,
+            stopping=lambda: relay.stopping,
+        ):
+            return
+        relay.running()
+        relay.clear_error()
+        while not relay.stopping:
+            n = await drain_once(
+                conn,
+                table=self.cfg.table,
+                router=self.router,
+                out=self.out,
+                on_publish=self.cfg.on_publish,
+                limit=self.cfg.batch_size,
+                relay=self.name,
+            )
+            self.published += n
+            relay.made_progress()
+            if n < self.cfg.batch_size:
+                await relay.sleep(self.cfg.poll_interval_ms / 1000)
 
     def position(self) -> int:
         return self.published

@@ -396,3 +396,18 @@ def fill_unchanged(
         else:
             after[col] = old
     return missing or None
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """What one source captures (its tables and their keys) and how its events are
+    built: shared by transaction assembly, the snapshot window and initial_only."""
+
+    tables: frozenset[str]
+    keys: dict[str, list[str]]
+    builder: EventBuilder
+    registry: TypeRegistry
+
+    @property
+    def name(self) -> str:
+        return self.builder.name

@@ -22,7 +22,7 @@ import psycopg
 from eventpipe import metrics
 from eventpipe.base import PluginConfig, Source, sources
 from eventpipe.dlq.writer import DeadLetterWriter
-from eventpipe.errors import error_class_name, is_retriable
+from eventpipe.relay import Backoff, RelayLoop
 from eventpipe.service import app as service_app
 from eventpipe.service.runner import COMPONENT_FACTORIES, Component
 
@@ -30,17 +30,23 @@ from . import checks
 from . import slot as slots
 from .config import PostgresCdcConfig
 from .connection import connect
-from .events import EventBuilder
+from .emitting import Emitter
+from .events import Capture, EventBuilder
 from .heartbeat import StallDetector
+from .initial_snapshot import snapshot_all
 from .lock import wait_for_lock
 from .lsn import format_lsn
-from .reader import CdcReader
+from .publishing import RecordPublisher
+from .reader import CdcReader, ReaderOptions
+from .snapshot_window import SnapshotWindow
 from .state import StateStore
+from .transactions import ChangeEvents, ChangeHandler, TransactionAssembler
 from .types import TypeRegistry
 
 if TYPE_CHECKING:
     from eventpipe.service.context import ServiceContext
 
+BACKOFF = Backoff(initial_s=0.5, retriable_cap_s=10.0, permanent_cap_s=60.0)
 _RUNNING: set[Any] = set()  # parts with .name, .ctx and .readiness(), for /readyz
 
 
@@ -57,6 +63,7 @@ class PostgresCdcSource(Source, Component):
     Config: ClassVar[type[PluginConfig]] = PostgresCdcConfig
     config: PostgresCdcConfig
     publish_filter: ClassVar[str | None] = None  # publication's publish option (None: all)
+    snapshots: ClassVar[bool] = True  # incremental snapshots (signals, initial)
 
     def __init__(
         self, config: PluginConfig, *, name: str | None = None, ctx: ServiceContext
@@ -74,12 +81,11 @@ class PostgresCdcSource(Source, Component):
         self.dlq = DeadLetterWriter(ctx.publisher, cfg.dlq(self.name), pool=ctx.pool)
         self.detector = StallDetector(cfg.stall_timeout_s)
         self.reader: CdcReader | None = None
-        self.active = False
-        self.error: str | None = None
         self.database = ""
         self.ident = f"{socket.gethostname()}:{os.getpid()}"
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.relay = RelayLoop(
+            f"postgres_cdc:{self.name}", self._session, backoff=BACKOFF, log=self.log
+        )
         self._monitor: asyncio.Task[None] | None = None
         self._status_events = 0
 
@@ -89,8 +95,17 @@ class PostgresCdcSource(Source, Component):
         return self.config
 
     # ------------------------------------------------------------ lifecycle
+    @property
+    def active(self) -> bool:
+        """This process holds the slot's lock and reads it."""
+        return self.relay.active
+
+    @property
+    def error(self) -> str | None:
+        return self.relay.error
+
     async def start(self) -> None:
-        if self._task is not None:
+        if self.relay.task is not None:
             return
         conn = await self._connect("check")
         try:
@@ -99,21 +114,12 @@ class PostgresCdcSource(Source, Component):
             await conn.close()
         if found.problems:
             raise checks.CdcSetupError(self.name, found.problems)
-        self._stop.clear()
-        self._task = asyncio.create_task(self._run(), name=f"postgres_cdc:{self.name}")
+        await self.relay.start()
         _RUNNING.add(self)
 
     async def stop(self) -> None:
         """Finish the batch in flight (it is published and the slot advanced), then stop."""
-        self._stop.set()
-        task, self._task = self._task, None
-        if task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(task), 30)
-            except TimeoutError:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self.relay.stop(grace_s=30)
         _RUNNING.discard(self)
 
     def position(self) -> int | None:
@@ -126,8 +132,9 @@ class PostgresCdcSource(Source, Component):
         while loop.time() < deadline:
             if self.reader is not None and self.reader.position >= lsn:
                 return
-            if self._task is not None and self._task.done():
-                self._task.result()
+            task = self.relay.task
+            if task is not None and task.done():
+                task.result()
                 raise RuntimeError(f"source {self.name} stopped")
             await asyncio.sleep(0.02)
         raise TimeoutError(
@@ -176,31 +183,47 @@ class PostgresCdcSource(Source, Component):
             tombstones_on_delete=cfg.tombstones_on_delete,
         )
 
+    def change_handler(self, capture: Capture) -> ChangeHandler:
+        """What row changes become (the outbox relay routes its rows instead)."""
+        return ChangeEvents(capture)
+
     def make_reader(self, keys: dict[str, list[str]]) -> CdcReader:
+        """The reader of this source's slot, from its parts."""
         cfg = self.cdc_config
-        return CdcReader(
-            name=self.name,
-            slot=self.slot,
-            publication=self.publication,
-            tables=cfg.tables,
-            keys=keys,
-            builder=self.builder(),
-            registry=self.registry,
-            publisher=self.ctx.publisher,
-            admin=self.ctx.admin,
-            dlq=self.dlq,
-            state=self.state,
-            snapshot_conn=lambda: self._connect("snapshot"),
-            batch_size=cfg.batch_size,
-            poll_interval_s=cfg.poll_interval_ms / 1000,
-            heartbeat_interval_s=cfg.heartbeat_interval_s,
-            signal_poll_s=cfg.signal_poll_s,
-            chunk_size=cfg.snapshot_chunk_size,
-            snapshots=True,
-            topic_partitions=cfg.topic_partitions,
+        capture = Capture(frozenset(cfg.tables), keys, self.builder(), self.registry)
+        emitter = Emitter(
+            RecordPublisher(
+                name=self.name,
+                publisher=self.ctx.publisher,
+                admin=self.ctx.admin,
+                dlq=self.dlq,
+                topic_partitions=cfg.topic_partitions,
+            )
+        )
+        window = (
+            SnapshotWindow(
+                capture,
+                slot=self.slot,
+                state=self.state,
+                connect=lambda: self._connect("snapshot"),
+                chunk_size=cfg.snapshot_chunk_size,
+                poll_s=cfg.signal_poll_s,
+                dead=emitter.dead_letter,
+                log=self.log,
+            )
+            if self.snapshots
+            else None
+        )
+        changes = TransactionAssembler(
+            capture,
+            handler=self.change_handler(capture),
+            window=window,
             emit_messages=cfg.emit_messages,
+            dead=emitter.dead_letter,
             log=self.log,
         )
+        options = ReaderOptions.of(cfg, self.name)
+        return CdcReader(options, changes=changes, emitter=emitter, log=self.log)
 
     def initial_topics(self, found: checks.Inspection) -> list[str]:
         cfg = self.cdc_config
@@ -209,47 +232,35 @@ class PostgresCdcSource(Source, Component):
             out.append(cfg.message_topic.format(prefix=cfg.prefix(self.name), name=self.name))
         return out
 
-    async def _run(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set():
-            conn: psycopg.AsyncConnection[Any] | None = None
-            try:
-                conn = await self._connect("reader")
-                if not await wait_for_lock(
-                    conn,
-                    f"slot:{self.slot}",
-                    self.cdc_config.standby_poll_s,
-                    stopping=self._stop.is_set,
-                    on_standby=self._on_standby,
-                ):
-                    return
-                self.active = True
-                metrics.CDC_ACTIVE.labels(source=self.name).set(1)
-                self.log.info("reading slot %s (this process holds its lock)", self.slot)
-                await self._serve(conn)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self.reader is not None and self.reader.progressed.is_set():
-                    backoff = 0.5
-                self.error = f"{type(exc).__name__}: {exc}"
-                retriable = is_retriable(exc)
-                metrics.ERRORS.labels(error_class=error_class_name(exc)).inc()
-                self.log.error(
-                    "%s error, retrying in %.1fs: %s",
-                    "retriable" if retriable else "permanent",
-                    backoff,
-                    exc,
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), backoff)
-                backoff = min(backoff * 2, 10.0 if retriable else 60.0)
-            finally:
-                self.active = False
-                metrics.CDC_ACTIVE.labels(source=self.name).set(0)
-                await self._stop_monitor()
-                if conn is not None:
-                    await conn.close()
+    async def _session(self, relay: RelayLoop) -> None:
+        """Wait for the slot's lock (standby), then read until stopped.  The connection
+        (the lock) and the lag monitor last until the session is over: through the
+        backoff after a failure (:mod:`eventpipe.relay`)."""
+        relay.defer(self._stop_monitor)
+        relay.defer(self._inactive)
+        conn = await self._connect("reader")
+        relay.defer(conn.close)
+        before = self.reader
+        try:
+            if not await wait_for_lock(
+                conn,
+                f"slot:{self.slot}",
+                self.cdc_config.standby_poll_s,
+                stopping=lambda: relay.stopping,
+                on_standby=self._on_standby,
+            ):
+                return
+            relay.running()
+            metrics.CDC_ACTIVE.labels(source=self.name).set(1)
+            self.log.info("reading slot %s (this process holds its lock)", self.slot)
+            await self._serve(conn, relay)
+        finally:
+            reader = self.reader
+            if reader is not before and reader is not None and reader.progressed.is_set():
+                relay.made_progress()  # this session's reader advanced the slot
+
+    async def _inactive(self) -> None:
+        metrics.CDC_ACTIVE.labels(source=self.name).set(0)
 
     def _on_standby(self, holder: int | None) -> None:
         self.log.info(
@@ -258,7 +269,7 @@ class PostgresCdcSource(Source, Component):
             holder,
         )
 
-    async def _serve(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _serve(self, conn: psycopg.AsyncConnection[Any], relay: RelayLoop) -> None:
         cfg = self.cdc_config
         found = await self._inspect(conn)  # again: we hold the lock now
         if found.problems:
@@ -266,7 +277,7 @@ class PostgresCdcSource(Source, Component):
         keys = {t: m.key for t, m in found.tables.items()}
         if cfg.snapshot == "initial_only":
             await self._initial_only(keys, found)
-            await self._stop.wait()
+            await relay.stop_event.wait()
             return
         if found.slot is None:
             await self.state.reset_for_new_slot(cfg.tables, initial=cfg.snapshot == "initial")
@@ -285,8 +296,8 @@ class PostgresCdcSource(Source, Component):
             await reader.ensure_topics(self.initial_topics(found))
         await self.on_active(conn, created)
         self._monitor = asyncio.create_task(self._watch(), name=f"postgres_cdc:{self.name}:lag")
-        self.error = None
-        await reader.run(conn, self._stop)
+        relay.clear_error()
+        await reader.run(conn, relay.stop_event)
 
     async def on_active(self, conn: psycopg.AsyncConnection[Any], created: bool) -> None:
         """Hook for subclasses: runs once the reader is set up, before it streams."""
@@ -296,14 +307,21 @@ class PostgresCdcSource(Source, Component):
         if await self.state.initial_done():
             self.log.info("initial_only snapshot was done before; nothing to do")
             return
+        cfg = self.cdc_config
         reader = self.make_reader(keys)
         await reader.ensure_topics(self.initial_topics(found))
         conn = await self._connect("snapshot")
         try:
-            rows = await reader.snapshot_all(conn, self.cdc_config.tables)
+            rows = await snapshot_all(
+                conn,
+                cfg.tables,
+                capture=reader.changes.capture,
+                emitter=reader.emitter,
+                chunk_size=cfg.snapshot_chunk_size,
+            )
         finally:
             await conn.close()
-        await self.state.reset_for_new_slot(self.cdc_config.tables, initial=True)
+        await self.state.reset_for_new_slot(cfg.tables, initial=True)
         for task in await self.state.tasks():
             await self.state.save_progress(task.id, None, 0, True)
         self.log.info("initial_only snapshot done: %d rows", rows)
@@ -385,9 +403,7 @@ class PostgresCdcSource(Source, Component):
     def readiness(self) -> str:
         if self.detector.stalled:
             return f"stalled: {self.detector.reason}"
-        if self.error is not None and not self.active:
-            return f"failing: {self.error}"
-        return "ok"
+        return self.relay.readiness()
 
 
 async def _readiness(ctx: ServiceContext) -> dict[str, str]:

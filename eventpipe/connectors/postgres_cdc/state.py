@@ -3,6 +3,7 @@ requests and their progress, signals from the CLI, and the status `cdc status` s
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -107,7 +108,7 @@ class StateStore:
         return bool(row and row[1] > 0 and row[0] == 0)
 
     # -------------------------------------------------------------- signals
-    async def take_signals(self, captured: set[str]) -> list[str]:
+    async def take_signals(self, captured: AbstractSet[str]) -> list[str]:
         """Turn pending snapshot signals into snapshot tasks; returns the tables queued."""
         queued: list[str] = []
         async with self.pool.connection() as conn, conn.transaction():

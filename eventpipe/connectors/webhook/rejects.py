@@ -9,20 +9,20 @@ the request got as far as a mapped event, its ``ce_*`` attributes too.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Unpack
 
 from aiohttp import web
 
 from eventpipe.dlq.record import DeadLetter
-from eventpipe.service.problem import problem
+from eventpipe.problem import Refusal, RefusalParts
 
 REDACTED = b"[redacted]"
 HTTP_PREFIX = "http."
 
 
-class Reject(Exception):
-    """Answer the request with ``status`` and a problem body; ``slug`` names the
-    problem type, ``reason`` the cause (``field`` where it is)."""
+class Reject(Refusal):
+    """A webhook request refused: the problem answer names the source, and the dead
+    letter (when the status is in ``dead_letter.on``) records the request."""
 
     def __init__(
         self,
@@ -30,39 +30,23 @@ class Reject(Exception):
         slug: str,
         detail: str,
         *,
-        field: str | None = None,
-        reason: str | None = None,
-        errors: list[dict[str, str]] | None = None,
-        headers: dict[str, str] | None = None,
         attributes: list[tuple[str, bytes]] | None = None,
-        extra: dict[str, Any] | None = None,
+        **parts: Unpack[RefusalParts],
     ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.slug = slug
-        self.detail = detail
-        self.field = field
-        self.reason = reason
-        self.errors = errors
-        self.headers = headers
+        super().__init__(status, slug, detail, **parts)
         self.attributes = attributes  # the mapped event's ce_* headers, when it got that far
-        self.extra = extra  # further members of the problem
 
-    def response(self, source: str, **extra: Any) -> web.Response:
-        if self.extra:
-            extra.update(self.extra)
-        if self.errors is not None:
-            extra["errors"] = self.errors
-        return problem(
-            self.status,
-            self.slug,
-            self.detail,
-            field=None if self.errors is not None else self.field,
-            reason=self.reason,
-            instance=f"/webhooks/{source}",
-            headers=self.headers,
-            source=source,
-            **extra,
+    @classmethod
+    def of(cls, refusal: Refusal) -> Reject:
+        """A refusal found by the shared ingress code (body, CloudEvents binding)."""
+        return cls(refusal.status, refusal.slug, refusal.detail, **refusal.parts())
+
+    def response(
+        self, source: str = "", *, instance: str | None = None, **members: Any
+    ) -> web.Response:
+        """The answer, naming the webhook source."""
+        return super().response(
+            instance=instance or f"/webhooks/{source}", source=source, **members
         )
 
 

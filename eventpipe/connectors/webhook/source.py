@@ -38,20 +38,14 @@ from eventpipe import metrics
 from eventpipe.base import Source, sources
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.envelope import CloudEvent, is_json_content_type
-from eventpipe.envelope.http import from_http
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
-from eventpipe.errors import (
-    BrokerUnavailableError,
-    ConfigError,
-    InvalidEventError,
-    MalformedEventError,
-    PermanentError,
-    UnsupportedMediaTypeError,
-)
+from eventpipe.errors import BrokerUnavailableError, ConfigError, PermanentError
 from eventpipe.http_body import BodyError, read_body
+from eventpipe.http_ingress import broker_unavailable, check_batch, parse_events, record_too_large
 from eventpipe.kafka.admin import prepare_source_topics
 from eventpipe.kafka.client import RecordTooLargeError
 from eventpipe.preflight import register_check
+from eventpipe.problem import Refusal
 from eventpipe.service.app import ROUTE_INSTALLERS
 from eventpipe.service.context import ServiceContext
 from eventpipe.settings import SECTION_VALIDATORS
@@ -260,14 +254,7 @@ class WebhookSource(Source):
             async with asyncio.timeout(self.cfg.request_timeout_s):
                 return await read_body(request, limit, "max_body_bytes")
         except BodyError as exc:
-            raise Reject(
-                exc.status,
-                exc.slug,
-                exc.detail,
-                field=exc.field,
-                reason=exc.reason,
-                headers=exc.headers,
-            ) from None
+            raise Reject.of(exc) from None
         except TimeoutError:
             raise Reject(
                 503,
@@ -351,27 +338,12 @@ class WebhookSource(Source):
         self, headers: Mapping[str, str], body: bytes, body_digest: str
     ) -> list[Item]:
         try:
-            events = from_http(headers, body)
-        except UnsupportedMediaTypeError as exc:
-            raise Reject(
-                415, "unsupported-media-type", str(exc), field="content-type", reason=str(exc)
-            ) from exc
-        except MalformedEventError as exc:
-            raise Reject(400, "malformed", str(exc), field=exc.field, reason=exc.reason) from exc
-        except InvalidEventError as exc:
-            raise Reject(
-                422, "invalid-event", str(exc), field=exc.field, reason=exc.reason
-            ) from exc
+            events = parse_events(headers, body)
+            check_batch(len(events), self.cfg.max_batch_events, "max_batch_events")
+        except Refusal as exc:
+            raise Reject.of(exc) from exc.__cause__
         if not events:
             raise Reject(400, "malformed", "the batch is empty", field="body", reason="empty")
-        if len(events) > self.cfg.max_batch_events:
-            raise Reject(
-                413,
-                "batch-too-large",
-                f"more than {self.cfg.max_batch_events} events",
-                field="body",
-                reason="too many events",
-            )
         jq_headers = self._jq_headers(headers) if self.mapper.uses_headers else None
         items = []
         for event in events:
@@ -489,14 +461,13 @@ class WebhookSource(Source):
             )
         except BrokerUnavailableError as exc:
             if self.spool is None:
-                raise Reject(
-                    503,
-                    "broker-unavailable",
+                refusal = broker_unavailable(
                     f"the broker did not acknowledge within {self.cfg.publish_timeout_s:g}s; "
                     f"the event may still be stored. {self._retry_hint}",
-                    headers=self._retry_after,
-                    extra={"stored": "unknown"},
-                ) from exc
+                    self.cfg.retry_after_s,
+                    stored="unknown",
+                )
+                raise Reject.of(refusal) from exc
             if not self.state.active:
                 self.state.active = True
                 self.log.warning(
@@ -504,13 +475,7 @@ class WebhookSource(Source):
                 )
             return await self._spooled(items)
         except RecordTooLargeError as exc:
-            raise Reject(
-                413,
-                "record-too-large",
-                str(exc),
-                field="body",
-                reason="record too large for the broker",
-            ) from exc
+            raise Reject.of(record_too_large(str(exc), field="body")) from exc
         except PermanentError as exc:
             self.log.error("producing to %s failed: %s", self.topic, exc)
             raise Reject(

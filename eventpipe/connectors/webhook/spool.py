@@ -12,15 +12,14 @@ relayed to the broker later, in order.
 * :class:`Relay` reads the oldest rows (one relay per source across instances, by
   a transaction-level advisory lock), publishes them in order, waits for the
   broker's acknowledgement, then deletes them in the same transaction.  A crash
-  in between re-sends them with the same ids (at least once).
+  in between re-sends them with the same ids (at least once).  Failures back off
+  (:class:`eventpipe.relay.RelayLoop`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -33,6 +32,7 @@ from eventpipe import metrics
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.errors import PermanentError
 from eventpipe.publisher import PublishBatchError, Publisher
+from eventpipe.relay import Backoff, RelayLoop
 
 from .batching import Coalescer
 from .delivery_ids import RECORD_SQL, json_list
@@ -193,46 +193,39 @@ class Relay:
         self.batch = batch
         self.interval_s = interval_s
         self.idle_interval_s = idle_interval_s
-        self._task: asyncio.Task[None] | None = None
+        self.loop = RelayLoop(
+            f"webhook {source}: spool relay",
+            self._session,
+            backoff=Backoff(initial_s=interval_s, retriable_cap_s=10.0, permanent_cap_s=10.0),
+            log=log,
+            level=logging.WARNING,  # the broker is down: that is what the spool is for
+        )
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        await self.loop.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """At once: a batch cut short is rolled back and relayed again, with its ids."""
+        await self.loop.stop(grace_s=0)
 
-    async def _run(self) -> None:
-        backoff = self.interval_s
+    async def _session(self, relay: RelayLoop) -> None:
         state = self.state
-        while True:
+        while not relay.stopping:
             snapshot = state.writes
             state.wake.clear()
-            try:
-                moved = await self.relay_once()
-            except Exception as exc:
-                log.warning(
-                    "webhook %s: relaying the spool failed (%s); retrying in %.1fs",
-                    self.source,
-                    type(exc).__name__,
-                    backoff,
-                )
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
-                backoff = min(backoff * 2, 10.0)
-                continue
-            backoff = self.interval_s
+            moved = await self.relay_once()
+            relay.made_progress()
+            if moved < 0:
+                relay.standby()  # another instance relays this source's spool
+            else:
+                relay.running()
             if moved > 0:
                 continue
             if moved == 0 and state.active and state.inflight == 0 and state.writes == snapshot:
                 state.active = False  # empty, and nothing was spooled meanwhile: go direct
                 log.info("webhook %s: spool empty, writing to the broker directly", self.source)
             wait = self.interval_s if state.active else self.idle_interval_s
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.wake.wait(), wait)
+            await relay.sleep(wait, wake=state.wake)
 
     async def relay_once(self) -> int:
         """Publish and delete the oldest rows.  Returns how many moved, 0 when empty,

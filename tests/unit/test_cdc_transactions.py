@@ -1,18 +1,21 @@
-"""The reader's decoding loop on hand-built pgoutput messages: ids, key changes,
-where the slot may advance to, and the snapshot window at its high watermark."""
+"""Transaction assembly on hand-built pgoutput messages: ids, key changes, where the
+slot may advance to, and the snapshot window at its high watermark."""
 
 from __future__ import annotations
 
+import logging
 import struct
 from typing import Any
 
 import orjson
-from eventpipe.connectors.postgres_cdc.events import EventBuilder
-from eventpipe.connectors.postgres_cdc.heartbeat import HEARTBEAT_PREFIX, WATERMARK_PREFIX
-from eventpipe.connectors.postgres_cdc.reader import CdcReader
-from eventpipe.connectors.postgres_cdc.snapshot import Chunk, MvccSnapshot
-from eventpipe.connectors.postgres_cdc.types import TypeRegistry
 
+from eventpipe.connectors.postgres_cdc.events import Capture, EventBuilder
+from eventpipe.connectors.postgres_cdc.heartbeat import HEARTBEAT_PREFIX, WATERMARK_PREFIX
+from eventpipe.connectors.postgres_cdc.snapshot import Chunk, MvccSnapshot
+from eventpipe.connectors.postgres_cdc.snapshot_window import SnapshotWindow
+from eventpipe.connectors.postgres_cdc.transactions import ChangeEvents, TransactionAssembler
+from eventpipe.connectors.postgres_cdc.types import TypeRegistry
+from eventpipe.dlq.record import DeadLetter
 from eventpipe.envelope.kafka import from_kafka
 
 REL = 16400
@@ -49,7 +52,7 @@ def message(lsn: int, prefix: str, content: bytes, transactional: bool = False) 
     return head + struct.pack(">i", len(content)) + content
 
 
-def reader() -> CdcReader:
+def reader() -> TransactionAssembler:
     builder = EventBuilder(
         name="s",
         prefix="s",
@@ -61,24 +64,30 @@ def reader() -> CdcReader:
         toast_placeholder="__u",
     )
     none: Any = None
-    return CdcReader(
-        name="s",
+    dead: list[DeadLetter] = []
+    log = logging.getLogger(__name__)
+    capture = Capture(frozenset({"public.t"}), {"public.t": ["id"]}, builder, TypeRegistry())
+    window = SnapshotWindow(
+        capture,
         slot="slot_s",
-        publication="pub",
-        tables=["public.t"],
-        keys={"public.t": ["id"]},
-        builder=builder,
-        registry=TypeRegistry(),
-        publisher=none,
-        admin=none,
-        dlq=none,
         state=none,
-        snapshot_conn=lambda: None,
+        connect=none,
+        chunk_size=2048,
+        poll_s=1.0,
+        dead=dead.append,
+        log=log,
+    )
+    return TransactionAssembler(
+        capture,
+        handler=ChangeEvents(capture),
+        window=window,
         emit_messages=True,
+        dead=dead.append,
+        log=log,
     )
 
 
-def run(r: CdcReader, *datas: bytes) -> tuple[list[Any], int]:
+def run(r: TransactionAssembler, *datas: bytes) -> tuple[list[Any], int]:
     outs, upto = r.process(list(range(len(datas))), list(datas))
     return [from_kafka(m.key, m.value, m.headers) for _, m, _ in outs], upto
 
@@ -117,7 +126,8 @@ def test_key_change_is_a_delete_and_a_create() -> None:
 
 def test_chunk_rows_come_out_at_the_high_watermark_minus_newer_changes() -> None:
     r = reader()
-    r.chunk = Chunk(
+    assert r.window is not None
+    r.window.chunk = Chunk(
         task_id=9,
         table="public.t",
         snapshot=MvccSnapshot.parse("700:705:703"),
@@ -152,15 +162,15 @@ def test_chunk_rows_come_out_at_the_high_watermark_minus_newer_changes() -> None
     # row 2 changed after the read: the change is the news, its read is dropped
     assert ops == [("u", "2", "new"), ("u", "3", "seen"), ("r", "1", "old"), ("r", "3", "seen")]
     assert [e.id for e in events[2:]] == ["0/4300:r0", "0/4300:r1"]
-    assert r.chunk is None and upto == 0x4300
+    assert r.window.chunk is None and upto == 0x4300
 
 
 def test_a_dead_lettered_row_keeps_json_values_as_json() -> None:
-    from eventpipe.connectors.postgres_cdc.reader import _texts
+    from eventpipe.connectors.postgres_cdc.snapshot_window import row_texts
 
     exact = orjson.Fragment(b"0.1000000000000000055511151231257827")
     row = {"id": 7, "doc": {"p": exact, "ok": True}, "t": "x", "n": None}
-    assert _texts(row) == {
+    assert row_texts(row) == {
         "id": "7",
         "doc": '{"p":0.1000000000000000055511151231257827,"ok":true}',
         "t": "x",
