@@ -110,3 +110,20 @@ def test_operator_names() -> None:
     assert check_who("ada") is None
     assert check_who("  ") is not None and check_who("x" * 65) is not None
     assert check_who("a\nb") is not None
+
+
+@pytest.mark.parametrize(
+    ("given", "goes_to"),
+    [
+        ("/console/dlq?stage=sink", "/console/dlq?stage=sink"),
+        ("//evil.example/console/", "/console/"),
+        ("https://evil.example/", "/console/"),
+        ("/console/..//evil.example", "/console/"),
+        ("/console/\\evil", "/console/"),
+        (None, "/console/"),
+    ],
+)
+def test_after_a_login_only_the_console_itself(given: object, goes_to: str) -> None:
+    from eventpipe.console.login_pages import safe_next
+
+    assert safe_next(given) == goes_to
