@@ -76,6 +76,21 @@ class DatabaseSettings(Section):
     connect_timeout_s: float = Field(10.0, gt=0)
 
 
+class ConsoleSettings(Section):
+    """The web console at ``/console/`` (eventpipe/console).  Every action that
+    changes something (replay, discard) needs a login with ``service.admin_token``."""
+
+    enabled: bool = Field(True, description="serve /console/ (and redirect / to it)")
+    public_read: bool = Field(
+        False,
+        description="pages readable without logging in (actions still need the admin "
+        "token); off: every page asks for the login first",
+    )
+    session_ttl_s: int = Field(
+        12 * 3600, ge=60, le=30 * 86400, description="a login lasts this many seconds"
+    )
+
+
 class ServiceSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -103,6 +118,7 @@ class ServiceSettings(Section):
     )
     max_headers: int = Field(128, ge=16, le=1024, description="most header lines; else 400")
     admin_token: SecretStr | None = None
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
@@ -147,20 +163,45 @@ _SECTIONS: dict[str, type[Section]] = {
 
 
 def env_var_names() -> dict[str, str]:
-    """Every environment variable the settings read -> the path it sets."""
+    """Every environment variable the settings read -> the path it sets.  A nested
+    section's fields get their own (``EVENTPIPE_SERVICE_CONSOLE_PUBLIC_READ`` ->
+    ``service.console.public_read``)."""
     out: dict[str, str] = {}
+
+    def walk(model: type[BaseModel], var: str, path: str) -> None:
+        for name, info in model.model_fields.items():
+            kind = info.annotation
+            if isinstance(kind, type) and issubclass(kind, Section):
+                walk(kind, f"{var}_{name.upper()}", f"{path}.{name}")
+            else:
+                out[f"{var}_{name.upper()}"] = f"{path}.{name}"
+
     for section, model in _SECTIONS.items():
-        for field in model.model_fields:
-            out[f"{ENV_PREFIX}{section.upper()}_{field.upper()}"] = f"{section}.{field}"
+        walk(model, f"{ENV_PREFIX}{section.upper()}", section)
     return out
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
     for var, path in env_var_names().items():
         if var in environ:
-            section, field = path.split(".")
-            out.setdefault(section, {})[field] = environ[var]
+            *parents, field = path.split(".")
+            node: dict[str, Any] = out
+            for name in parents:
+                node = node.setdefault(name, {})
+            node[field] = environ[var]
+    return out
+
+
+def _merge(into: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` over ``into``; nested sections are merged key by key."""
+    out = dict(into)
+    for key, value in values.items():
+        current = out.get(key)
+        if isinstance(value, Mapping) and isinstance(current, dict):
+            out[key] = _merge(current, value)
+        else:
+            out[key] = value
     return out
 
 
@@ -241,9 +282,7 @@ def read_settings(
     for layer in (_env_overrides(environ), overrides or {}):
         for section, values in layer.items():
             current = raw.get(section)
-            merged = dict(current) if isinstance(current, dict) else {}
-            merged.update(values)
-            raw[section] = merged
+            raw[section] = _merge(current if isinstance(current, dict) else {}, values)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:

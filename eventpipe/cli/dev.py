@@ -88,6 +88,7 @@ def banner(settings: Settings, service: Service, stack: EmbeddedStack) -> str:
             "",
             "[bold green]eventpipe dev is running[/]" + cfg,
             f"  HTTP API      {service.url}   (/healthz /readyz /metrics)",
+            *_console_line(settings, service),
             f"  Kafka         {stack.bootstrap}   ({kafka})",
             f"  PostgreSQL    {pg}",
             "",
@@ -103,6 +104,13 @@ def banner(settings: Settings, service: Service, stack: EmbeddedStack) -> str:
             "Ctrl-C stops everything.",
         ]
     )
+
+
+def _console_line(settings: Settings, service: Service) -> list[str]:
+    if not settings.service.console.enabled:
+        return []
+    login = "log in with service.admin_token" if settings.service.admin_token else "read-only"
+    return [f"  Console       {service.url}/console/   ({login})"]
 
 
 def _webhook_lines(settings: Settings, service: Service) -> list[str]:

@@ -15,6 +15,7 @@ from eventpipe.dlq.query import FilterError, Filters, parse_when
 from eventpipe.kafka.incarnation import TopicResetError
 from eventpipe.problem import problem
 
+API_USER = "admin-api"  # who a replay or discard is recorded as without "by"
 _FILTER_KEYS = (
     "pipeline",
     "topic",
@@ -48,7 +49,9 @@ def _authorized(request: web.Request, ctx: Context) -> web.Response | None:
     return None
 
 
-def _filters(params: dict[str, Any]) -> Filters:
+def filters_from(params: dict[str, Any]) -> Filters:
+    """Filters from query parameters or a JSON body (errors name the parameter)."""
+
     def when(name: str) -> Any:
         v = params.get(name)
         return parse_when(str(v), name) if v else None
@@ -110,7 +113,7 @@ def _guard(handler: Any, ctx: Context) -> Any:
 
 async def list_dead_letters(request: web.Request, ctx: Context, dlq: Dlq) -> web.Response:
     params = dict(request.query)
-    filters = _filters(params)
+    filters = filters_from(params)
     topics = await resolve_topics(ctx.settings, filters.pipeline, _topics(params))
     entries = await dlq.select(topics, filters)
     return web.json_response({"items": [e.to_doc() for e in entries]}, dumps=_dumps)
@@ -118,7 +121,7 @@ async def list_dead_letters(request: web.Request, ctx: Context, dlq: Dlq) -> web
 
 async def dlq_stats(request: web.Request, ctx: Context, dlq: Dlq) -> web.Response:
     params = dict(request.query)
-    filters = _filters(params)
+    filters = filters_from(params)
     topics = await resolve_topics(ctx.settings, filters.pipeline, _topics(params))
     return web.json_response(stats(await dlq.select(topics, filters)), dumps=_dumps)
 
@@ -134,7 +137,7 @@ async def show(request: web.Request, ctx: Context, dlq: Dlq) -> web.Response:
 
 async def replay(request: web.Request, ctx: Context, dlq: Dlq) -> web.Response:
     body = await _body(request)
-    filters = _filters({k: body.get(k) for k in _FILTER_KEYS})
+    filters = filters_from({k: body.get(k) for k in _FILTER_KEYS})
     topics = await resolve_topics(ctx.settings, filters.pipeline, _topics(body))
     entries = await dlq.select(topics, filters)
     report = await dlq.replay(
@@ -145,6 +148,8 @@ async def replay(request: web.Request, ctx: Context, dlq: Dlq) -> web.Response:
         dry_run=bool(body.get("dry_run")),
         rate=body.get("rate"),
         force=bool(body.get("force")),
+        who=_text(body, "by") or API_USER,
+        reason=_text(body, "reason"),
     )
     return web.json_response(
         {
@@ -164,10 +169,21 @@ async def discard(request: web.Request, ctx: Context, dlq: Dlq) -> web.Response:
         return problem(
             400, "bad-request", "reason is required", field="reason", reason="required, non-empty"
         )
-    filters = _filters({k: body.get(k) for k in _FILTER_KEYS})
+    filters = filters_from({k: body.get(k) for k in _FILTER_KEYS})
     topics = await resolve_topics(ctx.settings, filters.pipeline, _topics(body))
-    n = await dlq.discard(await dlq.select(topics, filters), reason)
+    who = _text(body, "by") or API_USER
+    n = await dlq.discard(await dlq.select(topics, filters), reason, who)
     return web.json_response({"discarded": n})
+
+
+def _text(body: dict[str, Any], key: str) -> str | None:
+    """An optional string member of the body (``by``, ``reason``): 400 otherwise."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise FilterError(key, "must be a string")
+    return value.strip() or None
 
 
 def _dumps(obj: Any) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from eventpipe import metrics
+from eventpipe import console, metrics
 from eventpipe.context import Context
 from eventpipe.dlq import admin_api as dlq_admin_api
 from eventpipe.errors import error_class_name
@@ -195,6 +195,7 @@ def build_app(
     publish_api.install(app)
     schema_registry_server.install(app, ctx)  # /schema-registry/
     dlq_admin_api.install(app, ctx)  # /v1/dlq/...
+    console.install(app, ctx)  # /console/ (and / redirects there)
     install_routes(app, [r for comp in components for r in comp.routes()])
     return app
 

@@ -24,7 +24,7 @@ from eventpipe.pipelines.runtime import PipelineRuntime
 from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.publisher import Publisher
 from eventpipe.service.catalog import CATALOG
-from eventpipe.service.runner import Service
+from eventpipe.service.runner import Role, Service
 from eventpipe.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +44,8 @@ def with_pipelines(settings: Settings, *pipelines: dict[str, Any]) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Service]:
-    svc = Service(settings, "pipelines")
+async def running(settings: Settings, role: Role = "pipelines") -> AsyncIterator[Service]:
+    svc = Service(settings, role)
     await svc.start()
     try:
         yield svc

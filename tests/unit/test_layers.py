@@ -1,7 +1,7 @@
 """Imports run downward only (docs/architecture.md):
 
-    roof      eventpipe.service, eventpipe.cli (and each feature's ``cli`` module: its
-              command, registered by eventpipe.cli.main)
+    roof      eventpipe.service, eventpipe.cli, eventpipe.console (and each feature's
+              ``cli`` module: its command, registered by eventpipe.cli.main)
     feature   backfill
     feature   pipelines | connectors | schema_registry | dlq   (siblings, no cycle)
     feature   transforms
@@ -25,7 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "eventpipe"
-ROOF = ("service", "cli")
+ROOF = ("service", "cli", "console")
 FEATURES = {
     "transforms": 1,
     "pipelines": 2,
