@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -118,9 +119,15 @@ def _status(entry: Entry, ledgers: Ledgers) -> str | None:
     return None
 
 
+def entry_name(entry: Any) -> str | None:
+    """A ``sources:`` entry's name: a typed entry (the service's config) or a mapping."""
+    name = entry.get("name") if isinstance(entry, Mapping) else getattr(entry, "name", None)
+    return str(name) if name else None
+
+
 def _known_pipelines(console: Console, counts: Counter[str]) -> list[str]:
     names = {str(p.get("name")) for p in console.settings.pipelines if p.get("name")}
-    names |= {str(s.get("name")) for s in console.settings.sources if s.get("name")}
+    names |= {n for s in console.settings.sources if (n := entry_name(s))}
     return sorted(names | {n for n in counts if n})
 
 

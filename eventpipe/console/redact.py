@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import BaseModel, SecretStr
+
 from eventpipe.settings import Settings
 
 MASK = "[masked]"
@@ -141,10 +143,15 @@ def _secrets_in(value: Any, *, secret: bool) -> Iterator[str]:
     """String values held under secret names anywhere in a config tree (a webhook's
     ``verify.secrets``, a sink's ``headers: {Authorization: ...}``), and passwords of
     URLs anywhere in it."""
-    if isinstance(value, dict):
+    if isinstance(value, SecretStr):
+        yield from _secrets_in(value.get_secret_value(), secret=True)
+    elif isinstance(value, BaseModel):  # a typed entry (sources: WebhookEntry, ...)
+        for k in type(value).model_fields:
+            yield from _secrets_in(getattr(value, k), secret=secret or secret_name(k))
+    elif isinstance(value, dict):
         for k, v in value.items():
             yield from _secrets_in(v, secret=secret or secret_name(str(k)))
-    elif isinstance(value, list):
+    elif isinstance(value, list | tuple):
         for v in value:
             yield from _secrets_in(v, secret=secret)
     elif isinstance(value, str):

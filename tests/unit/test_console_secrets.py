@@ -8,6 +8,7 @@ import pytest
 
 from eventpipe.console.redact import MASK, Redactor, secret_name
 from eventpipe.console.session import Keys, check_who
+from eventpipe.service.config import service_config
 from eventpipe.settings import load_settings
 
 
@@ -127,3 +128,29 @@ def test_after_a_login_only_the_console_itself(given: object, goes_to: str) -> N
     from eventpipe.console.login_pages import safe_next
 
     assert safe_next(given) == goes_to
+
+
+def test_secrets_of_typed_source_entries_are_cut_out() -> None:
+    # The running service holds `sources:` as typed entries (SecretStr inside models),
+    # not as the mappings of the YAML.
+    s = load_settings(environ={})
+    config = service_config(
+        s.model_copy(
+            update={
+                "sources": [
+                    {
+                        "type": "webhook",
+                        "name": "shop",
+                        "topic": "shop.orders",
+                        "verify": {
+                            "scheme": "hmac",
+                            "header": "x-sig",
+                            "secrets": ["hmac-s3cret"],
+                        },
+                    }
+                ]
+            }
+        )
+    )
+    assert not isinstance(config.sources[0], dict)
+    assert "hmac-s3cret" not in Redactor.from_settings(config).text("sig hmac-s3cret")
