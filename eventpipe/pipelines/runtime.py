@@ -120,9 +120,9 @@ class PipelineRuntime:
         if created:
             log.info("pipeline %s created topics %s", self.name, created)
         counts = set()
-        producer = self.resources.publisher._producer
+        publisher = self.resources.publisher
         for t in s.source.topics:
-            parts = await producer.partitions_for(t) if producer is not None else None
+            parts = await publisher.partitions_for(t) if publisher.started else None
             counts.add(len(parts) if parts else (s.source.partitions or 1))
         self.partitions = max(counts)
 
