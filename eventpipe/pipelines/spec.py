@@ -18,7 +18,7 @@ pipelines:
     retry: {max_attempts: 5, backoff: exponential, initial: 200ms, max: 30s, jitter: true}
     dead_letter: {topic: orders-enriched.dlq}
     errors: {tolerance: none}              # all: dead-letter a batch a sink failed on a bug
-    batch: {max_records: 1000, within: 100ms}
+    batch: {max_records: 1000}            # within: 5ms holds a batch open at least that long
     processing_guarantee: at_least_once    # exactly_once needs a broker with transactions
 ```
 
@@ -112,7 +112,13 @@ class ErrorsSpec(SpecModel):
 
 class BatchSpec(SpecModel):
     max_records: int = Field(1000, ge=1, le=100_000)
-    within: Duration = 0.1
+    within: Duration = Field(
+        0.0,
+        ge=0,
+        description="a batch waits at least this long after its first record for more "
+        "(a linger, as Kafka's linger.ms); 0: a batch is what arrived while the one "
+        "before was processed, up to max_records",
+    )
 
 
 class PipelineSpec(SpecModel):
