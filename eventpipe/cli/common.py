@@ -11,7 +11,9 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from eventpipe import telemetry
 from eventpipe.errors import ConfigError, EventpipeError
+from eventpipe.json_log import JsonFormatter
 from eventpipe.settings import Settings, load_settings
 
 err_console = Console(stderr=True, highlight=False)
@@ -90,14 +92,24 @@ def settings_from_args(
     return load_settings(getattr(args, "config", None), overrides=overrides)
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Log to stderr: ``fmt`` text (one readable line) or json (one JSON object a
+    line, with trace and span ids: :mod:`eventpipe.json_log`)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler])
     for noisy in ("aiokafka", "kafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def start_observability(settings: Settings) -> None:
+    """Logging as ``logging:`` says (its level defaults to ``service.log_level``),
+    and tracing when an OTLP endpoint is configured (:mod:`eventpipe.telemetry`)."""
+    setup_logging(settings.logging.level or settings.service.log_level, settings.logging.format)
+    telemetry.setup(settings)
 
 
 def report(exc: BaseException) -> int:

@@ -36,6 +36,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as ke
 
+from eventpipe import telemetry
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.errors import BrokerUnavailableError
 from eventpipe.kafka.batches import group_by_partition, too_large
@@ -92,6 +93,7 @@ class BatchProducer:
         if self._producer is not None:
             warnings.warn("BatchProducer was not stopped", ResourceWarning, stacklevel=1)
 
+    @telemetry.produce_span
     async def send(
         self,
         topic: str,

@@ -1,0 +1,140 @@
+"""W3C trace context from outside becomes the CloudEvents distributed-tracing
+extension (``traceparent`` / ``tracestate``), with tracing off: a plain
+``traceparent`` header on a webhook or publish request, or on a record the kafka
+source reads, is kept on the event it becomes (real broker and PostgreSQL)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+
+from eventpipe.envelope import CloudEvent
+from eventpipe.envelope.http import to_http_batch
+from eventpipe.kafka.admin import TopicAdmin
+from eventpipe.service.app import build_app
+from eventpipe.service.context import ServiceContext
+from eventpipe.settings import Settings, TopicSpec
+from tests.helpers import ServiceTestServer, read_events
+from tests.integration.test_kafka_source import produce
+from tests.integration.test_kafka_source import source as kafka_source
+from tests.integration.test_webhook_source import close_hook, open_hook, standard_headers
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+TRACESTATE = "vendor=abc,other=1"
+OWN = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+STRUCTURED = {"content-type": "application/cloudevents+json"}
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[TestClient]:
+    ctx = await ServiceContext.open(settings, broker_wait_s=5)
+    c = TestClient(ServiceTestServer(build_app(ctx), settings.service))
+    try:
+        await c.start_server()
+        yield c
+    finally:
+        await c.close()
+        await ctx.close()
+
+
+def _structured(**kw: object) -> bytes:
+    event = {"specversion": "1.0", "id": "e-1", "source": "/t", "type": "t.x", "data": {"x": 1}}
+    event.update(kw)
+    return orjson.dumps(event)
+
+
+async def test_a_webhook_traceparent_header_becomes_the_events_extension(
+    settings: Settings, topic: str
+) -> None:
+    hook = await open_hook(settings, topic)
+    try:
+        body = orjson.dumps({"type": "invoice.paid", "n": 1})
+        headers = standard_headers(body, "msg-traced")
+        status, _ = await hook.post(
+            body, {**headers, "traceparent": TRACEPARENT, "tracestate": TRACESTATE}
+        )
+        assert status == 200
+        body2 = orjson.dumps({"type": "invoice.paid", "n": 2})
+        status, _ = await hook.post(body2, standard_headers(body2, "msg-untraced"))
+        assert status == 200
+        events = {e.id: e for e in await read_events(settings.kafka.bootstrap, topic, 2)}
+    finally:
+        await close_hook(hook)
+    assert events["msg-traced"].extensions["traceparent"] == TRACEPARENT
+    assert events["msg-traced"].extensions["tracestate"] == TRACESTATE
+    # tracing is off: an event whose request had no trace context gets none
+    assert "traceparent" not in events["msg-untraced"].extensions
+
+
+async def test_a_cloudevents_webhook_keeps_the_senders_own_traceparent(
+    settings: Settings, topic: str
+) -> None:
+    hook = await open_hook(
+        settings, topic, input="cloudevents", verify={"scheme": "none"}, dedup={"enabled": False}
+    )
+    try:
+        own = CloudEvent.create("t.own", "/s", {"i": 1}, id="own", traceparent=OWN)
+        plain = CloudEvent.create("t.plain", "/s", {"i": 2}, id="plain")
+        headers, body = to_http_batch([own, plain])
+        status, _ = await hook.post(body, {**headers, "traceparent": TRACEPARENT})
+        assert status == 200
+        events = {e.id: e for e in await read_events(settings.kafka.bootstrap, topic, 2)}
+    finally:
+        await close_hook(hook)
+    assert events["own"].extensions["traceparent"] == OWN
+    assert events["plain"].extensions["traceparent"] == TRACEPARENT
+
+
+async def test_a_publish_request_traceparent_header_becomes_the_events_extension(
+    client: TestClient, settings: Settings, topic: str
+) -> None:
+    r = await client.post(
+        f"/v1/topics/{topic}/events",
+        data=_structured(id="traced"),
+        headers={**STRUCTURED, "traceparent": TRACEPARENT, "tracestate": TRACESTATE},
+    )
+    assert r.status == 202, await r.text()
+    r = await client.post(
+        f"/v1/topics/{topic}/events",
+        data=_structured(id="bad"),
+        headers={
+            **STRUCTURED,
+            "traceparent": "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        },
+    )  # an invalid trace id (all zeros) is ignored, as W3C says
+    assert r.status == 202, await r.text()
+    events = {e.id: e for e in await read_events(settings.kafka.bootstrap, topic, 2)}
+    assert events["traced"].extensions["traceparent"] == TRACEPARENT
+    assert events["traced"].extensions["tracestate"] == TRACESTATE
+    assert "traceparent" not in events["bad"].extensions
+
+
+async def test_a_kafka_record_traceparent_header_becomes_the_events_extension(
+    settings: Settings, topic: str
+) -> None:
+    target = f"{topic}.out"
+    async with TopicAdmin(settings.kafka) as admin:
+        await admin.ensure_topics([TopicSpec(name=target, partitions=1), f"{target}.dlq"])
+    await produce(
+        settings,
+        topic,
+        [
+            (b"k1", b'{"n": 1}', [("traceparent", TRACEPARENT.encode())]),
+            (b"k2", b'{"n": 2}', [("traceparent", b"not-a-traceparent")]),
+        ],
+    )
+    ctx = await ServiceContext.open(settings, broker_wait_s=5)
+    src = kafka_source(ctx, topic, target, name=f"ks-{uuid.uuid4().hex[:8]}")
+    await src.start()
+    try:
+        events = await read_events(settings.kafka.bootstrap, target, 2)
+    finally:
+        await src.stop()
+        await ctx.close()
+    by_n = {e.data["n"]: e for e in events}
+    assert by_n[1].extensions["traceparent"] == TRACEPARENT
+    assert "traceparent" not in by_n[2].extensions
