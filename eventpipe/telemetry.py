@@ -278,18 +278,60 @@ def produce_span(
     async def traced(self: _S, topic: str, messages: _M, *args: _P.args, **kw: _P.kwargs) -> _T:
         if tracer is None:
             return await send(self, topic, messages, *args, **kw)
-        attrs: dict[str, Any] = {
-            "messaging.system": "kafka",
-            "messaging.operation.name": "send",
-            "messaging.operation.type": "send",
-            "messaging.destination.name": topic,
-        }
+        attrs: dict[str, Any] = {**_SEND, "messaging.destination.name": topic}
         if isinstance(messages, list):
             attrs["messaging.batch.message_count"] = len(messages)
         with span(f"send {topic}", SpanKind.PRODUCER, attrs):
             return await send(self, topic, messages, *args, **kw)
 
     return traced
+
+
+class BatchSpan:
+    """A PRODUCER span ``send <topic>`` for one record batch that many callers add
+    records to (the webhook producer's): started by the caller that opens the batch
+    (in its trace), linked to the context of every caller that adds a record (at
+    most :data:`MAX_LINKS`), ended when the broker answered.  :func:`batch_span`
+    gives None while tracing is off."""
+
+    __slots__ = ("_linked", "_seen", "span")
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        self._seen: set[int] = set()
+        self._linked = 0
+
+    def add_caller(self) -> None:
+        """Link the current span (the caller adding a record), once per caller."""
+        ctx = trace.get_current_span().get_span_context()
+        if not ctx.is_valid or ctx.span_id in self._seen or self._linked >= MAX_LINKS:
+            return
+        self._seen.add(ctx.span_id)
+        self._linked += 1
+        self.span.add_link(ctx)
+
+    def end(self, records: int, error: BaseException | None = None) -> None:
+        self.span.set_attribute("messaging.batch.message_count", records)
+        if error is not None:
+            self.span.record_exception(error)
+            self.span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        self.span.end()
+
+
+def batch_span(topic: str, partition: int) -> BatchSpan | None:
+    t = tracer
+    if t is None:
+        return None
+    attrs = {**_SEND, "messaging.destination.name": topic}
+    attrs["messaging.destination.partition.id"] = str(partition)
+    return BatchSpan(t.start_span(f"send {topic}", kind=SpanKind.PRODUCER, attributes=attrs))
+
+
+_SEND = {
+    "messaging.system": "kafka",
+    "messaging.operation.name": "send",
+    "messaging.operation.type": "send",
+}
 
 
 # ------------------------------------------------------------------ setup

@@ -43,8 +43,12 @@ async def client(settings: Settings) -> AsyncIterator[TestClient]:
 
 def _structured(**kw: object) -> bytes:
     event = {"specversion": "1.0", "id": "e-1", "source": "/t", "type": "t.x", "data": {"x": 1}}
-    event.update(kw)
-    return orjson.dumps(event)
+    return orjson.dumps({**event, **kw})
+
+
+def assert_traced(event: CloudEvent) -> None:
+    assert event.extensions["traceparent"] == TRACEPARENT
+    assert event.extensions["tracestate"] == TRACESTATE
 
 
 async def test_a_webhook_traceparent_header_becomes_the_events_extension(
@@ -64,8 +68,7 @@ async def test_a_webhook_traceparent_header_becomes_the_events_extension(
         events = {e.id: e for e in await read_events(settings.kafka.bootstrap, topic, 2)}
     finally:
         await close_hook(hook)
-    assert events["msg-traced"].extensions["traceparent"] == TRACEPARENT
-    assert events["msg-traced"].extensions["tracestate"] == TRACESTATE
+    assert_traced(events["msg-traced"])
     # tracing is off: an event whose request had no trace context gets none
     assert "traceparent" not in events["msg-untraced"].extensions
 
@@ -108,8 +111,7 @@ async def test_a_publish_request_traceparent_header_becomes_the_events_extension
     )  # an invalid trace id (all zeros) is ignored, as W3C says
     assert r.status == 202, await r.text()
     events = {e.id: e for e in await read_events(settings.kafka.bootstrap, topic, 2)}
-    assert events["traced"].extensions["traceparent"] == TRACEPARENT
-    assert events["traced"].extensions["tracestate"] == TRACESTATE
+    assert_traced(events["traced"])
     assert "traceparent" not in events["bad"].extensions
 
 
@@ -138,3 +140,18 @@ async def test_a_kafka_record_traceparent_header_becomes_the_events_extension(
     by_n = {e.data["n"]: e for e in events}
     assert by_n[1].extensions["traceparent"] == TRACEPARENT
     assert "traceparent" not in by_n[2].extensions
+
+
+async def test_a_refused_webhooks_dead_letter_keeps_the_requests_trace_context(
+    settings: Settings, topic: str
+) -> None:
+    hook = await open_hook(settings, topic, event={"type": ".body.kind"})
+    try:
+        body = orjson.dumps({"no": "kind"})  # the type expression gives null: 422
+        headers = {**standard_headers(body, "msg-refused"), "traceparent": TRACEPARENT}
+        status, problem = await hook.post(body, headers)
+        assert status == 422 and problem["dead_letter"] == f"{topic}.dlq"
+        [letter] = await hook.records(1, f"{topic}.dlq")
+    finally:
+        await close_hook(hook)
+    assert dict(letter.headers)["http.traceparent"] == TRACEPARENT.encode()

@@ -18,11 +18,9 @@ from typing import Any
 
 import aiohttp
 import orjson
-import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -31,7 +29,8 @@ from eventpipe.embedded.process import free_port
 from eventpipe.service.publish_api import ROUTE
 from eventpipe.service.runner import Service
 from eventpipe.settings import Settings, validate_sources
-from tests.helpers import read_events, read_records
+from tests.helpers import read_events, read_records, receiving_posts
+from tests.integration.test_pipeline_http import wait_until
 from tests.integration.test_pipeline_support import ident, sql, wait_rows, with_pipelines
 from tests.integration.test_service_run import _wait_ready
 
@@ -42,18 +41,6 @@ OTHER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 
 def traceparent(trace_id: str, span_id: str = CALLER_SPAN) -> str:
     return f"00-{trace_id}-{span_id}-01"
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry.install(provider)
-    try:
-        yield exporter
-    finally:
-        telemetry.shutdown()
 
 
 class Endpoint:
@@ -71,25 +58,12 @@ class Endpoint:
 @contextlib.asynccontextmanager
 async def endpoint() -> AsyncIterator[tuple[Endpoint, str]]:
     ep = Endpoint()
-    app = web.Application()
-    app.router.add_post("/hook", ep.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield ep, f"http://127.0.0.1:{port}/hook"
-    finally:
-        await runner.cleanup()
+    async with receiving_posts(ep.handle) as url:
+        yield ep, url
 
 
-async def until(pred: Any, timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.1)
+async def until(pred: Any) -> None:
+    assert await wait_until(pred), "timed out"
 
 
 @contextlib.asynccontextmanager
@@ -200,6 +174,9 @@ async def test_a_traced_webhook_request_is_followed_to_the_sinks_and_the_dead_le
     produce = one(finished, f"send {name}", caller)
     assert produce.kind == SpanKind.PRODUCER
     assert produce.parent is not None and produce.parent.span_id == receive_id
+    assert [link.context.span_id for link in produce.links] == [receive_id]
+    assert produce.attributes is not None
+    assert produce.attributes["messaging.batch.message_count"] == 1
 
     # the pipeline batch links to the event's context and, being its only one, is its child
     batch = one(finished, f"process {name}", caller)
@@ -227,7 +204,7 @@ async def test_a_traced_webhook_request_is_followed_to_the_sinks_and_the_dead_le
     headers = dict(letter.headers)
     assert headers["eventpipe.dlq.stage"] == b"sink"
     assert headers["ce_traceparent"].decode() == events["o-2"].extensions["traceparent"]
-    assert events["o-2"].extensions["traceparent"].startswith(f"00-{OTHER_TRACE}-")
+    assert str(events["o-2"].extensions["traceparent"]).startswith(f"00-{OTHER_TRACE}-")
     dead = one(finished, f"send {name}.dlq", other)
     assert dead.parent is not None
     rows_span = one(finished, "deliver rows", other)
@@ -255,18 +232,28 @@ async def test_tracing_off_makes_no_spans_and_keeps_a_callers_context(settings: 
     assert "traceparent" not in ep.headers["t"]  # no span of ours to send
 
 
-def run_ingest(settings: Settings, cfg: Path) -> subprocess.Popen[bytes]:
+@contextlib.contextmanager
+def run_ingest(settings: Settings, cfg: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`eventpipe run --role ingest`, killed if the block leaves it running."""
     env = dict(
         os.environ,
         EVENTPIPE_KAFKA_BOOTSTRAP=settings.kafka.bootstrap,
         EVENTPIPE_DATABASE_URL=settings.database.url.get_secret_value(),
     )
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "eventpipe", "run", "-c", str(cfg), "--role", "ingest"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
 
 
 async def test_eventpipe_run_exports_spans_over_otlp_and_logs_json_lines(
@@ -281,45 +268,32 @@ async def test_eventpipe_run_exports_spans_over_otlp_and_logs_json_lines(
         bodies.append(await request.read())
         return web.Response(status=200, content_type="application/x-protobuf")
 
-    app = web.Application()
-    app.router.add_post("/v1/traces", collect)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    collector = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     port = free_port()
-    cfg = tmp_path / "svc.yaml"
-    cfg.write_text(
-        f"service: {{port: {port}, log_level: INFO}}\ntopics: [{{name: {topic}}}]\n"
-        f"telemetry: {{otlp_endpoint: 'http://127.0.0.1:{collector}', service_name: svc-a}}\n"
-        "logging: {format: json}\n"
-    )
-    proc = run_ingest(settings, cfg)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        await asyncio.to_thread(_wait_ready, url, proc)
-        body = orjson.dumps({"specversion": "1.0", "id": "e-1", "source": "/t", "type": "t"})
-        headers = {
-            "content-type": "application/cloudevents+json",
-            "traceparent": traceparent(CALLER_TRACE),
-        }
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(f"{url}/v1/topics/{topic}/events", data=body, headers=headers) as r,
-        ):
-            assert r.status == 202
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(proc.wait, 60) == 0
-        assert proc.stderr is not None
-        stderr = proc.stderr.read().decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
-        await runner.cleanup()
+    url = f"http://127.0.0.1:{port}"
+    async with receiving_posts(collect, "/v1/traces") as traces:
+        collector = traces.removesuffix("/v1/traces")
+        cfg = tmp_path / "svc.yaml"
+        cfg.write_text(
+            f"service: {{port: {port}, log_level: INFO}}\ntopics: [{{name: {topic}}}]\n"
+            f"telemetry: {{otlp_endpoint: '{collector}', service_name: svc-a}}\n"
+            "logging: {format: json}\n"
+        )
+        with run_ingest(settings, cfg) as proc:
+            await asyncio.to_thread(_wait_ready, url, proc)
+            body = orjson.dumps({"specversion": "1.0", "id": "e-1", "source": "/t", "type": "t"})
+            headers = {
+                "content-type": "application/cloudevents+json",
+                "traceparent": traceparent(CALLER_TRACE),
+            }
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"{url}/v1/topics/{topic}/events", data=body, headers=headers) as r,
+            ):
+                assert r.status == 202
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 60) == 0
+            assert proc.stderr is not None
+            stderr = proc.stderr.read().decode()
 
     lines = [orjson.loads(line) for line in stderr.splitlines()]  # each one JSON
     assert any(line["message"].startswith("eventpipe serving on") for line in lines)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -26,18 +25,6 @@ from eventpipe.telemetry import TraceContext
 ROOT = Path(__file__).resolve().parents[2]
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 TP2 = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry.install(provider)
-    try:
-        yield exporter
-    finally:
-        telemetry.shutdown()
 
 
 # ------------------------------------------------------------ propagation
@@ -119,6 +106,7 @@ def test_off_by_default_every_span_helper_is_one_shared_no_op() -> None:
     assert headers == {}
     assert telemetry.received(None) is None
     assert telemetry.received(TraceContext(TP)) == TraceContext(TP)
+    assert telemetry.batch_span("orders", 0) is None
 
 
 def test_a_server_span_continues_the_callers_trace(spans: InMemorySpanExporter) -> None:
@@ -173,6 +161,49 @@ async def test_produce_spans_wrap_the_call_and_record_its_failure(
     assert ok.attributes["messaging.destination.name"] == "orders"
     assert ok.attributes["messaging.batch.message_count"] == 2
     assert failed.status.is_ok is False and failed.events[0].name == "exception"
+
+
+def test_a_shared_batch_span_links_each_caller_once(spans: InMemorySpanExporter) -> None:
+    with telemetry.span("opener") as opener:
+        batch = telemetry.batch_span("orders", 2)
+        assert batch is not None
+        batch.add_caller()
+    with telemetry.span("second"):
+        batch.add_caller()
+        batch.add_caller()  # a second record of the same request
+    batch.add_caller()  # no current span: nothing to link
+    batch.end(4)
+    failed = telemetry.batch_span("orders", 0)
+    assert failed is not None
+    failed.end(1, RuntimeError("refused"))
+    callers = {s.name: s.context.span_id for s in spans.get_finished_spans() if s.context}
+    done, err = [s for s in spans.get_finished_spans() if s.name == "send orders"]
+    assert opener is not None and done.parent is not None
+    assert done.parent.span_id == opener.get_span_context().span_id
+    linked = [link.context.span_id for link in done.links]
+    assert linked == [callers["opener"], callers["second"]]
+    assert done.attributes is not None
+    assert done.attributes["messaging.batch.message_count"] == 4
+    assert done.attributes["messaging.destination.partition.id"] == "2"
+    assert done.status.is_ok and not err.status.is_ok
+
+
+def test_batch_span_links_are_capped() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.install(provider)
+    try:
+        batch = telemetry.batch_span("t", 0)
+        assert batch is not None
+        for _ in range(telemetry.MAX_LINKS + 20):
+            with telemetry.span("caller"):
+                batch.add_caller()
+        batch.end(telemetry.MAX_LINKS + 20)
+    finally:
+        telemetry.shutdown()
+    [send] = [s for s in exporter.get_finished_spans() if s.name == "send t"]
+    assert len(send.links) == telemetry.MAX_LINKS
 
 
 # ------------------------------------------------------------------ setup
