@@ -26,10 +26,14 @@ from opentelemetry.trace import SpanKind
 
 from eventpipe import telemetry
 from eventpipe.embedded.process import free_port
+from eventpipe.kafka.admin import TopicAdmin
+from eventpipe.service.context import ServiceContext
 from eventpipe.service.publish_api import ROUTE
 from eventpipe.service.runner import Service
-from eventpipe.settings import Settings, validate_sources
+from eventpipe.settings import Settings, TopicSpec, validate_sources
 from tests.helpers import read_events, read_records, receiving_posts
+from tests.integration.test_kafka_source import produce
+from tests.integration.test_kafka_source import source as kafka_source
 from tests.integration.test_pipeline_http import wait_until
 from tests.integration.test_pipeline_support import ident, sql, wait_rows, with_pipelines
 from tests.integration.test_service_run import _wait_ready
@@ -314,3 +318,43 @@ async def test_eventpipe_run_exports_spans_over_otlp_and_logs_json_lines(
     assert names[f"send {topic}"][1].parent_span_id == receive.span_id
     [event] = await read_events(settings.kafka.bootstrap, topic, 1)
     assert event.extensions["traceparent"] == f"00-{CALLER_TRACE}-{receive.span_id.hex()}-01"
+
+
+async def test_the_kafka_source_links_its_batch_to_the_records_contexts(
+    settings: Settings, topic: str, spans: InMemorySpanExporter
+) -> None:
+    target = f"{topic}.out"
+    async with TopicAdmin(settings.kafka) as admin:
+        await admin.ensure_topics([TopicSpec(name=target, partitions=1), f"{target}.dlq"])
+    caller = traceparent(CALLER_TRACE)
+    await produce(
+        settings, topic, [(b"k1", b'{"n": 1}', [("traceparent", caller.encode())]), (b"k2", b"{}")]
+    )
+    ctx = await ServiceContext.open(settings, broker_wait_s=5)
+    src = kafka_source(ctx, topic, target, name=ident("ks"))
+    await src.start()
+    try:
+        events = await read_events(settings.kafka.bootstrap, target, 2)
+    finally:
+        await src.stop()
+        await ctx.close()
+    finished = list(spans.get_finished_spans())
+    batch = one(finished, f"process {src.name}")
+    assert batch.kind == SpanKind.CONSUMER
+    # one record had a context: linked, but not the parent of a batch it shares
+    assert [(link.context.trace_id, link.context.span_id) for link in batch.links] == [
+        (int(CALLER_TRACE, 16), int(CALLER_SPAN, 16))
+    ]
+    assert batch.parent is None and batch.attributes is not None
+    assert batch.attributes["messaging.batch.message_count"] == 2
+    trace_id, batch_id = ids(batch)
+    by_key = {e.partitionkey: e for e in events}
+    assert by_key["k1"].extensions["traceparent"] == caller  # the record's own
+    # the other takes the batch span's context, so what processes it links back here
+    assert batch.context is not None
+    flags = int(batch.context.trace_flags)  # sampled, and (W3C level 2) random
+    assert by_key["k2"].extensions["traceparent"] == (
+        f"00-{trace_id:032x}-{batch_id:016x}-{flags:02x}"
+    )
+    send = one(finished, f"send {target}")
+    assert send.parent is not None and send.parent.span_id == batch_id
