@@ -33,6 +33,7 @@ from bench import otel
 from bench.common import console, cpu_note, run_on_stack, self_peak_rss_mb, table
 from bench.publish import PAYLOAD
 from bench.workers import WorkersResult, pass_batch, run_raw_workers, run_workers
+from eventpipe.context import Context
 from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka, to_kafka
@@ -40,8 +41,8 @@ from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.pipelines.runtime import PipelineRuntime
 from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.publisher import Publisher
+from eventpipe.service.catalog import CATALOG
 from eventpipe.settings import Settings, TopicSpec
-from eventpipe.sink import SinkResources
 from eventpipe.transforms import Chain
 
 # At 20,000 events the raw loop is still warming up (half its 60,000-event rate).
@@ -171,7 +172,7 @@ async def run_pipeline(settings: Settings, spec: dict[str, Any], n: int) -> floa
     admin = TopicAdmin(settings.kafka)
     await pub.start()
     await admin.start()
-    resources = SinkResources(settings, pub, admin, pool)
+    resources = Context(settings, pub, admin, pool, CATALOG)
     rt = PipelineRuntime(PipelineSpec.model_validate(spec), resources)
     marks: dict[str, Any] = {"t0": None, "n": 0}
     done = asyncio.Event()

@@ -13,9 +13,9 @@ from tests.fixtures.stack import StackInfo, start_test_stack
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Everything under tests/integration is an integration test.
+    # Everything under tests/integration and tests/browser is an integration test.
     for item in items:
-        if "/integration/" in str(item.fspath):
+        if "/integration/" in str(item.fspath) or "/browser/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
 
 

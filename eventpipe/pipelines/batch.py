@@ -43,6 +43,7 @@ from eventpipe.sink import (
     SinkUnavailableError,
     retry_after_of,
 )
+from eventpipe.status import Activity
 from eventpipe.transforms import Chain, ValidateStep
 
 from .aggregate import Aggregator
@@ -130,6 +131,7 @@ class BatchProcessor:
         self.pause = pause
         self.resume = resume
         self.stopping = False
+        self.activity = Activity()  # records in, output events out, the last error
         self._m_in = metrics.PIPELINE_EVENTS_IN.labels(pipeline=pipeline)
         self._m_dup = metrics.PIPELINE_DUPLICATES.labels(pipeline=pipeline)
         self._m_batch = metrics.PIPELINE_BATCH_SIZE.labels(pipeline=pipeline)
@@ -142,6 +144,7 @@ class BatchProcessor:
     # ------------------------------------------------------------- the batch
     async def process(self, records: list[Record]) -> None:
         self._m_in.inc(len(records))
+        self.activity.events_in.mark(len(records))
         self._m_batch.observe(len(records))
         letters: list[DeadLetter] = []
         t = time.perf_counter()
@@ -187,6 +190,9 @@ class BatchProcessor:
             ):
                 await self._deliver(sink, live, records)
         self._mark_done(records)
+        self.activity.events_out.mark(
+            sum(len(r.outputs) for r in records if not r.dead and not r.duplicate)
+        )
 
     def _sink_attributes(self, sink: PipelineSink, live: list[Record]) -> dict[str, Any] | None:
         if not telemetry.enabled():
@@ -322,8 +328,10 @@ class BatchProcessor:
                 rec = by_index.get(index)
                 if rec is None or rec.dead or is_retriable(exc):
                     continue
+                sink.activity.failed(exc)
                 letters.append(self._letter(rec, exc, "sink", label, attempts.get(index, 0) + 1))
             await self._write_dead_letters(letters)
+            sink.activity.dead_letters["sink"] += len(letters)
 
         holds = 0  # writes in a row that left records held (destination unavailable)
         queue = pending
@@ -340,6 +348,8 @@ class BatchProcessor:
             except TopicResetError:
                 raise  # marks of another incarnation of the topic: never a bad record
             except Exception as exc:  # the batch as a whole: a bug, or a retriable failure
+                sink.activity.failed(exc)
+                self.activity.failed(exc)
                 log.warning("pipeline %s sink %s failed a batch: %r", self.pipeline, label, exc)
                 tries = 1 + max(attempts.get(it.index, 0) for it in pending)
                 if self.tolerance == "none" and not (
@@ -356,12 +366,14 @@ class BatchProcessor:
             m_time.observe(time.perf_counter() - t0)
             w = sort_write(pending, failed)
             opened = self._judge_write(sink, w)
-            m_out.inc(sum(len(it.events) for it in w.delivered))
+            delivered = sum(len(it.events) for it in w.delivered)
+            m_out.inc(delivered)
+            sink.activity.events_out.mark(delivered)
             delays = [0.0]
             if w.held:
                 holds += 1
                 delays.append(self.retry.delay(holds, w.retry_after()))
-                self._held(label, w, delays[-1], opened)
+                self._held(sink, w, delays[-1], opened)
             else:
                 holds = 0
             now = datetime.now(UTC)
@@ -372,6 +384,7 @@ class BatchProcessor:
                 if rec.dead:  # dead-lettered by the sink's before_commit
                     continue
                 self._count_error(label, err)
+                sink.activity.failed(err)
                 n = attempts[it.index] = attempts.get(it.index, 0) + 1
                 first_failed.setdefault(it.index, now)
                 if is_retriable(err) and n < self.retry.max_attempts:
@@ -379,6 +392,7 @@ class BatchProcessor:
                 else:
                     letters.append(self._letter(rec, err, "sink", label, n, first_failed[it.index]))
             await self._write_dead_letters(letters)
+            sink.activity.dead_letters["sink"] += len(letters)
             if again:
                 hints = [a for _, a in again if a]
                 delays.append(self.retry.delay(max(n for n, _ in again), max(hints, default=None)))
@@ -397,9 +411,11 @@ class BatchProcessor:
         metrics.PIPELINE_SINK_BREAKER_OPEN.labels(pipeline=self.pipeline, sink=sink.name).set(0)
         return False
 
-    def _held(self, label: str, w: WriteOutcome, delay: float, opened: bool) -> None:
+    def _held(self, sink: PipelineSink, w: WriteOutcome, delay: float, opened: bool) -> None:
+        label = sink.name
         for _, exc in w.held:
             self._count_error(label, exc)
+        sink.activity.failed(w.held[0][1])
         log.warning(
             "pipeline %s sink %s unavailable for %d of %d record(s) (%s); holding them, "
             "retry in %.2fs%s",

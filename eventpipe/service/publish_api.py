@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from eventpipe import telemetry
+from eventpipe.context import Context
 from eventpipe.envelope.kafka import to_kafka
 from eventpipe.errors import BrokerUnavailableError
 from eventpipe.http_body import decodes_content_encoding, read_body
@@ -13,11 +14,10 @@ from eventpipe.http_ingress import broker_unavailable, check_batch, parse_events
 from eventpipe.kafka.client import RecordTooLargeError
 from eventpipe.problem import Refusal, problem
 from eventpipe.publisher import PublishBatchError
-from eventpipe.service.context import ServiceContext
 from eventpipe.topics import RULE as TOPIC_RULE
 from eventpipe.topics import is_topic_name
 
-CTX = web.AppKey("ctx", ServiceContext)
+CTX = web.AppKey("ctx", Context)
 ROUTE = "/v1/topics/{topic}/events"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
@@ -16,7 +17,7 @@ from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.http import to_http_batch
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.service.app import build_app
-from eventpipe.service.context import ServiceContext
+from eventpipe.service.context import open_context
 from eventpipe.settings import Settings, TopicSpec
 from tests.helpers import ServiceTestServer, read_events
 from tests.integration.test_kafka_source import produce
@@ -31,7 +32,7 @@ STRUCTURED = {"content-type": "application/cloudevents+json"}
 
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[TestClient]:
-    ctx = await ServiceContext.open(settings, broker_wait_s=5)
+    ctx = await open_context(settings, broker_wait_s=5)
     c = TestClient(ServiceTestServer(build_app(ctx), settings.service))
     try:
         await c.start_server()
@@ -115,13 +116,29 @@ async def test_a_publish_request_traceparent_header_becomes_the_events_extension
     assert "traceparent" not in events["bad"].extensions
 
 
-async def test_a_kafka_record_traceparent_header_becomes_the_events_extension(
-    settings: Settings, topic: str
-) -> None:
+async def through_kafka_source(
+    settings: Settings, topic: str, records: list[tuple[Any, ...]]
+) -> tuple[str, list[CloudEvent]]:
+    """``records`` produced to ``topic``, read by a kafka source into ``<topic>.out``:
+    the source's name and the events it wrote."""
     target = f"{topic}.out"
     async with TopicAdmin(settings.kafka) as admin:
         await admin.ensure_topics([TopicSpec(name=target, partitions=1), f"{target}.dlq"])
-    await produce(
+    await produce(settings, topic, records)
+    ctx = await open_context(settings, broker_wait_s=5)
+    src = kafka_source(ctx, topic, target, name=f"ks-{uuid.uuid4().hex[:8]}")
+    await src.start()
+    try:
+        return src.name, await read_events(settings.kafka.bootstrap, target, len(records))
+    finally:
+        await src.stop()
+        await ctx.close()
+
+
+async def test_a_kafka_record_traceparent_header_becomes_the_events_extension(
+    settings: Settings, topic: str
+) -> None:
+    _, events = await through_kafka_source(
         settings,
         topic,
         [
@@ -129,14 +146,6 @@ async def test_a_kafka_record_traceparent_header_becomes_the_events_extension(
             (b"k2", b'{"n": 2}', [("traceparent", b"not-a-traceparent")]),
         ],
     )
-    ctx = await ServiceContext.open(settings, broker_wait_s=5)
-    src = kafka_source(ctx, topic, target, name=f"ks-{uuid.uuid4().hex[:8]}")
-    await src.start()
-    try:
-        events = await read_events(settings.kafka.bootstrap, target, 2)
-    finally:
-        await src.stop()
-        await ctx.close()
     by_n = {e.data["n"]: e for e in events}
     assert by_n[1].extensions["traceparent"] == TRACEPARENT
     assert "traceparent" not in by_n[2].extensions

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
@@ -25,18 +24,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from eventpipe import telemetry
-from eventpipe.embedded.process import free_port
-from eventpipe.kafka.admin import TopicAdmin
-from eventpipe.service.context import ServiceContext
+from eventpipe.service.config import parse_sources
 from eventpipe.service.publish_api import ROUTE
 from eventpipe.service.runner import Service
-from eventpipe.settings import Settings, TopicSpec, validate_sources
+from eventpipe.settings import Settings
 from tests.helpers import read_events, read_records, receiving_posts
-from tests.integration.test_kafka_source import produce
-from tests.integration.test_kafka_source import source as kafka_source
 from tests.integration.test_pipeline_http import wait_until
 from tests.integration.test_pipeline_support import ident, sql, wait_rows, with_pipelines
+from tests.integration.test_service_run import _start as start_service
 from tests.integration.test_service_run import _wait_ready
+from tests.integration.test_trace_propagation import through_kafka_source
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -85,7 +82,7 @@ async def service(settings: Settings, url: str) -> AsyncIterator[tuple[Service, 
         "verify": {"scheme": "none"},
         "event": {"id": ".body.id", "type": '"order.placed"'},
     }
-    assert validate_sources([hook]) == []
+    assert parse_sources([hook])[1] == []
     pipeline = {
         "name": name,
         "source": {"topics": [name], "partitions": 1},
@@ -237,19 +234,8 @@ async def test_tracing_off_makes_no_spans_and_keeps_a_callers_context(settings: 
 
 
 @contextlib.contextmanager
-def run_ingest(settings: Settings, cfg: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`eventpipe run --role ingest`, killed if the block leaves it running."""
-    env = dict(
-        os.environ,
-        EVENTPIPE_KAFKA_BOOTSTRAP=settings.kafka.bootstrap,
-        EVENTPIPE_DATABASE_URL=settings.database.url.get_secret_value(),
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "eventpipe", "run", "-c", str(cfg), "--role", "ingest"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+def ended(proc: subprocess.Popen[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    """``proc``, killed if the block leaves it running."""
     try:
         yield proc
     finally:
@@ -261,28 +247,27 @@ def run_ingest(settings: Settings, cfg: Path) -> Iterator[subprocess.Popen[bytes
 
 
 async def test_eventpipe_run_exports_spans_over_otlp_and_logs_json_lines(
-    settings: Settings, topic: str, tmp_path: Path
+    settings: Settings, topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The real process: `telemetry.otlp_endpoint` sends the spans to an OTLP/HTTP
-    collector (the SDK's exporter, protobuf), flushed at shutdown; `logging.format:
-    json` makes every stderr line a JSON object."""
+    """The real process: `telemetry.otlp_endpoint` (here from its EVENTPIPE_ variable)
+    sends the spans to an OTLP/HTTP collector (the SDK's exporter, protobuf), flushed
+    at shutdown; `logging.format: json` makes every stderr line a JSON object."""
     bodies: list[bytes] = []
 
     async def collect(request: web.Request) -> web.Response:
         bodies.append(await request.read())
         return web.Response(status=200, content_type="application/x-protobuf")
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     async with receiving_posts(collect, "/v1/traces") as traces:
-        collector = traces.removesuffix("/v1/traces")
-        cfg = tmp_path / "svc.yaml"
-        cfg.write_text(
-            f"service: {{port: {port}, log_level: INFO}}\ntopics: [{{name: {topic}}}]\n"
-            f"telemetry: {{otlp_endpoint: '{collector}', service_name: svc-a}}\n"
-            "logging: {format: json}\n"
-        )
-        with run_ingest(settings, cfg) as proc:
+        for name, value in {
+            "EVENTPIPE_TELEMETRY_OTLP_ENDPOINT": traces.removesuffix("/v1/traces"),
+            "EVENTPIPE_TELEMETRY_SERVICE_NAME": "svc-a",
+            "EVENTPIPE_LOGGING_FORMAT": "json",
+            "EVENTPIPE_SERVICE_LOG_LEVEL": "INFO",
+        }.items():
+            monkeypatch.setenv(name, value)
+        started, url = start_service(settings, tmp_path, topic)
+        with ended(started) as proc:
             await asyncio.to_thread(_wait_ready, url, proc)
             body = orjson.dumps({"specversion": "1.0", "id": "e-1", "source": "/t", "type": "t"})
             headers = {
@@ -323,23 +308,12 @@ async def test_eventpipe_run_exports_spans_over_otlp_and_logs_json_lines(
 async def test_the_kafka_source_links_its_batch_to_the_records_contexts(
     settings: Settings, topic: str, spans: InMemorySpanExporter
 ) -> None:
-    target = f"{topic}.out"
-    async with TopicAdmin(settings.kafka) as admin:
-        await admin.ensure_topics([TopicSpec(name=target, partitions=1), f"{target}.dlq"])
     caller = traceparent(CALLER_TRACE)
-    await produce(
+    name, events = await through_kafka_source(
         settings, topic, [(b"k1", b'{"n": 1}', [("traceparent", caller.encode())]), (b"k2", b"{}")]
     )
-    ctx = await ServiceContext.open(settings, broker_wait_s=5)
-    src = kafka_source(ctx, topic, target, name=ident("ks"))
-    await src.start()
-    try:
-        events = await read_events(settings.kafka.bootstrap, target, 2)
-    finally:
-        await src.stop()
-        await ctx.close()
     finished = list(spans.get_finished_spans())
-    batch = one(finished, f"process {src.name}")
+    batch = one(finished, f"process {name}")
     assert batch.kind == SpanKind.CONSUMER
     # one record had a context: linked, but not the parent of a batch it shares
     assert [(link.context.trace_id, link.context.span_id) for link in batch.links] == [
@@ -356,5 +330,5 @@ async def test_the_kafka_source_links_its_batch_to_the_records_contexts(
     assert by_key["k2"].extensions["traceparent"] == (
         f"00-{trace_id:032x}-{batch_id:016x}-{flags:02x}"
     )
-    send = one(finished, f"send {target}")
+    send = one(finished, f"send {topic}.out")
     assert send.parent is not None and send.parent.span_id == batch_id

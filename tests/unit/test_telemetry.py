@@ -316,7 +316,7 @@ def test_json_log_lines_carry_the_current_trace(spans: InMemorySpanExporter) -> 
 def test_logging_format_json_writes_one_object_per_line() -> None:
     code = (
         "import logging\n"
-        "from eventpipe.cli.common import setup_logging\n"
+        "from eventpipe.logs import setup_logging\n"
         "setup_logging('INFO', 'json')\n"
         "logging.getLogger('eventpipe.x').info('hello %s', 'world')\n"
         "logging.getLogger('eventpipe.x').debug('not shown')\n"

@@ -48,11 +48,17 @@ import aiohttp
 from pydantic import Field, SecretStr, field_validator
 
 from eventpipe import telemetry
-from eventpipe.base import PluginConfig, sinks
 from eventpipe.breaker import CircuitBreaker
 from eventpipe.durations import Duration
 from eventpipe.errors import HTTP_BODY_LIMIT, EventpipeError, HttpStatusError
-from eventpipe.sink import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
+from eventpipe.plugin import PluginConfig
+from eventpipe.sink import (
+    BeforeCommit,
+    DeliveryItem,
+    PipelineSink,
+    SinkPlugin,
+    SinkUnavailableError,
+)
 
 from .http_requests import (
     Request,
@@ -156,8 +162,8 @@ async def _all(jobs: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:
     return [t.result() for t in tasks]
 
 
-@sinks.register("http")
 class HttpSink(PipelineSink):
+    type_name = "http"
     Config = HttpSinkConfig
 
     def __init__(self, config: HttpSinkConfig, *, name: str | None = None) -> None:
@@ -265,6 +271,12 @@ class HttpSink(PipelineSink):
                         put_failure(failed, i, err)
 
         await _all(run(lane) for lane in lanes(requests))
+
+
+PLUGIN = SinkPlugin.of(
+    HttpSink,
+    "POSTs CloudEvents to a URL, per event or in batches, with retries and a circuit breaker",
+)
 
 
 __all__ = ["HttpSink", "HttpSinkConfig", "HttpUnavailableError", "parse_retry_after"]
