@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from eventpipe.config_keys import error_message
 from eventpipe.errors import ConfigError
@@ -135,6 +135,51 @@ class EmbeddedSettings(Section):
     )
 
 
+class TelemetrySettings(Section):
+    """OpenTelemetry tracing: on when ``otlp_endpoint`` (or the standard
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``) is set, off and free otherwise."""
+
+    otlp_endpoint: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="OTLP/HTTP collector base URL (http://collector:4318); spans go to "
+        "<url>/v1/traces",
+    )
+    service_name: str | None = Field(
+        None, min_length=1, description="service.name; default $OTEL_SERVICE_NAME or eventpipe"
+    )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="sent with every export (e.g. an API key); the environment variable "
+        "takes key=value,key=value",
+    )
+    sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="share of new traces recorded; a caller's choice wins"
+    )
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        out: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in v.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"{part!r}: write key=value pairs separated by commas")
+            out[name.strip()] = value.strip()
+        return out
+
+
+class LoggingSettings(Section):
+    format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per line, with trace_id and span_id"
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        None, description="default service.log_level"
+    )
+
+
 class TopicSpec(Section):
     name: TopicName
     partitions: int | None = Field(None, ge=1)
@@ -147,6 +192,8 @@ class Settings(Section):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
     topics: list[TopicSpec] = Field(default_factory=list)
     # The sections of plugins, kept as they were written here: the service's config
     # (eventpipe.service.config.ServiceConfig) parses them with its catalog.
@@ -159,6 +206,8 @@ _SECTIONS: dict[str, type[Section]] = {
     "kafka": KafkaSettings,
     "database": DatabaseSettings,
     "embedded": EmbeddedSettings,
+    "telemetry": TelemetrySettings,
+    "logging": LoggingSettings,
 }
 
 

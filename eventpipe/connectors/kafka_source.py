@@ -46,7 +46,7 @@ from aiokafka.structs import OffsetAndMetadata
 from psycopg_pool import AsyncConnectionPool
 from pydantic import Field, field_validator, model_validator
 
-from eventpipe import metrics
+from eventpipe import metrics, telemetry
 from eventpipe.connectors.webhook.config import check_programs
 from eventpipe.connectors.webhook.mapping import FieldProgram, MappingError
 from eventpipe.context import Context
@@ -336,14 +336,38 @@ class KafkaTopicSource(Source):
 
     async def deliver(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Produce one polled batch (and its dead letters); returns only when all were
-        acknowledged, retrying retriable failures with backoff."""
+        acknowledged, retrying retriable failures with backoff.  A record's W3C
+        ``traceparent`` header becomes its event's; with tracing on, the others take
+        the batch span's."""
+        contexts = [telemetry.from_record_headers(r.headers) for r in records]
+        with telemetry.consumer_span(f"process {self.name}", contexts, self._span_attributes()):
+            await self._deliver(records, contexts)
+
+    def _span_attributes(self) -> dict[str, Any]:
+        read = self.cfg.read
+        return {
+            "messaging.system": "kafka",
+            "messaging.operation.name": "process",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": ",".join(read.topics),
+            "messaging.consumer.group.name": read.group_id or f"eventpipe.source.{self.name}",
+            "eventpipe.source": self.name,
+        }
+
+    async def _deliver(
+        self,
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+        contexts: list[telemetry.TraceContext | None],
+    ) -> None:
         started = asyncio.get_running_loop().time()
         self.activity.events_in.mark(len(records))
         pending: list[tuple[ConsumerRecord[bytes, bytes], KafkaMessage, str]] = []
         letters: list[DeadLetter] = []
-        for rec in records:
+        batch_context = telemetry.current()
+        for rec, context in zip(records, contexts, strict=True):
             try:
                 event = await self._event_retrying(rec)
+                telemetry.stamp(event, context or batch_context)
                 pending.append((rec, to_kafka(event), event.id))
             except (DecodeError, MappingError, InvalidEventError) as exc:
                 stage = "decode" if isinstance(exc, DecodeError) else "source"

@@ -47,6 +47,7 @@ from typing import Any, Literal, TypeVar
 import aiohttp
 from pydantic import Field, SecretStr, field_validator
 
+from eventpipe import telemetry
 from eventpipe.breaker import CircuitBreaker
 from eventpipe.durations import Duration
 from eventpipe.errors import HTTP_BODY_LIMIT, EventpipeError, HttpStatusError
@@ -194,6 +195,7 @@ class HttpSink(PipelineSink):
         if session is None:
             raise HttpUnavailableError(f"sink {self.label} is not started")
         h = {**self._headers, **headers, "Idempotency-Key": key}
+        telemetry.inject(h)  # the delivering span's context, while tracing is on
         try:
             async with session.post(self.cfg.url, data=body, headers=h) as resp:
                 status = resp.status

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import orjson
 from aiohttp import web
 
-from eventpipe import metrics
+from eventpipe import metrics, telemetry
 from eventpipe.context import Context
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.envelope import CloudEvent, is_json_content_type
@@ -163,6 +163,8 @@ class WebhookSource(Source):
         self._dedup_hits = metrics.DEDUP_HITS.labels(source=name)
         self._late_acks = metrics.WEBHOOK_LATE_ACKS.labels(source=name)
         self._retry_after = {"Retry-After": str(config.retry_after_s)}
+        self._route = f"/webhooks/{name}"
+        self._span_attributes = {"eventpipe.source": name, "messaging.destination.name": self.topic}
         self._retry_hint = (
             "Retry with the same delivery id: once stored, it is answered as a duplicate"
             if self.dedup is not None
@@ -283,6 +285,15 @@ class WebhookSource(Source):
     # -------------------------------------------------------------- request
     @decodes_content_encoding  # gzip and deflate bodies, within max_body_bytes
     async def handle(self, request: web.Request) -> web.Response:
+        sender = telemetry.incoming(request.headers)
+        with telemetry.server_span(self._route, sender, self._span_attributes) as span:
+            resp = await self._handle(request, sender)
+            telemetry.set_http_status(span, resp.status)
+        return resp
+
+    async def _handle(
+        self, request: web.Request, sender: telemetry.TraceContext | None
+    ) -> web.Response:
         if self._active >= self.cfg.max_concurrency:
             resp = Reject(
                 503,
@@ -306,7 +317,7 @@ class WebhookSource(Source):
         body: bytes | None = None
         try:
             body = await self._read(request)
-            resp = await self._process(request, body, started)
+            resp = await self._process(request, body, started, telemetry.received(sender))
         except Reject as reject:
             resp = await self._refuse(request, reject, body)
         finally:
@@ -343,7 +354,13 @@ class WebhookSource(Source):
                 headers=self._retry_after,
             ) from None
 
-    async def _process(self, request: web.Request, body: bytes, started: float) -> web.Response:
+    async def _process(
+        self,
+        request: web.Request,
+        body: bytes,
+        started: float,
+        trace: telemetry.TraceContext | None,
+    ) -> web.Response:
         headers = request.headers
         now = time.time()
         try:
@@ -362,8 +379,9 @@ class WebhookSource(Source):
         if self.cfg.input == "json":
             received = datetime.fromtimestamp(now, UTC)
             items = [self._json_item(headers, body, verified, received, body_digest)]
+            telemetry.stamp_headers(items[0].message.headers, trace)
         else:
-            items = self._cloudevent_items(headers, body, body_digest)
+            items = self._cloudevent_items(headers, body, body_digest, trace)
         return await self._store(items, started)
 
     # ------------------------------------------------------------- decoding
@@ -415,7 +433,11 @@ class WebhookSource(Source):
         return item
 
     def _cloudevent_items(
-        self, headers: Mapping[str, str], body: bytes, body_digest: str
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        body_digest: str,
+        trace: telemetry.TraceContext | None,
     ) -> list[Item]:
         try:
             events = parse_events(headers, body)
@@ -439,6 +461,7 @@ class WebhookSource(Source):
                     attributes=_event_attributes(event),
                 ) from exc
             self._check_id(event.id)
+            telemetry.stamp(event, trace)
             item = Item(event.id, f"{event.source} {event.id}", to_kafka(event))
             if self.validator is not None:
                 self._validate(event.data, item)
