@@ -14,6 +14,7 @@ from eventpipe.http_ingress import broker_unavailable, check_batch, parse_events
 from eventpipe.kafka.client import RecordTooLargeError
 from eventpipe.problem import Refusal, problem
 from eventpipe.publisher import PublishBatchError
+from eventpipe.route_docs import RouteDoc
 from eventpipe.topics import RULE as TOPIC_RULE
 from eventpipe.topics import is_topic_name
 
@@ -88,6 +89,16 @@ async def _publish(request: web.Request, sender: telemetry.TraceContext | None) 
         },
         status=202,
     )
+
+
+ROUTES = (
+    RouteDoc(
+        "POST",
+        "/v1/topics/{topic}/events",
+        "publish CloudEvents (binary, structured or a batch) to a topic; 202 after the broker "
+        "acknowledged",
+    ),
+)
 
 
 def install(app: web.Application) -> None:

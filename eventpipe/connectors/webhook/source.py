@@ -49,6 +49,7 @@ from eventpipe.kafka.client import RecordTooLargeError
 from eventpipe.plugin import Plugin, Route, Source
 from eventpipe.preflight import Problem, Reach, topic_problems
 from eventpipe.problem import Refusal
+from eventpipe.route_docs import RouteDoc
 from eventpipe.schema_registry.lookup import subject_problems
 from eventpipe.status import Activity, ComponentStatus
 
@@ -669,6 +670,18 @@ async def check_webhook(cfg: WebhookEntry, reach: Reach) -> list[Problem]:
     return problems
 
 
+ROUTES = (
+    RouteDoc(
+        "POST",
+        "/webhooks/{name}",
+        "a webhook delivery for the source of that name: verified, mapped to a CloudEvent, "
+        "2xx once the broker (or the spool) has it",
+        "the source's `verify` scheme: a signature over the body (Standard Webhooks, Stripe, "
+        "GitHub, HMAC), or none",
+    ),
+)
+"""The route every webhook source serves (one per source name)."""
+
 PLUGIN = Plugin(
     "source",
     "webhook",
@@ -676,4 +689,25 @@ PLUGIN = Plugin(
     WebhookSource.build,
     "HTTP webhooks (Standard Webhooks, Stripe, GitHub, HMAC) as CloudEvents on a topic",
     check=check_webhook,
+    example="""\
+- type: webhook
+  name: billing                       # served at POST /webhooks/billing
+  topic: billing.events
+  verify:
+    scheme: standard-webhooks         # standard-webhooks | stripe | github | hmac | none
+    secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]   # several: key rotation
+    tolerance_s: 300
+  event:                              # jq over {body, headers}
+    type: .body.type
+    subject: .body.data.customer_id
+    partitionkey: .body.data.customer_id
+  validate: billing-value             # a schema registry subject (or {schema: {...}})
+  spool: postgres                     # broker down: 202 from a PostgreSQL spool
+  rate_limit: {per_second: 500, burst: 1000}
+- type: webhook
+  name: shop                          # a provider's own HMAC over the body
+  topic: shop.orders
+  verify: {scheme: hmac, secrets: [demo-secret-change-me], header: x-signature}
+  event: {type: '"shop.order." + .body.status', partitionkey: .body.customer}
+""",
 )
