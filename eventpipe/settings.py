@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from eventpipe.config_keys import did_you_mean, error_message
+from eventpipe.durations import Duration
 from eventpipe.errors import ConfigError
 from eventpipe.topics import TopicName
 
@@ -119,6 +120,27 @@ class EmbeddedSettings(Section):
     )
 
 
+class TraceSettings(Section):
+    """The event trace index (eventpipe/trace): where each acknowledged record batch
+    landed and what each pipeline batch did, one row per batch, not per event."""
+
+    enabled: bool = Field(
+        True, description="write the index; `eventpipe trace` answers only for what it holds"
+    )
+    retention: Duration = Field(
+        7 * 86400.0, gt=0, description="index rows older than this are deleted (default 7d)"
+    )
+    flush_interval: Duration = Field(
+        1.0, gt=0, le=60, description="the index writer writes what it holds this often"
+    )
+    queue_size: int = Field(
+        20_000,
+        ge=100,
+        description="batches waiting to be written; past it, new ones are dropped (counted "
+        "in eventpipe_trace_dropped_total), never blocking a producer",
+    )
+
+
 class TopicSpec(Section):
     name: TopicName
     partitions: int | None = Field(None, ge=1)
@@ -131,6 +153,7 @@ class Settings(Section):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
+    trace: TraceSettings = Field(default_factory=TraceSettings)
     topics: list[TopicSpec] = Field(default_factory=list)
     # Sections later features own; kept as raw data here and validated by them.
     sources: list[dict[str, Any]] = Field(default_factory=list)
@@ -142,6 +165,7 @@ _SECTIONS: dict[str, type[Section]] = {
     "kafka": KafkaSettings,
     "database": DatabaseSettings,
     "embedded": EmbeddedSettings,
+    "trace": TraceSettings,
 }
 
 

@@ -43,6 +43,7 @@ from eventpipe.sink import (
     SinkUnavailableError,
     retry_after_of,
 )
+from eventpipe.trace.hook import TraceHook
 from eventpipe.transforms import Chain, ValidateStep
 
 from .aggregate import Aggregator
@@ -78,6 +79,7 @@ class Record:
     dead: bool = False
     duplicate: bool = False
     dedup_key: str | None = None
+    failure: tuple[str, str | None] | None = None  # (stage, step) when dead-lettered
 
 
 @dataclass
@@ -116,6 +118,7 @@ class BatchProcessor:
         use_event: Callable[[Any], AbstractContextManager[None]] = _no_event,
         pause: Callable[[Iterable[tuple[str, int]]], None] | None = None,
         resume: Callable[[Iterable[tuple[str, int]]], None] | None = None,
+        trace: TraceHook | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.stages = stages
@@ -130,6 +133,8 @@ class BatchProcessor:
         self.pause = pause
         self.resume = resume
         self.stopping = False
+        self.trace = trace  # told what became of each record, once per batch
+        self._sink_names = [s.name for s in sinks]
         self._m_in = metrics.PIPELINE_EVENTS_IN.labels(pipeline=pipeline)
         self._m_dup = metrics.PIPELINE_DUPLICATES.labels(pipeline=pipeline)
         self._m_batch = metrics.PIPELINE_BATCH_SIZE.labels(pipeline=pipeline)
@@ -176,6 +181,8 @@ class BatchProcessor:
                     continue
             await self._deliver(sink, live, records)
         self._mark_done(records)
+        if self.trace is not None:
+            self.trace.read(self.pipeline, records, self._sink_names)
 
     def _took(self, step: str, t0: float) -> float:
         now = time.perf_counter()
@@ -423,6 +430,7 @@ class BatchProcessor:
     ) -> DeadLetter:
         rec.dead = True
         rec.outputs = []
+        rec.failure = (stage, step)
         return DeadLetter.from_exception(
             exc,
             key=rec.key,

@@ -21,6 +21,7 @@ from eventpipe.schema_registry import server as schema_registry_server
 from eventpipe.service import publish_api
 from eventpipe.service.context import ServiceContext
 from eventpipe.service.publish_api import CTX
+from eventpipe.trace import api as trace_api
 
 log = logging.getLogger("eventpipe.service")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -53,6 +54,7 @@ def _observe(route: str, method: str, status: int, seconds: float) -> None:
 ROUTE_INSTALLERS: list[Callable[[web.Application, ServiceContext], None]] = []
 ROUTE_INSTALLERS.append(schema_registry_server.install)  # /schema-registry/
 ROUTE_INSTALLERS.append(dlq_admin_api.install)  # /v1/dlq/...
+ROUTE_INSTALLERS.append(trace_api.install)  # /v1/trace/{event_id}
 
 
 @web.middleware

@@ -15,6 +15,7 @@ from eventpipe.errors import BrokerUnavailableError
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
+from eventpipe.trace.writer import TraceWriter
 
 log = logging.getLogger("eventpipe.service")
 
@@ -38,6 +39,9 @@ class ServiceContext:
                 applied = await apply_migrations(settings.database.url.get_secret_value())
                 if applied:
                     log.info("applied migrations %s", applied)
+            if settings.trace.enabled:
+                ctx.publisher.trace = writer = TraceWriter(pool, settings.trace)
+                await writer.start()
             await ctx._start_kafka(broker_wait_s)
             if settings.topics:
                 created = await ctx.admin.ensure_topics(settings.topics)
@@ -66,9 +70,13 @@ class ServiceContext:
                 delay = min(delay * 2, 2.0)
 
     async def close(self) -> None:
-        """Flush the producer, then close clients and the pool.  Idempotent."""
+        """Flush the producer and the trace index, then close clients and the pool.
+        Idempotent."""
         with contextlib.suppress(Exception):
             await self.publisher.stop()
+        trace, self.publisher.trace = self.publisher.trace, None
+        if isinstance(trace, TraceWriter):  # after the producer: its last acks are in
+            await trace.stop()
         with contextlib.suppress(Exception):
             await self.admin.stop()
         pool, self.pool = self.pool, None

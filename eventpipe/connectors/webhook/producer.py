@@ -41,6 +41,7 @@ from eventpipe.errors import BrokerUnavailableError
 from eventpipe.kafka.batches import group_by_partition, too_large
 from eventpipe.kafka.client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
 from eventpipe.settings import KafkaSettings
+from eventpipe.trace.hook import TraceHook
 
 PARTITIONS_TTL_S = 1.0  # how long a topic's partition list is reused without asking
 
@@ -57,6 +58,7 @@ class BatchProducer:
         self._late: set[asyncio.Task[None]] = set()
         self._partitions: dict[str, tuple[float, list[int]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.trace: TraceHook | None = None  # told of each acknowledged batch's ids
 
     async def start(self) -> None:
         if self._producer is not None:
@@ -97,11 +99,13 @@ class BatchProducer:
         topic: str,
         messages: Sequence[KafkaMessage],
         *,
+        ids: Sequence[str] = (),
         on_late_ack: Callable[[], None] | None = None,
     ) -> None:
-        """Write ``messages`` to ``topic``; returns after every one was acknowledged.
-        When this raises BrokerUnavailableError and the broker acknowledges every
-        message later after all, ``on_late_ack()`` is called then."""
+        """Write ``messages`` (event ``ids``, for the trace index) to ``topic``;
+        returns after every one was acknowledged.  When this raises
+        BrokerUnavailableError and the broker acknowledges every message later
+        after all, ``on_late_ack()`` is called then."""
         producer = self._producer
         if producer is None:
             raise BrokerUnavailableError("the webhook producer is not running")
@@ -118,6 +122,8 @@ class BatchProducer:
                 msg = messages[i]
                 if batch is None or not batch.append(msg):
                     batch = self._open_batch(producer, topic, p, msg)
+                if self.trace is not None:
+                    batch.ids.append(ids[i] if ids else "")
                 fut: asyncio.Future[None] = loop.create_future()
                 batch.waiters.append(fut)
                 futures.append(fut)
@@ -233,6 +239,10 @@ class BatchProducer:
             batch.fail(_produce_error(exc, topic))
         else:
             batch.succeed()
+            if self.trace is not None and batch.ids:
+                self.trace.produced(
+                    topic, partition, ack.result().offset, batch.ids, None, "webhook"
+                )
         batch.settle(not ack.cancelled() and ack.exception() is None)
 
     def _expire(self, topic: str, batch: _Batch) -> None:
@@ -252,11 +262,12 @@ class BatchProducer:
 class _Batch:
     """One open record batch and the requests waiting for its acknowledgement."""
 
-    __slots__ = ("builder", "outcome", "queued", "waiters")
+    __slots__ = ("builder", "ids", "outcome", "queued", "waiters")
 
     def __init__(self, builder: Any) -> None:
         self.builder = builder
         self.waiters: list[asyncio.Future[None]] = []
+        self.ids: list[str] = []  # the records' event ids, when traced
         loop = asyncio.get_running_loop()
         self.queued: asyncio.Future[None] = loop.create_future()
         # True once the broker acknowledged it, False once it failed: also when that
