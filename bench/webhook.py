@@ -20,6 +20,11 @@ that answers 202 doing nothing, measured in the same run by the same load genera
 * Latency: open loop at 70% of the webhook's peak rate for BENCH_RATE_SECONDS,
   latency counted from when each request was due (no coordinated omission).
 * The events on the topic are counted afterwards: every 2xx must be there.
+* The cost of the trace index (``BENCH_TRACE=both``, the default): a third service
+  process runs the same source with ``trace: {enabled: false}``, measured in the
+  same interleaved peak rounds, then both at the same open-loop rate (half the
+  lower peak, BENCH_TRACE_ROUNDS rounds), where the CPU time per request compares
+  like with like; target >= 0.95x with the index on.
 
 Targets (issue 4): >= 0.5x the bare endpoint's requests/s; p99 <= 10 ms at 70% of
 that peak rate.  Loopback only.
@@ -48,13 +53,19 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.common import (
+    TRACE_MODE,
+    TRACE_ROUNDS,
+    Sample,
     console,
     cpu_note,
+    cpu_seconds,
     percentile,
     pid_peak_rss_mb,
     run_on_stack,
     summary_ms,
     table,
+    trace_cost_table,
+    trace_env,
 )
 from eventpipe import loop
 from eventpipe.embedded.process import free_port
@@ -209,7 +220,7 @@ def start_minimal(bootstrap: str, topic: str) -> tuple[subprocess.Popen[bytes], 
 
 
 def start_service(
-    bootstrap: str, db_url: str, *, dedup: bool = True
+    bootstrap: str, db_url: str, *, dedup: bool = True, trace: bool | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     cfg = Path(tempfile.mkdtemp(prefix="bench-webhook-")) / "webhook.yaml"
@@ -218,18 +229,15 @@ def start_service(
         text += "    dedup: {enabled: false}\n"
     cfg.write_text(text)
     env = dict(os.environ, EVENTPIPE_KAFKA_BOOTSTRAP=bootstrap, EVENTPIPE_DATABASE_URL=db_url)
+    env.update(trace_env())
+    if trace is not None:
+        env["EVENTPIPE_TRACE_ENABLED"] = "true" if trace else "false"
     proc = subprocess.Popen(
         [sys.executable, "-m", "eventpipe", "run", "-c", str(cfg), "--role", "ingest"], env=env
     )
     url = f"http://127.0.0.1:{port}"
     _wait_ready(url, proc, "/readyz")
     return proc, url
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -563,15 +571,23 @@ async def run(bootstrap: str, db_url: str) -> None:
     min_proc, min_url = start_minimal(bootstrap, f"{TOPIC}.minimal")
     svc_proc, svc_url = start_service(bootstrap, db_url)
     nodedup_proc, nodedup_url = start_service(bootstrap, db_url, dedup=False)
+    # the peer of the trace index's cost: the same source with the index off
+    untraced = start_service(bootstrap, db_url, trace=False) if TRACE_MODE == "both" else None
     accepted = 0
     bare: list[Measured] = []
     minimal: list[Measured] = []
     hook: list[Measured] = []
     nodedup: list[Measured] = []
+    notrace: list[Measured] = []
     try:
-        for url in (bare_url, min_url, svc_url, nodedup_url):  # warm-up, the same paths
+        servers = [bare_url, min_url, svc_url, nodedup_url]
+        services = [svc_url, nodedup_url]
+        if untraced is not None:
+            servers.append(untraced[1])
+            services.append(untraced[1])
+        for url in servers:  # warm-up, the same paths
             w = await python_peak(url, sign_pool(3000, f"warm{url[-5:]}"), 8, 2)
-            if url in (svc_url, nodedup_url):
+            if url in services:
                 accepted += w.ok
         for r in range(ROUNDS):
             bare.append(await measure(bare_url, bare_proc.pid, f"bare{r}"))
@@ -579,6 +595,9 @@ async def run(bootstrap: str, db_url: str) -> None:
             hook.append(await measure(svc_url, svc_proc.pid, f"peak{r}"))
             nodedup.append(await measure(nodedup_url, nodedup_proc.pid, f"nodedup{r}"))
             accepted += hook[-1].peak.ok + nodedup[-1].peak.ok
+            if untraced is not None:
+                notrace.append(await measure(untraced[1], untraced[0].pid, f"notrace{r}"))
+                accepted += notrace[-1].peak.ok
         best_bare = max(bare, key=lambda m: m.peak.rps)
         best_min = max(minimal, key=lambda m: m.peak.rps)
         best_hook = max(hook, key=lambda m: m.peak.rps)
@@ -593,11 +612,34 @@ async def run(bootstrap: str, db_url: str) -> None:
             bare_pool = list(sign_pool(n, f"bare-rate{share}").raw(f"/webhooks/{SOURCE}"))
             bare_lat, _ = await fixed_rate(bare_url, bare_pool, rate, RATE_SECONDS)
             fixed.append((rate, lat, status, bare_lat))
-        procs = (bare_proc, min_proc, svc_proc, nodedup_proc)
+        steady: dict[bool, list[Sample]] = {False: [], True: []}
+        steady_rate = 0.5 * best_hook.peak.rps
+        if untraced is not None:
+            # the same offered load to both: the same batching, so CPU time per
+            # request compares the index's cost alone (peak rounds differ in batching)
+            best_off = max(m.peak.rps for m in notrace)
+            steady_rate = 0.5 * min(best_hook.peak.rps, best_off)
+            n = int(steady_rate * RATE_SECONDS) + 1
+            for r in range(TRACE_ROUNDS):
+                for traced, url, pid in (
+                    (False, untraced[1], untraced[0].pid),
+                    (True, svc_url, svc_proc.pid),
+                ):
+                    pool = list(sign_pool(n, f"steady{r}{traced}").raw(f"/webhooks/{SOURCE}"))
+                    before = cpu_seconds(pid)
+                    lat, status = await fixed_rate(url, pool, steady_rate, RATE_SECONDS)
+                    cpu_us = (cpu_seconds(pid) - before) / max(1, len(lat)) * 1e6
+                    accepted += sum(v for k, v in status.items() if 200 <= k < 300)
+                    steady[traced].append(Sample(steady_rate, cpu_us))
+        procs = [bare_proc, min_proc, svc_proc, nodedup_proc]
+        if untraced is not None:
+            procs.append(untraced[0])
         rss = {p.pid: pid_peak_rss_mb(p.pid) for p in procs}
     finally:
         for p in (nodedup_proc, svc_proc, min_proc, bare_proc):
             stop(p)
+        if untraced is not None:
+            stop(untraced[0])
     on_topic = await topic_count(bootstrap, accepted)
 
     ratio = best_hook.peak.rps / best_bare.peak.rps
@@ -657,6 +699,24 @@ async def run(bootstrap: str, db_url: str) -> None:
         ["rate", "endpoint", "latency", "non-2xx"],
         rows,
     )
+    if untraced is not None:
+        trace_cost_table(
+            "the cost of the trace index: webhook peak (one request, one event; one index "
+            "entry per acknowledged record batch)",
+            [
+                (
+                    "webhook peak, closed loop",
+                    [Sample(m.peak.rps, m.cpu_us) for m in notrace],
+                    [Sample(m.peak.rps, m.cpu_us) for m in hook],
+                ),
+                (
+                    f"webhook at {steady_rate:,.0f}/s to both, open loop",
+                    steady[False],
+                    steady[True],
+                ),
+            ],
+        )
+        console.print(f"peak RSS of the service with the index off: {rss[untraced[0].pid]:.0f} MiB")
     p99 = percentile(fixed[0][1], 99) * 1000
     console.print(
         f"webhook 2xx answers: {accepted:,}; events on {TOPIC}: {on_topic:,}"

@@ -154,13 +154,11 @@ OUTBOX_PUBLISHED = Counter(
 # The event trace index (eventpipe/trace).
 TRACE_DROPPED = Counter(
     "eventpipe_trace_dropped_total",
-    "Index entries (record batches, pipeline batches) dropped because the trace "
-    "writer's queue was full: their events cannot be traced",
+    "Records whose trace index entry (a record batch, a pipeline batch) was dropped "
+    "because the writer's queue was full: those events cannot be traced",
     ["kind"],
 )
-TRACE_ROWS = Counter(
-    "eventpipe_trace_rows_total", "Trace index rows written, by table", ["table"]
-)
+TRACE_ROWS = Counter("eventpipe_trace_rows_total", "Trace index rows written, by table", ["table"])
 TRACE_FLUSH_SECONDS = Histogram(
     "eventpipe_trace_flush_seconds",
     "Time one write of the trace index took",

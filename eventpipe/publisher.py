@@ -29,7 +29,7 @@ from eventpipe.errors import BrokerUnavailableError, EventpipeError, error_class
 from eventpipe.kafka.batches import group_by_partition, send_batches, too_large
 from eventpipe.kafka.client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
 from eventpipe.settings import KafkaSettings, Settings
-from eventpipe.trace.hook import TraceHook
+from eventpipe.trace_hook import TraceHook
 
 log = logging.getLogger("eventpipe.publisher")
 Mode = Literal["binary", "structured"]

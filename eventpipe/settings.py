@@ -134,10 +134,11 @@ class TraceSettings(Section):
         1.0, gt=0, le=60, description="the index writer writes what it holds this often"
     )
     queue_size: int = Field(
-        20_000,
-        ge=100,
-        description="batches waiting to be written; past it, new ones are dropped (counted "
-        "in eventpipe_trace_dropped_total), never blocking a producer",
+        200_000,
+        ge=1000,
+        description="records (event ids) waiting to be written; past it, new batches are "
+        "dropped (their records counted in eventpipe_trace_dropped_total), never blocking "
+        "a producer",
     )
 
 

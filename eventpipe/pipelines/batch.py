@@ -43,7 +43,7 @@ from eventpipe.sink import (
     SinkUnavailableError,
     retry_after_of,
 )
-from eventpipe.trace.hook import TraceHook
+from eventpipe.trace_hook import TraceHook
 from eventpipe.transforms import Chain, ValidateStep
 
 from .aggregate import Aggregator

@@ -34,9 +34,9 @@ from eventpipe.envelope.event import format_time
 from eventpipe.envelope.kafka import from_kafka
 from eventpipe.errors import EventpipeError
 from eventpipe.settings import Settings
+from eventpipe.trace_hook import DEAD, DELIVERED, OUTCOMES, fingerprint, positions
 
 from .fetch import Fetched, Place, fetch_records
-from .hook import DEAD, DELIVERED, OUTCOMES, fingerprint, positions
 
 log = logging.getLogger(__name__)
 DEFAULT_SINCE = "24h"  # how far back `eventpipe trace` and /v1/trace look by default

@@ -7,9 +7,10 @@ first, so no record is held).  A task writes what is queued every
 ``trace.flush_interval`` (sooner when a quarter of the queue is full), merging the
 entries of one topic partition into one row (of one via, or of one pipeline), with
 one COPY per table in one transaction.  Nothing waits for it: when the queue holds
-``trace.queue_size`` entries (the database is slow or down), new entries are
-dropped, counted in ``eventpipe_trace_dropped_total``, with a warning at most once
-a minute; the events of those batches cannot be traced.  A failed write keeps its
+``trace.queue_size`` records (the database is slow or down), new batches are
+dropped, their records counted in ``eventpipe_trace_dropped_total``, with a warning
+at most once a minute; those events cannot be traced.  The bound is in records, so
+the memory it holds is bounded too (an id and a few pointers each).  A failed write keeps its
 entries for the next one (within the same bound).  Rows older than
 ``trace.retention`` are deleted every few minutes.
 
@@ -28,13 +29,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg import AsyncCursor
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from eventpipe import metrics
 from eventpipe.settings import TraceSettings
-
-from .hook import DEAD, DELIVERED, DUPLICATE, FILTERED, fingerprints
+from eventpipe.trace_hook import DEAD, DELIVERED, DUPLICATE, FILTERED, fingerprints
 
 log = logging.getLogger(__name__)
 MAX_ROW_IDS = 65_536  # a row's fingerprints stay under 256 KiB
@@ -72,7 +73,7 @@ class _Read:
 
 
 class TraceWriter:
-    """The service's :class:`~eventpipe.trace.hook.TraceHook`."""
+    """The service's :class:`~eventpipe.trace_hook.TraceHook`."""
 
     def __init__(self, pool: AsyncConnectionPool, settings: TraceSettings) -> None:
         self.pool = pool
@@ -80,6 +81,7 @@ class TraceWriter:
         self.queue_size = settings.queue_size
         self._produced: list[_Produced] = []
         self._read: list[_Read] = []
+        self._pending = 0  # records (ids) the queued entries hold
         self._wake = asyncio.Event()
         self._soon = max(1, settings.queue_size // 4)
         self._task: asyncio.Task[None] | None = None
@@ -93,7 +95,8 @@ class TraceWriter:
     # ------------------------------------------------------------- the hook
     @property
     def pending(self) -> int:
-        return len(self._produced) + len(self._read)
+        """Records (event ids) waiting to be written."""
+        return self._pending
 
     def produced(
         self,
@@ -104,18 +107,20 @@ class TraceWriter:
         members: Sequence[int] | None,
         via: str,
     ) -> None:
-        if self.pending >= self.queue_size:
-            self._drop("produced", 1)
+        n = len(ids) if members is None else len(members)
+        if self._pending + n > self.queue_size:
+            self._drop("produced", n)
             return
         self._produced.append(
             _Produced(time.time(), topic, partition, base_offset, ids, members, via)
         )
-        if self.pending >= self._soon:
+        self._pending += n
+        if self._pending >= self._soon:
             self._wake.set()
 
     def read(self, pipeline: str, records: Sequence[Any], sinks: Sequence[str]) -> None:
-        if self.pending >= self.queue_size:
-            self._drop("read", 1)
+        if self._pending + len(records) > self.queue_size:
+            self._drop("read", len(records))
             return
         at = time.time()
         groups: dict[tuple[str, int], _Read] = {}
@@ -143,7 +148,8 @@ class TraceWriter:
             else:
                 g.codes.append(FILTERED)
         self._read.extend(groups.values())
-        if self.pending >= self._soon:
+        self._pending += len(records)
+        if self._pending >= self._soon:
             self._wake.set()
 
     def _drop(self, kind: str, n: int) -> None:
@@ -152,10 +158,10 @@ class TraceWriter:
         if now - self._last_warning >= WARN_EVERY_S:
             self._last_warning = now
             log.warning(
-                "trace index: %d batch(es) waiting to be written (trace.queue_size); "
-                "dropping new ones, whose events cannot be traced (counted in "
+                "trace index: %d record(s) waiting to be written (trace.queue_size); "
+                "dropping new batches, whose events cannot be traced (counted in "
                 "eventpipe_trace_dropped_total); is the database slow or down?",
-                self.pending,
+                self._pending,
             )
 
     # ------------------------------------------------------------ lifecycle
@@ -176,7 +182,7 @@ class TraceWriter:
                     await self.flush()
             except Exception as exc:
                 log.warning(
-                    "trace index: %d batch(es) not written at stop (%s)",
+                    "trace index: %d record(s) not written at stop (%s)",
                     self.pending,
                     type(exc).__name__,
                 )
@@ -198,7 +204,8 @@ class TraceWriter:
                 if now - self._last_warning >= WARN_EVERY_S:
                     self._last_warning = now
                     log.warning(
-                        "trace index: writing failed (%s: %s); %d batch(es) kept for the next try",
+                        "trace index: writing or pruning failed (%s: %s); %d record(s) kept "
+                        "for the next try",
                         type(exc).__name__,
                         exc,
                         self.pending,
@@ -210,6 +217,7 @@ class TraceWriter:
         (up to the queue's bound) and the error raised."""
         produced, self._produced = self._produced, []
         read, self._read = self._read, []
+        self._pending = 0
         if not produced and not read:
             return
         started = time.perf_counter()
@@ -217,37 +225,7 @@ class TraceWriter:
         r_rows = read_rows(read)
         try:
             async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                if p_rows:
-                    async with cur.copy(
-                        "copy eventpipe.trace_produced (at, topic, partition, via, batches, "
-                        "fps) from stdin (format binary)"
-                    ) as copy:
-                        copy.set_types(["timestamptz", "text", "int4", "text", "int8[]", "bytea"])
-                        for row in p_rows:
-                            await copy.write_row(row)
-                if r_rows:
-                    async with cur.copy(
-                        "copy eventpipe.trace_read (at, pipeline, topic, partition, "
-                        "first_offset, last_offset, offsets, outcomes, fps, notes, sinks) "
-                        "from stdin (format binary)"
-                    ) as copy:
-                        copy.set_types(
-                            [
-                                "timestamptz",
-                                "text",
-                                "text",
-                                "int4",
-                                "int8",
-                                "int8",
-                                "int8[]",
-                                "text",
-                                "bytea",
-                                "jsonb",
-                                "text[]",
-                            ]
-                        )
-                        for row in r_rows:
-                            await copy.write_row(row)
+                await copy_rows(cur, p_rows, r_rows)
         except BaseException:
             self._requeue(produced, read)
             raise
@@ -256,16 +234,19 @@ class TraceWriter:
         metrics.TRACE_FLUSH_SECONDS.observe(time.perf_counter() - started)
 
     def _requeue(self, produced: list[_Produced], read: list[_Read]) -> None:
+        """Queue a failed write's entries again, ahead of what came since; past the
+        bound, the newest go (a run of the index stays whole from its start)."""
         self._produced[:0] = produced
         self._read[:0] = read
-        over = self.pending - self.queue_size
-        if over > 0:  # the newest go: the queue was full while the write failed
-            cut = min(over, len(self._produced))
-            del self._produced[len(self._produced) - cut :]
-            self._drop("produced", cut)
-            if over > cut:
-                del self._read[len(self._read) - (over - cut) :]
-                self._drop("read", over - cut)
+        self._pending = sum(map(_size, self._produced)) + sum(len(r.ids) for r in self._read)
+        while self._pending > self.queue_size and self._produced:
+            n = _size(self._produced.pop())
+            self._pending -= n
+            self._drop("produced", n)
+        while self._pending > self.queue_size and self._read:
+            n = len(self._read.pop().ids)
+            self._pending -= n
+            self._drop("read", n)
 
     async def prune(self) -> int:
         """Delete the rows older than ``trace.retention``; returns how many."""
@@ -279,6 +260,41 @@ class TraceWriter:
                 n += cur.rowcount
             await conn.commit()
         return n
+
+
+PRODUCED_COPY = (
+    "copy eventpipe.trace_produced (at, topic, partition, via, batches, fps) "
+    "from stdin (format binary)"
+)
+PRODUCED_TYPES = ["timestamptz", "text", "int4", "text", "int8[]", "bytea"]
+READ_COPY = (
+    "copy eventpipe.trace_read (at, pipeline, topic, partition, first_offset, last_offset, "
+    "offsets, outcomes, fps, notes, sinks) from stdin (format binary)"
+)
+READ_TYPES = [
+    *("timestamptz", "text", "text", "int4", "int8", "int8", "int8[]", "text"),
+    *("bytea", "jsonb", "text[]"),
+]
+
+
+async def copy_rows(
+    cur: AsyncCursor[Any], produced: Sequence[tuple[Any, ...]], read: Sequence[tuple[Any, ...]]
+) -> None:
+    """Rows of :func:`produced_rows` and :func:`read_rows`, one COPY per table."""
+    for statement, types, rows in (
+        (PRODUCED_COPY, PRODUCED_TYPES, produced),
+        (READ_COPY, READ_TYPES, read),
+    ):
+        if not rows:
+            continue
+        async with cur.copy(statement) as copy:
+            copy.set_types(types)
+            for row in rows:
+                await copy.write_row(row)
+
+
+def _size(e: _Produced) -> int:
+    return len(e.ids) if e.members is None else len(e.members)
 
 
 def _note(g: _Read, offset: int) -> dict[str, Any]:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,10 +26,12 @@ from eventpipe.envelope.http import to_http_batch
 from eventpipe.publisher import Publisher
 from eventpipe.service.runner import Service
 from eventpipe.settings import Settings, TopicSpec
-from eventpipe.trace.hook import fingerprint
 from eventpipe.trace.lookup import Trace, trace_event
-from tests.helpers import read_records
-from tests.integration.test_pipeline_support import ROOT, ident, sql, wait_rows
+from eventpipe.trace_hook import fingerprint
+from tests.helpers import read_events, read_records
+from tests.integration.test_cdc_support import caught_up, cdc_source, execute, unique
+from tests.integration.test_dlq_pipeline import eventpipe
+from tests.integration.test_pipeline_support import ident, sql, wait_rows
 
 TOKEN = "trace-test-token"
 
@@ -76,22 +75,6 @@ async def traced(
             await asyncio.sleep(0.3)
     finally:
         await pool.close()
-
-
-async def eventpipe(settings: Settings, *args: str) -> subprocess.CompletedProcess[bytes]:
-    env = dict(
-        os.environ,
-        EVENTPIPE_KAFKA_BOOTSTRAP=settings.kafka.bootstrap,
-        EVENTPIPE_DATABASE_URL=settings.database.url.get_secret_value(),
-        PYTHONPATH=str(ROOT),
-    )
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "eventpipe", *args],
-        env=env,
-        capture_output=True,
-        timeout=60,
-    )
 
 
 def reads(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -351,3 +334,31 @@ async def test_an_event_written_outside_the_service_is_found_through_its_pipelin
             },
         }
     ]
+
+
+async def test_a_cdc_event_says_its_lsn_transaction_table_and_operation(
+    settings: Settings,
+) -> None:
+    table = unique("orders")
+    await execute(settings, f"create table {table} (id int primary key, total numeric)")
+    async with cdc_source(settings, tables=[table], snapshot="never") as src:
+        await execute(settings, f"insert into {table} values (1, 9.5)")
+        await caught_up(settings, src)
+        (ev,) = await read_events(settings.kafka.bootstrap, f"{src.name}.public.{table}", 1)
+    trace = await traced(settings, ev.id, lambda t: t.found, timeout=10)
+    (found,) = trace.records
+    assert found.via == f"source:{src.name}"
+    assert found.came_in == {
+        "kind": "cdc",
+        "lsn": ev.extensions["cdclsn"],
+        "tx_id": ev.data["source"]["txId"],
+        "table": f"public.{table}",
+        "committed": found.came_in["committed"],
+        "snapshot": ev.data["source"]["snapshot"],
+        "op": "c",
+        "written": found.came_in["written"],
+    }
+    assert ev.time is not None
+    committed = datetime.fromisoformat(found.came_in["committed"].replace("Z", "+00:00"))
+    # the commit time (source.ts_ms), the event's time to the millisecond
+    assert committed == ev.time.replace(microsecond=ev.time.microsecond // 1000 * 1000)

@@ -16,9 +16,9 @@ from eventpipe.envelope.kafka import to_kafka
 from eventpipe.pipelines.batch import Record
 from eventpipe.settings import Settings, TraceSettings
 from eventpipe.trace.fetch import Fetched
-from eventpipe.trace.hook import fingerprint, fingerprints, positions
 from eventpipe.trace.lookup import _batch_offsets, _found
 from eventpipe.trace.writer import TraceWriter, produced_rows, read_rows
+from eventpipe.trace_hook import fingerprint, fingerprints, positions
 
 
 def dropped(kind: str) -> float:
@@ -34,7 +34,7 @@ class Unreachable:
 
 @pytest.fixture
 async def writer() -> AsyncIterator[TraceWriter]:
-    w = TraceWriter(Unreachable(), TraceSettings(queue_size=100))  # type: ignore[arg-type]
+    w = TraceWriter(Unreachable(), TraceSettings(queue_size=1000))  # type: ignore[arg-type]
     yield w
 
 
@@ -126,34 +126,38 @@ async def test_pipeline_batches_merge_while_contiguous_and_keep_offsets_when_not
 
 
 # ------------------------------------------------------------ the queue
-async def test_a_full_queue_drops_new_entries_counts_them_and_warns_once(
+def ten(i: int) -> list[str]:
+    return [f"e{i}.{k}" for k in range(10)]
+
+
+async def test_a_full_queue_drops_new_batches_counts_their_records_and_warns_once(
     writer: TraceWriter, caplog: pytest.LogCaptureFixture
 ) -> None:
     before_p, before_r = dropped("produced"), dropped("read")
     with caplog.at_level(logging.WARNING, logger="eventpipe.trace.writer"):
-        for i in range(130):
-            writer.produced("t", 0, i, [f"e{i}"], None, "publisher")
-        writer.read("p", [record(1, None)], ["s"])
-    assert writer.pending == 100
-    assert dropped("produced") - before_p == 30
-    assert dropped("read") - before_r == 1
+        for i in range(130):  # 10 records a batch: 100 batches fit in 1000 records
+            writer.produced("t", 0, 10 * i, ten(i), None, "publisher")
+        writer.read("p", [record(k, None) for k in range(5)], ["s"])
+    assert writer.pending == 1000
+    assert dropped("produced") - before_p == 300
+    assert dropped("read") - before_r == 5
     warnings = [r for r in caplog.records if "trace.queue_size" in r.getMessage()]
     assert len(warnings) == 1
     # the oldest are kept: the index has no holes in the middle of a run
-    assert [e.base for e in writer._produced][:3] == [0, 1, 2]
+    assert [e.base for e in writer._produced][:3] == [0, 10, 20]
 
 
 async def test_a_failed_write_keeps_its_entries_within_the_bound(writer: TraceWriter) -> None:
     for i in range(80):
-        writer.produced("t", 0, i, [f"e{i}"], None, "publisher")
+        writer.produced("t", 0, 10 * i, ten(i), None, "publisher")
     with pytest.raises(ConnectionRefusedError):
         await writer.flush()
-    assert writer.pending == 80  # queued again, in order
+    assert writer.pending == 800  # queued again, in order
     assert writer._produced[0].base == 0
     before = dropped("produced")
-    for i in range(80, 120):  # 20 find room, 20 are dropped
-        writer.produced("t", 0, i, [f"e{i}"], None, "publisher")
-    assert writer.pending == 100 and dropped("produced") - before == 20
+    for i in range(80, 120):  # 20 batches find room, 20 are dropped
+        writer.produced("t", 0, 10 * i, ten(i), None, "publisher")
+    assert writer.pending == 1000 and dropped("produced") - before == 200
 
 
 async def test_stop_without_a_database_gives_up_within_its_bound(

@@ -41,7 +41,7 @@ from eventpipe.errors import BrokerUnavailableError
 from eventpipe.kafka.batches import group_by_partition, too_large
 from eventpipe.kafka.client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
 from eventpipe.settings import KafkaSettings
-from eventpipe.trace.hook import TraceHook
+from eventpipe.trace_hook import TraceHook
 
 PARTITIONS_TTL_S = 1.0  # how long a topic's partition list is reused without asking
 

@@ -45,3 +45,7 @@ create table if not exists eventpipe.trace_read (
 create index if not exists trace_read_at on eventpipe.trace_read
     using brin (at) with (autosummarize = on);
 create index if not exists trace_read_place on eventpipe.trace_read (topic, partition, first_offset);
+
+-- The trace finds an event's dead-letter replays and discards by its id.
+create index if not exists dlq_replays_event_id on eventpipe.dlq_replays (event_id);
+create index if not exists dlq_discards_event_id on eventpipe.dlq_discards (event_id);

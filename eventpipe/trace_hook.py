@@ -5,7 +5,7 @@ The producers (:class:`~eventpipe.publisher.Publisher`, the webhook
 :class:`TraceHook`.  It is called once per acknowledged record batch and once per
 processed pipeline batch, never per record, and must not block or fail: the
 service's hook (:class:`~eventpipe.trace.writer.TraceWriter`) only queues what it
-is given.
+is given.  The index is the event trace's (``eventpipe trace``), not OpenTelemetry's.
 
 Ids are kept as fingerprints: the CRC-32 of the UTF-8 id, 4 bytes little-endian,
 one per record in record order.  CRC-32 is stable across processes and versions
