@@ -9,14 +9,16 @@
 (b) topic -> Postgres with exactly-once effect (rows + offset marks in one
     transaction) beside a raw loop that consumes and COPYs the same rows with no
     guarantees.
-(c) the cost of the trace index (``BENCH_TRACE=both``, the default): the pipeline
-    of (a) with jaq steps, in this process, with the index off (the peer) and on,
-    interleaved rounds; the index is on in (a) and (b) as in the service, unless
-    ``BENCH_TRACE=off``.
+(c) ``BENCH_OTEL=both`` (or ``only``): the in-process pipeline of (a) with
+    tracing off and on (bench/otel.py), on events that each carry a trace context.
+(d) the cost of the event trace index (``BENCH_TRACE=both``, the default): the
+    pipeline of (a) with jaq steps, in this process, with the index off (the peer)
+    and on, interleaved rounds; the index is on in (a) and (b) as in the service,
+    unless ``BENCH_TRACE=off``.
 
 Targets (issue 6): (a) >= 0.5x raw passthrough, >= 10x the per-message agent,
 >= 12,000 events/s; (b) >= 0.7x the raw COPY loop, >= 10,000 events/s; (issue 17)
-(c) >= 0.95x with the index on.
+(d) >= 0.95x with the index on.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import faust
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench import otel
 from bench.common import (
     TRACE_MODE,
     TRACE_ROUNDS,
@@ -45,6 +48,7 @@ from bench.common import (
 )
 from bench.publish import PAYLOAD
 from bench.workers import WorkersResult, pass_batch, run_raw_workers, run_workers
+from eventpipe.context import Context
 from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka, to_kafka
@@ -52,8 +56,8 @@ from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.pipelines.runtime import PipelineRuntime
 from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.publisher import Publisher
+from eventpipe.service.catalog import CATALOG
 from eventpipe.settings import Settings, TopicSpec
-from eventpipe.sink import SinkResources
 from eventpipe.trace.writer import TraceWriter
 from eventpipe.transforms import Chain
 
@@ -93,13 +97,17 @@ async def make_topic(settings: Settings, name: str, partitions: int = 3) -> str:
     return name
 
 
-async def fill(settings: Settings, topic: str, n: int) -> int:
+async def fill(settings: Settings, topic: str, n: int, *, traced: bool = False) -> int:
+    """``traced``: each event carries its own caller's trace context (traceparent)."""
     events = [
         CloudEvent.create(
             "shop.order.created", "/bench", PAYLOAD, id=f"{topic}-{i}", partitionkey=f"c{i % 64}"
         )
         for i in range(n)
     ]
+    if traced:
+        for i, event in enumerate(events):
+            event.extensions["traceparent"] = otel.traceparent(i)
     async with Publisher(settings) as pub:
         for i in range(0, n, 5000):
             await pub.publish_batch(topic, events[i : i + 5000])
@@ -193,7 +201,7 @@ async def pipeline_sample(
         await writer.start()
     await pub.start()
     await admin.start()
-    resources = SinkResources(settings, pub, admin, pool)
+    resources = Context(settings, pub, admin, pool, CATALOG)
     rt = PipelineRuntime(PipelineSpec.model_validate(spec), resources)
     marks: dict[str, Any] = {"t0": None, "n": 0}
     done = asyncio.Event()
@@ -261,6 +269,49 @@ async def raw_copy(bootstrap: str, url: str, src: str, tbl: str, n: int) -> floa
         await c.stop()
 
 
+async def tracing_on_and_off(settings: Settings, stamp: int) -> None:
+    """(c) The in-process pipeline (jaq steps, topic sink) with tracing off and on
+    (BENCH_OTEL), interleaved rounds on one topic whose events each carry a trace
+    context: on, a batch span links to up to 128 of them."""
+    src = await make_topic(settings, f"bench-otel-src-{stamp}")
+    await fill(settings, src, N, traced=True)
+    off: list[float] = []
+    on: list[float] = []
+
+    def spec(tag: str) -> dict[str, Any]:
+        return {
+            "name": f"bench-otel-{tag}-{stamp}",
+            "source": {"topics": [src]},
+            "steps": STEPS_JAQ,
+            "sinks": [{"topic": {"topic": f"bp-otel-{tag}-{stamp}"}}],
+        }
+
+    with otel.collector() as url:
+        for r in range(PEER_ROUNDS):
+            off.append(await run_pipeline(settings, spec(f"off{r}"), N))
+            async with otel.tracing(url):
+                on.append(await run_pipeline(settings, spec(f"on{r}"), N))
+        sent = otel.stats(url)
+    table(
+        "(c) tracing: topic -> 3-step jq chain (jaq) -> topic, in this process (events/s)",
+        ["tracing", "events/s", "ratio to off"],
+        [
+            ["off (no endpoint: no provider, no spans)", f"{max(off):,.0f}", "1.00x"],
+            [
+                "on: SDK batch processor, OTLP/HTTP to a local collector",
+                f"{max(on):,.0f}",
+                f"{max(on) / max(off):.2f}x",
+            ],
+        ],
+    )
+    console.print(
+        f"best of {PEER_ROUNDS} interleaved rounds each: off "
+        f"{', '.join(f'{v:,.0f}' for v in off)}; on {', '.join(f'{v:,.0f}' for v in on)} "
+        f"events/s; the collector got {sent['requests']} exports, {sent['bytes']:,} bytes; "
+        f"peak RSS of this process {self_peak_rss_mb():.0f} MiB"
+    )
+
+
 async def run(bootstrap: str, db_url: str) -> None:
     settings = Settings.model_validate(
         {
@@ -269,6 +320,10 @@ async def run(bootstrap: str, db_url: str) -> None:
         }
     )
     stamp = int(time.time())
+    if otel.ONLY:
+        console.print(f"{N} events (BENCH_OTEL=only: tracing on against off); {cpu_note()}")
+        await tracing_on_and_off(settings, stamp)
+        return
     src = await make_topic(settings, f"bench-pipe-src-{stamp}")
     size = await fill(settings, src, N)
     console.print(f"{N} events, {size}-byte values, acks=all; {cpu_note()}")
@@ -464,11 +519,13 @@ async def run(bootstrap: str, db_url: str) -> None:
                 }
                 rounds.append(await pipeline_sample(settings, spec, N, trace=traced))
         trace_cost_table(
-            "(c) the cost of the trace index (one entry per pipeline batch and per "
+            "(d) the cost of the event trace index (one entry per pipeline batch and per "
             "acknowledged output batch)",
             [("pipeline (a), jaq steps, in this process", off, on)],
         )
     console.print(f"peak RSS of this process: {max(rss, self_peak_rss_mb()):.0f} MiB")
+    if otel.ON:
+        await tracing_on_and_off(settings, stamp)
 
 
 def main() -> None:

@@ -20,11 +20,14 @@ that answers 202 doing nothing, measured in the same run by the same load genera
 * Latency: open loop at 70% of the webhook's peak rate for BENCH_RATE_SECONDS,
   latency counted from when each request was due (no coordinated omission).
 * The events on the topic are counted afterwards: every 2xx must be there.
-* The cost of the trace index (``BENCH_TRACE=both``, the default): a third service
-  process runs the same source with ``trace: {enabled: false}``, measured in the
-  same interleaved peak rounds, then both at the same open-loop rate (half the
-  lower peak, BENCH_TRACE_ROUNDS rounds), where the CPU time per request compares
-  like with like; target >= 0.95x with the index on.
+* The cost of the event trace index (``BENCH_TRACE=both``, the default): after the
+  runs above, two more service processes run the source with the index on and off,
+  measured in BENCH_TRACE_ROUNDS interleaved peak rounds, then both at one
+  open-loop rate (half the lower peak), where the CPU time per request compares like
+  with like (peak rounds differ in how requests batch); target >= 0.95x.
+* ``BENCH_OTEL=both``: a third service process runs the source with tracing on,
+  exporting to a local OTLP collector (bench/otel.py), and its rate is printed as
+  a ratio to the same source with tracing off; ``BENCH_OTEL=only`` runs just those two.
 
 Targets (issue 4): >= 0.5x the bare endpoint's requests/s; p99 <= 10 ms at 70% of
 that peak rate.  Loopback only.
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -52,6 +56,7 @@ from typing import cast
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from bench import otel
 from bench.common import (
     TRACE_MODE,
     TRACE_ROUNDS,
@@ -220,8 +225,14 @@ def start_minimal(bootstrap: str, topic: str) -> tuple[subprocess.Popen[bytes], 
 
 
 def start_service(
-    bootstrap: str, db_url: str, *, dedup: bool = True, trace: bool | None = None
+    bootstrap: str,
+    db_url: str,
+    *,
+    dedup: bool = True,
+    otlp: str | None = None,
+    trace: bool | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """``otlp``: tracing on, spans exported to this OTLP endpoint."""
     port = free_port()
     cfg = Path(tempfile.mkdtemp(prefix="bench-webhook-")) / "webhook.yaml"
     text = CONFIG.format(port=port, topic=TOPIC, source=SOURCE, secret=SECRET)
@@ -229,6 +240,8 @@ def start_service(
         text += "    dedup: {enabled: false}\n"
     cfg.write_text(text)
     env = dict(os.environ, EVENTPIPE_KAFKA_BOOTSTRAP=bootstrap, EVENTPIPE_DATABASE_URL=db_url)
+    if otlp is not None:
+        env["EVENTPIPE_TELEMETRY_OTLP_ENDPOINT"] = otlp
     env.update(trace_env())
     if trace is not None:
         env["EVENTPIPE_TRACE_ENABLED"] = "true" if trace else "false"
@@ -553,6 +566,10 @@ class Measured:
     cpu_us: float  # the server process's CPU time per request during the peak run
 
 
+def _rps(m: Measured) -> float:
+    return m.peak.rps
+
+
 async def measure(url: str, pid: int, tag: str) -> Measured:
     pool = sign_pool(MAX_REQUESTS, tag)
     before = cpu_seconds(pid)
@@ -561,7 +578,69 @@ async def measure(url: str, pid: int, tag: str) -> Measured:
     return Measured(pk, used / max(1, pk.ok + pk.bad) * 1e6)
 
 
+async def tracing_only(bootstrap: str, db_url: str) -> None:
+    """BENCH_OTEL=only: the webhook service with tracing off and on, nothing else."""
+    console.print(
+        f"BENCH_OTEL=only: the webhook with tracing off and on, {CONNECTIONS} connections, "
+        f"{SECONDS:g}s per peak run, best of {ROUNDS} interleaved rounds; {cpu_note()}"
+    )
+    with otel.collector() as collector:
+        off_proc, off_url = start_service(bootstrap, db_url)
+        on_proc, on_url = start_service(bootstrap, db_url, otlp=collector)
+        off: list[Measured] = []
+        on: list[Measured] = []
+        accepted = 0
+        try:
+            for url in (off_url, on_url):
+                accepted += (await python_peak(url, sign_pool(3000, f"warm{url[-5:]}"), 8, 2)).ok
+            for r in range(ROUNDS):
+                off.append(await measure(off_url, off_proc.pid, f"off{r}"))
+                on.append(await measure(on_url, on_proc.pid, f"on{r}"))
+                accepted += off[-1].peak.ok + on[-1].peak.ok
+            rss = {p.pid: pid_peak_rss_mb(p.pid) for p in (off_proc, on_proc)}
+        finally:
+            stop(on_proc)
+            stop(off_proc)
+        sent = otel.stats(collector)
+    on_topic = await topic_count(bootstrap, accepted)
+    best_off = max(off, key=lambda m: m.peak.rps)
+    best_on = max(on, key=lambda m: m.peak.rps)
+    table(
+        f"peak, closed loop ({best_off.peak.tool}), requests/s; ratio to tracing off",
+        ["webhook", "requests/s", "ratio", "p50 ms", "p99 ms", "CPU us/req", "peak RSS MiB"],
+        [
+            [
+                label,
+                f"{m.peak.rps:,.0f}",
+                f"{m.peak.rps / best_off.peak.rps:.2f}x",
+                f"{m.peak.p50_ms:.2f}",
+                f"{m.peak.p99_ms:.2f}",
+                f"{m.cpu_us:.0f}",
+                f"{rss[pid]:.0f}",
+            ]
+            for label, m, pid in (
+                ("tracing off", best_off, off_proc.pid),
+                ("tracing on (OTLP/HTTP to a local collector)", best_on, on_proc.pid),
+            )
+        ],
+    )
+    console.print(
+        "all rounds, requests/s: off "
+        + ", ".join(f"{m.peak.rps:,.0f}" for m in off)
+        + "; on "
+        + ", ".join(f"{m.peak.rps:,.0f}" for m in on)
+        + f"; the collector got {sent['requests']} exports, {sent['bytes']:,} bytes"
+    )
+    console.print(
+        f"webhook 2xx answers: {accepted:,}; events on {TOPIC}: {on_topic:,}"
+        + ("" if on_topic >= accepted else "  [red]MISSING EVENTS[/]")
+    )
+
+
 async def run(bootstrap: str, db_url: str) -> None:
+    if otel.ONLY:
+        await tracing_only(bootstrap, db_url)
+        return
     _check_pool_signature()
     console.print(
         f"{len(BODY)}-byte Standard Webhooks deliveries, {CONNECTIONS} connections, "
@@ -571,23 +650,26 @@ async def run(bootstrap: str, db_url: str) -> None:
     min_proc, min_url = start_minimal(bootstrap, f"{TOPIC}.minimal")
     svc_proc, svc_url = start_service(bootstrap, db_url)
     nodedup_proc, nodedup_url = start_service(bootstrap, db_url, dedup=False)
-    # the peer of the trace index's cost: the same source with the index off
-    untraced = start_service(bootstrap, db_url, trace=False) if TRACE_MODE == "both" else None
+    # BENCH_OTEL=both: the same source with tracing on, exporting to a local collector
+    collecting = contextlib.ExitStack()
+    traced_proc, traced_url = (
+        start_service(bootstrap, db_url, otlp=collecting.enter_context(otel.collector()))
+        if otel.ON
+        else (None, "")
+    )
     accepted = 0
     bare: list[Measured] = []
     minimal: list[Measured] = []
     hook: list[Measured] = []
     nodedup: list[Measured] = []
-    notrace: list[Measured] = []
+    traced: list[Measured] = []
+    servers = [bare_url, min_url, svc_url, nodedup_url, *([traced_url] if traced_url else [])]
+    procs = [bare_proc, min_proc, svc_proc, nodedup_proc]
+    procs += [traced_proc] if traced_proc is not None else []
     try:
-        servers = [bare_url, min_url, svc_url, nodedup_url]
-        services = [svc_url, nodedup_url]
-        if untraced is not None:
-            servers.append(untraced[1])
-            services.append(untraced[1])
         for url in servers:  # warm-up, the same paths
             w = await python_peak(url, sign_pool(3000, f"warm{url[-5:]}"), 8, 2)
-            if url in services:
+            if url not in (bare_url, min_url):
                 accepted += w.ok
         for r in range(ROUNDS):
             bare.append(await measure(bare_url, bare_proc.pid, f"bare{r}"))
@@ -595,9 +677,9 @@ async def run(bootstrap: str, db_url: str) -> None:
             hook.append(await measure(svc_url, svc_proc.pid, f"peak{r}"))
             nodedup.append(await measure(nodedup_url, nodedup_proc.pid, f"nodedup{r}"))
             accepted += hook[-1].peak.ok + nodedup[-1].peak.ok
-            if untraced is not None:
-                notrace.append(await measure(untraced[1], untraced[0].pid, f"notrace{r}"))
-                accepted += notrace[-1].peak.ok
+            if traced_proc is not None:
+                traced.append(await measure(traced_url, traced_proc.pid, f"traced{r}"))
+                accepted += traced[-1].peak.ok
         best_bare = max(bare, key=lambda m: m.peak.rps)
         best_min = max(minimal, key=lambda m: m.peak.rps)
         best_hook = max(hook, key=lambda m: m.peak.rps)
@@ -612,34 +694,15 @@ async def run(bootstrap: str, db_url: str) -> None:
             bare_pool = list(sign_pool(n, f"bare-rate{share}").raw(f"/webhooks/{SOURCE}"))
             bare_lat, _ = await fixed_rate(bare_url, bare_pool, rate, RATE_SECONDS)
             fixed.append((rate, lat, status, bare_lat))
-        steady: dict[bool, list[Sample]] = {False: [], True: []}
-        steady_rate = 0.5 * best_hook.peak.rps
-        if untraced is not None:
-            # the same offered load to both: the same batching, so CPU time per
-            # request compares the index's cost alone (peak rounds differ in batching)
-            best_off = max(m.peak.rps for m in notrace)
-            steady_rate = 0.5 * min(best_hook.peak.rps, best_off)
-            n = int(steady_rate * RATE_SECONDS) + 1
-            for r in range(TRACE_ROUNDS):
-                for traced, url, pid in (
-                    (False, untraced[1], untraced[0].pid),
-                    (True, svc_url, svc_proc.pid),
-                ):
-                    pool = list(sign_pool(n, f"steady{r}{traced}").raw(f"/webhooks/{SOURCE}"))
-                    before = cpu_seconds(pid)
-                    lat, status = await fixed_rate(url, pool, steady_rate, RATE_SECONDS)
-                    cpu_us = (cpu_seconds(pid) - before) / max(1, len(lat)) * 1e6
-                    accepted += sum(v for k, v in status.items() if 200 <= k < 300)
-                    steady[traced].append(Sample(steady_rate, cpu_us))
-        procs = [bare_proc, min_proc, svc_proc, nodedup_proc]
-        if untraced is not None:
-            procs.append(untraced[0])
         rss = {p.pid: pid_peak_rss_mb(p.pid) for p in procs}
     finally:
-        for p in (nodedup_proc, svc_proc, min_proc, bare_proc):
+        for p in reversed(procs):
             stop(p)
-        if untraced is not None:
-            stop(untraced[0])
+        collecting.close()
+    index_rows: list[tuple[str, list[Sample], list[Sample]]] = []
+    if TRACE_MODE == "both":
+        index_rows, more = await index_cost(bootstrap, db_url)
+        accepted += more
     on_topic = await topic_count(bootstrap, accepted)
 
     ratio = best_hook.peak.rps / best_bare.peak.rps
@@ -674,8 +737,18 @@ async def run(bootstrap: str, db_url: str) -> None:
             row("HMAC + awaited aiokafka send (peer)", best_min, min_proc.pid),
             row("webhook: verify, jq map, dedup, ack", best_hook, svc_proc.pid),
             row("webhook with dedup: {enabled: false}", best_nodedup, nodedup_proc.pid),
+            *(
+                [row("webhook, tracing on (OTLP/HTTP)", max(traced, key=_rps), traced_proc.pid)]
+                if traced_proc is not None
+                else []
+            ),
         ],
     )
+    if traced:
+        console.print(
+            "tracing on / off (webhook): "
+            f"{max(m.peak.rps for m in traced) / best_hook.peak.rps:.2f}x requests/s"
+        )
     console.print(
         "all rounds, requests/s: "
         + "; ".join(
@@ -685,6 +758,7 @@ async def run(bootstrap: str, db_url: str) -> None:
                 ("HMAC+send", minimal),
                 ("webhook", hook),
                 ("no dedup", nodedup),
+                *([("tracing on", traced)] if traced else []),
             )
         )
     )
@@ -699,24 +773,12 @@ async def run(bootstrap: str, db_url: str) -> None:
         ["rate", "endpoint", "latency", "non-2xx"],
         rows,
     )
-    if untraced is not None:
+    if index_rows:
         trace_cost_table(
-            "the cost of the trace index: webhook peak (one request, one event; one index "
-            "entry per acknowledged record batch)",
-            [
-                (
-                    "webhook peak, closed loop",
-                    [Sample(m.peak.rps, m.cpu_us) for m in notrace],
-                    [Sample(m.peak.rps, m.cpu_us) for m in hook],
-                ),
-                (
-                    f"webhook at {steady_rate:,.0f}/s to both, open loop",
-                    steady[False],
-                    steady[True],
-                ),
-            ],
+            "the cost of the event trace index: webhook (one request, one event; one "
+            "index entry per acknowledged record batch)",
+            index_rows,
         )
-        console.print(f"peak RSS of the service with the index off: {rss[untraced[0].pid]:.0f} MiB")
     p99 = percentile(fixed[0][1], 99) * 1000
     console.print(
         f"webhook 2xx answers: {accepted:,}; events on {TOPIC}: {on_topic:,}"
@@ -727,6 +789,44 @@ async def run(bootstrap: str, db_url: str) -> None:
         f"({ratio:.2f}x); target p99 <= 10 ms at 70% of peak: "
         f"{'met' if p99 <= 10 else 'MISSED'} ({p99:.2f} ms)"
     )
+
+
+async def index_cost(
+    bootstrap: str, db_url: str
+) -> tuple[list[tuple[str, list[Sample], list[Sample]]], int]:
+    """The source with the event trace index off (the peer) and on: peak rounds, then
+    both at one open-loop rate.  Returns the table's rows and the 2xx answers."""
+    procs = {t: start_service(bootstrap, db_url, trace=t) for t in (False, True)}
+    peak: dict[bool, list[Sample]] = {False: [], True: []}
+    steady: dict[bool, list[Sample]] = {False: [], True: []}
+    accepted = 0
+    try:
+        for traced, (_proc, url) in procs.items():
+            w = await python_peak(url, sign_pool(3000, f"warm-index-{traced}"), 8, 2)
+            accepted += w.ok
+        for r in range(TRACE_ROUNDS):
+            for traced, (proc, url) in procs.items():
+                m = await measure(url, proc.pid, f"index{r}{traced}")
+                accepted += m.peak.ok
+                peak[traced].append(Sample(m.peak.rps, m.cpu_us))
+        rate = 0.5 * min(max(s.rate for s in peak[t]) for t in (False, True))
+        n = int(rate * RATE_SECONDS) + 1
+        for r in range(TRACE_ROUNDS):
+            for traced, (proc, url) in procs.items():
+                pool = list(sign_pool(n, f"steady{r}{traced}").raw(f"/webhooks/{SOURCE}"))
+                before = cpu_seconds(proc.pid)
+                lat, status = await fixed_rate(url, pool, rate, RATE_SECONDS)
+                accepted += sum(v for k, v in status.items() if 200 <= k < 300)
+                cpu_us = (cpu_seconds(proc.pid) - before) / max(1, len(lat)) * 1e6
+                steady[traced].append(Sample(rate, cpu_us))
+    finally:
+        for proc, _url in procs.values():
+            stop(proc)
+    rows = [
+        ("webhook peak, closed loop", peak[False], peak[True]),
+        (f"webhook at {rate:,.0f}/s to both, open loop", steady[False], steady[True]),
+    ]
+    return rows, accepted
 
 
 def main() -> None:

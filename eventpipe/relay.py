@@ -44,6 +44,7 @@ from typing import Literal
 
 from eventpipe import metrics
 from eventpipe.errors import error_class_name, is_retriable
+from eventpipe.status import ErrorInfo, State
 
 RelayState = Literal["stopped", "starting", "waiting", "running"]
 Session = Callable[["RelayLoop"], Awaitable[None]]
@@ -150,6 +151,17 @@ class RelayLoop:
         if self.last_error is not None and not self.active:
             return f"failing: {self.last_error.message}"
         return "ok"
+
+    def component_state(self) -> State:
+        """The state a component running this loop reports: ``stalled`` while it waits
+        to retry after a failed session, ``waiting`` as standby."""
+        if self.state == "waiting" and self.last_error is not None and not self.active:
+            return "stalled"
+        return self.state
+
+    def error_info(self) -> ErrorInfo | None:
+        e = self.last_error
+        return None if e is None else ErrorInfo(e.message, e.error_class, e.at)
 
     def standby(self) -> None:
         """Another process holds the lock: this one waits."""

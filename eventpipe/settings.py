@@ -10,14 +10,14 @@ them all, and compose/ is checked against it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from eventpipe.config_keys import did_you_mean, error_message
+from eventpipe.config_keys import error_message
 from eventpipe.durations import Duration
 from eventpipe.errors import ConfigError
 from eventpipe.topics import TopicName
@@ -77,6 +77,21 @@ class DatabaseSettings(Section):
     connect_timeout_s: float = Field(10.0, gt=0)
 
 
+class ConsoleSettings(Section):
+    """The web console at ``/console/`` (eventpipe/console).  Every action that
+    changes something (replay, discard) needs a login with ``service.admin_token``."""
+
+    enabled: bool = Field(True, description="serve /console/ (and redirect / to it)")
+    public_read: bool = Field(
+        False,
+        description="pages readable without logging in (actions still need the admin "
+        "token); off: every page asks for the login first",
+    )
+    session_ttl_s: int = Field(
+        12 * 3600, ge=60, le=30 * 86400, description="a login lasts this many seconds"
+    )
+
+
 class ServiceSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -104,6 +119,7 @@ class ServiceSettings(Section):
     )
     max_headers: int = Field(128, ge=16, le=1024, description="most header lines; else 400")
     admin_token: SecretStr | None = None
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
@@ -142,6 +158,51 @@ class TraceSettings(Section):
     )
 
 
+class TelemetrySettings(Section):
+    """OpenTelemetry tracing: on when ``otlp_endpoint`` (or the standard
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``) is set, off and free otherwise."""
+
+    otlp_endpoint: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="OTLP/HTTP collector base URL (http://collector:4318); spans go to "
+        "<url>/v1/traces",
+    )
+    service_name: str | None = Field(
+        None, min_length=1, description="service.name; default $OTEL_SERVICE_NAME or eventpipe"
+    )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="sent with every export (e.g. an API key); the environment variable "
+        "takes key=value,key=value",
+    )
+    sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="share of new traces recorded; a caller's choice wins"
+    )
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        out: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in v.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"{part!r}: write key=value pairs separated by commas")
+            out[name.strip()] = value.strip()
+        return out
+
+
+class LoggingSettings(Section):
+    format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per line, with trace_id and span_id"
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        None, description="default service.log_level"
+    )
+
+
 class TopicSpec(Section):
     name: TopicName
     partitions: int | None = Field(None, ge=1)
@@ -154,11 +215,14 @@ class Settings(Section):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
     trace: TraceSettings = Field(default_factory=TraceSettings)
     topics: list[TopicSpec] = Field(default_factory=list)
-    # Sections later features own; kept as raw data here and validated by them.
-    sources: list[dict[str, Any]] = Field(default_factory=list)
-    pipelines: list[dict[str, Any]] = Field(default_factory=list)
+    # The sections of plugins, kept as they were written here: the service's config
+    # (eventpipe.service.config.ServiceConfig) parses them with its catalog.
+    sources: list[Any] = Field(default_factory=list)
+    pipelines: list[Any] = Field(default_factory=list)
 
 
 _SECTIONS: dict[str, type[Section]] = {
@@ -166,25 +230,52 @@ _SECTIONS: dict[str, type[Section]] = {
     "kafka": KafkaSettings,
     "database": DatabaseSettings,
     "embedded": EmbeddedSettings,
+    "telemetry": TelemetrySettings,
+    "logging": LoggingSettings,
     "trace": TraceSettings,
 }
 
 
 def env_var_names() -> dict[str, str]:
-    """Every environment variable the settings read -> the path it sets."""
+    """Every environment variable the settings read -> the path it sets.  A nested
+    section's fields get their own (``EVENTPIPE_SERVICE_CONSOLE_PUBLIC_READ`` ->
+    ``service.console.public_read``)."""
     out: dict[str, str] = {}
+
+    def walk(model: type[BaseModel], var: str, path: str) -> None:
+        for name, info in model.model_fields.items():
+            kind = info.annotation
+            if isinstance(kind, type) and issubclass(kind, Section):
+                walk(kind, f"{var}_{name.upper()}", f"{path}.{name}")
+            else:
+                out[f"{var}_{name.upper()}"] = f"{path}.{name}"
+
     for section, model in _SECTIONS.items():
-        for field in model.model_fields:
-            out[f"{ENV_PREFIX}{section.upper()}_{field.upper()}"] = f"{section}.{field}"
+        walk(model, f"{ENV_PREFIX}{section.upper()}", section)
     return out
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
     for var, path in env_var_names().items():
         if var in environ:
-            section, field = path.split(".")
-            out.setdefault(section, {})[field] = environ[var]
+            *parents, field = path.split(".")
+            node: dict[str, Any] = out
+            for name in parents:
+                node = node.setdefault(name, {})
+            node[field] = environ[var]
+    return out
+
+
+def _merge(into: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` over ``into``; nested sections are merged key by key."""
+    out = dict(into)
+    for key, value in values.items():
+        current = out.get(key)
+        if isinstance(value, Mapping) and isinstance(current, dict):
+            out[key] = _merge(current, value)
+        else:
+            out[key] = value
     return out
 
 
@@ -238,10 +329,12 @@ def read_settings(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[Settings, list[tuple[str, str]]]:
-    """As :func:`load_settings`, but the problems of the feature sections (sources,
-    pipelines, ...) are returned with the settings instead of raised, so that
-    ``eventpipe check`` can go on to check the rest against the live systems.
-    Raises :class:`ConfigError` when the file or the core sections are invalid."""
+    """As :func:`load_settings`, but the problems found after the sections were
+    read (cross-field rules) are returned with the settings instead of raised, so
+    that ``eventpipe check`` can go on to check the rest against the live systems.
+    Raises :class:`ConfigError` when the file or the core sections are invalid.
+    ``sources`` and ``pipelines`` are left as written: the service's config loader
+    (``eventpipe.service.config``) parses them."""
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     source = str(path) if path else None
@@ -263,9 +356,7 @@ def read_settings(
     for layer in (_env_overrides(environ), overrides or {}):
         for section, values in layer.items():
             current = raw.get(section)
-            merged = dict(current) if isinstance(current, dict) else {}
-            merged.update(values)
-            raw[section] = merged
+            raw[section] = _merge(current if isinstance(current, dict) else {}, values)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
@@ -278,12 +369,6 @@ def read_settings(
         if t.name in seen:
             problems.append((f"topics[{i}].name", f"topic {t.name!r} is listed twice"))
         seen.add(t.name)
-    problems.extend(validate_sources(settings.sources))
-    from eventpipe.registry import load_builtin_plugins
-
-    load_builtin_plugins()  # feature modules register their SECTION_VALIDATORS on import
-    for validator in SECTION_VALIDATORS:
-        problems.extend(validator(settings))
     return settings, problems
 
 
@@ -304,48 +389,4 @@ def kafka_security_problems(k: KafkaSettings) -> list[tuple[str, str]]:
             problems.append((f"kafka.{field}", f"{path} is not a readable file"))
     if k.ssl_keyfile is not None and k.ssl_certfile is None:
         problems.append(("kafka.ssl_certfile", "required with kafka.ssl_keyfile"))
-    return problems
-
-
-# Feature packages add checks of the sections they own (e.g. pipelines); each
-# returns (path, message) problems so every problem is reported at once.
-SECTION_VALIDATORS: list[Callable[[Settings], list[tuple[str, str]]]] = []
-
-
-def validate_sources(entries: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """``sources:`` entries are ``{type: <registered source>, name: ..., <its config>}``.
-    Each is checked against its source class's typed ``Config``."""
-    from eventpipe.base import sources as registry
-
-    problems: list[tuple[str, str]] = []
-    names: set[str] = set()
-    for i, entry in enumerate(entries):
-        where = f"sources[{i}]"
-        kind = entry.get("type")
-        if not isinstance(kind, str):
-            problems.append((f"{where}.type", "required: the kind of source"))
-            continue
-        if kind not in registry:
-            known = registry.names()
-            problems.append(
-                (
-                    f"{where}.type",
-                    f"unknown source type {kind!r}{did_you_mean(kind, known)} "
-                    f"(known: {', '.join(known) or 'none'})",
-                )
-            )
-            continue
-        name = entry.get("name")
-        if not isinstance(name, str) or not name:
-            problems.append((f"{where}.name", "required: a unique name for this source"))
-        elif name in names:
-            problems.append((f"{where}.name", f"source name {name!r} is used twice"))
-        else:
-            names.add(name)
-        cfg = {k: v for k, v in entry.items() if k not in ("type", "name")}
-        try:
-            model = registry.get(kind).Config
-            model.model_validate(cfg)
-        except ValidationError as exc:
-            problems.extend(problems_from(exc, where, model, also=("type", "name")))
     return problems

@@ -30,22 +30,24 @@ as unavailable.
 from __future__ import annotations
 
 import uuid
+import warnings
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
-from eventpipe.base import PluginConfig, Sink
 from eventpipe.breaker import CircuitBreaker
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import RetriableError
 from eventpipe.kafka.incarnation import Mark
+from eventpipe.plugin import Component, Configured, Kind, Plugin, PluginConfig
+from eventpipe.status import Activity, ComponentStatus, State
 
 if TYPE_CHECKING:
-    from psycopg_pool import AsyncConnectionPool
+    from eventpipe.context import Context
+    from eventpipe.preflight import Reach
 
-    from eventpipe.kafka.admin import TopicAdmin
-    from eventpipe.publisher import Publisher
-    from eventpipe.settings import Settings
+C = TypeVar("C", bound=PluginConfig)
 
 BeforeCommit = Callable[[dict[int, BaseException]], Awaitable[None]]
 """Called by transactional sinks with their permanent failures before they commit,
@@ -64,6 +66,15 @@ class HeldForOrderError(RetriableError):
     """Not sent: an earlier record with the same ordering key is not delivered yet."""
 
 
+class BatchError(Exception):
+    """Some records of a batch failed: ``failed`` maps batch index -> exception.
+    Only those go to the dead-letter topic (Redpanda Connect's BatchError)."""
+
+    def __init__(self, failed: dict[int, BaseException]) -> None:
+        self.failed = failed
+        super().__init__(f"{len(failed)} record(s) of the batch failed")
+
+
 @dataclass(slots=True)
 class DeliveryItem:
     """The outputs of one consumed record (0..n events)."""
@@ -77,23 +88,60 @@ class DeliveryItem:
     key: bytes | None = None  # the consumed record's Kafka key (sinks that keep order)
 
 
-@dataclass
-class SinkResources:
-    """What the service shares with the sinks it runs."""
-
-    settings: Settings
-    publisher: Publisher
-    admin: TopicAdmin
-    pool: AsyncConnectionPool | None = None
-
-
 async def _no_hook(failed: dict[int, BaseException]) -> None:
     return None
 
 
+class Sink(Configured, Component):
+    """Delivers CloudEvents: ``write_batch`` / ``flush`` / ``close`` (STYLE.md habit
+    1).  A partial failure raises :class:`BatchError` naming the failed records."""
+
+    kind: ClassVar[Kind] = "sink"
+    _open = False
+
+    @classmethod
+    async def preflight(cls, config: Any, reach: Reach) -> list[tuple[str, str]]:
+        """Start-time problems that would fail every record (a missing table), found
+        against the live systems before anything starts, as ``(field, message)``.
+        What ``reach`` does not hold is not checked (eventpipe.preflight)."""
+        return []
+
+    async def start(self) -> None:
+        self._open = True
+
+    @abstractmethod
+    async def write_batch(self, events: Sequence[CloudEvent]) -> None:
+        """Write all events or raise; :class:`BatchError` names failed ones."""
+
+    async def flush(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._open = False
+
+    async def stop(self) -> None:
+        await self.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        if self._open:
+            warnings.warn(f"sink {self.name!r} was not closed", ResourceWarning, stacklevel=1)
+
+
 class PipelineSink(Sink):
     """A sink a pipeline drives.  ``exactly_once`` sinks keep consumed offsets with
-    their writes and skip records at or below them."""
+    their writes and skip records at or below them.
+
+    ``build(config, name, ctx)`` is the factory a :class:`SinkPlugin` names; the
+    pipeline then calls :meth:`bind` with its own name.  ``activity`` is what the
+    pipeline counts for this sink's :meth:`status` (events delivered, dead
+    letters, the last error)."""
 
     exactly_once: ClassVar[bool] = False
 
@@ -101,20 +149,46 @@ class PipelineSink(Sink):
         super().__init__(config, name=name)
         self.breaker = CircuitBreaker()
         self.topic_ids = {}
+        self.activity = Activity()
+
+    @classmethod
+    def build(cls, config: Any, name: str, ctx: Context | None) -> Self:
+        sink = cls(config, name=name)
+        sink.ctx = ctx
+        return sink
+
+    @classmethod
+    def pipeline_problems(cls, config: Any, *, routed: bool) -> list[tuple[str, str]]:
+        """Load-time problems of this sink in a pipeline, as ``(field, message)``;
+        ``routed``: a ``route`` step comes before the sinks."""
+        return []
+
+    def status(self) -> ComponentStatus:
+        breaker = self.breaker.state
+        state: State = "running" if self._open else "stopped"
+        if self._open and breaker == "open":
+            state = "paused"  # held back until a probe may go
+        return self.activity.status(
+            name=self.label,
+            kind=self.kind,
+            type=self.type_name,
+            state=state,
+            details={"circuit": breaker, "exactly_once": self.exactly_once},
+        )
 
     pipeline: str = ""
-    resources: SinkResources | None = None
+    ctx: Context | None = None
 
-    def bind(self, pipeline: str, resources: SinkResources) -> None:
+    def bind(self, pipeline: str, ctx: Context) -> None:
         """Called once by the pipeline before ``start``: the sink's marks and
         metrics are per pipeline, and it may use the service's pool and producer."""
         self.pipeline = pipeline
-        self.resources = resources
+        self.ctx = ctx
 
-    def need_resources(self) -> SinkResources:
-        if self.resources is None:
+    def need_context(self) -> Context:
+        if self.ctx is None:
             raise RuntimeError(f"sink {self.name!r} was not bound to a pipeline (call bind())")
-        return self.resources
+        return self.ctx
 
     def topics(self) -> list[str]:
         """Topics this sink writes to, created when the pipeline starts."""
@@ -149,8 +223,6 @@ class PipelineSink(Sink):
 
     async def write_batch(self, events: Sequence[CloudEvent]) -> None:
         """The plain Sink API: every event in one item each, no offsets."""
-        from eventpipe.base import BatchError
-
         failed = await self.deliver([DeliveryItem(i, [e]) for i, e in enumerate(events)])
         if failed:
             raise BatchError(failed)
@@ -159,3 +231,26 @@ class PipelineSink(Sink):
 def retry_after_of(exc: BaseException) -> float | None:
     value = getattr(exc, "retry_after", None)
     return float(value) if isinstance(value, int | float) else None
+
+
+@dataclass(frozen=True)
+class SinkPlugin(Plugin[C, "Context | None", PipelineSink]):
+    """A sink's plugin value.  ``pipeline_problems(config, routed)``: its load-time
+    problems within a pipeline (``routed``: a ``route`` step comes before the
+    sinks), as ``(field, message)``."""
+
+    pipeline_problems: Callable[..., list[tuple[str, str]]] | None = None
+
+    @staticmethod
+    def of(sink: type[PipelineSink], summary: str) -> SinkPlugin[PluginConfig]:
+        """The plugin of a :class:`PipelineSink` class: its ``type_name``, ``Config``,
+        ``build``, ``preflight`` and ``pipeline_problems``."""
+        return SinkPlugin(
+            "sink",
+            sink.type_name,
+            sink.Config,
+            sink.build,
+            summary,
+            check=sink.preflight,
+            pipeline_problems=sink.pipeline_problems,
+        )

@@ -4,6 +4,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from psycopg_pool import AsyncConnectionPool
 
 from eventpipe.kafka.admin import TopicAdmin
@@ -12,10 +13,29 @@ from tests.fixtures.stack import StackInfo, start_test_stack
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Everything under tests/integration is an integration test.
+    # Everything under tests/integration and tests/browser is an integration test.
     for item in items:
-        if "/integration/" in str(item.fspath):
+        if "/integration/" in str(item.fspath) or "/browser/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for the test, every finished span kept in memory (the SDK's
+    exporter); off again afterwards."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from eventpipe import telemetry
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.install(provider)
+    try:
+        yield exporter
+    finally:
+        telemetry.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -107,6 +107,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_backfill(args: argparse.Namespace) -> int:
     from eventpipe import loop
     from eventpipe.cli.common import err_console, settings_from_args, setup_logging
+    from eventpipe.service.catalog import CATALOG
 
     from .options import check_request
     from .progress import make_view
@@ -129,7 +130,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     settings = settings_from_args(args)
-    resolve_request(settings, req)  # unknown pipeline, no CDC tables: before connecting
+    resolve_request(settings, req, CATALOG)  # unknown pipeline, no CDC tables: before connecting
     setup_logging("WARNING")
     view = make_view(err_console, enabled=not args.no_progress)
     holder: dict[str, Any] = {}
@@ -151,7 +152,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         if task is not None:
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
-        ctx = await open_context(settings)
+        ctx = await open_context(settings, CATALOG)
         try:
             bf = Backfill(ctx, req, view=view)
             bf.on_job = announce

@@ -20,6 +20,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from eventpipe.context import Context
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.errors import ConfigError
 from eventpipe.pipelines.aggregate import AggregateConfig, Aggregator
@@ -35,9 +36,8 @@ from eventpipe.pipelines.spec import (
     build_sinks,
     build_validate,
 )
-from eventpipe.service.context import ServiceContext
 from eventpipe.settings import TopicSpec
-from eventpipe.sink import PipelineSink, SinkResources
+from eventpipe.sink import PipelineSink
 from eventpipe.transforms import Chain, ValidateStep
 from eventpipe.transforms.jq_engine import compile_program
 
@@ -130,7 +130,7 @@ class BuiltPipeline:
     sinks: list[SinkEntry]
 
 
-async def build_pipeline(spec: PipelineSpec, ctx: ServiceContext) -> BuiltPipeline:
+async def build_pipeline(spec: PipelineSpec, ctx: Context) -> BuiltPipeline:
     """Steps, validation and sink entries; every problem at once (schemas resolved now)."""
     resolve = await fetch_schemas(spec, ctx)
     segments, problems = build_segments(spec.steps, path="steps", resolve_schema=resolve)
@@ -138,7 +138,7 @@ async def build_pipeline(spec: PipelineSpec, ctx: ServiceContext) -> BuiltPipeli
     v_out, p_out = build_validate(
         spec.validate_output, path="validate_output", resolve_schema=resolve
     )
-    entries, p_sinks = build_sinks(spec.sinks, path="sinks")
+    entries, p_sinks = build_sinks(spec.sinks, path="sinks", sinks=ctx.catalog.sinks)
     problems = problems + p_in + p_out + p_sinks
     if problems:
         raise ConfigError([(f"pipeline {spec.name}: {p}", m) for p, m in problems])
@@ -211,9 +211,7 @@ class Lane:
 class ModeRunner:
     """Builds lanes for one job; ``start`` / ``close`` own the real sinks (live)."""
 
-    def __init__(
-        self, built: BuiltPipeline, ctx: ServiceContext, job: Job, *, samples: int = 5
-    ) -> None:
+    def __init__(self, built: BuiltPipeline, ctx: Context, job: Job, *, samples: int = 5) -> None:
         self.built = built
         self.ctx = ctx
         self.job = job
@@ -289,24 +287,20 @@ class ModeRunner:
             from_topics=job.source == "topic",
             force=bool(job.options.get("force")),
         )
-        from eventpipe.base import sinks as registry
-
-        resources = SinkResources(ctx.settings, ctx.publisher, ctx.admin, ctx.pool)
         try:
             for e in self.built.sinks:
-                cls = registry.get(e.kind)
-                assert issubclass(cls, PipelineSink)
+                sink = e.plugin.build(e.config, e.name, ctx)
                 keyed = e.kind == "postgres" and getattr(e.config, "mode", "") in (
                     "upsert",
                     "delete",
                 )
-                sink = (cls if keyed else ledgered(cls))(e.config, name=e.name)
-                assert isinstance(sink, PipelineSink)
+                if not keyed:  # the same sink, with the ledger in its transaction
+                    sink = ledgered(type(sink)).build(e.config, e.name, ctx)
                 if isinstance(sink, LedgerMixin):
                     sink.ledger_label = f"{spec.name}/{e.name}"
                     sink.ledger_job = job.id
                 # Bound as "<pipeline>@<job>": the sink's offset marks are the job's own.
-                sink.bind(job.mark_prefix, resources)
+                sink.bind(job.mark_prefix, ctx)
                 self.sinks.append(sink)
                 await sink.start()
         except BaseException:

@@ -14,7 +14,7 @@ from typing import Literal, cast, get_args
 
 from eventpipe.dlq.query import FilterError, parse_when
 from eventpipe.errors import PermanentError
-from eventpipe.pipelines.spec import PipelineSpec, build_sinks, parse_pipelines
+from eventpipe.pipelines.spec import PipelineSpec, SinkCatalog, build_sinks, parse_pipelines
 from eventpipe.settings import Settings
 
 Mode = Literal["dry_run", "shadow", "live"]
@@ -169,9 +169,9 @@ def check_request(
     )
 
 
-def find_pipeline(settings: Settings, name: str) -> PipelineSpec:
+def find_pipeline(settings: Settings, name: str, sinks: SinkCatalog) -> PipelineSpec:
     """The configured pipeline ``name`` (an unknown one lists those there are)."""
-    specs = parse_pipelines(settings)
+    specs = parse_pipelines(settings.pipelines, sinks)
     for spec in specs:
         if spec.name == name:
             return spec
@@ -179,10 +179,12 @@ def find_pipeline(settings: Settings, name: str) -> PipelineSpec:
     raise BackfillArgumentError("--pipeline", f"unknown pipeline {name!r} (known: {known})")
 
 
-def check_pipeline_for(spec: PipelineSpec, mode: Mode, *, allow_overwrite: bool = False) -> None:
+def check_pipeline_for(
+    spec: PipelineSpec, mode: Mode, sinks: SinkCatalog, *, allow_overwrite: bool = False
+) -> None:
     """What a backfill cannot do with this pipeline."""
     if mode == "live" and not allow_overwrite:
-        unguarded = unguarded_upserts(spec)
+        unguarded = unguarded_upserts(spec, sinks)
         if unguarded:
             raise BackfillArgumentError(
                 "--mode",
@@ -202,10 +204,10 @@ def check_pipeline_for(spec: PipelineSpec, mode: Mode, *, allow_overwrite: bool 
             )
 
 
-def unguarded_upserts(spec: PipelineSpec) -> list[str]:
+def unguarded_upserts(spec: PipelineSpec, sinks: SinkCatalog) -> list[str]:
     """The upsert sinks (postgres, an outbox's rows) without ``order_by``, as
     ``sinks[i] (table)``."""
-    entries, _ = build_sinks(spec.sinks, path="sinks")
+    entries, _ = build_sinks(spec.sinks, path="sinks", sinks=sinks)
     out: list[str] = []
     for e in entries:
         cfg = getattr(e.config, "rows", None) or e.config

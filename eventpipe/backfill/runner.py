@@ -11,13 +11,14 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
+from eventpipe.context import Context
 from eventpipe.db.migrations import apply_migrations
 from eventpipe.db.pool import open_pool
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.kafka.incarnation import Mark, TopicProbe, apply_policy, find_stale
 from eventpipe.pipelines.spec import PipelineSpec
+from eventpipe.plugin import Catalog
 from eventpipe.publisher import Publisher
-from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings
 
 from .job import Job, JobStore, Progress, new_job_id
@@ -41,11 +42,12 @@ from .usage import cpu_count, usage
 log = logging.getLogger("eventpipe.backfill")
 
 
-async def open_context(settings: Settings, *, migrate: bool = True) -> ServiceContext:
+async def open_context(settings: Settings, catalog: Catalog, *, migrate: bool = True) -> Context:
     """The database pool (migrated: the job tables), producer and topic admin.  Unlike
-    the service's, it creates no topics: a dry run writes nothing to Kafka."""
+    the service's, it creates no topics: a dry run writes nothing to Kafka.
+    ``catalog``: the sinks the pipelines name (the caller's composition root's)."""
     pool = await open_pool(settings.database)
-    ctx = ServiceContext(settings, Publisher(settings), TopicAdmin(settings.kafka), pool)
+    ctx = Context(settings, Publisher(settings), TopicAdmin(settings.kafka), pool, catalog)
     try:
         if migrate:
             await apply_migrations(settings.database.url.get_secret_value())
@@ -57,15 +59,18 @@ async def open_context(settings: Settings, *, migrate: bool = True) -> ServiceCo
     return ctx
 
 
-def resolve_request(settings: Settings, req: BackfillRequest) -> PipelineSpec | None:
+def resolve_request(
+    settings: Settings, req: BackfillRequest, catalog: Catalog
+) -> PipelineSpec | None:
     """Config-level checks of a new job (no connections): the pipeline exists, can be
     backfilled in this mode, and (table source) has CDC tables.  None when resuming
     (the job names its pipeline)."""
+    sinks = catalog.sinks
     if req.resume is not None:
-        return find_pipeline(settings, req.pipeline) if req.pipeline else None
+        return find_pipeline(settings, req.pipeline, sinks) if req.pipeline else None
     assert req.pipeline is not None
-    spec = find_pipeline(settings, req.pipeline)
-    check_pipeline_for(spec, req.mode, allow_overwrite=req.allow_overwrite)
+    spec = find_pipeline(settings, req.pipeline, sinks)
+    check_pipeline_for(spec, req.mode, sinks, allow_overwrite=req.allow_overwrite)
     if req.source == "table":
         resolve_tables(settings, spec, req.tables)
     return spec
@@ -74,7 +79,7 @@ def resolve_request(settings: Settings, req: BackfillRequest) -> PipelineSpec | 
 class Backfill:
     def __init__(
         self,
-        ctx: ServiceContext,
+        ctx: Context,
         req: BackfillRequest,
         *,
         view: ProgressView | None = None,
@@ -156,16 +161,17 @@ class Backfill:
         partitions added to the topics since are added to the job (a worker process
         leaves that to its coordinator)."""
         req = self.req
+        sinks = self.ctx.catalog.sinks
         if req.resume is not None:
             job = await self._load(req.resume)
-            spec = find_pipeline(self.settings, job.pipeline)
+            spec = find_pipeline(self.settings, job.pipeline, sinks)
             check_pipeline_for(
-                spec, job.mode, allow_overwrite=bool(job.options.get("allow_overwrite"))
+                spec, job.mode, sinks, allow_overwrite=bool(job.options.get("allow_overwrite"))
             )
         else:
             assert req.pipeline is not None
-            spec = find_pipeline(self.settings, req.pipeline)
-            check_pipeline_for(spec, req.mode, allow_overwrite=req.allow_overwrite)
+            spec = find_pipeline(self.settings, req.pipeline, sinks)
+            check_pipeline_for(spec, req.mode, sinks, allow_overwrite=req.allow_overwrite)
             job = None
         source = job.source if job is not None else req.source
         if source == "table":

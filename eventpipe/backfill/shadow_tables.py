@@ -152,11 +152,9 @@ class ShadowRows:
     """Makes a sink's rows (its own mapping) for the scratch tables of its targets."""
 
     def __init__(self, entry: SinkEntry, targets: list[ShadowTable]) -> None:
-        from eventpipe.base import sinks as registry
-
         self.entry = entry
         self.targets = targets
-        sink = registry.get(entry.kind)(entry.config, name=entry.name)
+        sink = entry.plugin.build(entry.config, entry.name, None)  # never started
         assert isinstance(sink, PostgresSink)
         self.sink: PostgresSink = sink
 

@@ -39,7 +39,6 @@ from aiokafka import errors as ke
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from eventpipe.base import PluginConfig
 from eventpipe.connectors.sinks.outbox import OutboxSink
 from eventpipe.connectors.sinks.postgres import PostgresSink
 from eventpipe.dlq.record import DeadLetter
@@ -53,6 +52,7 @@ from eventpipe.kafka.client import client_kwargs, wrap_kafka_error
 from eventpipe.kafka.incarnation import Mark, TopicProbe, find_stale
 from eventpipe.pipelines.batch import Record
 from eventpipe.pipelines.spec import SinkEntry
+from eventpipe.plugin import PluginConfig
 from eventpipe.publisher import Ack, PublishBatchError, Publisher
 from eventpipe.settings import KafkaSettings
 from eventpipe.sink import (

@@ -21,7 +21,7 @@ about the same size (progress rows -1, -2, ..., each up to its ``end_key``).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,7 +31,11 @@ import psycopg
 from psycopg import sql
 
 from eventpipe.connectors.postgres_cdc.checks import table_meta
-from eventpipe.connectors.postgres_cdc.config import PostgresCdcConfig, parse_table
+from eventpipe.connectors.postgres_cdc.config import (
+    PostgresCdcConfig,
+    PostgresCdcEntry,
+    parse_table,
+)
 from eventpipe.connectors.postgres_cdc.connection import connect
 from eventpipe.connectors.postgres_cdc.events import EventBuilder, key_string
 from eventpipe.connectors.postgres_cdc.lsn import parse_lsn
@@ -70,13 +74,12 @@ def resolve_tables(
     """The CDC tables whose topics ``spec`` reads (optionally only those named)."""
     wanted = {".".join(parse_table(t)) for t in only} if only else None
     found: list[TableTarget] = []
-    for entry in settings.sources:
-        if entry.get("type") != "postgres_cdc":
+    for cfg in settings.sources:
+        if isinstance(cfg, Mapping):
+            raise TypeError("sources are not parsed: load the config with eventpipe.service.config")
+        if not isinstance(cfg, PostgresCdcEntry):
             continue
-        name = str(entry.get("name"))
-        cfg = PostgresCdcConfig.model_validate(
-            {k: v for k, v in entry.items() if k not in ("type", "name")}
-        )
+        name = cfg.name
         url = (cfg.database_url or settings.database.url).get_secret_value()
         for table in cfg.tables:
             schema, tname = parse_table(table)

@@ -133,6 +133,7 @@ async def run_workers(bf: Backfill, job: Job, runner: ModeRunner, n: int) -> Non
             payload = pickle.dumps(
                 {
                     "settings": bf.settings,
+                    "catalog": bf.ctx.catalog,  # the coordinator's plugins, by reference
                     "job": job.id,
                     "parts": parts,
                     "rate": share,
@@ -258,7 +259,7 @@ async def work(payload: dict[str, Any]) -> dict[str, Any]:
     settings: Settings = payload["settings"]
     job_id: str = payload["job"]
     mine = {tuple(p) for p in payload["parts"]}
-    ctx = await open_context(settings, migrate=False)
+    ctx = await open_context(settings, payload["catalog"], migrate=False)
     try:
         bf = Backfill(ctx, BackfillRequest(pipeline=None, start=None, end=None, resume=job_id))
         job = await bf.prepare(plan=False)
@@ -283,7 +284,7 @@ async def work(payload: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     from eventpipe import loop
-    from eventpipe.cli.common import setup_logging
+    from eventpipe.logs import setup_logging
 
     payload = pickle.loads(sys.stdin.buffer.read())
     setup_logging("WARNING")

@@ -33,7 +33,12 @@ from eventpipe.cli.common import (
 )
 from eventpipe.connectors.postgres_cdc import slot as slots
 from eventpipe.connectors.postgres_cdc import state
-from eventpipe.connectors.postgres_cdc.config import PostgresCdcConfig, parse_table, qualified
+from eventpipe.connectors.postgres_cdc.config import (
+    PostgresCdcConfig,
+    PostgresCdcEntry,
+    parse_table,
+    qualified,
+)
 from eventpipe.connectors.postgres_cdc.lock import holder_pid
 from eventpipe.connectors.postgres_cdc.lsn import format_lsn
 from eventpipe.connectors.postgres_cdc.snapshot import SnapshotFilterError, check_filter
@@ -95,13 +100,8 @@ def _cdc_sources(settings: Settings) -> dict[str, tuple[str, PostgresCdcConfig]]
     """slot -> (source name, config) for the postgres_cdc sources in the config."""
     out: dict[str, tuple[str, PostgresCdcConfig]] = {}
     for entry in settings.sources:
-        if entry.get("type") != "postgres_cdc":
-            continue
-        name = str(entry.get("name"))
-        cfg = PostgresCdcConfig.model_validate(
-            {k: v for k, v in entry.items() if k not in ("type", "name")}
-        )
-        out[cfg.slot_name(name)] = (name, cfg)
+        if isinstance(entry, PostgresCdcEntry):
+            out[entry.slot_name(entry.name)] = (entry.name, entry)
     return out
 
 

@@ -27,8 +27,9 @@ from eventpipe.cli.common import (
     setup_logging,
 )
 from eventpipe.errors import ConfigError, DatabaseUnavailableError, is_retriable
-from eventpipe.preflight import Problem, Reach, run_checks
-from eventpipe.settings import Settings, read_settings
+from eventpipe.preflight import Problem, Reach
+from eventpipe.service.checks import run_checks
+from eventpipe.service.config import ServiceConfig, read_config
 
 ALL_ROLES = ["ingest", "pipelines", "cdc"]
 
@@ -59,7 +60,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         logging.getLogger(chatty).setLevel(logging.CRITICAL)
     notes: list[str] = []
     try:
-        settings, problems = read_settings(args.config, overrides=cli_overrides(args))
+        settings, problems = read_config(args.config, overrides=cli_overrides(args))
     except ConfigError as exc:
         problems = exc.problems
         notes.append("checks against the broker, database and registry skipped: fix these first")
@@ -79,7 +80,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 2
 
 
-async def _online(settings: Settings, timeout_s: float, notes: list[str]) -> list[Problem]:
+async def _online(settings: ServiceConfig, timeout_s: float, notes: list[str]) -> list[Problem]:
     from eventpipe.db.pool import open_pool
     from eventpipe.kafka.admin import TopicAdmin
 
@@ -104,7 +105,7 @@ async def _online(settings: Settings, timeout_s: float, notes: list[str]) -> lis
         notes.append(f"database checks skipped: {exc}")
     reach = Reach(settings, admin, pool, timeout_s=timeout_s)
     try:
-        return await run_checks(reach, ALL_ROLES)
+        return await run_checks(settings, reach, ALL_ROLES)
     finally:
         notes.extend(reach.skipped)
         if admin is not None:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from eventpipe import telemetry
 from eventpipe.errors import ConfigError, EventpipeError
-from eventpipe.settings import Settings, load_settings
+from eventpipe.logs import setup_logging
+from eventpipe.service.config import ServiceConfig, load_config
 
 err_console = Console(stderr=True, highlight=False)
 
@@ -83,21 +83,18 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def settings_from_args(
     args: argparse.Namespace, extra: Mapping[str, Mapping[str, Any]] | None = None
-) -> Settings:
+) -> ServiceConfig:
     overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (extra or {}).items()}
     for section, values in cli_overrides(args).items():
         overrides.setdefault(section, {}).update(values)
-    return load_settings(getattr(args, "config", None), overrides=overrides)
+    return load_config(getattr(args, "config", None), overrides=overrides)
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("aiokafka", "kafka"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def start_observability(settings: ServiceConfig) -> None:
+    """Logging as ``logging:`` says (its level defaults to ``service.log_level``),
+    and tracing when an OTLP endpoint is configured (:mod:`eventpipe.telemetry`)."""
+    setup_logging(settings.logging.level or settings.service.log_level, settings.logging.format)
+    telemetry.setup(settings)
 
 
 def report(exc: BaseException) -> int:
@@ -111,3 +108,13 @@ def report(exc: BaseException) -> int:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 3 if exc.retriable else 2
     raise exc
+
+
+__all__ = [
+    "CliError",
+    "add_config_args",
+    "err_console",
+    "report",
+    "settings_from_args",
+    "setup_logging",
+]

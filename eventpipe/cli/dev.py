@@ -10,15 +10,16 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
-from eventpipe import loop
+from eventpipe import loop, telemetry
 from eventpipe.cli.common import (
     CliError,
     add_command,
     add_config_args,
     err_console,
     settings_from_args,
-    setup_logging,
+    start_observability,
 )
+from eventpipe.connectors.webhook.config import WebhookEntry
 from eventpipe.embedded.process import PortInUseError
 from eventpipe.embedded.stack import DATABASE_ENV, KAFKA_ENV, EmbeddedStack
 from eventpipe.service.runner import Service, http_listener, serve_until_signalled
@@ -87,6 +88,7 @@ def banner(settings: Settings, service: Service, stack: EmbeddedStack) -> str:
             "",
             "[bold green]eventpipe dev is running[/]" + cfg,
             f"  HTTP API      {service.url}   (/healthz /readyz /metrics)",
+            *_console_line(settings, service),
             f"  Kafka         {stack.bootstrap}   ({kafka})",
             f"  PostgreSQL    {pg}",
             "",
@@ -104,13 +106,20 @@ def banner(settings: Settings, service: Service, stack: EmbeddedStack) -> str:
     )
 
 
+def _console_line(settings: Settings, service: Service) -> list[str]:
+    if not settings.service.console.enabled:
+        return []
+    login = "log in with service.admin_token" if settings.service.admin_token else "read-only"
+    return [f"  Console       {service.url}/console/   ({login})"]
+
+
 def _webhook_lines(settings: Settings, service: Service) -> list[str]:
-    hooks = [s for s in settings.sources if s.get("type") == "webhook"]
+    hooks = [s for s in settings.sources if isinstance(s, WebhookEntry)]
     if not hooks:
         return []
     lines = ["Webhook endpoints (signed requests; see README for a signed curl example):"]
     for h in hooks:
-        lines.append(f"  POST {service.url}/webhooks/{h['name']}  -> topic {h.get('topic')}")
+        lines.append(f"  POST {service.url}/webhooks/{h.name}  -> topic {h.topic}")
     if settings.pipelines:
         names = ", ".join(str(p.get("name")) for p in settings.pipelines)
         lines.append(f"Pipelines running: {names}")
@@ -143,7 +152,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         )
         return 2
     settings = settings_from_args(args, _overrides(args))
-    setup_logging(settings.service.log_level)
+    start_observability(settings)
     emb = settings.embedded
     # Started from the main thread, before the event loop: the children are tied to
     # this process (they die with it, even on kill -9).
@@ -183,6 +192,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         loop.run(serve_until_signalled(service, ready))
     finally:
         listener.close()  # a no-op once the service took it
+        telemetry.shutdown()  # export the spans still buffered
         stack.stop()
         err_console.print("stopped")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from typing import Any
 
@@ -83,13 +84,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--dry-run", action="store_true", help="show what would be replayed")
     p.add_argument("--rate", type=float, metavar="N", help="at most N records per second")
     p.add_argument("--force", action="store_true", help="replay records replayed before")
+    p.add_argument("--reason", help="why (recorded with each record replayed)")
+    _by_arg(p)
     p.set_defaults(func=cmd_replay)
 
     p = add_command(dsub, "discard", "mark dead letters as dealt with (recorded)")
     _shared(p)
     _filter_args(p)
     p.add_argument("--reason", required=True, help="why (recorded with each record)")
+    _by_arg(p)
     p.set_defaults(func=cmd_discard)
+
+
+def _by_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--by", metavar="NAME", help="who is doing it, recorded (default: the OS user name)"
+    )
+
+
+def _who(args: argparse.Namespace) -> str:
+    if args.by:
+        return str(args.by)
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (a bare container)
+        return "unknown"
 
 
 def _filters(args: argparse.Namespace) -> Filters:
@@ -247,6 +266,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     rate=args.rate,
                     force=args.force,
                     progress=lambda n: progress.advance(task, n),
+                    who=_who(args),
+                    reason=args.reason,
                 )
 
         return await _with_dlq(settings, work)
@@ -274,7 +295,7 @@ def cmd_discard(args: argparse.Namespace) -> int:
     filters = _filters(args)
 
     async def fn(dlq: Dlq, topics: list[str]) -> int:
-        return await dlq.discard(await dlq.select(topics, filters), args.reason)
+        return await dlq.discard(await dlq.select(topics, filters), args.reason, _who(args))
 
     n = _run(args, fn)
     err_console.print(f"discarded {n} record(s)")

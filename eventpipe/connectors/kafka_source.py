@@ -46,10 +46,10 @@ from aiokafka.structs import OffsetAndMetadata
 from psycopg_pool import AsyncConnectionPool
 from pydantic import Field, field_validator, model_validator
 
-from eventpipe import metrics
-from eventpipe.base import PluginConfig, Source, sources
+from eventpipe import metrics, telemetry
 from eventpipe.connectors.webhook.config import check_programs
 from eventpipe.connectors.webhook.mapping import FieldProgram, MappingError
+from eventpipe.context import Context
 from eventpipe.dlq.record import DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.envelope import CloudEvent
@@ -63,14 +63,14 @@ from eventpipe.errors import (
 )
 from eventpipe.kafka.admin import prepare_source_topics
 from eventpipe.kafka.client import client_kwargs, wrap_kafka_error
-from eventpipe.preflight import Problem, Reach, register_check, source_entries, topic_problems
+from eventpipe.plugin import Plugin, PluginConfig, Source, SourceConfig
+from eventpipe.preflight import Problem, Reach, topic_problems
 from eventpipe.publisher import PublishBatchError
 from eventpipe.schema_registry.client import SchemaRegistryClient
 from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.schema_registry.schemas import AvroSchema, JsonSchema, ParsedSchema
 from eventpipe.schema_registry.wire import WireFormatError, avro_decode, json_decode, unframe
-from eventpipe.service.context import ServiceContext
-from eventpipe.service.runner import COMPONENT_FACTORIES, Component
+from eventpipe.status import Activity, ComponentStatus, State
 from eventpipe.topics import TopicName
 from eventpipe.transforms.jq_engine import EngineName
 
@@ -122,6 +122,12 @@ class KafkaSourceConfig(PluginConfig):
     event: RecordMapping = Field(default_factory=RecordMapping)
     dead_letter_topic: TopicName | None = None
     batch_size: int = Field(500, ge=1, le=10_000)
+
+
+class KafkaSourceEntry(KafkaSourceConfig, SourceConfig):
+    """A ``sources:`` entry of type kafka."""
+
+    type: Literal["kafka"]
 
 
 class DecodeError(PermanentError):
@@ -176,11 +182,11 @@ def _text(raw: bytes | None) -> str | None:
         return None
 
 
-@sources.register("kafka")
 class KafkaTopicSource(Source):
+    type_name = "kafka"
     Config = KafkaSourceConfig
 
-    def __init__(self, config: KafkaSourceConfig, *, name: str, ctx: ServiceContext) -> None:
+    def __init__(self, config: KafkaSourceConfig, *, name: str, ctx: Context) -> None:
         super().__init__(config, name=name)
         self.cfg = config
         self.ctx = ctx
@@ -197,9 +203,14 @@ class KafkaTopicSource(Source):
         self._schemas: Schemas | None = None
         self._client: SchemaRegistryClient | None = None
         self._committed: dict[str, int] = {}
+        self.activity = Activity()
         self._produced = metrics.SOURCE_RECORDS.labels(source=name, outcome="produced")
         self._dead = metrics.SOURCE_RECORDS.labels(source=name, outcome="dead_lettered")
         self._latency = metrics.INGEST_SECONDS.labels(source=name)
+
+    @classmethod
+    def build(cls, config: KafkaSourceConfig, name: str, ctx: Context) -> KafkaTopicSource:
+        return cls(config, name=name, ctx=ctx)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -265,6 +276,31 @@ class KafkaTopicSource(Source):
     def position(self) -> Any:
         return dict(self._committed)
 
+    def status(self) -> ComponentStatus:
+        consumer, task = self._consumer, self._task
+        state: State = "stopped"
+        lag: dict[str, int] = {}
+        if task is not None and task.done():
+            state = "failed"
+        elif consumer is not None:
+            assigned = consumer.assignment()
+            state = "running" if assigned else "waiting"
+            for tp in assigned:
+                hw = consumer.highwater(tp)
+                done = self._committed.get(f"{tp.topic}/{tp.partition}")
+                if hw is not None and done is not None:
+                    lag[f"{tp.topic}[{tp.partition}]"] = max(0, hw - done)
+        st = self.activity.status(
+            name=self.name,
+            kind=self.kind,
+            type=self.type_name,
+            state=state,
+            lag=lag,
+            details={"topic": self.cfg.topic, "reads": list(self.cfg.read.topics)},
+        )
+        st.dead_letters = dict(self.dlq.written)
+        return st
+
     # ---------------------------------------------------------------- loop
     async def _run(self) -> None:
         consumer = self._consumer
@@ -273,6 +309,7 @@ class KafkaTopicSource(Source):
             try:
                 batch = await consumer.getmany(timeout_ms=500, max_records=self.cfg.batch_size)
             except ke.KafkaError as exc:
+                self.activity.failed(exc)
                 log.warning("source %s: poll failed (%s); retrying", self.name, exc)
                 await asyncio.sleep(1.0)
                 continue
@@ -281,7 +318,8 @@ class KafkaTopicSource(Source):
             records = [r for recs in batch.values() for r in recs]
             try:
                 await self.deliver(records)
-            except Exception:
+            except Exception as exc:
+                self.activity.failed(exc)
                 log.exception("source %s: delivering a batch failed; reading it again", self.name)
                 for tp, recs in batch.items():
                     consumer.seek(tp, recs[0].offset)
@@ -298,13 +336,38 @@ class KafkaTopicSource(Source):
 
     async def deliver(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Produce one polled batch (and its dead letters); returns only when all were
-        acknowledged, retrying retriable failures with backoff."""
+        acknowledged, retrying retriable failures with backoff.  A record's W3C
+        ``traceparent`` header becomes its event's; with tracing on, the others take
+        the batch span's."""
+        contexts = [telemetry.from_record_headers(r.headers) for r in records]
+        with telemetry.consumer_span(f"process {self.name}", contexts, self._span_attributes()):
+            await self._deliver(records, contexts)
+
+    def _span_attributes(self) -> dict[str, Any]:
+        read = self.cfg.read
+        return {
+            "messaging.system": "kafka",
+            "messaging.operation.name": "process",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": ",".join(read.topics),
+            "messaging.consumer.group.name": read.group_id or f"eventpipe.source.{self.name}",
+            "eventpipe.source": self.name,
+        }
+
+    async def _deliver(
+        self,
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+        contexts: list[telemetry.TraceContext | None],
+    ) -> None:
         started = asyncio.get_running_loop().time()
+        self.activity.events_in.mark(len(records))
         pending: list[tuple[ConsumerRecord[bytes, bytes], KafkaMessage, str]] = []
         letters: list[DeadLetter] = []
-        for rec in records:
+        batch_context = telemetry.current()
+        for rec, context in zip(records, contexts, strict=True):
             try:
                 event = await self._event_retrying(rec)
+                telemetry.stamp(event, context or batch_context)
                 pending.append((rec, to_kafka(event), event.id))
             except (DecodeError, MappingError, InvalidEventError) as exc:
                 stage = "decode" if isinstance(exc, DecodeError) else "source"
@@ -350,9 +413,11 @@ class KafkaTopicSource(Source):
                     await self._backoff(exc, delay)
                     delay = min(delay * 2, 10.0)
             except BrokerUnavailableError as exc:
+                self.activity.failed(exc)
                 await self._backoff(exc, delay)
                 delay = min(delay * 2, 10.0)
         self._produced.inc(produced)
+        self.activity.events_out.mark(produced)
         self._dead.inc(len(records) - produced)
         self._latency.observe(asyncio.get_running_loop().time() - started)
 
@@ -465,39 +530,16 @@ class KafkaTopicSource(Source):
         )
 
 
-class SourceComponent(Component):
-    """Runs a source as a service component (``--role ingest``)."""
-
-    def __init__(self, source: Source) -> None:
-        self.source = source
-        self.name = f"{source.type_name} source {source.name}"
-
-    async def start(self) -> None:
-        await self.source.start()
-
-    async def stop(self) -> None:
-        await self.source.stop()
+async def check_kafka_source(cfg: KafkaSourceConfig, reach: Reach) -> list[Problem]:
+    """Start-time check: the target topic exists (or will be created)."""
+    return await topic_problems(reach, [("topic", cfg.topic)])
 
 
-def components(ctx: ServiceContext) -> list[Component]:
-    out: list[Component] = []
-    for entry in ctx.settings.sources:
-        if entry.get("type") == "kafka":
-            cfg = KafkaSourceConfig.model_validate(
-                {k: v for k, v in entry.items() if k not in ("type", "name")}
-            )
-            out.append(SourceComponent(KafkaTopicSource(cfg, name=str(entry["name"]), ctx=ctx)))
-    return out
-
-
-async def check_kafka_sources(reach: Reach) -> list[Problem]:
-    """Start-time check: each source's topic exists (or will be created)."""
-    wanted = [
-        (f"sources[{i}].topic", cfg.topic)
-        for i, cfg in source_entries(reach.settings, "kafka", KafkaSourceConfig)
-    ]
-    return await topic_problems(reach, wanted)
-
-
-COMPONENT_FACTORIES["ingest"].append(components)
-register_check("ingest", check_kafka_sources)
+PLUGIN = Plugin(
+    "source",
+    "kafka",
+    KafkaSourceEntry,
+    KafkaTopicSource.build,
+    "records of a foreign Kafka topic (JSON, Avro, bytes) mapped to CloudEvents on ours",
+    check=check_kafka_source,
+)

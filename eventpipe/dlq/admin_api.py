@@ -9,13 +9,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from eventpipe.context import Context
 from eventpipe.dlq.ops import Dlq, DlqError, resolve_topics, stats
 from eventpipe.dlq.query import FilterError, Filters, parse_when
 from eventpipe.kafka.incarnation import TopicResetError
 from eventpipe.problem import problem
-from eventpipe.service.context import ServiceContext
-from eventpipe.service.publish_api import CTX
 
+API_USER = "admin-api"  # who a replay or discard is recorded as without "by"
 _FILTER_KEYS = (
     "pipeline",
     "topic",
@@ -29,7 +29,7 @@ _FILTER_KEYS = (
 )
 
 
-def _authorized(request: web.Request, ctx: ServiceContext) -> web.Response | None:
+def _authorized(request: web.Request, ctx: Context) -> web.Response | None:
     token = ctx.settings.service.admin_token
     if token is None:
         return problem(
@@ -49,7 +49,9 @@ def _authorized(request: web.Request, ctx: ServiceContext) -> web.Response | Non
     return None
 
 
-def _filters(params: dict[str, Any]) -> Filters:
+def filters_from(params: dict[str, Any]) -> Filters:
+    """Filters from query parameters or a JSON body (errors name the parameter)."""
+
     def when(name: str) -> Any:
         v = params.get(name)
         return parse_when(str(v), name) if v else None
@@ -91,9 +93,8 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return doc
 
 
-def _guard(handler: Any) -> Any:
+def _guard(handler: Any, ctx: Context) -> Any:
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        ctx = request.app[CTX]
         denied = _authorized(request, ctx)
         if denied is not None:
             return denied
@@ -110,22 +111,22 @@ def _guard(handler: Any) -> Any:
     return wrapped
 
 
-async def list_dead_letters(request: web.Request, ctx: ServiceContext, dlq: Dlq) -> web.Response:
+async def list_dead_letters(request: web.Request, ctx: Context, dlq: Dlq) -> web.Response:
     params = dict(request.query)
-    filters = _filters(params)
+    filters = filters_from(params)
     topics = await resolve_topics(ctx.settings, filters.pipeline, _topics(params))
     entries = await dlq.select(topics, filters)
     return web.json_response({"items": [e.to_doc() for e in entries]}, dumps=_dumps)
 
 
-async def dlq_stats(request: web.Request, ctx: ServiceContext, dlq: Dlq) -> web.Response:
+async def dlq_stats(request: web.Request, ctx: Context, dlq: Dlq) -> web.Response:
     params = dict(request.query)
-    filters = _filters(params)
+    filters = filters_from(params)
     topics = await resolve_topics(ctx.settings, filters.pipeline, _topics(params))
     return web.json_response(stats(await dlq.select(topics, filters)), dumps=_dumps)
 
 
-async def show(request: web.Request, ctx: ServiceContext, dlq: Dlq) -> web.Response:
+async def show(request: web.Request, ctx: Context, dlq: Dlq) -> web.Response:
     params = dict(request.query)
     topics = await resolve_topics(ctx.settings, params.get("pipeline"), _topics(params))
     entry = await dlq.find(topics, request.match_info["ref"])
@@ -134,9 +135,9 @@ async def show(request: web.Request, ctx: ServiceContext, dlq: Dlq) -> web.Respo
     return web.json_response(entry.to_doc(full=True), dumps=_dumps)
 
 
-async def replay(request: web.Request, ctx: ServiceContext, dlq: Dlq) -> web.Response:
+async def replay(request: web.Request, ctx: Context, dlq: Dlq) -> web.Response:
     body = await _body(request)
-    filters = _filters({k: body.get(k) for k in _FILTER_KEYS})
+    filters = filters_from({k: body.get(k) for k in _FILTER_KEYS})
     topics = await resolve_topics(ctx.settings, filters.pipeline, _topics(body))
     entries = await dlq.select(topics, filters)
     report = await dlq.replay(
@@ -147,6 +148,8 @@ async def replay(request: web.Request, ctx: ServiceContext, dlq: Dlq) -> web.Res
         dry_run=bool(body.get("dry_run")),
         rate=body.get("rate"),
         force=bool(body.get("force")),
+        who=_text(body, "by") or API_USER,
+        reason=_text(body, "reason"),
     )
     return web.json_response(
         {
@@ -159,26 +162,37 @@ async def replay(request: web.Request, ctx: ServiceContext, dlq: Dlq) -> web.Res
     )
 
 
-async def discard(request: web.Request, ctx: ServiceContext, dlq: Dlq) -> web.Response:
+async def discard(request: web.Request, ctx: Context, dlq: Dlq) -> web.Response:
     body = await _body(request)
     reason = body.get("reason")
     if not isinstance(reason, str) or not reason.strip():
         return problem(
             400, "bad-request", "reason is required", field="reason", reason="required, non-empty"
         )
-    filters = _filters({k: body.get(k) for k in _FILTER_KEYS})
+    filters = filters_from({k: body.get(k) for k in _FILTER_KEYS})
     topics = await resolve_topics(ctx.settings, filters.pipeline, _topics(body))
-    n = await dlq.discard(await dlq.select(topics, filters), reason)
+    who = _text(body, "by") or API_USER
+    n = await dlq.discard(await dlq.select(topics, filters), reason, who)
     return web.json_response({"discarded": n})
+
+
+def _text(body: dict[str, Any], key: str) -> str | None:
+    """An optional string member of the body (``by``, ``reason``): 400 otherwise."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise FilterError(key, "must be a string")
+    return value.strip() or None
 
 
 def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
 
 
-def install(app: web.Application, ctx: ServiceContext) -> None:
-    app.router.add_get("/v1/dlq", _guard(list_dead_letters), name="dlq-list")
-    app.router.add_get("/v1/dlq/stats", _guard(dlq_stats), name="dlq-stats")
-    app.router.add_post("/v1/dlq/replay", _guard(replay), name="dlq-replay")
-    app.router.add_post("/v1/dlq/discard", _guard(discard), name="dlq-discard")
-    app.router.add_get("/v1/dlq/{ref}", _guard(show), name="dlq-show")
+def install(app: web.Application, ctx: Context) -> None:
+    app.router.add_get("/v1/dlq", _guard(list_dead_letters, ctx), name="dlq-list")
+    app.router.add_get("/v1/dlq/stats", _guard(dlq_stats, ctx), name="dlq-stats")
+    app.router.add_post("/v1/dlq/replay", _guard(replay, ctx), name="dlq-replay")
+    app.router.add_post("/v1/dlq/discard", _guard(discard, ctx), name="dlq-discard")
+    app.router.add_get("/v1/dlq/{ref}", _guard(show, ctx), name="dlq-show")

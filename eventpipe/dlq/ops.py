@@ -4,10 +4,12 @@ stats, replay and discard."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,17 +102,48 @@ class Dlq:
 
         return Ledgers(current(replayed), current(discarded), ids)
 
-    async def select(self, topics: Sequence[str], filters: Filters) -> list[Entry]:
-        gone = (await self.ledgers(topics)).discarded
-        start_ms = int(filters.since.timestamp() * 1000) - 60_000 if filters.since else None
+    async def select(
+        self, topics: Sequence[str], filters: Filters, ledgers: Ledgers | None = None
+    ) -> list[Entry]:
+        """``ledgers``: from :meth:`ledgers` of the same topics, when the caller has
+        them already (the console shows which records were replayed)."""
         out: list[Entry] = []
-        async for read in read_snapshot(self.settings.kafka, topics, start_ms=start_ms):
-            e = await payloads.resolve(self.pool, read)
-            if filters.matches(e, gone):
+        async with contextlib.aclosing(self._matching(topics, filters, ledgers)) as found:
+            async for e in found:
                 out.append(e)
                 if filters.limit is not None and len(out) >= filters.limit:
                     break
         return out
+
+    async def newest(
+        self, topics: Sequence[str], filters: Filters, n: int, ledgers: Ledgers | None = None
+    ) -> Summary:
+        """The ``n`` newest records that match (newest first), and counts over all that
+        match; holds at most ``n`` records however long the topics are."""
+        summary = Summary()
+        heap: list[tuple[float, int, Entry]] = []
+        async for e in self._matching(topics, filters, ledgers):
+            summary.total += 1
+            summary.by_pipeline[e.letter.pipeline] += 1
+            summary.by_stage[e.letter.stage] += 1
+            summary.by_exception[e.letter.exception_class] += 1
+            item = (e.failed_at.timestamp(), summary.total, e)
+            if len(heap) < n:
+                heapq.heappush(heap, item)
+            else:
+                heapq.heappushpop(heap, item)
+        summary.entries = [e for *_, e in sorted(heap, reverse=True)]
+        return summary
+
+    async def _matching(
+        self, topics: Sequence[str], filters: Filters, ledgers: Ledgers | None
+    ) -> AsyncGenerator[Entry, None]:
+        gone = (ledgers or await self.ledgers(topics)).discarded
+        start_ms = int(filters.since.timestamp() * 1000) - 60_000 if filters.since else None
+        async for read in read_snapshot(self.settings.kafka, topics, start_ms=start_ms):
+            e = await payloads.resolve(self.pool, read)
+            if filters.matches(e, gone):
+                yield e
 
     async def find(self, topics: Sequence[str], ref: str) -> Entry | None:
         exact = parse_ref(ref)
@@ -124,7 +157,13 @@ class Dlq:
                 return await payloads.resolve(self.pool, e)
         return None
 
-    async def discard(self, entries: Sequence[Entry], reason: str) -> int:
+    async def history(self, ref: store.Ref) -> list[store.HistoryRow]:
+        """The replays and discards of one record (after :meth:`ledgers` of its topic
+        retired what belonged to an earlier incarnation)."""
+        async with self.pool.connection() as conn:
+            return await store.history(conn, ref)
+
+    async def discard(self, entries: Sequence[Entry], reason: str, who: str | None = None) -> int:
         if not reason.strip():
             raise DlqError("--reason is required and must not be empty")
         async with TopicAdmin(self.settings.kafka) as admin:
@@ -135,6 +174,7 @@ class Dlq:
                 [((e.topic, e.partition, e.offset), e.event_id) for e in entries],
                 reason,
                 ids,
+                who,
             )
 
     async def replay(
@@ -148,7 +188,10 @@ class Dlq:
         rate: float | None = None,
         force: bool = False,
         progress: Callable[[int], None] | None = None,
+        who: str | None = None,
+        reason: str | None = None,
     ) -> ReplayReport:
+        """``who`` / ``reason``: recorded with each replayed record."""
         program = _compile_patch(patch)
         report = ReplayReport()
         ledgers = await self.ledgers(topics)
@@ -183,7 +226,9 @@ class Dlq:
         async with Publisher(self.settings) as publisher:
             for i in range(0, len(planned), size):
                 chunk = planned[i : i + size]
-                await self._replay_chunk(publisher, chunk, patch, force, report, ledgers.ids)
+                await self._replay_chunk(
+                    publisher, chunk, patch, force, report, ledgers.ids, (who, reason)
+                )
                 if progress is not None:
                     progress(len(chunk))
                 if rate:
@@ -202,6 +247,7 @@ class Dlq:
         force: bool,
         report: ReplayReport,
         topic_ids: dict[str, uuid.UUID | None],
+        by: tuple[str | None, str | None] = (None, None),
     ) -> None:
         by_target: dict[str, list[tuple[Entry, KafkaMessage]]] = {}
         for e, target, m in chunk:
@@ -228,6 +274,7 @@ class Dlq:
                         patch,
                         force,
                         topic_ids.get(e.topic),
+                        *by,
                     )
                 )
         # Recorded after the broker acknowledged: a crash in between replays the
@@ -243,6 +290,17 @@ class Ledgers:
     replayed: set[store.Ref]
     discarded: set[store.Ref]
     ids: dict[str, uuid.UUID | None]  # the DLQ topics' ids now
+
+
+@dataclass
+class Summary:
+    """What :meth:`Dlq.newest` found."""
+
+    entries: list[Entry] = field(default_factory=list)
+    total: int = 0
+    by_pipeline: Counter[str] = field(default_factory=Counter)
+    by_stage: Counter[str] = field(default_factory=Counter)
+    by_exception: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -285,6 +343,21 @@ def _compile_patch(patch: str | None) -> Any:
         raise DlqError(f"--patch does not compile: {exc}") from exc
 
 
+def patch_event(event: dict[str, Any], patch: str, ref: str = "the record") -> dict[str, Any]:
+    """``event`` (a structured CloudEvent) with the jq ``patch`` applied, by the rules
+    of a patched replay (it must output an event with the same id and source);
+    :class:`DlqError` says why not.  What the console's preview shows."""
+    program = _compile_patch(patch)
+    if program is None:
+        return event
+    out = _apply(event, program, ref)
+    try:
+        from_structured_dict(out)
+    except EventpipeError as exc:
+        raise DlqError(f"{ref}: the patched event is not valid: {exc}") from exc
+    return out
+
+
 def _message(e: Entry, program: Any) -> KafkaMessage:
     d = e.letter
     if d.payload_ref is not None and d.value is None:
@@ -295,22 +368,25 @@ def _message(e: Entry, program: Any) -> KafkaMessage:
         return KafkaMessage(d.key, d.value, list(d.headers))
     if e.event is None:
         raise DlqError(f"{e.ref}: the value is not a CloudEvent, so --patch cannot apply")
+    ev = from_structured_dict(_apply(e.event, program, e.ref))
+    m = to_kafka(ev)
+    return KafkaMessage(d.key, m.value, m.headers)
+
+
+def _apply(event: dict[str, Any], program: Any, ref: str) -> dict[str, Any]:
     from eventpipe.transforms.jq_engine import NO_OUTPUT
 
     try:
-        out = program.first(e.event)
+        out = program.first(event)
     except Exception as exc:
-        raise DlqError(f"{e.ref}: --patch failed: {exc}") from exc
+        raise DlqError(f"{ref}: --patch failed: {exc}") from exc
     if out is NO_OUTPUT or not isinstance(out, dict):
-        raise DlqError(f"{e.ref}: --patch must output the event object")
-    if out.get("id") != e.event.get("id") or out.get("source") != e.event.get("source"):
+        raise DlqError(f"{ref}: --patch must output the event object")
+    if out.get("id") != event.get("id") or out.get("source") != event.get("source"):
         raise DlqError(
-            f"{e.ref}: --patch must keep the event's id and source (downstream "
-            "deduplicates on them)"
+            f"{ref}: --patch must keep the event's id and source (downstream deduplicates on them)"
         )
-    ev = from_structured_dict(out)
-    m = to_kafka(ev)
-    return KafkaMessage(d.key, m.value, m.headers)
+    return out
 
 
 def _preview(value: bytes | None) -> Any:

@@ -1,10 +1,12 @@
-"""Postgres records of replays and discards (migration 0007_dlq.sql)."""
+"""Postgres records of replays and discards (migrations 0007_dlq.sql, 0016_console.sql:
+who did it and why)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from psycopg import AsyncConnection, sql
 
@@ -23,6 +25,21 @@ class ReplayRow:
     patch: str | None
     forced: bool
     topic_id: uuid.UUID | None = None  # the DLQ topic's id now
+    who: str | None = None  # the operator (the CLI's --by, the console's login name)
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class HistoryRow:
+    """One thing done to a dead letter: a replay or a discard."""
+
+    action: str  # "replay" | "discard"
+    at: datetime
+    who: str | None
+    reason: str | None
+    target: str | None = None  # replay: topic:partition:offset it was written to
+    patch: str | None = None
+    forced: bool = False
 
 
 async def replayed(conn: AsyncConnection, topics: Iterable[str]) -> dict[Ref, uuid.UUID | None]:
@@ -72,7 +89,8 @@ async def record_replays(conn: AsyncConnection, rows: Sequence[ReplayRow]) -> No
         conn.cursor() as cur,
         cur.copy(
             'copy eventpipe.dlq_replays (dlq_topic, partition, "offset", event_id, '
-            "target_topic, target_partition, target_offset, patch, forced, topic_id) from stdin"
+            "target_topic, target_partition, target_offset, patch, forced, topic_id, who, "
+            "reason) from stdin"
         ) as copy,
     ):
         for r in rows:
@@ -86,6 +104,8 @@ async def record_replays(conn: AsyncConnection, rows: Sequence[ReplayRow]) -> No
                     r.patch,
                     r.forced,
                     r.topic_id,
+                    r.who,
+                    r.reason,
                 )
             )
 
@@ -95,6 +115,7 @@ async def record_discards(
     refs: Sequence[tuple[Ref, str | None]],
     reason: str,
     topic_ids: Mapping[str, uuid.UUID | None] | None = None,
+    who: str | None = None,
 ) -> int:
     """A discard of a record the ledger holds for an earlier incarnation of its
     topic replaces that row (the ledger is keyed by the reference alone)."""
@@ -102,11 +123,33 @@ async def record_discards(
     async with conn.transaction(), conn.cursor() as cur:
         await cur.executemany(
             'insert into eventpipe.dlq_discards as d (dlq_topic, partition, "offset", '
-            "event_id, reason, topic_id) values (%s, %s, %s, %s, %s, %s) "
+            "event_id, reason, topic_id, who) values (%s, %s, %s, %s, %s, %s, %s) "
             'on conflict (dlq_topic, partition, "offset") do update set '
             "event_id = excluded.event_id, reason = excluded.reason, "
-            "topic_id = excluded.topic_id, discarded_at = now() "
+            "topic_id = excluded.topic_id, who = excluded.who, discarded_at = now() "
             "where d.topic_id is distinct from excluded.topic_id",
-            [(*ref, event_id, reason, ids.get(ref[0])) for ref, event_id in refs],
+            [(*ref, event_id, reason, ids.get(ref[0]), who) for ref, event_id in refs],
         )
         return cur.rowcount
+
+
+async def history(conn: AsyncConnection, ref: Ref) -> list[HistoryRow]:
+    """Every replay and discard of one dead letter, oldest first.  Rows of an earlier
+    incarnation of its topic (retired by :meth:`Dlq.ledgers`) belong to another
+    record and are left out: call this after the ledgers were checked."""
+    cur = await conn.execute(
+        "select 'replay', replayed_at, who, reason, "
+        "target_topic || ':' || coalesce(target_partition::text, '?') || ':' || "
+        "coalesce(target_offset::text, '?'), patch, forced "
+        "from eventpipe.dlq_replays "
+        'where dlq_topic = %(t)s and partition = %(p)s and "offset" = %(o)s '
+        "and topic_id is distinct from %(retired)s "
+        "union all "
+        "select 'discard', discarded_at, who, reason, null, null, false "
+        "from eventpipe.dlq_discards "
+        'where dlq_topic = %(t)s and partition = %(p)s and "offset" = %(o)s '
+        "and topic_id is distinct from %(retired)s "
+        "order by 2",
+        {"t": ref[0], "p": ref[1], "o": ref[2], "retired": RETIRED},
+    )
+    return [HistoryRow(*row) for row in await cur.fetchall()]

@@ -7,6 +7,7 @@ and the dead letter goes without it, naming it: no dead letter drops the bytes.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from psycopg_pool import AsyncConnectionPool
@@ -24,7 +25,8 @@ class DeadLetterWriter:
     """Thin on purpose: a dead letter is a record like any other, produced with the
     same acknowledged producer, so a source/pipeline never marks its input done
     before its dead letter is stored.  Without ``pool`` an oversize value cannot be
-    kept, and the write fails (it is never sent empty)."""
+    kept, and the write fails (it is never sent empty).  ``written`` counts the dead
+    letters the broker acknowledged, by stage (what a component's status shows)."""
 
     def __init__(
         self, publisher: Publisher, topic: str, *, pool: AsyncConnectionPool | None = None
@@ -32,10 +34,16 @@ class DeadLetterWriter:
         self.publisher = publisher
         self.topic = topic
         self.pool = pool
+        self.written: Counter[str] = Counter()
 
     async def write(self, letters: Sequence[DeadLetter]) -> list[Ack]:
         if not letters:
             return []
+        acks = await self._write(letters)
+        self.written.update(d.stage for d in letters)
+        return acks
+
+    async def _write(self, letters: Sequence[DeadLetter]) -> list[Ack]:
         limit = self.publisher.kafka.max_request_size
         await self._keep([d for d in letters if record_size(_message(d)) > limit])
         try:

@@ -20,10 +20,20 @@ from eventpipe.errors import InvalidEventError
 
 _UTC_Z = orjson.OPT_UTC_Z
 SPECVERSION = "1.0"
+# The CloudEvents attribute lists, defined here once (the bindings, steps and the
+# outbox read them from here).
 REQUIRED = ("id", "source", "type")
-CORE_ATTRIBUTES = frozenset(
-    {"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema"}
-)
+"""Required attributes besides ``specversion``: non-empty strings."""
+OPTIONAL_STRINGS = ("subject", "datacontenttype", "dataschema")
+"""Optional attributes that are strings (non-empty when set)."""
+OPTIONAL = ("subject", "time", "datacontenttype", "dataschema")
+"""Every optional context attribute (``time`` is a timestamp)."""
+CORE_ATTRIBUTES = frozenset(("specversion", *REQUIRED, *OPTIONAL))
+"""The spec's context attributes: everything else is an extension."""
+DATA_MEMBERS = frozenset({"data", "data_base64"})
+"""Where a structured event keeps its data."""
+NOT_EXTENSIONS = CORE_ATTRIBUTES | DATA_MEMBERS
+"""Names an extension can never take."""
 # Spec: attribute names use only lower-case a-z and 0-9.  "SHOULD NOT exceed 20
 # characters" is a recommendation, so longer names (which other SDKs send) are accepted.
 _EXT_NAME = re.compile(r"[a-z0-9]+")
@@ -32,7 +42,6 @@ _RFC3339 = re.compile(
     r"(?:\.[0-9]+)?"  # fraction
     r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"  # offset
 )
-_RESERVED = CORE_ATTRIBUTES | {"data", "data_base64"}
 # The type system's String: "the control characters in the ranges U+0000-U+001F and
 # U+007F-U+009F" and surrogates MUST NOT be used ("some, such as U+000A (newline), are
 # not usable in contexts such as HTTP headers").  Enforced on the attributes that name
@@ -103,7 +112,7 @@ def _is_json_ct(ct: str) -> bool:
 
 def validate_extension_name(name: str) -> None:
     if not _extension_name_ok(name):
-        if name in _RESERVED:
+        if name in NOT_EXTENSIONS:
             raise InvalidEventError(name, "is a reserved attribute name, not an extension")
         raise InvalidEventError(
             str(name), "extension names must be lower-case letters a-z or digits (CloudEvents 1.0)"
@@ -113,7 +122,7 @@ def validate_extension_name(name: str) -> None:
 @lru_cache(maxsize=1024)
 def _extension_name_ok(name: str) -> bool:
     # Cached: the same few names arrive on every event.
-    return isinstance(name, str) and name not in _RESERVED and bool(_EXT_NAME.fullmatch(name))
+    return isinstance(name, str) and name not in NOT_EXTENSIONS and bool(_EXT_NAME.fullmatch(name))
 
 
 def _check_chars(name: str, value: str) -> None:
@@ -210,7 +219,7 @@ class CloudEvent:
                 raise InvalidEventError(name, "is required and must be a non-empty string")
             if not v.isprintable():  # the fast test; the exact one is in _check_chars
                 _check_chars(name, v)
-        for name in ("subject", "datacontenttype", "dataschema"):
+        for name in OPTIONAL_STRINGS:
             v = getattr(self, name)
             if v is not None:
                 if not isinstance(v, str) or not v:

@@ -31,6 +31,9 @@ from typing import Any
 import orjson
 
 from eventpipe.envelope.event import (
+    NOT_EXTENSIONS,
+    OPTIONAL_STRINGS,
+    REQUIRED,
     SPECVERSION,
     CloudEvent,
     ExtensionValue,
@@ -44,21 +47,6 @@ STRUCTURED_CT = "application/cloudevents+json"
 BATCH_CT = "application/cloudevents-batch+json"
 JSON_CT = "application/json"
 
-_OPTIONAL_STRINGS = ("subject", "datacontenttype", "dataschema")
-_NOT_EXTENSIONS = frozenset(
-    {
-        "specversion",
-        "id",
-        "source",
-        "type",
-        "subject",
-        "time",
-        "datacontenttype",
-        "dataschema",
-        "data",
-        "data_base64",
-    }
-)
 _BINARY = (bytes, bytearray, memoryview)
 _DBL_MAX = sys.float_info.max
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson reads as an int
@@ -221,7 +209,7 @@ def event_from_binary(
                 content_type = v or None
         else:
             extensions[name] = v  # names and values are checked by CloudEvent.validate
-    for name in ("id", "source", "type"):
+    for name in REQUIRED:
         if name not in kw:
             raise InvalidEventError(name, "is required")
     return CloudEvent(
@@ -268,13 +256,13 @@ def from_structured_dict(d: Mapping[str, Any]) -> CloudEvent:
         raise InvalidEventError(
             "specversion", f"{specversion!r} is not supported; use {SPECVERSION!r}"
         )
-    for name in ("id", "source", "type"):
+    for name in REQUIRED:
         v = get(name)
         if v is None:
             raise InvalidEventError(name, "is required")
         if not isinstance(v, str) or not v:
             raise InvalidEventError(name, "must be a non-empty string")
-    for name in _OPTIONAL_STRINGS:
+    for name in OPTIONAL_STRINGS:
         v = get(name)
         if v is not None and (not isinstance(v, str) or not v):
             raise InvalidEventError(name, "must be a non-empty string when set")
@@ -283,7 +271,7 @@ def from_structured_dict(d: Mapping[str, Any]) -> CloudEvent:
 
     extensions: dict[str, ExtensionValue] = {}
     for k, v in d.items():
-        if k in _NOT_EXTENSIONS or v is None:
+        if k in NOT_EXTENSIONS or v is None:
             continue
         validate_extension_name(k)
         if not isinstance(v, str | int):  # bool is an int

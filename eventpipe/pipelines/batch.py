@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from eventpipe import metrics
+from eventpipe import metrics, telemetry
 from eventpipe.dlq.record import DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.envelope import CloudEvent
@@ -43,6 +43,7 @@ from eventpipe.sink import (
     SinkUnavailableError,
     retry_after_of,
 )
+from eventpipe.status import Activity
 from eventpipe.trace_hook import TraceHook
 from eventpipe.transforms import Chain, ValidateStep
 
@@ -135,9 +136,11 @@ class BatchProcessor:
         self.stopping = False
         self.trace = trace  # told what became of each record, once per batch
         self._sink_names = [s.name for s in sinks]
+        self.activity = Activity()  # records in, output events out, the last error
         self._m_in = metrics.PIPELINE_EVENTS_IN.labels(pipeline=pipeline)
         self._m_dup = metrics.PIPELINE_DUPLICATES.labels(pipeline=pipeline)
         self._m_batch = metrics.PIPELINE_BATCH_SIZE.labels(pipeline=pipeline)
+        self._span_attributes = {"eventpipe.pipeline": pipeline}
         self._m_step = {
             s: metrics.PIPELINE_STEP_SECONDS.labels(pipeline=pipeline, step=s)
             for s in ["decode", "validate_input", "validate_output", *(st.name for st in stages)]
@@ -146,11 +149,17 @@ class BatchProcessor:
     # ------------------------------------------------------------- the batch
     async def process(self, records: list[Record]) -> None:
         self._m_in.inc(len(records))
+        self.activity.events_in.mark(len(records))
         self._m_batch.observe(len(records))
         letters: list[DeadLetter] = []
         t = time.perf_counter()
         self._decode(records, letters)
         t = self._took("decode", t)
+        contexts = (telemetry.of_event(r.event) if r.event else None for r in records)
+        with telemetry.consumer_span(f"process {self.pipeline}", contexts, self._span_attributes):
+            await self._process(records, letters, t)
+
+    async def _process(self, records: list[Record], letters: list[DeadLetter], t: float) -> None:
         self._check_duplicates(records)
         if self.validate_input is not None:
             self._validate(records, self.validate_input, letters, inputs=True)
@@ -159,8 +168,10 @@ class BatchProcessor:
             if rec.event is not None and not rec.dead and not rec.duplicate:
                 rec.outputs = [rec.event]
         for stage in self.stages:
-            self._run_stage(stage, records, letters)
+            with telemetry.span(f"step {stage.name}", attributes={"eventpipe.step": stage.name}):
+                self._run_stage(stage, records, letters)
             t = self._took(stage.name, t)
+        telemetry.keep_trace((r.event, r.outputs) for r in records if r.outputs and r.event)
         if self.validate_output is not None:
             self._validate(records, self.validate_output, letters, inputs=False)
             t = self._took("validate_output", t)
@@ -179,10 +190,25 @@ class BatchProcessor:
                 ]
                 if not live:
                     continue
-            await self._deliver(sink, live, records)
+            with telemetry.span(
+                f"deliver {sink.name}", attributes=self._sink_attributes(sink, live)
+            ):
+                await self._deliver(sink, live, records)
         self._mark_done(records)
         if self.trace is not None:
             self.trace.read(self.pipeline, records, self._sink_names)
+        self.activity.events_out.mark(
+            sum(len(r.outputs) for r in records if not r.dead and not r.duplicate)
+        )
+
+    def _sink_attributes(self, sink: PipelineSink, live: list[Record]) -> dict[str, Any] | None:
+        if not telemetry.enabled():
+            return None
+        return {
+            "eventpipe.pipeline": self.pipeline,
+            "eventpipe.sink": sink.name,
+            "messaging.batch.message_count": len(live),
+        }
 
     def _took(self, step: str, t0: float) -> float:
         now = time.perf_counter()
@@ -309,8 +335,10 @@ class BatchProcessor:
                 rec = by_index.get(index)
                 if rec is None or rec.dead or is_retriable(exc):
                     continue
+                sink.activity.failed(exc)
                 letters.append(self._letter(rec, exc, "sink", label, attempts.get(index, 0) + 1))
             await self._write_dead_letters(letters)
+            sink.activity.dead_letters["sink"] += len(letters)
 
         holds = 0  # writes in a row that left records held (destination unavailable)
         queue = pending
@@ -327,6 +355,8 @@ class BatchProcessor:
             except TopicResetError:
                 raise  # marks of another incarnation of the topic: never a bad record
             except Exception as exc:  # the batch as a whole: a bug, or a retriable failure
+                sink.activity.failed(exc)
+                self.activity.failed(exc)
                 log.warning("pipeline %s sink %s failed a batch: %r", self.pipeline, label, exc)
                 tries = 1 + max(attempts.get(it.index, 0) for it in pending)
                 if self.tolerance == "none" and not (
@@ -343,12 +373,14 @@ class BatchProcessor:
             m_time.observe(time.perf_counter() - t0)
             w = sort_write(pending, failed)
             opened = self._judge_write(sink, w)
-            m_out.inc(sum(len(it.events) for it in w.delivered))
+            delivered = sum(len(it.events) for it in w.delivered)
+            m_out.inc(delivered)
+            sink.activity.events_out.mark(delivered)
             delays = [0.0]
             if w.held:
                 holds += 1
                 delays.append(self.retry.delay(holds, w.retry_after()))
-                self._held(label, w, delays[-1], opened)
+                self._held(sink, w, delays[-1], opened)
             else:
                 holds = 0
             now = datetime.now(UTC)
@@ -359,6 +391,7 @@ class BatchProcessor:
                 if rec.dead:  # dead-lettered by the sink's before_commit
                     continue
                 self._count_error(label, err)
+                sink.activity.failed(err)
                 n = attempts[it.index] = attempts.get(it.index, 0) + 1
                 first_failed.setdefault(it.index, now)
                 if is_retriable(err) and n < self.retry.max_attempts:
@@ -366,6 +399,7 @@ class BatchProcessor:
                 else:
                     letters.append(self._letter(rec, err, "sink", label, n, first_failed[it.index]))
             await self._write_dead_letters(letters)
+            sink.activity.dead_letters["sink"] += len(letters)
             if again:
                 hints = [a for _, a in again if a]
                 delays.append(self.retry.delay(max(n for n, _ in again), max(hints, default=None)))
@@ -384,9 +418,11 @@ class BatchProcessor:
         metrics.PIPELINE_SINK_BREAKER_OPEN.labels(pipeline=self.pipeline, sink=sink.name).set(0)
         return False
 
-    def _held(self, label: str, w: WriteOutcome, delay: float, opened: bool) -> None:
+    def _held(self, sink: PipelineSink, w: WriteOutcome, delay: float, opened: bool) -> None:
+        label = sink.name
         for _, exc in w.held:
             self._count_error(label, exc)
+        sink.activity.failed(w.held[0][1])
         log.warning(
             "pipeline %s sink %s unavailable for %d of %d record(s) (%s); holding them, "
             "retry in %.2fs%s",

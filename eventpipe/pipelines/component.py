@@ -1,29 +1,29 @@
-"""The ``pipelines`` role: one service Component per configured pipeline.
+"""The ``pipeline`` plugin: one service component per configured pipeline.
 
 Schemas named by ``subject`` (``validate_input``, ``validate_output``,
 ``validate`` steps) are fetched when the pipeline starts: from the pipeline's
 ``schema_registry`` URL when set, else from eventpipe's own registry (in the
 service's database).  An unknown subject is found before anything starts, with
-every other start-time problem (:func:`check_pipelines`, run by the service
-through :mod:`eventpipe.preflight`); an unreachable registry is retried by the
-caller.
+every other start-time problem (:func:`check_pipeline_start`, run by the service
+before anything starts); an unreachable registry is retried by the caller.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
-from eventpipe.preflight import Problem, Reach, register_check
+from eventpipe.context import Context
+from eventpipe.plugin import Component, Kind, Plugin
+from eventpipe.preflight import Problem, Reach
 from eventpipe.schema_registry.lookup import fetch_subject, subject_problems
-from eventpipe.service.context import ServiceContext
-from eventpipe.service.runner import COMPONENT_FACTORIES, Component
-from eventpipe.sink import SinkResources
+from eventpipe.status import ComponentStatus
 from eventpipe.transforms.base import SchemaResolver
 
 from .runtime import PipelineRuntime
-from .spec import PipelineSpec, build_sinks, check_pipeline, parse_pipelines
+from .spec import PipelineSpec, SinkCatalog, build_sinks
+from .status import pipeline_status
 
 log = logging.getLogger("eventpipe.pipelines")
 
@@ -52,7 +52,7 @@ def subjects_of(spec: PipelineSpec) -> set[tuple[str, Any]]:
     return {(subject, version) for _, subject, version in subject_paths(spec)}
 
 
-async def fetch_schemas(spec: PipelineSpec, ctx: ServiceContext | None) -> SchemaResolver | None:
+async def fetch_schemas(spec: PipelineSpec, ctx: Context | None) -> SchemaResolver | None:
     """A resolver over schemas fetched now (steps resolve at build, never per event)."""
     wanted = subjects_of(spec)
     if not wanted:
@@ -75,55 +75,70 @@ async def fetch_schemas(spec: PipelineSpec, ctx: ServiceContext | None) -> Schem
     return resolve
 
 
-async def check_pipelines(reach: Reach) -> list[Problem]:
-    """Start-time checks of every pipeline: its schema subjects are registered and
-    each sink's destination can take its rows (``Sink.preflight``)."""
-    from eventpipe.base import sinks as registry
-
-    problems: list[Problem] = []
-    for i, raw in enumerate(reach.settings.pipelines):
-        where = f"pipelines[{i}]"
-        spec, _ = check_pipeline(raw, where)  # load-time problems are reported at load
-        if spec is None:
-            continue
-        problems.extend(
-            await subject_problems(
-                reach, subject_paths(spec, where), registry_url=spec.schema_registry
-            )
-        )
-        entries, _ = build_sinks(list(spec.sinks), path=f"{where}.sinks")
-        for entry in entries:
-            found = await registry.get(entry.kind).preflight(entry.config, reach)
+async def check_pipeline_start(
+    spec: PipelineSpec, reach: Reach, sinks: SinkCatalog
+) -> list[Problem]:
+    """Start-time checks of one pipeline, paths relative to it: its schema subjects
+    are registered and each sink's destination can take its rows (the sink
+    plugin's ``check``)."""
+    problems = await subject_problems(reach, subject_paths(spec), registry_url=spec.schema_registry)
+    entries, _ = build_sinks(list(spec.sinks), path="sinks", sinks=sinks)
+    for entry in entries:
+        if entry.plugin.check is not None:
+            found = await entry.plugin.check(entry.config, reach)
             problems.extend((f"{entry.path}.{p}", m) for p, m in found)
     return problems
 
 
 class PipelineComponent(Component):
-    def __init__(self, spec: PipelineSpec, ctx: ServiceContext) -> None:
+    """One pipeline as a service component; its sinks are its status's children."""
+
+    kind: ClassVar[Kind] = "pipeline"
+    type_name: ClassVar[str] = "pipeline"
+
+    def __init__(self, spec: PipelineSpec, ctx: Context) -> None:
         self.spec = spec
         self.ctx = ctx
-        self.name = f"pipeline {spec.name}"
+        self.name = spec.name
         self.runtime: PipelineRuntime | None = None
+        self._stopped = False
+
+    @classmethod
+    def build(cls, spec: PipelineSpec, name: str, ctx: Context) -> PipelineComponent:
+        return cls(spec, ctx)
 
     async def start(self) -> None:
         ctx = self.ctx
         resolve = await fetch_schemas(self.spec, ctx)
-        resources = SinkResources(ctx.settings, ctx.publisher, ctx.admin, ctx.pool)
         self.runtime = PipelineRuntime(
-            self.spec, resources, resolve_schema=resolve, on_failure=self.report_failure
+            self.spec, ctx, resolve_schema=resolve, on_failure=self.report_failure
         )
+        self._stopped = False
         await self.runtime.start()
 
     async def stop(self) -> None:
-        runtime, self.runtime = self.runtime, None
+        self._stopped = True
+        runtime = self.runtime
         if runtime is not None:
             await runtime.stop()
 
+    def status(self) -> ComponentStatus:
+        rt = self.runtime
+        if rt is None or rt.processor is None:
+            return ComponentStatus(
+                name=self.name,
+                kind=self.kind,
+                type=self.type_name,
+                state="stopped" if self._stopped or rt is None else "starting",
+            )
+        return pipeline_status(rt, stopped=self._stopped)
 
-def pipeline_components(ctx: ServiceContext) -> list[Component]:
-    return [PipelineComponent(spec, ctx) for spec in parse_pipelines(ctx.settings)]
 
-
-if pipeline_components not in COMPONENT_FACTORIES["pipelines"]:
-    COMPONENT_FACTORIES["pipelines"].append(pipeline_components)
-register_check("pipelines", check_pipelines)
+PLUGIN = Plugin(
+    "pipeline",
+    "pipeline",
+    PipelineSpec,
+    PipelineComponent.build,
+    "consumes topics, runs steps (jq, filter, route, validate, aggregate, dedup) and "
+    "delivers to sinks with exactly-once effect",
+)

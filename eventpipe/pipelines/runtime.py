@@ -40,12 +40,13 @@ import faust
 from faust.types import TP
 
 from eventpipe import metrics
+from eventpipe.context import Context
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.errors import ConfigError
 from eventpipe.kafka.client import faust_app_kwargs
 from eventpipe.kafka.incarnation import TopicProbe, apply_policy, find_stale
 from eventpipe.settings import TopicSpec
-from eventpipe.sink import PipelineSink, SinkResources
+from eventpipe.sink import PipelineSink
 from eventpipe.transforms import Chain
 from eventpipe.transforms.base import SchemaResolver
 from eventpipe.transforms.jq_engine import compile_program
@@ -70,7 +71,7 @@ class PipelineRuntime:
     def __init__(
         self,
         spec: PipelineSpec,
-        resources: SinkResources,
+        resources: Context,
         *,
         resolve_schema: SchemaResolver | None = None,
         data_dir: Path | None = None,
@@ -97,6 +98,8 @@ class PipelineRuntime:
         # their start until a sink marks them again
         self._from_start: set[tuple[str, int]] = set()
         self.changelog: ChangelogWrites | None = None
+        self.lag: dict[str, int] = {}  # "topic[partition]" -> records, by the lag report
+        self.stalled: set[str] = set()  # partitions with lag that did not move
 
     # ------------------------------------------------------------- building
     def _build_steps(self) -> tuple[list[Any], list[tuple[str, str]]]:
@@ -158,7 +161,7 @@ class PipelineRuntime:
 
     async def start(self) -> None:
         s = self.spec
-        entries, problems = build_sinks(s.sinks, path="sinks")
+        entries, problems = build_sinks(s.sinks, path="sinks", sinks=self.resources.catalog.sinks)
         segments, step_problems = self._build_steps()
         v_in, p_in = build_validate(
             s.validate_input, path="validate_input", resolve_schema=self.resolve_schema
@@ -169,12 +172,9 @@ class PipelineRuntime:
         problems = problems + step_problems + p_in + p_out
         if problems:
             raise ConfigError([(f"pipeline {s.name}: {p}", m) for p, m in problems])
-        from eventpipe.base import sinks as registry
-
         try:
             for e in entries:
-                sink = registry.get(e.kind)(e.config, name=e.name)
-                assert isinstance(sink, PipelineSink)
+                sink = e.plugin.build(e.config, e.name, self.resources)
                 sink.bind(s.name, self.resources)
                 self.sinks.append(sink)
             await self._ensure_topics()
@@ -378,6 +378,9 @@ class PipelineRuntime:
                     ).set(lag)
                     reader = self.reader
                     stalled = bool(lag) and last.get(tp) == pos and reader is not None
+                    key = f"{tp.topic}[{tp.partition}]"
+                    self.lag[key] = lag
+                    (self.stalled.add if stalled else self.stalled.discard)(key)
                     paused = reader is not None and tp in reader.paused
                     quiet = stalled and paused and tp in told
                     if paused and stalled:
@@ -405,6 +408,14 @@ class PipelineRuntime:
                     last[tp] = pos
             except Exception:  # metrics must never stop a pipeline
                 log.debug("lag report failed", exc_info=True)
+
+    def assigned(self) -> bool:
+        """This worker holds at least one source partition."""
+        app = self.app
+        if app is None:
+            return False
+        topics = self.spec.source.topics
+        return any(tp.topic in topics for tp in app.consumer.assignment())
 
     # ---------------------------------------------------------------- stop
     async def stop(self, *, grace_s: float = 10.0) -> None:

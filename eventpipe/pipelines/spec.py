@@ -22,8 +22,8 @@ pipelines:
     processing_guarantee: at_least_once    # exactly_once needs a broker with transactions
 ```
 
-:func:`validate_pipelines` is registered in ``settings.SECTION_VALIDATORS``:
-every problem of every pipeline is reported at config load with its path
+:func:`validate_pipelines` (called by the service's config loader with the sink
+catalog) reports every problem of every pipeline at config load with its path
 (``pipelines[0].steps[2].jq: ...``).  Steps are built (jq compiled, schemas
 checked) then, so a bad program never waits for the first event.  Schemas
 named by ``subject`` are resolved when the pipeline starts.
@@ -32,7 +32,7 @@ named by ``subject`` are resolved when the pipeline starts.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -41,10 +41,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from eventpipe.config_keys import did_you_mean
 from eventpipe.durations import Duration
 from eventpipe.errors import ConfigError
-from eventpipe.settings import SECTION_VALIDATORS, Settings, problems_from
+from eventpipe.settings import problems_from
+from eventpipe.sink import SinkPlugin
+from eventpipe.topics import TopicName
 from eventpipe.transforms import Chain, StepContext, ValidateStep
 from eventpipe.transforms.base import SchemaResolver, build_step
-from eventpipe.transforms.steps import check_topic
+from eventpipe.transforms.validate import PLUGIN as VALIDATE
 
 STATEFUL_STEPS = ("aggregate", "dedup")
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -55,7 +57,7 @@ class SpecModel(BaseModel):
 
 
 class SourceSpec(SpecModel):
-    topics: list[str] = Field(min_length=1)
+    topics: list[TopicName] = Field(min_length=1)
     group: str | None = Field(None, description="consumer group; default: the pipeline name")
     partitions: int | None = Field(None, ge=1, description="when the pipeline creates them")
     start_from: Literal["earliest", "latest"] = "earliest"
@@ -71,8 +73,6 @@ class SourceSpec(SpecModel):
     @field_validator("topics")
     @classmethod
     def _topics(cls, v: list[str]) -> list[str]:
-        for t in v:
-            check_topic(t)
         if len(set(v)) != len(v):
             raise ValueError("a topic is listed twice")
         return v
@@ -97,13 +97,8 @@ class RetrySpec(SpecModel):
 
 
 class DeadLetterSpec(SpecModel):
-    topic: str | None = Field(None, description="default: <pipeline>.dlq")
+    topic: TopicName | None = Field(None, description="default: <pipeline>.dlq")
     partitions: int | None = Field(None, ge=1)
-
-    @field_validator("topic")
-    @classmethod
-    def _topic(cls, v: str | None) -> str | None:
-        return None if v is None else check_topic(v)
 
 
 class ErrorsSpec(SpecModel):
@@ -154,12 +149,17 @@ class PipelineSpec(SpecModel):
 
 
 # ------------------------------------------------------------------- building
+SinkCatalog: TypeAlias = Mapping[str, SinkPlugin[Any]]
+"""The sinks a pipeline may name, by type (the service's catalog hands it in)."""
+
+
 @dataclass
 class SinkEntry:
     kind: str
     name: str
     config: Any
     path: str
+    plugin: SinkPlugin[Any]
 
 
 @dataclass
@@ -230,15 +230,15 @@ def build_validate(
     if raw is None:
         return None, []
     step, problems = build_step(
-        ValidateStep, raw, path=path, name=path, context=StepContext(resolve_schema=resolve_schema)
+        VALIDATE, raw, path=path, name=path, context=StepContext(resolve_schema=resolve_schema)
     )
     assert step is None or isinstance(step, ValidateStep)
     return step, problems
 
 
-def build_sinks(raw: list[Any], *, path: str) -> tuple[list[SinkEntry], list[tuple[str, str]]]:
-    from eventpipe.base import sinks as registry
-
+def build_sinks(
+    raw: Sequence[Any], *, path: str, sinks: SinkCatalog
+) -> tuple[list[SinkEntry], list[tuple[str, str]]]:
     problems: list[tuple[str, str]] = []
     out: list[SinkEntry] = []
     names: set[str] = set()
@@ -250,8 +250,9 @@ def build_sinks(raw: list[Any], *, path: str) -> tuple[list[SinkEntry], list[tup
             )
             continue
         ((kind, cfg),) = item.items()
-        if kind not in registry:
-            known = registry.names()
+        plugin = sinks.get(kind)
+        if plugin is None:
+            known = sorted(sinks)
             problems.append(
                 (
                     where,
@@ -270,30 +271,26 @@ def build_sinks(raw: list[Any], *, path: str) -> tuple[list[SinkEntry], list[tup
             problems.append((f"{where}.{kind}.name", f"sink name {name!r} is used twice"))
             continue
         names.add(name)
-        model = registry.get(kind).Config
+        model = plugin.config
         try:
             config = model.model_validate(cfg)
         except ValidationError as exc:
             problems.extend(problems_from(exc, f"{where}.{kind}", model, also=("name",)))
             continue
-        out.append(SinkEntry(kind, name, config, f"{where}.{kind}"))
+        out.append(SinkEntry(kind, name, config, f"{where}.{kind}", plugin))
     return out, problems
 
 
 def sink_problems(entries: list[SinkEntry], steps: Any) -> list[tuple[str, str]]:
     """Each sink's load-time problems within its pipeline (a topic sink needs a
     topic or a ``route`` step before it)."""
-    from eventpipe.base import sinks as registry
-    from eventpipe.sink import PipelineSink
-
     routed = isinstance(steps, list) and any(
         isinstance(item, Mapping) and "route" in item for item in steps
     )
     problems: list[tuple[str, str]] = []
     for e in entries:
-        cls = registry.get(e.kind)
-        if issubclass(cls, PipelineSink):
-            found = cls.pipeline_problems(e.config, routed=routed)
+        if e.plugin.pipeline_problems is not None:
+            found = e.plugin.pipeline_problems(e.config, routed=routed)
             problems.extend((f"{e.path}.{p}", m) for p, m in found)
     return problems
 
@@ -303,7 +300,9 @@ def _permissive_resolver(subject: str, version: Any) -> tuple[str, str]:
     return "JSON", "true"
 
 
-def check_pipeline(raw: Any, where: str) -> tuple[PipelineSpec | None, list[tuple[str, str]]]:
+def check_pipeline(
+    raw: Any, where: str, sinks: SinkCatalog
+) -> tuple[PipelineSpec | None, list[tuple[str, str]]]:
     """Every problem of one pipeline entry, each with its path."""
     if not isinstance(raw, Mapping):
         return None, [(where, "each pipeline is a mapping (name, source, steps, sinks, ...)")]
@@ -319,7 +318,7 @@ def check_pipeline(raw: Any, where: str) -> tuple[PipelineSpec | None, list[tupl
                 )[1]
             )
         if isinstance(raw.get("sinks"), list):
-            entries, found = build_sinks(raw["sinks"], path=f"{where}.sinks")
+            entries, found = build_sinks(raw["sinks"], path=f"{where}.sinks", sinks=sinks)
             problems.extend(found + sink_problems(entries, raw.get("steps")))
         return None, problems
     problems = []
@@ -332,7 +331,7 @@ def check_pipeline(raw: Any, where: str) -> tuple[PipelineSpec | None, list[tupl
                 getattr(spec, field), path=f"{where}.{field}", resolve_schema=_permissive_resolver
             )[1]
         )
-    entries, found = build_sinks(spec.sinks, path=f"{where}.sinks")
+    entries, found = build_sinks(spec.sinks, path=f"{where}.sinks", sinks=sinks)
     problems.extend(found + sink_problems(entries, spec.steps))
     if spec.dlq_topic in spec.source.topics:
         problems.append(
@@ -347,13 +346,14 @@ def _tidy(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(p.replace(".(root)", ""), m.removeprefix("Value error, ")) for p, m in problems]
 
 
-def validate_pipelines(settings: Settings) -> list[tuple[str, str]]:
+def validate_pipelines(pipelines: Sequence[Any], sinks: SinkCatalog) -> list[tuple[str, str]]:
+    """Every problem of the ``pipelines:`` section, each with its path."""
     problems: list[tuple[str, str]] = []
     names: dict[str, int] = {}
     groups: dict[str, int] = {}
-    for i, raw in enumerate(settings.pipelines):
+    for i, raw in enumerate(pipelines):
         where = f"pipelines[{i}]"
-        spec, found = check_pipeline(raw, where)
+        spec, found = check_pipeline(raw, where, sinks)
         problems.extend(_tidy(found))
         if spec is None:
             continue
@@ -377,22 +377,15 @@ def validate_pipelines(settings: Settings) -> list[tuple[str, str]]:
     return problems
 
 
-def parse_pipelines(settings: Settings) -> list[PipelineSpec]:
-    """The validated specs (load_settings already reported problems)."""
+def parse_pipelines(pipelines: Sequence[Any], sinks: SinkCatalog) -> list[PipelineSpec]:
+    """The validated specs (the config loader already reported problems)."""
     out = []
-    for i, raw in enumerate(settings.pipelines):
-        spec, problems = check_pipeline(raw, f"pipelines[{i}]")
+    for i, raw in enumerate(pipelines):
+        spec, problems = check_pipeline(raw, f"pipelines[{i}]", sinks)
         if problems or spec is None:
             raise ConfigError(problems)
         out.append(spec)
     return out
 
-
-def register() -> None:
-    if validate_pipelines not in SECTION_VALIDATORS:
-        SECTION_VALIDATORS.append(validate_pipelines)
-
-
-register()
 
 SchemaResolverFactory = Callable[[PipelineSpec], SchemaResolver | None]

@@ -23,7 +23,7 @@ from .models import CONTENT_TYPE, SCHEMA_TYPES, Schema, SchemaReference
 from .registry import SchemaRegistry
 
 if TYPE_CHECKING:
-    from eventpipe.service.context import ServiceContext
+    from eventpipe.context import Context
 
 log = logging.getLogger("eventpipe.schema_registry")
 PREFIX = "/schema-registry"
@@ -362,6 +362,6 @@ def build_registry_app(
     return app
 
 
-def install(app: web.Application, ctx: ServiceContext) -> None:
+def install(app: web.Application, ctx: Context) -> None:
     """Mount the registry under ``/schema-registry/`` of the service, on ``ctx.pool``."""
     app.add_subapp(PREFIX + "/", build_registry_app(lambda: ctx.pool))

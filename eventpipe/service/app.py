@@ -1,25 +1,33 @@
-"""The aiohttp application: health, metrics, the publish API, and the routes later
-features add.  Every error answer is RFC 9457 problem JSON."""
+"""The aiohttp application: health, metrics, the publish API, the schema registry,
+the DLQ admin API, and the routes the components offer (webhooks).  Every error
+answer is RFC 9457 problem JSON."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from itertools import groupby
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from eventpipe import metrics
+from eventpipe import console, metrics
+from eventpipe.context import Context
 from eventpipe.dlq import admin_api as dlq_admin_api
 from eventpipe.errors import error_class_name
-from eventpipe.http_body import UnsupportedEncoding, content_coding, handler_decodes
+from eventpipe.http_body import (
+    UnsupportedEncoding,
+    content_coding,
+    decodes_content_encoding,
+    handler_decodes,
+)
+from eventpipe.plugin import Component, Route
 from eventpipe.problem import problem
 from eventpipe.schema_registry import server as schema_registry_server
 from eventpipe.service import publish_api
-from eventpipe.service.context import ServiceContext
 from eventpipe.service.publish_api import CTX
 from eventpipe.trace import api as trace_api
 
@@ -50,11 +58,7 @@ def _observe(route: str, method: str, status: int, seconds: float) -> None:
     hist.observe(seconds)
 
 
-# Later features (schema registry, webhooks, DLQ admin) add their routes here.
-ROUTE_INSTALLERS: list[Callable[[web.Application, ServiceContext], None]] = []
-ROUTE_INSTALLERS.append(schema_registry_server.install)  # /schema-registry/
-ROUTE_INSTALLERS.append(dlq_admin_api.install)  # /v1/dlq/...
-ROUTE_INSTALLERS.append(trace_api.install)  # /v1/trace/{event_id}
+COMPONENTS = web.AppKey("components", list[Component])
 
 
 @web.middleware
@@ -133,12 +137,9 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-# Features add readiness checks here (e.g. the CDC stall alarm): each returns
-# {check name: "ok" or why not}; anything but "ok" makes /readyz answer 503.
-READINESS_CHECKS: list[Callable[[ServiceContext], Awaitable[dict[str, str]]]] = []
-
-
 async def readyz(request: web.Request) -> web.Response:
+    """The broker, the database, and each component's ``health()`` (the CDC stall
+    alarm among them): anything but "ok" makes it answer 503."""
     ctx = request.app[CTX]
     checks: dict[str, str] = {}
 
@@ -156,11 +157,11 @@ async def readyz(request: web.Request) -> web.Response:
             checks[name] = "ok"
         except Exception as exc:
             checks[name] = f"unavailable: {type(exc).__name__}"
-    for extra in READINESS_CHECKS:
+    for comp in request.app[COMPONENTS]:
         try:
-            checks.update(await extra(ctx))
+            checks[comp.check_name] = comp.health()
         except Exception as exc:
-            checks[getattr(extra, "__name__", "check")] = f"unavailable: {type(exc).__name__}"
+            checks[comp.check_name] = f"unavailable: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     return web.json_response(
         {"status": "ready" if ready else "not ready", "checks": checks},
@@ -174,21 +175,61 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return resp
 
 
-def build_app(ctx: ServiceContext, *, ops_only: bool = False) -> web.Application:
+def build_app(
+    ctx: Context, *, ops_only: bool = False, components: Sequence[Component] = ()
+) -> web.Application:
     """The service's HTTP app.  ``ops_only`` (processes whose role is not ingest)
-    serves only /healthz, /readyz and /metrics, for orchestrators and Prometheus."""
+    serves only /healthz, /readyz and /metrics, for orchestrators and Prometheus.
+    ``components``: their health is part of /readyz, their routes are served."""
     app = web.Application(
         middlewares=[observe],
         # the publish API enforces service.max_body_bytes itself, with problem JSON
         client_max_size=ctx.settings.service.max_body_bytes + 1,
     )
     app[CTX] = ctx
+    app[COMPONENTS] = list(components)
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics_endpoint, name="metrics")
     if ops_only:
         return app
     publish_api.install(app)
-    for installer in ROUTE_INSTALLERS:
-        installer(app, ctx)
+    schema_registry_server.install(app, ctx)  # /schema-registry/
+    dlq_admin_api.install(app, ctx)  # /v1/dlq/...
+    trace_api.install(app, ctx)  # /v1/trace/{event_id}
+    console.install(app, ctx)  # /console/ (and / redirects there)
+    install_routes(app, [r for comp in components for r in comp.routes()])
     return app
+
+
+def install_routes(app: web.Application, routes: Sequence[Route]) -> None:
+    """Routes offered by components.  Those sharing method, path and name become
+    one aiohttp route that picks the component by its ``match`` (a path parameter
+    and its value); a value nobody serves is a 404."""
+
+    def key(r: Route) -> tuple[str, str, str]:
+        return (r.method, r.path, r.name or "")
+
+    for (method, path, name), group in groupby(sorted(routes, key=key), key=key):
+        found = list(group)
+        if len(found) == 1 and found[0].match is None:
+            app.router.add_route(method, path, found[0].handler, name=name or None)
+            continue
+        if any(r.match is None for r in found):
+            raise ValueError(f"{method} {path}: several components serve it unmatched")
+        app.router.add_route(method, path, _dispatch(found), name=name or None)
+
+
+def _dispatch(routes: list[Route]) -> Handler:
+    param = routes[0].match[0] if routes[0].match else ""
+    by_value = {r.match[1]: r.handler for r in routes if r.match is not None}
+
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        handler = by_value.get(request.match_info.get(param, ""))
+        if handler is None:
+            raise web.HTTPNotFound()
+        return await handler(request)
+
+    if all(handler_decodes(r.handler) for r in routes):
+        decodes_content_encoding(dispatch)
+    return dispatch

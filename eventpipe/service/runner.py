@@ -1,5 +1,6 @@
-"""Run the service: open shared resources, serve HTTP, run role components, and
-shut down gracefully (drain in-flight requests, flush the producer)."""
+"""Run the service: open the shared context, build the components of its roles
+from the catalog, serve HTTP, and shut down gracefully (drain in-flight requests,
+stop the components, flush the producer)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,17 @@ from typing import Literal
 
 from aiohttp import web
 
+from eventpipe.context import Context
 from eventpipe.embedded.process import listen_socket
 from eventpipe.errors import ConfigError, RetriableError
-from eventpipe.preflight import Reach, run_checks
+from eventpipe.pipelines.spec import parse_pipelines
+from eventpipe.plugin import Catalog, Component
+from eventpipe.preflight import Reach
 from eventpipe.service.app import build_app
-from eventpipe.service.context import ServiceContext
+from eventpipe.service.catalog import CATALOG, PIPELINE, SOURCE_ROLES
+from eventpipe.service.checks import run_checks
+from eventpipe.service.config import ServiceConfig, service_config
+from eventpipe.service.context import open_context
 from eventpipe.service.http_server import ServiceRunner
 from eventpipe.settings import Settings
 
@@ -33,49 +40,46 @@ class ComponentFailedError(RetriableError):
     is uncommitted and gets done again."""
 
 
-class Component:
-    """A long-running part of the service (a pipeline, a CDC reader)."""
-
-    name = "component"
-    on_failure: Callable[[Component, BaseException], None] | None = None
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def report_failure(self, exc: BaseException) -> None:
-        """The component's work stopped on ``exc``: log it and tell the service,
-        which shuts down and exits non-zero (a component never dies silently)."""
-        log.error("%s stopped on an unexpected error", self.name, exc_info=exc)
-        if self.on_failure is not None:
-            self.on_failure(self, exc)
-
-
-# role -> factories building that role's components from the context.  Later
-# features (pipelines, CDC, outbox relay) register theirs here.
-COMPONENT_FACTORIES: dict[str, list[Callable[[ServiceContext], list[Component]]]] = {
-    "ingest": [],
-    "pipelines": [],
-    "cdc": [],
-}
-
-
 def roles_to_run(role: Role) -> list[str]:
     return ["ingest", "pipelines", "cdc"] if role == "all" else [role]
+
+
+def build_components(
+    config: ServiceConfig, roles: list[str], ctx: Context, catalog: Catalog = CATALOG
+) -> list[Component]:
+    """The components of ``roles``, built by their plugins from the typed config:
+    sources (in config order) by role, then one per pipeline."""
+    out: list[Component] = []
+    for role in roles:
+        for entry in config.sources:
+            if SOURCE_ROLES.get(entry.type) == role:
+                out.append(catalog.sources[entry.type].build(entry, entry.name, ctx))
+        if role == "pipelines":
+            for spec in parse_pipelines(config.pipelines, catalog.sinks):
+                out.append(PIPELINE.build(spec, spec.name, ctx))
+    return out
 
 
 class Service:
     """``listener``: the HTTP socket, when the caller took it already (``eventpipe
     dev`` does, before it starts the embedded stack); else :meth:`start` takes it
-    before it opens any client connection."""
+    before it opens any client connection.  ``settings`` whose sources or pipelines
+    are not valid raise :class:`ConfigError` here."""
 
     def __init__(
-        self, settings: Settings, role: Role = "all", *, listener: socket.socket | None = None
+        self,
+        settings: Settings,
+        role: Role = "all",
+        *,
+        listener: socket.socket | None = None,
+        catalog: Catalog = CATALOG,
     ) -> None:
-        self.settings = settings
+        self.config = service_config(settings, catalog)
+        self.settings: Settings = self.config
+        self.catalog = catalog
         self.role = role
         self.listener = listener
-        self.ctx: ServiceContext | None = None
+        self.ctx: Context | None = None
         self.runner: web.AppRunner | None = None
         self.components: list[Component] = []
         self.port: int | None = None
@@ -84,27 +88,25 @@ class Service:
 
     def _component_failed(self, comp: Component, exc: BaseException) -> None:
         if self.failure is None:
-            self.failure = (comp.name, exc)
+            self.failure = (comp.label, exc)
         self.failed.set()
 
     async def start(self) -> None:
         if self.listener is None:
             self.listener = http_listener(self.settings)
         try:
-            self.ctx = await ServiceContext.open(self.settings)
+            self.ctx = await open_context(self.settings, catalog=self.catalog)
         except BaseException:
             await self.stop()
             raise
         try:
             roles = roles_to_run(self.role)
             await self._preflight(roles)
-            for r in roles:
-                for factory in COMPONENT_FACTORIES.get(r, []):
-                    self.components.extend(factory(self.ctx))
+            self.components = build_components(self.config, roles, self.ctx, self.catalog)
             for comp in self.components:
                 comp.on_failure = self._component_failed
                 await comp.start()
-                log.info("started %s", comp.name)
+                log.info("started %s", comp.label)
             # Every role serves the ops endpoints; only ingest serves the APIs.
             await self._start_http(ops_only="ingest" not in roles)
             # Everything allocated so far lives as long as the service: keep it out of
@@ -120,7 +122,7 @@ class Service:
         topic or schema subject), reported at once before any component starts."""
         assert self.ctx is not None
         reach = Reach(self.settings, self.ctx.admin, self.ctx.pool)
-        problems = await run_checks(reach, roles)
+        problems = await run_checks(self.config, reach, roles, self.catalog)
         for note in reach.skipped:
             log.warning("start-time check %s", note)
         if problems:
@@ -129,7 +131,7 @@ class Service:
     async def _start_http(self, *, ops_only: bool = False) -> None:
         assert self.ctx is not None
         svc = self.settings.service
-        app = build_app(self.ctx, ops_only=ops_only)
+        app = build_app(self.ctx, ops_only=ops_only, components=self.components)
         self.runner = ServiceRunner(app, svc)
         await self.runner.setup()
         assert self.listener is not None
@@ -155,7 +157,7 @@ class Service:
             try:
                 await comp.stop()
             except Exception:
-                log.exception("stopping %s failed", comp.name)
+                log.exception("stopping %s failed", comp.label)
         self.components = []
         ctx, self.ctx = self.ctx, None
         if ctx is not None:

@@ -12,25 +12,18 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from eventpipe.context import Context
 from eventpipe.dlq.admin_api import _authorized  # the same check as /v1/dlq
 from eventpipe.dlq.query import FilterError, parse_when
 from eventpipe.problem import problem
-from eventpipe.service.context import ServiceContext
-from eventpipe.settings import Settings
 
 from .lookup import DEFAULT_SINCE, TraceIndexMissingError, trace_event
 from .render import not_found
 
 
-def public_read(settings: Settings) -> bool:
-    """``service.console.public_read``, where the console's settings exist."""
-    console = getattr(settings.service, "console", None)
-    return bool(getattr(console, "public_read", False))
-
-
-def install(app: web.Application, ctx: ServiceContext) -> None:
+def install(app: web.Application, ctx: Context) -> None:
     async def get_trace(request: web.Request) -> web.Response:
-        if not public_read(ctx.settings):
+        if not ctx.settings.service.console.public_read:
             denied = _authorized(request, ctx)
             if denied is not None:
                 return denied

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -369,13 +369,26 @@ def _came_in(
     return {"kind": via, "written": written}
 
 
-def _webhook_name(settings: Settings, source: str) -> str | None:
+def _webhook_sources(settings: Settings) -> dict[str, str]:
+    """Webhook source name -> the CloudEvent source its events carry.  A ``sources:``
+    entry is a typed entry in the service's config, a mapping as a file holds it."""
+    out: dict[str, str] = {}
     for entry in settings.sources:
-        if entry.get("type") != "webhook":
-            continue
-        configured = (entry.get("event") or {}).get("source") or f"/webhooks/{entry.get('name')}"
-        if configured == source:
-            return str(entry.get("name"))
+        if isinstance(entry, Mapping):
+            kind, name, event = entry.get("type"), entry.get("name"), entry.get("event")
+            src = event.get("source") if isinstance(event, Mapping) else None
+        else:
+            kind, name = getattr(entry, "type", None), getattr(entry, "name", None)
+            src = getattr(getattr(entry, "event", None), "source", None)
+        if kind == "webhook" and name:
+            out[str(name)] = str(src or f"/webhooks/{name}")
+    return out
+
+
+def _webhook_name(settings: Settings, source: str) -> str | None:
+    for name, src in _webhook_sources(settings).items():
+        if src == source:
+            return name
     return source.removeprefix("/webhooks/") if source.startswith("/webhooks/") else None
 
 
@@ -552,7 +565,7 @@ async def _webhook_dedup(
     if not hooks:
         return []
     names = {f.came_in["source"] for f in hooks if f.came_in.get("source")}
-    names |= {str(e.get("name")) for e in settings.sources if e.get("type") == "webhook"}
+    names |= set(_webhook_sources(settings))
     keys = {trace.event_id} | {f"{f.event.get('source')} {trace.event_id}" for f in hooks}
     cur = await conn.execute(
         "select source, delivery_id, seen_at from eventpipe.webhook_dedup "
@@ -575,7 +588,8 @@ async def _backfills(
     topics = {f.topic for f in originals}
     pipelines = {r.pipeline for f in originals for r in f.reads}
     for p in settings.pipelines:
-        if topics & set((p.get("source") or {}).get("topics") or ()):
+        source = p.get("source") if isinstance(p, Mapping) else None
+        if isinstance(source, Mapping) and topics & set(source.get("topics") or ()):
             pipelines.add(str(p.get("name")))
     if not pipelines:
         return []

@@ -1,8 +1,9 @@
 """eventpipe.transforms: jq, filter, route, set, drop_fields and validate steps, and
 the Chain that runs them (ARCHITECTURE.md section 1).
 
-Steps register themselves by name (``eventpipe.base.steps``); a chain is built
-from YAML items such as ``[{jq: '...'}, {filter: '...'}, {validate: {...}}]``.
+Each step module ends with its plugin value; :mod:`.catalog` lists them by the
+name YAML uses (``STEPS``), and a chain is built from YAML items such as
+``[{jq: '...'}, {filter: '...'}, {validate: {...}}]``.
 
 * jq engines: ``jaq`` (jaq-rs, default) and ``jq`` (libjq, reference), one
   interface in :mod:`.jq_engine`; programs compile once, at config load.
@@ -12,7 +13,8 @@ from YAML items such as ``[{jq: '...'}, {filter: '...'}, {validate: {...}}]``.
   (permanent, with ``.step`` and ``.stage`` for the dead-letter headers).
 """
 
-from .base import SchemaResolver, StepContext, TransformStep
+from .base import SchemaResolver, Step, StepContext, StepPlugin, TransformStep
+from .catalog import STEPS
 from .chain import BatchResult, Chain, ChainBatchError, build_steps
 from .drop_fields import DropFieldsConfig, DropFieldsStep
 from .errors import SchemaValidationError, StepError, TransformError, Violation
@@ -33,6 +35,7 @@ from .validate import ValidateConfig, ValidateStep
 __all__ = [
     "DEFAULT_ENGINE",
     "ROUTE_EXTENSION",
+    "STEPS",
     "BatchResult",
     "Chain",
     "ChainBatchError",
@@ -50,8 +53,10 @@ __all__ = [
     "SchemaValidationError",
     "SetConfig",
     "SetStep",
+    "Step",
     "StepContext",
     "StepError",
+    "StepPlugin",
     "TransformError",
     "TransformStep",
     "ValidateConfig",

@@ -10,17 +10,17 @@ with its path (``steps[2].jq.program``).
 from __future__ import annotations
 
 import re
-from abc import abstractmethod
-from collections.abc import Callable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeAlias
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from eventpipe.base import PluginConfig, Step
 from eventpipe.config_keys import error_message
 from eventpipe.errors import ConfigError
+from eventpipe.plugin import Configured, Plugin, PluginConfig
 
 from .errors import StepError
 from .event_form import distinct_ids
@@ -49,6 +49,26 @@ class StepContext:
     resolve_schema: SchemaResolver | None = None
 
 
+class Step(Configured, ABC):
+    """A transform: one event in, 0..n events out.  Errors raised are permanent
+    for that event unless their class says otherwise.  No lifecycle: steps are
+    built when a pipeline's config is checked and live as long as it."""
+
+    @classmethod
+    def build(cls, config: Any, name: str, context: StepContext | None) -> Self:
+        return cls(config, name=name)
+
+    @abstractmethod
+    def process(self, event: CloudEvent) -> list[CloudEvent]: ...
+
+    def process_batch(self, events: Sequence[CloudEvent]) -> list[list[CloudEvent]]:
+        return [self.process(e) for e in events]
+
+
+StepPlugin: TypeAlias = Plugin[Any, "StepContext | None", Step]
+"""A step's plugin value (:mod:`eventpipe.transforms.catalog` lists the built-in ones)."""
+
+
 class TransformStep(Step):
     """Base of the steps in this package.
 
@@ -70,6 +90,17 @@ class TransformStep(Step):
 
     # -------------------------------------------------------------- building
     @classmethod
+    def build(cls, config: Any, name: str, context: StepContext | None) -> Self:
+        return cls(config, name=name, context=context)
+
+    @classmethod
+    def as_plugin(cls, summary: str) -> StepPlugin:
+        """The step's plugin value: its ``type_name``, ``Config``, factory and shorthand."""
+        return Plugin(
+            "step", cls.type_name, cls.Config, cls.build, summary, shorthand=cls.expand_shorthand
+        )
+
+    @classmethod
     def expand_shorthand(cls, raw: Any) -> tuple[Any, bool]:
         """(the full config mapping, whether ``raw`` was a shorthand)."""
         if isinstance(raw, Mapping):
@@ -81,7 +112,7 @@ class TransformStep(Step):
         cls, raw: Any, *, name: str | None = None, context: StepContext | None = None
     ) -> TransformStep:
         """Build from a YAML value; raises ConfigError with paths relative to the step."""
-        step, problems = build_step(cls, raw, path="", name=name, context=context)
+        step, problems = build_step(cls.as_plugin(""), raw, path="", name=name, context=context)
         if step is None:
             raise ConfigError(problems)
         assert isinstance(step, TransformStep)
@@ -133,23 +164,24 @@ def join_path(prefix: str, loc: tuple[str | int, ...] | list[str | int]) -> str:
 
 
 def build_step(
-    cls: type[Step],
+    plugin: StepPlugin,
     raw: Any,
     *,
     path: str,
     name: str | None = None,
     context: StepContext | None = None,
 ) -> tuple[Step | None, list[tuple[str, str]]]:
-    """Validate ``raw`` against ``cls.Config`` and construct the step.
+    """Validate ``raw`` against the plugin's config model and build the step.
 
     Returns (step, []) or (None, problems); each problem's path is ``path`` plus
-    the field, the main field being left out when ``raw`` was a shorthand.
+    the field, the field a shorthand fills being left out when ``raw`` was one.
     """
     shorthand = False
-    main = ""
-    if issubclass(cls, TransformStep):
-        data, shorthand = cls.expand_shorthand(raw)
-        main = cls.main_field
+    main: str | int = ""
+    if plugin.shorthand is not None:
+        data, shorthand = plugin.shorthand(raw)
+        if shorthand:
+            main = next(iter(data))
     elif raw is None:
         data = {}
     elif isinstance(raw, Mapping):
@@ -164,14 +196,11 @@ def build_step(
         return join_path(path, loc)
 
     try:
-        config = cls.Config.model_validate(data)
+        config = plugin.config.model_validate(data)
     except ValidationError as exc:
-        return None, [(where(e["loc"]), _pydantic_message(e, cls.Config)) for e in exc.errors()]
+        return None, [(where(e["loc"]), _pydantic_message(e, plugin.config)) for e in exc.errors()]
     try:
-        if issubclass(cls, TransformStep):
-            step: Step = cls(config, name=name, context=context)
-        else:
-            step = cls(config, name=name)
+        step = plugin.build(config, name or plugin.type, context)
     except ConfigError as exc:
         problems = []
         for p, msg in exc.problems:
@@ -188,7 +217,9 @@ def _pydantic_message(err: ErrorDetails, model: type[BaseModel]) -> str:
 __all__ = [
     "SchemaResolver",
     "SchemaVersion",
+    "Step",
     "StepContext",
+    "StepPlugin",
     "TransformStep",
     "build_step",
     "compile_field",

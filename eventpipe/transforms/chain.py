@@ -25,12 +25,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventpipe.base import BatchError, Step, steps
 from eventpipe.config_keys import did_you_mean
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import ConfigError
+from eventpipe.sink import BatchError
 
-from .base import SchemaResolver, StepContext, build_step
+from .base import SchemaResolver, Step, StepContext, StepPlugin, build_step
+from .catalog import STEPS
 from .event_form import distinct_ids
 from .fusion import Runner, plan
 
@@ -62,16 +63,17 @@ class Chain:
         fuse: bool = True,
         source: str | None = None,
         path: str = "steps",
+        catalog: Mapping[str, StepPlugin] = STEPS,
     ) -> None:
         """Build and check every step; raises ConfigError listing all problems.
 
         ``resolve_schema(subject, version) -> (schema_type, schema_text)`` lets
         ``validate`` steps name a registry subject.  ``fuse=False`` turns fusion
         off (e.g. to compare).  ``source`` (a file name) and ``path`` only label
-        problems.
+        problems.  ``catalog``: the steps a YAML item may name.
         """
         context = StepContext(resolve_schema=resolve_schema)
-        self.steps = build_steps(config, context=context, source=source, path=path)
+        self.steps = build_steps(config, context=context, source=source, path=path, catalog=catalog)
         self.fused = fuse
         self.runners: list[Runner] = plan(self.steps, fuse=fuse)
 
@@ -128,6 +130,7 @@ def build_steps(
     context: StepContext | None = None,
     source: str | None = None,
     path: str = "steps",
+    catalog: Mapping[str, StepPlugin] = STEPS,
 ) -> list[Step]:
     """Steps from YAML items; raises one ConfigError with every problem."""
     if isinstance(config, str | bytes) or not isinstance(config, Sequence):
@@ -142,13 +145,14 @@ def build_steps(
             )
             continue
         ((kind, raw),) = item.items()
-        if not isinstance(kind, str) or kind not in steps:
-            known = steps.names()
+        plugin = catalog.get(kind) if isinstance(kind, str) else None
+        if plugin is None:
+            known = sorted(catalog)
             hint = did_you_mean(str(kind), known)
             problems.append((where, f"unknown step {kind!r}{hint} (known: {', '.join(known)})"))
             continue
         step, step_problems = build_step(
-            steps.get(kind), raw, path=f"{where}.{kind}", name=f"{where}.{kind}", context=context
+            plugin, raw, path=f"{where}.{kind}", name=f"{where}.{kind}", context=context
         )
         if step is None:
             problems.extend(step_problems)

@@ -17,9 +17,9 @@ from typing import Any, ClassVar, Final
 
 from pydantic import Field, field_validator
 
-from eventpipe.base import PluginConfig, steps
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import ConfigError
+from eventpipe.plugin import PluginConfig
 
 from .base import StepContext, TransformStep
 from .event_form import with_data
@@ -102,10 +102,10 @@ class DropFieldsConfig(PluginConfig):
         return [v] if isinstance(v, str) else v
 
 
-@steps.register("drop_fields")
 class DropFieldsStep(TransformStep):
     """Deletes paths from ``data``; missing paths are ignored, the input is not mutated."""
 
+    type_name = "drop_fields"
     Config = DropFieldsConfig
     main_field: ClassVar[str] = "paths"
 
@@ -136,3 +136,6 @@ class DropFieldsStep(TransformStep):
                 data = r
                 changed = True
         return [with_data(event, data) if changed else event]
+
+
+PLUGIN = DropFieldsStep.as_plugin("removes fields from the event's data by path")

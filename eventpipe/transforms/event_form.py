@@ -21,13 +21,18 @@ from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
-from eventpipe.envelope.event import CORE_ATTRIBUTES, CloudEvent, format_time, is_json_content_type
+from eventpipe.envelope.event import (
+    CORE_ATTRIBUTES,
+    NOT_EXTENSIONS,
+    CloudEvent,
+    format_time,
+    is_json_content_type,
+)
 from eventpipe.envelope.json import from_structured_dict
 from eventpipe.errors import InvalidEventError
 
 _last_time: tuple[datetime | None, str] = (None, "")
 _json_content_types: dict[str | None, bool] = {None: True}
-_NOT_EXTENSIONS = CORE_ATTRIBUTES | {"data", "data_base64"}
 
 
 def _time_text(t: datetime) -> str:
@@ -129,7 +134,7 @@ def from_event_form(obj: Any) -> CloudEvent:
     turning integral floats in extensions into ints (see :func:`extension_value`)."""
     if not isinstance(obj, Mapping):
         raise InvalidEventError("event", f"must be a JSON object, not {json_type(obj)}")
-    d = {k: extension_value(v) if k not in _NOT_EXTENSIONS else v for k, v in obj.items()}
+    d = {k: extension_value(v) if k not in NOT_EXTENSIONS else v for k, v in obj.items()}
     return from_structured_dict(d)
 
 

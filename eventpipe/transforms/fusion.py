@@ -75,8 +75,9 @@ from .event_form import has_json_data, to_event_form, with_data
 from .jq_engine import EngineName, JqCompileError, compile_program
 
 if TYPE_CHECKING:
-    from eventpipe.base import Step
     from eventpipe.envelope import CloudEvent
+
+    from .base import Step
 
 log = logging.getLogger("eventpipe.transforms.fusion")
 

@@ -21,9 +21,9 @@ from typing import ClassVar, Literal
 
 from pydantic import field_validator
 
-from eventpipe.base import PluginConfig, steps
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import InvalidEventError
+from eventpipe.plugin import PluginConfig
 
 from .base import StepContext, TransformStep, compile_field
 from .errors import TransformError
@@ -60,8 +60,8 @@ def require_json_data(event: CloudEvent) -> None:
         )
 
 
-@steps.register("jq")
 class JqStep(TransformStep):
+    type_name = "jq"
     Config = JqConfig
     main_field: ClassVar[str] = "program"
 
@@ -92,3 +92,8 @@ class JqStep(TransformStep):
         if not self._on_data:
             return None
         return FusablePart("data", self.cfg.engine, self.cfg.program)
+
+
+PLUGIN = JqStep.as_plugin(
+    "a jq program over the event's data (or the whole event): 0..n events out"
+)

@@ -28,11 +28,17 @@ from typing import Any, ClassVar, Final
 
 from pydantic import Field, field_validator
 
-from eventpipe.base import PluginConfig, steps
 from eventpipe.envelope import CloudEvent, parse_time
-from eventpipe.envelope.event import CORE_ATTRIBUTES, validate_extension_name
+from eventpipe.envelope.event import (
+    CORE_ATTRIBUTES,
+    DATA_MEMBERS,
+    OPTIONAL_STRINGS,
+    REQUIRED,
+    validate_extension_name,
+)
 from eventpipe.errors import ConfigError, InvalidEventError
-from eventpipe.topics import check_topic
+from eventpipe.plugin import PluginConfig
+from eventpipe.topics import TopicName, check_topic
 
 from .base import StepContext, TransformStep, compile_field
 from .data_filter import data_form
@@ -74,11 +80,11 @@ class FilterConfig(PluginConfig):
     _expression = field_validator("expression")(non_blank)
 
 
-@steps.register("filter")
 class FilterStep(TransformStep):
     """Keeps the event when the expression's first output is truthy (jq's rule:
     anything but ``false`` and ``null``); no output drops it."""
 
+    type_name = "filter"
     Config = FilterConfig
     main_field: ClassVar[str] = "expression"
 
@@ -117,21 +123,16 @@ class FilterStep(TransformStep):
 # ------------------------------------------------------------------- route
 class RouteConfig(PluginConfig):
     expression: str
-    default: str | None = None
+    default: TopicName | None = None
     engine: EngineName = DEFAULT_ENGINE
 
     _expression = field_validator("expression")(non_blank)
 
-    @field_validator("default")
-    @classmethod
-    def _default(cls, v: str | None) -> str | None:
-        return None if v is None else check_topic(v)
 
-
-@steps.register("route")
 class RouteStep(TransformStep):
     """Puts the topic the expression picks into the ``routetopic`` extension."""
 
+    type_name = "route"
     Config = RouteConfig
     main_field: ClassVar[str] = "expression"
 
@@ -174,9 +175,7 @@ class RouteStep(TransformStep):
 
 
 # --------------------------------------------------------------------- set
-_NOT_SETTABLE = {"specversion", "data", "data_base64"}
-_REQUIRED = {"id", "source", "type"}
-_OPTIONAL_STRINGS = {"subject", "datacontenttype", "dataschema"}
+_NOT_SETTABLE = DATA_MEMBERS | {"specversion"}
 
 
 class SetConfig(PluginConfig):
@@ -184,7 +183,6 @@ class SetConfig(PluginConfig):
     engine: EngineName = DEFAULT_ENGINE
 
 
-@steps.register("set")
 class SetStep(TransformStep):
     """Sets attributes or extensions from jq expressions over the event.
 
@@ -195,6 +193,7 @@ class SetStep(TransformStep):
     string for ``time``; string, boolean or 32-bit integer for extensions.
     """
 
+    type_name = "set"
     Config = SetConfig
     main_field: ClassVar[str] = "fields"
 
@@ -253,7 +252,7 @@ class SetStep(TransformStep):
         ext = dict(event.extensions)
         for attr, found in zip(self._names, values, strict=True):
             value = found[0] if found else None
-            if attr in _REQUIRED:
+            if attr in REQUIRED:
                 if not isinstance(value, str) or not value:
                     raise TransformError(
                         f"{attr}: must be a non-empty string, got {json_type(value)}"
@@ -265,7 +264,7 @@ class SetStep(TransformStep):
                     kw["time"] = None if value is None else parse_time(value)
                 except InvalidEventError as exc:
                     raise TransformError(str(exc)) from exc
-            elif attr in _OPTIONAL_STRINGS:
+            elif attr in OPTIONAL_STRINGS:
                 if value is not None and not isinstance(value, str):
                     raise TransformError(
                         f"{attr}: must be a string, got {json_type(value)} (use `| tostring`)"
@@ -288,3 +287,12 @@ class SetStep(TransformStep):
 
     def fusable(self) -> FusablePart:
         return FusablePart("assign", self.cfg.engine, self._values, self.assign)
+
+
+FILTER_PLUGIN = FilterStep.as_plugin("keeps the event when a jq expression is truthy")
+
+ROUTE_PLUGIN = RouteStep.as_plugin(
+    "chooses the topic a sink writes the event to (extension routetopic)"
+)
+
+SET_PLUGIN = SetStep.as_plugin("sets attributes or extensions from jq expressions")

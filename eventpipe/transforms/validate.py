@@ -32,9 +32,9 @@ import jsonschema_rs
 import orjson
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from eventpipe.base import PluginConfig, steps
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import ConfigError, RetriableError
+from eventpipe.plugin import PluginConfig
 
 from .avro_check import AvroChecker, AvroSchemaError
 from .base import StepContext, TransformStep
@@ -135,8 +135,8 @@ class JsonSchemaChecker:
 Checker: TypeAlias = JsonSchemaChecker | AvroChecker
 
 
-@steps.register("validate")
 class ValidateStep(TransformStep):
+    type_name = "validate"
     Config = ValidateConfig
     main_field: ClassVar[str] = "subject"
 
@@ -232,3 +232,8 @@ def _not_json(data: Any, exc: BaseException | None) -> Violation:
     if isinstance(data, bytes | bytearray):
         return Violation("$", "type", "data is binary; decode it to JSON before validating")
     return Violation("$", "type", f"data is not a JSON value: {exc}")
+
+
+PLUGIN = ValidateStep.as_plugin(
+    "checks data against a JSON Schema or Avro schema (inline or a registry subject)"
+)

@@ -13,6 +13,8 @@ from eventpipe.backfill.runner import Backfill, open_context
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import to_kafka
 from eventpipe.kafka.admin import TopicAdmin
+from eventpipe.service.catalog import CATALOG
+from eventpipe.service.config import service_config
 from eventpipe.settings import Settings, TopicSpec
 
 HOUR_MS = 3_600_000
@@ -67,7 +69,7 @@ async def topics(settings: Settings) -> set[str]:
 async def backfill(settings: Settings, **kw: Any) -> dict[str, Any]:
     """Run a backfill in this process (as the CLI does, without the display)."""
     req = check_request(**kw)
-    ctx = await open_context(settings)
+    ctx = await open_context(service_config(settings), CATALOG)
     try:
         return await Backfill(ctx, req).run()
     finally:

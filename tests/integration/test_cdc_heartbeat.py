@@ -83,7 +83,7 @@ async def test_stall_alarm_reaches_readyz(settings: Settings) -> None:
     async with cdc_source(
         settings, tables=[t], snapshot="never", heartbeat_interval_s=0.25, stall_timeout_s=1.0
     ) as src:
-        runner = web.AppRunner(build_app(src.ctx))
+        runner = web.AppRunner(build_app(src.ctx, components=[src]))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import orjson
@@ -38,6 +39,16 @@ async def test_insert_update_delete_truncate(settings: Settings) -> None:
         )
         await caught_up(settings, src)
         events = await read_events(settings.kafka.bootstrap, topic_of(src.name, t), 5)
+        for _ in range(100):  # the lag monitor counts what the reader emitted
+            st = src.status()
+            if st.total_out >= 5 and st.details["slot_lag_bytes"] is not None:
+                break
+            await asyncio.sleep(0.1)
+    # status(): the slot is read here, five events went out, its lag is known
+    assert (st.type, st.state, st.details["replication"]) == ("postgres_cdc", "running", "active")
+    assert st.total_out == 5 and st.details["slot"] == src.slot
+    assert st.details["position"] and isinstance(st.details["slot_lag_bytes"], int)
+    assert src.health() == "ok" and src.check_name == f"cdc:{src.name}"
     assert len(events) == 5
     by_op = {(e.data["op"], e.partitionkey): e for e in events}
     c1, u1, d2 = by_op[("c", "1")], by_op[("u", "1")], by_op[("d", "2")]

@@ -26,8 +26,9 @@ import yaml
 
 from eventpipe.connectors.postgres_cdc.lsn import parse_lsn
 from eventpipe.connectors.postgres_cdc.source import PostgresCdcSource
+from eventpipe.context import Context
 from eventpipe.envelope import CloudEvent
-from eventpipe.service.context import ServiceContext
+from eventpipe.service.context import open_context
 from eventpipe.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +98,7 @@ async def drop_cdc_objects(settings: Settings, slot: str, publication: str | Non
             await conn.execute(f'drop publication if exists "{publication}"')
 
 
-def make_source(ctx: ServiceContext, name: str, **config: Any) -> PostgresCdcSource:
+def make_source(ctx: Context, name: str, **config: Any) -> PostgresCdcSource:
     config.setdefault("slot", name)
     config.setdefault("publication", name)
     config.setdefault("topic_prefix", name)
@@ -116,10 +117,10 @@ async def cdc_source(
     wait: bool = True,
     **config: Any,
 ) -> AsyncIterator[PostgresCdcSource]:
-    """A started postgres_cdc source on its own ServiceContext; stopped, its slot and
+    """A started postgres_cdc source on its own Context; stopped, its slot and
     publication dropped afterwards."""
     name = name or unique()
-    ctx = await ServiceContext.open(settings, migrate=False)
+    ctx = await open_context(settings, migrate=False)
     src = make_source(ctx, name, **config)
     try:
         if start:

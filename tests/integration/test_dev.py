@@ -135,6 +135,7 @@ def test_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path, stop_signal: int) -
     dev = DevProcess(tmp_path)
     try:
         url = dev.wait_for(r"HTTP API\s+(http://\S+)").group(1)
+        console = dev.wait_for(r"Console\s+(http://\S+)").group(1)
         db_url = dev.wait_for(r"PostgreSQL\s+(postgresql://\S+)").group(1)
         publish = dev.wait_for(r"^\s+(\.venv/bin/eventpipe publish .*)$").group(1)
         curl = dev.wait_for(r"^\s+(curl .*)$").group(1)
@@ -160,6 +161,10 @@ def test_dev_runs_the_demo_and_stops_cleanly(tmp_path: Path, stop_signal: int) -
             assert resp.status == 202
         with urllib.request.urlopen(f"{url}/readyz", timeout=10) as resp:
             assert orjson.loads(resp.read())["status"] == "ready"
+        # The console: printed, and / leads to its login (the demo has an admin token).
+        assert console == f"{url}/console/"
+        with urllib.request.urlopen(f"{url}/", timeout=10) as resp:
+            assert resp.url.startswith(f"{url}/console/login") and b"Admin token" in resp.read()
 
         # The demo's webhook -> pipeline -> Postgres path, signed as the README shows.
         row = _order(url, db_url, "o-1")

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -20,49 +19,20 @@ from aiohttp.test_utils import TestClient, TestServer
 from eventpipe.db.pool import open_pool
 from eventpipe.dlq.ops import Dlq, DlqError, resolve_topics, stats
 from eventpipe.dlq.query import FilterError, Filters, parse_when
-from eventpipe.dlq.record import H_EXC_CLASS, PREFIX, DeadLetter, Origin
+from eventpipe.dlq.record import H_EXC_CLASS, PREFIX
 from eventpipe.dlq.writer import DeadLetterWriter
-from eventpipe.envelope import CloudEvent
-from eventpipe.envelope.kafka import from_kafka, to_kafka
-from eventpipe.errors import InvalidEventError
+from eventpipe.envelope.kafka import from_kafka
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.publisher import Publisher
 from eventpipe.service.app import build_app
-from eventpipe.service.context import ServiceContext
+from eventpipe.service.context import open_context
 from eventpipe.settings import Settings, TopicSpec
 from tests.helpers import read_records
+from tests.integration.dlq_support import letter, two_pipelines
 
 
 class TransformError(Exception):
     pass
-
-
-def _letter(
-    i: int,
-    origin_topic: str,
-    *,
-    pipeline: str,
-    stage: str,
-    exc: Exception,
-    failed_at: datetime | None = None,
-) -> DeadLetter:
-    ev = CloudEvent.create(
-        "t.order", "/shop", {"n": i, "ok": False}, id=f"ev-{i}", partitionkey=f"k{i}"
-    )
-    m = to_kafka(ev)
-    d = DeadLetter.from_exception(
-        exc,
-        key=m.key,
-        value=m.value,
-        headers=m.headers,
-        pipeline=pipeline,
-        stage=stage,
-        origin=Origin(origin_topic, 0, 100 + i, 1),
-        first_failed_at=failed_at,
-    )
-    if failed_at is not None:
-        d.failed_at = failed_at
-    return d
 
 
 @pytest.fixture
@@ -71,24 +41,7 @@ async def world(settings: Settings, topic: str) -> AsyncIterator[tuple[Dlq, str,
     dlq_topic = f"{topic}.dlq"
     async with TopicAdmin(settings.kafka) as admin:
         await admin.ensure_topics([TopicSpec(name=dlq_topic, partitions=2)])
-    old = datetime.now(UTC) - timedelta(days=3)
-    letters = [
-        _letter(
-            0,
-            topic,
-            pipeline="orders",
-            stage="validate",
-            exc=InvalidEventError("data.n", "bad"),
-            failed_at=old,
-        ),
-        _letter(
-            1, topic, pipeline="orders", stage="validate", exc=InvalidEventError("data.n", "bad")
-        ),
-        _letter(2, topic, pipeline="orders", stage="transform", exc=TransformError("jq")),
-        _letter(3, topic, pipeline="payments", stage="sink", exc=ValueError("x")),
-        _letter(4, topic, pipeline="payments", stage="sink", exc=ValueError("y")),
-        _letter(5, topic, pipeline="orders", stage="decode", exc=ValueError("z")),
-    ]
+    letters = two_pipelines(topic, TransformError("jq"))
     async with Publisher(settings) as pub:
         await DeadLetterWriter(pub, dlq_topic).write(letters)
     pool = await open_pool(settings.database)
@@ -235,7 +188,7 @@ async def test_cli_list_json_and_interrupted_replay_resumes(settings: Settings, 
     async with TopicAdmin(settings.kafka) as admin:
         await admin.ensure_topics([TopicSpec(name=dlq_topic, partitions=1)])
     letters = [
-        _letter(i, topic, pipeline="bulk", stage="sink", exc=ValueError("down")) for i in range(30)
+        letter(i, topic, pipeline="bulk", stage="sink", exc=ValueError("down")) for i in range(30)
     ]
     async with Publisher(settings) as pub:
         await DeadLetterWriter(pub, dlq_topic).write(letters)
@@ -290,7 +243,7 @@ async def test_admin_api_needs_the_token(world: tuple[Dlq, str, str], settings: 
                 )
             }
         )
-        ctx = await ServiceContext.open(s, broker_wait_s=5)
+        ctx = await open_context(s, broker_wait_s=5)
         client = TestClient(TestServer(build_app(ctx)))
         await client.start_server()
         try:

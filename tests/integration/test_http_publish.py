@@ -10,19 +10,20 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from eventpipe.context import Context
 from eventpipe.embedded.broker import EmbeddedBroker
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.http import to_http, to_http_batch
 from eventpipe.service.app import build_app
-from eventpipe.service.context import ServiceContext
+from eventpipe.service.context import open_context
 from eventpipe.settings import Settings
 from tests.helpers import read_events
 
 STRUCTURED = {"content-type": "application/cloudevents+json"}
 
 
-async def _client(settings: Settings) -> tuple[TestClient, ServiceContext]:
-    ctx = await ServiceContext.open(settings, broker_wait_s=5)
+async def _client(settings: Settings) -> tuple[TestClient, Context]:
+    ctx = await open_context(settings, broker_wait_s=5)
     client = TestClient(TestServer(build_app(ctx)))
     await client.start_server()
     return client, ctx

@@ -18,15 +18,18 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from eventpipe.connectors.kafka_source import KafkaSourceConfig, KafkaTopicSource
+from eventpipe.connectors.kafka_source import KafkaTopicSource
+from eventpipe.context import Context
 from eventpipe.dlq.record import DeadLetter
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.schema_registry.models import Schema
 from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.schema_registry.schemas import AvroSchema, parse
 from eventpipe.schema_registry.wire import avro_encode, frame
-from eventpipe.service.context import ServiceContext
-from eventpipe.settings import Settings, TopicSpec, validate_sources
+from eventpipe.service.catalog import CATALOG
+from eventpipe.service.config import parse_sources
+from eventpipe.service.context import open_context
+from eventpipe.settings import Settings, TopicSpec
 from tests.helpers import read_events, read_records
 
 AVRO = {
@@ -44,8 +47,8 @@ AVRO = {
 
 
 @pytest.fixture
-async def ctx(settings: Settings) -> AsyncIterator[ServiceContext]:
-    c = await ServiceContext.open(settings, broker_wait_s=5)
+async def ctx(settings: Settings) -> AsyncIterator[Context]:
+    c = await open_context(settings, broker_wait_s=5)
     try:
         yield c
     finally:
@@ -76,7 +79,7 @@ async def produce(settings: Settings, topic: str, records: list[tuple[Any, ...]]
 
 
 def source(
-    ctx: ServiceContext, foreign: str, target: str, name: str | None = None, **cfg: Any
+    ctx: Context, foreign: str, target: str, name: str | None = None, **cfg: Any
 ) -> KafkaTopicSource:
     entry = {
         "type": "kafka",
@@ -85,15 +88,15 @@ def source(
         "read": {"topics": [foreign], "session_timeout_ms": 3000},
         **cfg,
     }
-    assert validate_sources([entry]) == []
-    config = KafkaSourceConfig.model_validate(
-        {k: v for k, v in entry.items() if k not in ("type", "name")}
-    )
-    return KafkaTopicSource(config, name=str(entry["name"]), ctx=ctx)
+    (config,), problems = parse_sources([entry])
+    assert problems == []
+    src = CATALOG.sources["kafka"].build(config, config.name, ctx)
+    assert isinstance(src, KafkaTopicSource)
+    return src
 
 
 async def test_json_records_mapped_and_undecodable_ones_dead_lettered(
-    ctx: ServiceContext, settings: Settings, topic: str, target: str
+    ctx: Context, settings: Settings, topic: str, target: str
 ):
     good = [(f"c{i % 4}".encode(), orjson.dumps({"kind": "placed", "n": i})) for i in range(20)]
     bad = [(b"x", b"\xffnot json"), (None, b"{truncated")]
@@ -105,8 +108,25 @@ async def test_json_records_mapped_and_undecodable_ones_dead_lettered(
     try:
         events = await read_events(settings.kafka.bootstrap, target, 20)
         letters = await read_records(settings.kafka.bootstrap, f"{target}.dlq", 2)
+        for _ in range(100):  # the batch's offsets are committed after its writes
+            st = src.status()
+            if st.total_in == 22 and st.lag and not any(st.lag.values()):
+                break
+            await asyncio.sleep(0.1)
     finally:
         await src.stop()
+    # status(): 22 records read, 20 events out, 2 dead letters, nothing left to read
+    assert (st.kind, st.type, st.state, st.total_in, st.total_out) == (
+        "source",
+        "kafka",
+        "running",
+        22,
+        20,
+    )
+    assert st.dead_letters == {"decode": 2} and st.rate_in > 0
+    assert st.lag and set(st.lag.values()) == {0}
+    assert all(k.startswith(f"{topic}[") for k in st.lag)
+    assert src.status().state == "stopped"
     assert len(events) == 20
     by_n = {e.data["n"]: e for e in events}
     assert sorted(by_n) == list(range(20))
@@ -122,7 +142,7 @@ async def test_json_records_mapped_and_undecodable_ones_dead_lettered(
 
 
 async def test_ids_from_a_header_or_the_key(
-    ctx: ServiceContext, settings: Settings, topic: str, target: str
+    ctx: Context, settings: Settings, topic: str, target: str
 ):
     await produce(
         settings,
@@ -142,7 +162,7 @@ async def test_ids_from_a_header_or_the_key(
 
 
 async def test_avro_in_the_confluent_wire_format_via_the_registry(
-    ctx: ServiceContext, settings: Settings, topic: str, target: str
+    ctx: Context, settings: Settings, topic: str, target: str
 ):
     assert ctx.pool is not None
     reg = await SchemaRegistry(ctx.pool).register(
@@ -174,7 +194,7 @@ async def test_avro_in_the_confluent_wire_format_via_the_registry(
     assert sorted(r.key for r in letters) == [b"o-2", b"o-3"]
 
 
-async def test_raw_bytes(ctx: ServiceContext, settings: Settings, topic: str, target: str):
+async def test_raw_bytes(ctx: Context, settings: Settings, topic: str, target: str):
     await produce(settings, topic, [(None, b"\x00\x01binary")])
     src = source(ctx, topic, target, format="bytes")
     await src.start()
@@ -199,7 +219,7 @@ async def _wait_ids(settings: Settings, target: str, n: int, timeout: float = 60
 
 
 async def test_restart_delivers_every_record_with_the_same_ids(
-    ctx: ServiceContext, settings: Settings, topic: str, target: str
+    ctx: Context, settings: Settings, topic: str, target: str
 ):
     name = f"ks-{uuid.uuid4().hex[:8]}"
     await produce(settings, topic, _expected(topic, 300))

@@ -11,10 +11,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from eventpipe.connectors.sinks.outbox import OutboxSink, OutboxSinkConfig
 from eventpipe.connectors.sinks.postgres import RowRejectedError
+from eventpipe.context import Context
 from eventpipe.envelope import CloudEvent
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
-from eventpipe.sink import DeliveryItem, SinkResources
+from eventpipe.sink import DeliveryItem
 from tests.helpers import read_records
 from tests.integration.test_pipeline_support import (
     ident,
@@ -88,7 +89,7 @@ async def test_a_refused_outbox_row_fails_only_its_own_record(
         }
     )
     sink = OutboxSink(cfg, name="outbox")
-    sink.bind("obx-test", SinkResources(settings, None, None, pool))  # type: ignore[arg-type]
+    sink.bind("obx-test", Context(settings, None, None, pool))  # type: ignore[arg-type]
     await sink.start()
     try:
         # PostgreSQL's jsonb refuses \u0000 in a string: the outbox row (payload jsonb)

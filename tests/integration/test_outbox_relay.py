@@ -16,7 +16,7 @@ from eventpipe.connectors.outbox import api as outbox
 from eventpipe.connectors.outbox.relay import OutboxRelay
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka
-from eventpipe.service.context import ServiceContext
+from eventpipe.service.context import open_context
 from eventpipe.settings import Settings
 from tests.helpers import read_records
 from tests.integration.test_cdc_support import (
@@ -42,7 +42,7 @@ async def relay(settings: Settings, **config: Any) -> AsyncIterator[OutboxRelay]
     config.setdefault("slot", name)
     config.setdefault("publication", name)
     config.setdefault("poll_interval_ms", 20)
-    ctx = await ServiceContext.open(settings, migrate=False)
+    ctx = await open_context(settings, migrate=False)
     r = OutboxRelay(OutboxRelay.Config.model_validate(config), name=name, ctx=ctx)
     try:
         await r.start()

@@ -4,12 +4,17 @@ landing in the dead-letter topic while good records keep flowing."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
+from eventpipe.pipelines.component import PipelineComponent
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
+from eventpipe.status import ComponentStatus
 from tests.helpers import read_events, read_records
 from tests.integration.test_pipeline_support import (
     dlq_headers,
@@ -19,6 +24,19 @@ from tests.integration.test_pipeline_support import (
     wait_rows,
     with_pipelines,
 )
+
+
+async def status_when(
+    comp: PipelineComponent, ready: Callable[[ComponentStatus], bool], within_s: float = 20
+) -> ComponentStatus:
+    """The component's status once ``ready`` holds for it (the last one read, else)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    st = comp.status()
+    while not ready(st) and loop.time() < deadline:
+        await asyncio.sleep(0.2)
+        st = comp.status()
+    return st
 
 
 def order(i: int, **data: object) -> CloudEvent:
@@ -81,7 +99,7 @@ async def test_postgres_and_topic_sinks_with_dead_letters(settings: Settings) ->
     filtered = order(1004, total=-1)
     bad = [to_kafka(e) for e in (schema_invalid, jq_error, constraint, filtered)]
 
-    async with running(s):
+    async with running(s) as svc:
         async with Publisher(s) as pub:
             await pub.publish_batch(name, good[:30])
             await pub.publish_messages(name, [bad_json, *bad], ["a", "b", "c", "d", "e"])
@@ -89,6 +107,35 @@ async def test_postgres_and_topic_sinks_with_dead_letters(settings: Settings) ->
         assert await wait_rows(url, f"select count(*) from {table}", 60) == 60
         letters = await read_records(s.kafka.bootstrap, f"{name}.dlq", 4, timeout=30)
         out = await read_events(s.kafka.bootstrap, f"{name}.out", 60, timeout=30)
+        [comp] = [c for c in svc.components if isinstance(c, PipelineComponent)]
+        # what happened, as status() tells it: 65 records in, 60 events out to each
+        # sink, one dead letter per stage; the lag report has seen every partition
+        st = await status_when(comp, lambda st: st.total_in == 65 and len(st.lag) == 3)
+
+    assert (st.name, st.kind, st.state, st.total_in, st.total_out) == (
+        name,
+        "pipeline",
+        "running",
+        65,
+        60,
+    )
+    assert st.rate_in > 0 and st.rate_out > 0
+    assert st.dead_letters == {"decode": 1, "validate": 1, "transform": 1, "sink": 1}
+    assert st.lag == {f"{name}[{p}]": 0 for p in range(3)}
+    assert st.details["dead_letter_topic"] == f"{name}.dlq"
+    pg, topic_sink = st.children
+    assert (pg.name, pg.type, pg.state, pg.total_out) == (
+        f"{name}/postgres",
+        "postgres",
+        "running",
+        60,
+    )
+    assert pg.dead_letters == {"sink": 1} and pg.details["circuit"] == "closed"
+    assert pg.last_error is not None and pg.last_error.error_class.endswith("RowRejectedError")
+    assert (topic_sink.type, topic_sink.total_out, topic_sink.last_error) == ("topic", 60, None)
+    assert orjson.loads(orjson.dumps(st.to_dict()))["children"][0]["total_out"] == 60
+    assert comp.health() == "ok" and comp.check_name == f"pipeline:{name}"
+    assert comp.status().state == "stopped"  # the service stopped it
 
     rows = await sql(url, f"select id, total, event_id from {table} order by id")
     assert sorted(r[0] for r in rows) == sorted(f"o-{i}" for i in range(60))

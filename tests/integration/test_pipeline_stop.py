@@ -11,14 +11,15 @@ import asyncio
 import gc
 import weakref
 
+from eventpipe.context import Context
 from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.pipelines.runtime import PipelineRuntime
 from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.publisher import Publisher
+from eventpipe.service.catalog import CATALOG
 from eventpipe.settings import Settings
-from eventpipe.sink import SinkResources
 from tests.integration.test_pipeline_support import ident
 
 
@@ -33,7 +34,7 @@ async def run_and_stop(settings: Settings, name: str, n: int) -> tuple[weakref.r
                 "state": {"dedup_window": "1h"},
             }
         )
-        rt = PipelineRuntime(spec, SinkResources(settings, pub, admin, pool))
+        rt = PipelineRuntime(spec, Context(settings, pub, admin, pool, CATALOG))
         try:
             await rt.start()
             events = [CloudEvent.create("t", "/stop", {"i": i}, id=f"e{i}") for i in range(n)]

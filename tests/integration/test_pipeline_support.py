@@ -16,15 +16,16 @@ from typing import Any
 import psycopg
 import yaml
 
+from eventpipe.context import Context
 from eventpipe.db.pool import open_pool
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.pipelines.runtime import PipelineRuntime
 from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.publisher import Publisher
-from eventpipe.service.runner import Service
+from eventpipe.service.catalog import CATALOG
+from eventpipe.service.runner import Role, Service
 from eventpipe.settings import Settings
-from eventpipe.sink import SinkResources
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,13 +39,13 @@ def with_pipelines(settings: Settings, *pipelines: dict[str, Any]) -> Settings:
     from eventpipe.pipelines.spec import parse_pipelines
 
     s = settings.model_copy(update={"pipelines": list(pipelines)})
-    parse_pipelines(s)
+    parse_pipelines(s.pipelines, CATALOG.sinks)
     return s
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Service]:
-    svc = Service(settings, "pipelines")
+async def running(settings: Settings, role: Role = "pipelines") -> AsyncIterator[Service]:
+    svc = Service(settings, role)
     await svc.start()
     try:
         yield svc
@@ -62,7 +63,7 @@ async def runtime(
     try:
         async with Publisher(settings) as pub, TopicAdmin(settings.kafka) as admin:
             rt = PipelineRuntime(
-                PipelineSpec.model_validate(spec), SinkResources(settings, pub, admin, pool)
+                PipelineSpec.model_validate(spec), Context(settings, pub, admin, pool, CATALOG)
             )
             try:
                 await rt.start()

@@ -18,9 +18,10 @@ from eventpipe.connectors.sinks.postgres import (
     PostgresSinkConfig,
     RowRejectedError,
 )
+from eventpipe.context import Context
 from eventpipe.envelope import CloudEvent
 from eventpipe.settings import Settings
-from eventpipe.sink import DeliveryItem, SinkResources
+from eventpipe.sink import DeliveryItem
 from tests.integration.test_pipeline_support import ident, sql
 
 
@@ -75,7 +76,7 @@ async def make_sink(
         {"table": table, "columns": {"event_id": ".id", "n": ".data.n", "total": ".data.total"}}
     )
     sink = cls(cfg, name="pg")
-    sink.bind("marks-test", SinkResources(settings, None, None, pool))  # type: ignore[arg-type]
+    sink.bind("marks-test", Context(settings, None, None, pool))  # type: ignore[arg-type]
     await sink.start()
     opened.append(sink)
     return sink

@@ -14,10 +14,11 @@ import pytest
 from pydantic import ValidationError
 
 from eventpipe.connectors.sinks.postgres import PostgresSink, PostgresSinkConfig
+from eventpipe.context import Context
 from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
 from eventpipe.settings import Settings
-from eventpipe.sink import DeliveryItem, SinkResources
+from eventpipe.sink import DeliveryItem
 from tests.integration.test_pipeline_support import ident, sql
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -56,7 +57,7 @@ async def guarded(
     )
     pool = await open_pool(settings.database)
     sink = PostgresSink(cfg, name="pg")
-    sink.bind(ident("order"), SinkResources(settings, None, None, pool))  # type: ignore[arg-type]
+    sink.bind(ident("order"), Context(settings, None, None, pool))  # type: ignore[arg-type]
     try:
         await sink.start()
         yield sink, table, topic

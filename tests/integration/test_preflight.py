@@ -22,7 +22,7 @@ from eventpipe.errors import ConfigError
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.schema_registry.models import Schema
 from eventpipe.schema_registry.registry import SchemaRegistry
-from eventpipe.service.context import ServiceContext
+from eventpipe.service.context import open_context
 from eventpipe.service.runner import Service
 from eventpipe.settings import Settings, TopicSpec, load_settings
 from tests.helpers import read_records
@@ -227,7 +227,7 @@ async def test_check_reports_config_database_broker_and_registry_problems_togeth
         f"alter table pf_orders_{u} rename column total to totl",
         f"create unique index on pf_nokey_{u} (id)",
     )
-    ctx = await ServiceContext.open(settings, broker_wait_s=5)
+    ctx = await open_context(settings, broker_wait_s=5)
     try:
         assert ctx.pool is not None
         await SchemaRegistry(ctx.pool).register(

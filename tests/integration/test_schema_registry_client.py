@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from eventpipe.context import Context
 from eventpipe.db.pool import open_pool
 from eventpipe.errors import is_retriable
 from eventpipe.kafka.admin import TopicAdmin
@@ -26,7 +27,6 @@ from eventpipe.schema_registry.serde import Deserializer, Serializer
 from eventpipe.schema_registry.server import build_registry_app
 from eventpipe.schema_registry.wire import SerializationError, WireFormatError, frame
 from eventpipe.service.app import build_app
-from eventpipe.service.context import ServiceContext
 from eventpipe.settings import Settings
 
 
@@ -243,7 +243,7 @@ async def test_blocking_resolver_for_config_load(registry_url: str, subject: str
 
 async def test_service_mounts_the_registry(settings: Settings, subject: str) -> None:
     pool = await open_pool(settings.database)
-    ctx = ServiceContext(settings, Publisher(settings), TopicAdmin(settings.kafka), pool)
+    ctx = Context(settings, Publisher(settings), TopicAdmin(settings.kafka), pool)
     server = TestServer(build_app(ctx), host="127.0.0.1")
     await server.start_server()
     try:

@@ -102,6 +102,15 @@ async def test_spool_answers_202_and_relays_in_order_after_the_broker_returns(
         assert all(st == 202 and ans["status"] == "spooled" for st, ans in statuses), statuses
         # a redelivery of a spooled one is a duplicate, not a second row
         assert (await post(hook, 3, prefix))[1]["status"] == "duplicate"
+        # status(): spooling, the five rows waiting, and why
+        for _ in range(60):
+            st = hook.source.status()
+            if st.details["spool_depth"] == 5:
+                break
+            await asyncio.sleep(0.25)
+        assert st.details["spooling"] is True and st.details["spool_depth"] == 5
+        assert st.last_error is not None
+        assert st.last_error.error_class.endswith("BrokerUnavailableError")
         resume(broker)
         deadline = asyncio.get_running_loop().time() + 60
         while hook.ctx.pool is not None:

@@ -24,7 +24,8 @@ from aiohttp.test_utils import TestClient
 from cloudevents.core.bindings import kafka as sdk_kafka
 from standardwebhooks import Webhook
 
-import eventpipe.connectors.webhook.source  # noqa: F401  (registers the route installer)
+from eventpipe.connectors.webhook.source import WebhookSource
+from eventpipe.context import Context
 from eventpipe.dlq.record import DeadLetter
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.http import to_http, to_http_batch
@@ -32,8 +33,10 @@ from eventpipe.envelope.kafka import from_kafka
 from eventpipe.schema_registry.models import Schema
 from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.service.app import build_app
-from eventpipe.service.context import ServiceContext
-from eventpipe.settings import Settings, validate_sources
+from eventpipe.service.catalog import CATALOG
+from eventpipe.service.config import parse_sources
+from eventpipe.service.context import open_context
+from eventpipe.settings import Settings
 from tests.helpers import ServiceTestServer, read_records
 
 WHSEC = "whsec_" + base64.b64encode(b"integration-test-key-0123456789").decode()
@@ -89,7 +92,8 @@ def github_headers(body: bytes, delivery: str, event: str = "push") -> dict[str,
 @dataclass
 class Hook:
     client: TestClient
-    ctx: ServiceContext
+    ctx: Context
+    source: WebhookSource
     name: str
     topic: str
     settings: Settings
@@ -115,7 +119,7 @@ def source_settings(settings: Settings, topic: str, name: str, **cfg: Any) -> Se
         "verify": {"scheme": "standard-webhooks", "secrets": [WHSEC]},
     }
     entry.update(cfg)
-    assert validate_sources([entry]) == []
+    assert parse_sources([entry])[1] == []
     kafka = settings.kafka.model_copy(update={"auto_create_topics": True})
     return settings.model_copy(update={"sources": [entry], "kafka": kafka})
 
@@ -123,23 +127,30 @@ def source_settings(settings: Settings, topic: str, name: str, **cfg: Any) -> Se
 async def open_hook(settings: Settings, topic: str, name: str | None = None, **cfg: Any) -> Hook:
     name = name or f"wh-{uuid.uuid4().hex[:10]}"
     s = source_settings(settings, topic, name, **cfg)
-    ctx = await ServiceContext.open(s, broker_wait_s=5)
+    ctx = await open_context(s, broker_wait_s=5)
+    (entry,), _ = parse_sources(s.sources)
+    source = CATALOG.sources["webhook"].build(entry, entry.name, ctx)
+    assert isinstance(source, WebhookSource)
     try:
-        client = TestClient(ServiceTestServer(build_app(ctx), s.service))
+        await source.start()  # as the service starts its components, before HTTP
+        client = TestClient(ServiceTestServer(build_app(ctx, components=[source]), s.service))
     except BaseException:
+        await source.stop()
         await ctx.close()
         raise
     try:
         await client.start_server()
     except BaseException:
         await client.close()
+        await source.stop()
         await ctx.close()
         raise
-    return Hook(client, ctx, name, topic, s)
+    return Hook(client, ctx, source, name, topic, s)
 
 
 async def close_hook(hook: Hook) -> None:
-    await hook.client.close()
+    await hook.client.close()  # drains HTTP first, as the service does
+    await hook.source.stop()
     await hook.ctx.close()
 
 
@@ -405,6 +416,37 @@ async def test_redelivery_produces_once(make_hook, settings: Settings):
     assert f'eventpipe_webhook_dedup_hits_total{{source="{hook.name}"}} 12.0' in metrics
 
 
+# ---------------------------------------------------------------- status
+async def test_status_reports_what_the_source_did(make_hook):
+    hook = await make_hook(validate={"schema": SCHEMA})
+    bodies = [orjson.dumps({**INVOICE, "n": i}) for i in range(5)]
+    ids = [f"msg_{uuid.uuid4().hex}" for _ in bodies]
+    for body, msg_id in zip(bodies, ids, strict=True):
+        assert (await hook.post(body, standard_headers(body, msg_id)))[0] == 200
+    assert (await hook.post(bodies[0], standard_headers(bodies[0], ids[0])))[1]["status"] == (
+        "duplicate"
+    )
+    bad = orjson.dumps({"type": "x"})
+    assert (await hook.post(bad, standard_headers(bad, "m-bad")))[0] == 422  # dead-lettered
+    assert (await hook.post(bad, standard_headers(bad, "m-sig", WHSEC_OLD)))[0] == 401
+    await hook.records(1, topic=f"{hook.topic}.dlq")
+
+    st = hook.source.status()
+    # six events reached the store step (one a duplicate), five were stored
+    assert (st.name, st.kind, st.type, st.state) == (hook.name, "source", "webhook", "running")
+    assert (st.total_in, st.total_out) == (6, 5)
+    assert st.rate_in > 0 and st.rate_out > 0
+    assert st.dead_letters == {"source": 1}
+    assert st.details["refused"] == {"401": 1, "422": 1} and st.details["in_flight"] == 0
+    assert st.last_error is None  # refusals are the sender's errors, not the source's
+    assert orjson.loads(orjson.dumps(st.to_dict()))["total_out"] == 5
+    ready = await (await hook.client.get("/readyz")).json()
+    assert ready["checks"][f"source:{hook.name}"] == "ok"
+    await hook.client.close()
+    await hook.source.stop()
+    assert hook.source.status().state == "stopped"
+
+
 # -------------------------------------------------------- schema and DLQ
 SCHEMA = {
     "type": "object",
@@ -441,7 +483,7 @@ async def test_schema_violation_is_422_and_dead_lettered(make_hook):
 
 async def test_schema_from_the_registry_subject(make_hook, settings: Settings):
     subject = f"wh-{uuid.uuid4().hex[:8]}-value"
-    ctx = await ServiceContext.open(settings, broker_wait_s=5)
+    ctx = await open_context(settings, broker_wait_s=5)
     try:
         assert ctx.pool is not None
         await SchemaRegistry(ctx.pool).register(

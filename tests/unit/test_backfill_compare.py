@@ -13,6 +13,7 @@ from eventpipe.pipelines.batch import BatchProcessor, Record
 from eventpipe.pipelines.retry import RetryPolicy
 from eventpipe.pipelines.spec import PipelineSpec, build_segments, build_sinks, build_validate
 from eventpipe.publisher import Publisher
+from eventpipe.service.catalog import CATALOG
 
 
 def test_differences_name_fields() -> None:
@@ -31,6 +32,7 @@ def test_ids_and_topics() -> None:
     entries, problems = build_sinks(
         [{"topic": {"topic": "a.out"}}, {"topic": {}}, {"http": {"url": "http://x"}}],
         path="sinks",
+        sinks=CATALOG.sinks,
     )
     assert not problems
     assert live_topics_of(entries, {"routed"}) == ["a.out", "routed"]
@@ -56,7 +58,7 @@ async def test_dry_run_lane_counts_and_samples() -> None:
     )
     segments, _ = build_segments(spec.steps, path="steps", resolve_schema=None)
     v_in, _ = build_validate(spec.validate_input, path="validate_input", resolve_schema=None)
-    entries, _ = build_sinks(spec.sinks, path="sinks")
+    entries, _ = build_sinks(spec.sinks, path="sinks", sinks=CATALOG.sinks)
     samples = Samples(2)
     outcome = Outcome()
     letters = RecognisedDeadLetters(

@@ -19,7 +19,10 @@ from eventpipe.backfill.options import (
     parse_rate,
 )
 from eventpipe.cli.main import main
+from eventpipe.service.catalog import CATALOG
 from eventpipe.settings import load_settings
+
+SINKS = CATALOG.sinks
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 PIPELINE = {
@@ -86,13 +89,13 @@ def test_unknown_pipeline_and_aggregate_in_live_mode() -> None:
         "steps": [{"aggregate": {"op": "count", "window": {"tumbling": "1m"}}}],
     }
     settings = load_settings(environ={}).model_copy(update={"pipelines": [PIPELINE, agg]})
-    assert find_pipeline(settings, "orders").name == "orders"
+    assert find_pipeline(settings, "orders", SINKS).name == "orders"
     with pytest.raises(BackfillArgumentError, match=r"unknown pipeline 'nope' \(known: orders, "):
-        find_pipeline(settings, "nope")
-    spec = find_pipeline(settings, "totals")
-    check_pipeline_for(spec, "dry_run")
+        find_pipeline(settings, "nope", SINKS)
+    spec = find_pipeline(settings, "totals", SINKS)
+    check_pipeline_for(spec, "dry_run", SINKS)
     with pytest.raises(BackfillArgumentError, match="aggregate step"):
-        check_pipeline_for(spec, "live")
+        check_pipeline_for(spec, "live", SINKS)
 
 
 def test_live_mode_needs_an_ordering_column_on_upsert_sinks() -> None:
@@ -108,12 +111,12 @@ def test_live_mode_needs_an_ordering_column_on_upsert_sinks() -> None:
         ],
     }
     settings = load_settings(environ={}).model_copy(update={"pipelines": [guarded, unguarded]})
-    check_pipeline_for(find_pipeline(settings, "orders"), "live")
-    spec = find_pipeline(settings, "balances")
+    check_pipeline_for(find_pipeline(settings, "orders", SINKS), "live", SINKS)
+    spec = find_pipeline(settings, "balances", SINKS)
     with pytest.raises(BackfillArgumentError, match=r"upserts into sinks\[1\] \(balances\)"):
-        check_pipeline_for(spec, "live")
-    check_pipeline_for(spec, "live", allow_overwrite=True)
-    check_pipeline_for(spec, "shadow")
+        check_pipeline_for(spec, "live", SINKS)
+    check_pipeline_for(spec, "live", SINKS, allow_overwrite=True)
+    check_pipeline_for(spec, "shadow", SINKS)
 
 
 @pytest.fixture

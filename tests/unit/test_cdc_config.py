@@ -9,28 +9,26 @@ from typing import Any
 import pytest
 import yaml
 
-from eventpipe.connectors.outbox.relay import OutboxConfig
-from eventpipe.connectors.postgres_cdc.config import PostgresCdcConfig
+from eventpipe.connectors.outbox.relay import OutboxConfig, OutboxEntry
+from eventpipe.connectors.postgres_cdc.config import PostgresCdcConfig, PostgresCdcEntry
 from eventpipe.errors import ConfigError
-from eventpipe.settings import Settings, load_settings
+from eventpipe.service.config import ServiceConfig, load_config
 
 
 @pytest.fixture
-def load(tmp_path: Path) -> Callable[..., Settings]:
-    def _load(*entries: dict[str, Any]) -> Settings:
+def load(tmp_path: Path) -> Callable[..., ServiceConfig]:
+    def _load(*entries: dict[str, Any]) -> ServiceConfig:
         path = tmp_path / "eventpipe.yaml"
         path.write_text(yaml.safe_dump({"sources": list(entries)}))
-        return load_settings(path, environ={})
+        return load_config(path, environ={})
 
     return _load
 
 
-def test_minimal_entry_and_name_derived_defaults(load: Callable[..., Settings]) -> None:
+def test_minimal_entry_and_name_derived_defaults(load: Callable[..., ServiceConfig]) -> None:
     s = load({"type": "postgres_cdc", "name": "Shop-DB", "tables": ["orders", "inv.items"]})
-    entry = s.sources[0]
-    cfg = PostgresCdcConfig.model_validate(
-        {k: v for k, v in entry.items() if k not in ("type", "name")}
-    )
+    cfg = s.sources[0]
+    assert isinstance(cfg, PostgresCdcEntry) and cfg.name == "Shop-DB"
     assert cfg.tables == ["public.orders", "inv.items"]
     assert cfg.slot_name("Shop-DB") == "eventpipe_shop_db"
     assert cfg.publication_name("Shop-DB") == "eventpipe_shop_db"
@@ -39,7 +37,7 @@ def test_minimal_entry_and_name_derived_defaults(load: Callable[..., Settings]) 
     assert cfg.toast_placeholder == "__debezium_unavailable_value"
 
 
-def test_every_problem_is_reported_with_its_path(load: Callable[..., Settings]) -> None:
+def test_every_problem_is_reported_with_its_path(load: Callable[..., ServiceConfig]) -> None:
     with pytest.raises(ConfigError) as ei:
         load(
             {
@@ -79,7 +77,7 @@ def test_cross_field_rules() -> None:
     assert cfg.key_columns == {"public.a": ["x"]}
 
 
-def test_outbox_config(load: Callable[..., Settings]) -> None:
+def test_outbox_config(load: Callable[..., ServiceConfig]) -> None:
     cfg = OutboxConfig()
     assert (cfg.mode, cfg.table, cfg.topic, cfg.on_publish) == (
         "cdc",
@@ -94,4 +92,4 @@ def test_outbox_config(load: Callable[..., Settings]) -> None:
     with pytest.raises(ValueError, match="aggregatetype"):
         OutboxConfig(topic="{aggregate}")
     s = load({"type": "outbox", "name": "ob", "mode": "poll", "table": "app.outbox"})
-    assert s.sources[0]["mode"] == "poll"
+    assert isinstance(s.sources[0], OutboxEntry) and s.sources[0].mode == "poll"

@@ -11,12 +11,12 @@ import pytest
 from aiokafka.client import AIOKafkaClient
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
+from eventpipe.context import Context
 from eventpipe.errors import ConfigError
 from eventpipe.kafka.client import client_kwargs
 from eventpipe.pipelines.runtime import PipelineRuntime
 from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.settings import Settings, load_settings
-from eventpipe.sink import SinkResources
 
 ROOT = Path(__file__).resolve().parents[2]
 # Everything shipped lives under eventpipe/.
@@ -61,7 +61,7 @@ def test_pipeline_faust_app_gets_the_security_settings(kafka: dict[str, Any]) ->
     spec = PipelineSpec.model_validate(
         {"name": "p", "source": {"topics": ["in"]}, "sinks": [{"topic": {"topic": "out"}}]}
     )
-    rt = PipelineRuntime(spec, SinkResources(settings, None, None), data_dir=Path("/tmp"))  # type: ignore[arg-type]
+    rt = PipelineRuntime(spec, Context(settings, None, None), data_dir=Path("/tmp"))  # type: ignore[arg-type]
     app = rt._faust_app()
     conf = app.conf
     faust_auth = dict(credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context))

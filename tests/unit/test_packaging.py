@@ -64,6 +64,9 @@ def test_wheel_holds_only_eventpipe_and_imports(tmp_path: Path) -> None:
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"eventpipe"}
     assert any(n.startswith("eventpipe/db/migrations/0001_") for n in names)
+    # the console's templates and static files ship in the package (no build step)
+    for shipped in ("templates/base.html", "templates/dlq_record.html", "static/console.js"):
+        assert f"eventpipe/console/{shipped}" in names, shipped
     # Install into a scratch target and import every subpackage from there.
     target = tmp_path / "site"
     subprocess.run(

@@ -11,13 +11,14 @@ import yaml
 from eventpipe.durations import parse_duration
 from eventpipe.errors import ConfigError
 from eventpipe.pipelines.spec import parse_pipelines
-from eventpipe.settings import load_settings
+from eventpipe.service.catalog import CATALOG
+from eventpipe.service.config import load_config
 
 
 def load(tmp_path: Path, pipelines: list[Any]) -> Any:
     p = tmp_path / "cfg.yaml"
     p.write_text(yaml.safe_dump({"pipelines": pipelines}))
-    return load_settings(p, environ={})
+    return load_config(p, environ={})
 
 
 def problems(tmp_path: Path, pipelines: list[Any]) -> dict[str, str]:
@@ -50,7 +51,7 @@ GOOD = {
 
 def test_the_issue_example_loads(tmp_path: Path) -> None:
     settings = load(tmp_path, [GOOD])
-    (spec,) = parse_pipelines(settings)
+    (spec,) = parse_pipelines(settings.pipelines, CATALOG.sinks)
     assert spec.state.dedup_window == 86400
     assert spec.retry.initial == 0.2 and spec.retry.max == 30
     assert spec.dlq_topic == "orders-enriched.dlq" and spec.group == "orders-enriched"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from eventpipe.embedded.process import free_port
-from eventpipe.service.context import ServiceContext
+from eventpipe.service import runner
 from eventpipe.service.runner import Service
 from eventpipe.settings import load_settings
 
@@ -36,11 +36,11 @@ async def test_http_port_is_taken_before_any_client_connection(
     settings = load_settings(environ={}, overrides={"service": {"port": port}})
     seen: dict[str, bool] = {}
 
-    async def open_(cls: Any, settings: Any, **kw: Any) -> Any:
+    async def open_(settings: Any, **kw: Any) -> Any:
         seen["taken_when_connecting"] = _port_taken(port)
         raise _Stop  # no broker or database here: stop the start
 
-    monkeypatch.setattr(ServiceContext, "open", classmethod(open_))
+    monkeypatch.setattr(runner, "open_context", open_)
     with pytest.raises(_Stop):
         await Service(settings).start()
     assert seen["taken_when_connecting"]

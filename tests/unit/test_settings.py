@@ -94,3 +94,18 @@ def test_http_limits_are_settings_with_env_vars() -> None:
     with pytest.raises(ConfigError) as exc:
         load_settings(environ={"EVENTPIPE_SERVICE_HEADER_TIMEOUT_S": "0"})
     assert exc.value.problems[0][0] == "service.header_timeout_s"
+
+
+def test_console_settings_nest_and_take_env_vars(tmp_path: Path) -> None:
+    assert env_var_names()["EVENTPIPE_SERVICE_CONSOLE_PUBLIC_READ"] == "service.console.public_read"
+    assert "EVENTPIPE_SERVICE_CONSOLE" not in env_var_names()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("service:\n  port: 9000\n  console:\n    session_ttl_s: 600\n")
+    s = load_settings(cfg, environ={"EVENTPIPE_SERVICE_CONSOLE_PUBLIC_READ": "true"})
+    # the variable sets one key of the file's console section, keeping the others
+    assert s.service.console.public_read is True
+    assert s.service.console.session_ttl_s == 600
+    assert s.service.port == 9000 and s.service.console.enabled is True
+    with pytest.raises(ConfigError) as ei:
+        load_settings(environ={"EVENTPIPE_SERVICE_CONSOLE_SESSION_TTL_S": "5"})
+    assert ei.value.problems[0][0] == "service.console.session_ttl_s"

@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 import yaml
 
-from eventpipe.base import BatchError, PluginConfig, Step, steps
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import ConfigError
+from eventpipe.plugin import Plugin, PluginConfig
+from eventpipe.sink import BatchError
 from eventpipe.transforms import (
     Chain,
     ChainBatchError,
@@ -17,6 +18,8 @@ from eventpipe.transforms import (
     TransformError,
     routed_topic,
 )
+from eventpipe.transforms.base import Step
+from eventpipe.transforms.catalog import STEPS
 from tests.unit.test_transforms_conformance import cross_engine  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("cross_engine")
@@ -216,19 +219,26 @@ class _Upper(Step):
         return [event.replace(data={**event.data, field: event.data[field].upper()})]
 
 
-def test_chain_runs_steps_of_other_packages(monkeypatch: pytest.MonkeyPatch) -> None:
-    steps.names()  # load the built-in plugins first
-    monkeypatch.setitem(steps._items, "test_upper", _Upper)  # registered for this test only
-    chain = Chain([{"jq": ".items[0]"}, {"test_upper": None}, {"filter": '.data.sku == "A"'}])
+UPPER = Plugin("step", "test_upper", _UpperConfig, _Upper.build, "upper-cases a field")
+
+
+def test_chain_runs_steps_of_other_packages() -> None:
+    catalog = {**STEPS, "test_upper": UPPER}  # a catalog with one more step
+    chain = Chain(
+        [{"jq": ".items[0]"}, {"test_upper": None}, {"filter": '.data.sku == "A"'}],
+        catalog=catalog,
+    )
     assert chain.describe() == ["steps[0].jq", "steps[1].test_upper", "steps[2].filter"]
     [out] = chain.process(order_event(items=[{"sku": "a", "qty": 1}]))
     assert out.data == {"sku": "A", "qty": 1}
     with pytest.raises(ConfigError) as info:
-        Chain([{"test_upper": {"nope": 1}}, {"test_upper": "x"}])
+        Chain([{"test_upper": {"nope": 1}}, {"test_upper": "x"}], catalog=catalog)
     assert [p for p, _ in info.value.problems] == [
         "steps[0].test_upper.nope",
         "steps[1].test_upper",
     ]
+    with pytest.raises(ConfigError, match="unknown step 'test_upper'"):
+        Chain([{"test_upper": None}])  # the built-in catalog is not changed by it
 
 
 def test_resolver_reaches_validate_steps() -> None:

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from eventpipe.base import steps
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.json import decode_structured, encode_structured
 from eventpipe.errors import ConfigError, PermanentError
@@ -22,6 +21,7 @@ from eventpipe.transforms import (
     TransformError,
     routed_topic,
 )
+from eventpipe.transforms.catalog import STEPS
 from tests.unit.test_transforms_conformance import cross_engine  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("cross_engine")
@@ -70,10 +70,11 @@ def same_attributes(a: CloudEvent, b: CloudEvent) -> bool:
 
 
 # --------------------------------------------------------------------- jq
-def test_steps_are_registered_by_name() -> None:
-    assert {"jq", "filter", "route", "set", "drop_fields", "validate"} <= set(steps.names())
-    assert steps.get("jq") is JqStep
-    assert steps.get("route") is RouteStep
+def test_steps_are_in_the_catalog_by_name() -> None:
+    assert set(STEPS) == {"jq", "filter", "route", "set", "drop_fields", "validate"}
+    assert STEPS["jq"].build == JqStep.build and STEPS["jq"].config is JqStep.Config
+    assert STEPS["route"].build == RouteStep.build
+    assert all(p.kind == "step" and p.type == t and p.summary for t, p in STEPS.items())
 
 
 def test_jq_one_output_replaces_data(engine: str) -> None:

@@ -13,9 +13,10 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from eventpipe.base import sinks, sources, steps
 from eventpipe.errors import ConfigError
-from eventpipe.settings import read_settings
+from eventpipe.service.catalog import CATALOG
+from eventpipe.service.config import read_config
+from eventpipe.transforms.catalog import STEPS
 
 PIPELINE: dict[str, Any] = {
     "name": "orders",
@@ -40,7 +41,7 @@ def problems(tmp_path: Path, raw: dict[str, Any]) -> dict[str, str]:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(raw))
     try:
-        _settings, found = read_settings(cfg, environ={})
+        _settings, found = read_config(cfg, environ={})
     except ConfigError as exc:
         found = exc.problems
     return dict(found)
@@ -222,9 +223,9 @@ def _first_key(model: type[BaseModel], but: str = "") -> str:
     return next((k for k in keys if k != but), keys[0])
 
 
-@pytest.mark.parametrize("kind", sinks.names())
+@pytest.mark.parametrize("kind", sorted(CATALOG.sinks))
 def test_every_sink_names_its_keys(tmp_path: Path, kind: str) -> None:
-    model = sinks.get(kind).Config
+    model = CATALOG.sinks[kind].config
     key = _first_key(model)
     found = problems(tmp_path, pipeline(sinks=[{kind: {key + "x": 1}}]))
     message = found[f"pipelines[0].sinks[0].{kind}.{key}x"]
@@ -232,13 +233,13 @@ def test_every_sink_names_its_keys(tmp_path: Path, kind: str) -> None:
     assert set(allowed(message)) == {f.alias or n for n, f in model.model_fields.items()} | {"name"}
 
 
-@pytest.mark.parametrize("kind", steps.names())
+@pytest.mark.parametrize("kind", sorted(STEPS))
 def test_every_step_names_its_keys(tmp_path: Path, kind: str) -> None:
-    cls = steps.get(kind)
-    model = cls.Config
+    plugin = STEPS[kind]
+    model = plugin.config
     # Not the main field, and the main field given as a mapping: the full form,
     # never a shorthand (`set: {a: .x}` is a mapping of fields).
-    main = str(getattr(cls, "main_field", ""))
+    main = next(iter(plugin.shorthand("x")[0])) if plugin.shorthand is not None else ""
     key = _first_key(model, but=main)
     raw: dict[str, Any] = {key + "x": 1}
     if main and main != key:
@@ -249,9 +250,9 @@ def test_every_step_names_its_keys(tmp_path: Path, kind: str) -> None:
     assert set(allowed(message)) == {f.alias or n for n, f in model.model_fields.items()}
 
 
-@pytest.mark.parametrize("kind", sources.names())
+@pytest.mark.parametrize("kind", sorted(CATALOG.sources))
 def test_every_source_names_its_keys(tmp_path: Path, kind: str) -> None:
-    model = sources.get(kind).Config
+    model = CATALOG.sources[kind].config
     key = _first_key(model)
     found = problems(tmp_path, {"sources": [{"type": kind, "name": "s", key + "x": 1}]})
     message = found[f"sources[0].{key}x"]

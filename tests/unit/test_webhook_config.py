@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from eventpipe.errors import ConfigError
-from eventpipe.settings import load_settings
+from eventpipe.service.config import load_config
 
 GOOD = """
 topics:
@@ -43,12 +43,16 @@ sources:
 def load(tmp_path: Path, text: str):
     p = tmp_path / "c.yaml"
     p.write_text(text)
-    return load_settings(p, environ={})
+    return load_config(p, environ={})
 
 
 def test_a_full_config_loads(tmp_path: Path):
     s = load(tmp_path, GOOD)
-    assert [e["name"] for e in s.sources] == ["billing", "gh", "legacy"]
+    assert [(e.type, e.name) for e in s.sources] == [
+        ("webhook", "billing"),
+        ("webhook", "gh"),
+        ("kafka", "legacy"),
+    ]
 
 
 def problems(tmp_path: Path, text: str) -> dict[str, str]:
@@ -128,3 +132,34 @@ sources:
     assert found["sources[0].tolerence_s"].startswith(
         "unknown key (allowed: type, name, topic, verify,"
     )
+
+
+def test_entries_need_a_known_type_and_a_unique_name(tmp_path: Path):
+    found = problems(
+        tmp_path,
+        """
+sources:
+  - name: untyped
+    topic: t
+  - type: ftp
+    name: f
+  - type: webhook
+    topic: t
+    verify: {scheme: none}
+  - type: webhook
+    name: twice
+    topic: t
+    verify: {scheme: none}
+  - type: kafka
+    name: twice
+    topic: t
+    read: {topics: [x]}
+""",
+    )
+    assert found["sources[0].type"] == "required: the kind of source"
+    assert found["sources[1].type"] == (
+        "unknown source type 'ftp' (known: kafka, outbox, postgres_cdc, webhook)"
+    )
+    assert found["sources[2].name"] == "required: a unique name for this source"
+    assert "'twice' is used twice" in found["sources[4].name"]
+    assert "sources[3].name" not in found

@@ -31,7 +31,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from eventpipe.envelope import CloudEvent
-from eventpipe.envelope.event import format_time, is_json_content_type
+from eventpipe.envelope.event import OPTIONAL, format_time, is_json_content_type
 from eventpipe.envelope.json import canonical_string
 from eventpipe.errors import InvalidEventError
 
@@ -47,14 +47,10 @@ def table_ident(table: str) -> sql.Identifier:
 def ce_headers(event: CloudEvent) -> dict[str, str]:
     """The event's attributes other than id, type and data, as ``ce_*`` entries."""
     out = {"ce_source": event.source}
-    if event.subject is not None:
-        out["ce_subject"] = event.subject
-    if event.time is not None:
-        out["ce_time"] = format_time(event.time)
-    if event.dataschema is not None:
-        out["ce_dataschema"] = event.dataschema
-    if event.datacontenttype is not None:
-        out["ce_datacontenttype"] = event.datacontenttype
+    for name in OPTIONAL:
+        value = getattr(event, name)
+        if value is not None:
+            out[CE_PREFIX + name] = format_time(value) if name == "time" else value
     for name, value in event.extensions.items():
         if name != "partitionkey":  # the aggregate id is the key
             out[CE_PREFIX + name] = canonical_string(value)

@@ -39,11 +39,12 @@ from psycopg.rows import dict_row
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from eventpipe import metrics
-from eventpipe.base import PluginConfig, Source, sources
 from eventpipe.dlq.record import DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
+from eventpipe.plugin import Plugin, PluginConfig, Source, SourceConfig
 from eventpipe.relay import Backoff, RelayLoop
-from eventpipe.service.runner import Component
+from eventpipe.status import Activity, ComponentStatus
+from eventpipe.topics import TopicName
 
 from ..postgres_cdc import checks
 from ..postgres_cdc.config import PostgresCdcConfig, check_template, parse_table
@@ -51,13 +52,13 @@ from ..postgres_cdc.connection import connect
 from ..postgres_cdc.events import Capture, Out, TableInfo
 from ..postgres_cdc.lock import wait_for_lock
 from ..postgres_cdc.publishing import RecordPublisher
-from ..postgres_cdc.source import PostgresCdcSource, track_readiness, untrack_readiness
+from ..postgres_cdc.source import PostgresCdcSource
 from ..postgres_cdc.transactions import ChangeHandler, Transaction
 from .api import DEFAULT_TABLE, table_ident
 from .router import ROUTE_FIELDS, OutboxRouter
 
 if TYPE_CHECKING:
-    from eventpipe.service.context import ServiceContext
+    from eventpipe.context import Context
 
 OnPublish = Literal["delete", "mark", "keep"]
 POLL_BACKOFF = Backoff(initial_s=0.5, retriable_cap_s=30.0, permanent_cap_s=30.0)
@@ -74,7 +75,7 @@ class OutboxConfig(PluginConfig):
     source_uri: str | None = Field(None, description="CloudEvent source when the row has none")
     format: Literal["binary", "structured"] = "binary"
     topic_partitions: int | None = Field(None, ge=1)
-    dlq_topic: str | None = None
+    dlq_topic: TopicName | None = None
     batch_size: int = Field(1000, ge=1, le=100_000)
     poll_interval_ms: int = Field(50, ge=1, le=60_000)
     # mode: cdc
@@ -122,6 +123,12 @@ class OutboxConfig(PluginConfig):
             dlq_topic=self.dlq_topic,
             create_topics=False,
         )
+
+
+class OutboxEntry(OutboxConfig, SourceConfig):
+    """A ``sources:`` entry of type outbox."""
+
+    type: Literal["outbox"]
 
 
 def _router(cfg: OutboxConfig, name: str) -> OutboxRouter:
@@ -243,7 +250,7 @@ class OutboxCdcSource(PostgresCdcSource):
         config: PluginConfig,
         *,
         name: str | None = None,
-        ctx: ServiceContext,
+        ctx: Context,
         outbox: OutboxConfig,
     ) -> None:
         super().__init__(config, name=name, ctx=ctx)
@@ -284,8 +291,10 @@ class OutboxCdcSource(PostgresCdcSource):
 
 
 # ==================================================================== poll
-class PollRelay(Component):
-    def __init__(self, cfg: OutboxConfig, *, name: str, ctx: ServiceContext) -> None:
+class PollRelay:
+    """``mode: poll``: drains the table in ``seq`` order under an advisory lock."""
+
+    def __init__(self, cfg: OutboxConfig, *, name: str, ctx: Context) -> None:
         self.cfg = cfg
         self.name = name
         self.ctx = ctx
@@ -299,6 +308,7 @@ class PollRelay(Component):
             topic_partitions=cfg.topic_partitions,
         )
         self.published = 0
+        self.activity = Activity()
         self.log = logging.getLogger(f"eventpipe.outbox.{name}")
         self.relay = RelayLoop(f"outbox:{name}", self._session, backoff=POLL_BACKOFF, log=self.log)
 
@@ -325,14 +335,30 @@ class PollRelay(Component):
         finally:
             await conn.close()
         await self.relay.start()
-        track_readiness(self)
 
     async def stop(self) -> None:
         await self.relay.stop(grace_s=30)
-        untrack_readiness(self)
 
     def readiness(self) -> str:
         return self.relay.readiness()
+
+    def status(self) -> ComponentStatus:
+        relay = self.relay
+        st = self.activity.status(
+            name=self.name,
+            kind="source",
+            type="outbox",
+            state=relay.component_state(),
+            details={
+                "mode": "poll",
+                "table": self.cfg.table,
+                "replication": "active" if relay.active else relay.state,
+                "published": self.published,
+            },
+        )
+        st.last_error = relay.error_info()
+        st.dead_letters = dict(self.out.dlq.written)
+        return st
 
     async def _session(self, relay: RelayLoop) -> None:
         """Wait for the table's lock (standby), then drain it until stopped."""
@@ -343,6 +369,7 @@ class PollRelay(Component):
             f"outbox:{self.cfg.table}",
             self.cfg.standby_poll_s,
             stopping=lambda: relay.stopping,
+            on_standby=lambda holder: relay.standby(),
         ):
             return
         relay.running()
@@ -358,6 +385,8 @@ class PollRelay(Component):
                 relay=self.name,
             )
             self.published += n
+            self.activity.events_in.mark(n)
+            self.activity.events_out.mark(n)
             relay.made_progress()
             if n < self.cfg.batch_size:
                 await relay.sleep(self.cfg.poll_interval_ms / 1000)
@@ -367,13 +396,11 @@ class PollRelay(Component):
 
 
 # ================================================================ the source
-@sources.register("outbox")
-class OutboxRelay(Source, Component):
+class OutboxRelay(Source):
+    type_name = "outbox"
     Config: ClassVar[type[PluginConfig]] = OutboxConfig
 
-    def __init__(
-        self, config: PluginConfig, *, name: str | None = None, ctx: ServiceContext
-    ) -> None:
+    def __init__(self, config: PluginConfig, *, name: str | None = None, ctx: Context) -> None:
         super().__init__(config, name=name)
         assert isinstance(config, OutboxConfig)
         self.impl: OutboxCdcSource | PollRelay
@@ -381,6 +408,10 @@ class OutboxRelay(Source, Component):
             self.impl = OutboxCdcSource(config.cdc_config(), name=self.name, ctx=ctx, outbox=config)
         else:
             self.impl = PollRelay(config, name=self.name, ctx=ctx)
+
+    @classmethod
+    def build(cls, config: PluginConfig, name: str, ctx: Context) -> OutboxRelay:
+        return cls(config, name=name, ctx=ctx)
 
     async def start(self) -> None:
         await self.impl.start()
@@ -390,3 +421,24 @@ class OutboxRelay(Source, Component):
 
     def position(self) -> Any:
         return self.impl.position()
+
+    def health(self) -> str:
+        return self.impl.readiness()
+
+    @property
+    def check_name(self) -> str:
+        return f"cdc:{self.name}"
+
+    def status(self) -> ComponentStatus:
+        st = self.impl.status()
+        st.details.setdefault("mode", "cdc")
+        return st
+
+
+PLUGIN = Plugin(
+    "source",
+    "outbox",
+    OutboxEntry,
+    OutboxRelay.build,
+    "the transactional outbox table (Debezium's outbox router columns), relayed in order",
+)

@@ -25,7 +25,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from eventpipe.base import PluginConfig
+from eventpipe.plugin import PluginConfig, SourceConfig
+from eventpipe.topics import TopicName
 
 from .types import NumericMode
 
@@ -96,7 +97,7 @@ class PostgresCdcConfig(PluginConfig):
     tombstones_on_delete: bool = False
     emit_messages: bool = Field(False, description="publish logical decoding messages (op m)")
     message_topic: str = "{prefix}.message"
-    dlq_topic: str | None = Field(None, description="default <name>.dlq")
+    dlq_topic: TopicName | None = Field(None, description="default <name>.dlq")
     heartbeat_interval_s: float = Field(10.0, gt=0)
     stall_timeout_s: float = Field(60.0, gt=0)
     standby_poll_s: float = Field(1.0, gt=0)
@@ -178,3 +179,9 @@ class PostgresCdcConfig(PluginConfig):
 
     def topic_for(self, name: str, schema: str, table: str) -> str:
         return self.topic.format(prefix=self.prefix(name), name=name, schema=schema, table=table)
+
+
+class PostgresCdcEntry(PostgresCdcConfig, SourceConfig):
+    """A ``sources:`` entry of type postgres_cdc."""
+
+    type: Literal["postgres_cdc"]

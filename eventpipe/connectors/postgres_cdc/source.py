@@ -1,4 +1,4 @@
-"""The ``postgres_cdc`` source: registration, lifecycle, standby, stall alarm.
+"""The ``postgres_cdc`` source: lifecycle, standby, stall alarm, status.
 
 ``start()`` checks the database (wal_level, role, tables, keys, replica identity,
 publication, slot) and fails with every problem and the command that fixes it.
@@ -20,15 +20,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import psycopg
 
 from eventpipe import metrics
-from eventpipe.base import PluginConfig, Source, sources
 from eventpipe.dlq.writer import DeadLetterWriter
+from eventpipe.plugin import Plugin, PluginConfig, Source
 from eventpipe.relay import Backoff, RelayLoop
-from eventpipe.service import app as service_app
-from eventpipe.service.runner import COMPONENT_FACTORIES, Component
+from eventpipe.status import Activity, ComponentStatus
 
 from . import checks
 from . import slot as slots
-from .config import PostgresCdcConfig
+from .config import PostgresCdcConfig, PostgresCdcEntry
 from .connection import connect
 from .emitting import Emitter
 from .events import Capture, EventBuilder
@@ -44,30 +43,19 @@ from .transactions import ChangeEvents, ChangeHandler, TransactionAssembler
 from .types import TypeRegistry
 
 if TYPE_CHECKING:
-    from eventpipe.service.context import ServiceContext
+    from eventpipe.context import Context
 
 BACKOFF = Backoff(initial_s=0.5, retriable_cap_s=10.0, permanent_cap_s=60.0)
-_RUNNING: set[Any] = set()  # parts with .name, .ctx and .readiness(), for /readyz
 
 
-def track_readiness(part: Any) -> None:
-    _RUNNING.add(part)
-
-
-def untrack_readiness(part: Any) -> None:
-    _RUNNING.discard(part)
-
-
-@sources.register("postgres_cdc")
-class PostgresCdcSource(Source, Component):
+class PostgresCdcSource(Source):
+    type_name = "postgres_cdc"
     Config: ClassVar[type[PluginConfig]] = PostgresCdcConfig
     config: PostgresCdcConfig
     publish_filter: ClassVar[str | None] = None  # publication's publish option (None: all)
     snapshots: ClassVar[bool] = True  # incremental snapshots (signals, initial)
 
-    def __init__(
-        self, config: PluginConfig, *, name: str | None = None, ctx: ServiceContext
-    ) -> None:
+    def __init__(self, config: PluginConfig, *, name: str | None = None, ctx: Context) -> None:
         super().__init__(config, name=name)
         cfg = self.cdc_config
         self.ctx = ctx
@@ -88,6 +76,12 @@ class PostgresCdcSource(Source, Component):
         )
         self._monitor: asyncio.Task[None] | None = None
         self._status_events = 0
+        self.activity = Activity()
+        self.slot_lag_bytes: int | None = None
+
+    @classmethod
+    def build(cls, config: PluginConfig, name: str, ctx: Context) -> PostgresCdcSource:
+        return cls(config, name=name, ctx=ctx)
 
     @property
     def cdc_config(self) -> PostgresCdcConfig:
@@ -115,12 +109,10 @@ class PostgresCdcSource(Source, Component):
         if found.problems:
             raise checks.CdcSetupError(self.name, found.problems)
         await self.relay.start()
-        _RUNNING.add(self)
 
     async def stop(self) -> None:
         """Finish the batch in flight (it is published and the slot advanced), then stop."""
         await self.relay.stop(grace_s=30)
-        _RUNNING.discard(self)
 
     def position(self) -> int | None:
         return self.reader.position if self.reader is not None else None
@@ -252,7 +244,6 @@ class PostgresCdcSource(Source, Component):
                 return
             relay.running()
             metrics.CDC_ACTIVE.labels(source=self.name).set(1)
-            self.log.info("reading slot %s (this process holds its lock)", self.slot)
             await self._serve(conn, relay)
         finally:
             reader = self.reader
@@ -263,6 +254,7 @@ class PostgresCdcSource(Source, Component):
         metrics.CDC_ACTIVE.labels(source=self.name).set(0)
 
     def _on_standby(self, holder: int | None) -> None:
+        self.relay.standby()
         self.log.info(
             "standby for slot %s: another reader holds its lock (backend pid %s)",
             self.slot,
@@ -291,6 +283,8 @@ class PostgresCdcSource(Source, Component):
         )
         if created:
             self.log.info("created replication slot %s", self.slot)
+        # Said once the slot exists: from here on every commit is captured.
+        self.log.info("reading slot %s (this process holds its lock)", self.slot)
         self.reader = reader = self.make_reader(keys)
         if cfg.create_topics:
             await reader.ensure_topics(self.initial_topics(found))
@@ -370,6 +364,7 @@ class PostgresCdcSource(Source, Component):
         now = time.monotonic()
         reader = self.reader
         if info is not None:
+            self.slot_lag_bytes = info.lag_bytes
             label.set(info.lag_bytes or 0)
             self.detector.observe(now, info.confirmed_flush_lsn, info.lag_bytes)
         if reader is not None:
@@ -378,6 +373,8 @@ class PostgresCdcSource(Source, Component):
                 last_commit.set(reader.last_commit_at.timestamp())
             events = reader.events_total - self._status_events
             self._status_events = reader.events_total
+            self.activity.events_in.mark(events)
+            self.activity.events_out.mark(events)
             await self.state.write_status(
                 self.name,
                 format_lsn(reader.position),
@@ -405,24 +402,44 @@ class PostgresCdcSource(Source, Component):
             return f"stalled: {self.detector.reason}"
         return self.relay.readiness()
 
+    def health(self) -> str:
+        return self.readiness()
 
-async def _readiness(ctx: ServiceContext) -> dict[str, str]:
-    return {f"cdc:{s.name}": s.readiness() for s in list(_RUNNING) if s.ctx is ctx}
+    @property
+    def check_name(self) -> str:
+        return f"cdc:{self.name}"
+
+    def status(self) -> ComponentStatus:
+        reader = self.reader
+        relay = self.relay
+        details: dict[str, Any] = {
+            "slot": self.slot,
+            "publication": self.publication,
+            "replication": "active" if relay.active else relay.state,
+            "slot_lag_bytes": self.slot_lag_bytes,
+        }
+        if self.detector.stalled:
+            details["stalled"] = self.detector.reason
+        if reader is not None:
+            details["position"] = format_lsn(reader.position)
+            details["last_event_id"] = reader.last_event_id
+            details["last_commit_at"] = reader.last_commit_at
+        st = self.activity.status(
+            name=self.name,
+            kind=self.kind,
+            type=self.type_name,
+            state="stalled" if self.detector.stalled else relay.component_state(),
+            details=details,
+        )
+        st.last_error = relay.error_info()
+        st.dead_letters = dict(self.dlq.written)
+        return st
 
 
-def _components(ctx: ServiceContext) -> list[Component]:
-    out: list[Component] = []
-    for entry in ctx.settings.sources:
-        kind = entry.get("type")
-        if kind not in ("postgres_cdc", "outbox"):
-            continue
-        cls = sources.get(str(kind))
-        raw = {k: v for k, v in entry.items() if k not in ("type", "name")}
-        comp = cls(cls.Config.model_validate(raw), name=entry.get("name"), ctx=ctx)  # type: ignore[call-arg]
-        assert isinstance(comp, Component)
-        out.append(comp)
-    return out
-
-
-COMPONENT_FACTORIES["cdc"].append(_components)
-service_app.READINESS_CHECKS.append(_readiness)
+PLUGIN = Plugin(
+    "source",
+    "postgres_cdc",
+    PostgresCdcEntry,
+    PostgresCdcSource.build,
+    "row changes of PostgreSQL tables (logical replication) as Debezium-style CloudEvents",
+)

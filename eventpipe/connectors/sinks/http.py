@@ -47,11 +47,18 @@ from typing import Any, Literal, TypeVar
 import aiohttp
 from pydantic import Field, SecretStr, field_validator
 
-from eventpipe.base import PluginConfig, sinks
+from eventpipe import telemetry
 from eventpipe.breaker import CircuitBreaker
 from eventpipe.durations import Duration
 from eventpipe.errors import HTTP_BODY_LIMIT, EventpipeError, HttpStatusError
-from eventpipe.sink import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
+from eventpipe.plugin import PluginConfig
+from eventpipe.sink import (
+    BeforeCommit,
+    DeliveryItem,
+    PipelineSink,
+    SinkPlugin,
+    SinkUnavailableError,
+)
 
 from .http_requests import (
     Request,
@@ -155,8 +162,8 @@ async def _all(jobs: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:
     return [t.result() for t in tasks]
 
 
-@sinks.register("http")
 class HttpSink(PipelineSink):
+    type_name = "http"
     Config = HttpSinkConfig
 
     def __init__(self, config: HttpSinkConfig, *, name: str | None = None) -> None:
@@ -188,6 +195,7 @@ class HttpSink(PipelineSink):
         if session is None:
             raise HttpUnavailableError(f"sink {self.label} is not started")
         h = {**self._headers, **headers, "Idempotency-Key": key}
+        telemetry.inject(h)  # the delivering span's context, while tracing is on
         try:
             async with session.post(self.cfg.url, data=body, headers=h) as resp:
                 status = resp.status
@@ -263,6 +271,12 @@ class HttpSink(PipelineSink):
                         put_failure(failed, i, err)
 
         await _all(run(lane) for lane in lanes(requests))
+
+
+PLUGIN = SinkPlugin.of(
+    HttpSink,
+    "POSTs CloudEvents to a URL, per event or in batches, with retries and a circuit breaker",
+)
 
 
 __all__ = ["HttpSink", "HttpSinkConfig", "HttpUnavailableError", "parse_retry_after"]

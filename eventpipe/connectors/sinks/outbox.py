@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 import psycopg
 from pydantic import model_validator
 
-from eventpipe.base import PluginConfig, sinks
 from eventpipe.connectors.outbox.api import publish_many, row_values
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import PermanentError
-from eventpipe.sink import DeliveryItem
+from eventpipe.plugin import PluginConfig
+from eventpipe.sink import DeliveryItem, SinkPlugin
 from eventpipe.transforms.event_form import to_event_form
 from eventpipe.transforms.jq_engine import (
     DEFAULT_ENGINE,
@@ -70,8 +70,8 @@ class OutboxMappingError(PermanentError):
 _OUTBOX = "outbox"  # DeliveryItem.extra: the record's (event, aggregate type, id)
 
 
-@sinks.register("outbox")
 class OutboxSink(PostgresSink):
+    type_name = "outbox"
     Config = OutboxSinkConfig  # type: ignore[assignment]
     exactly_once: ClassVar[bool] = True
 
@@ -136,6 +136,12 @@ class OutboxSink(PostgresSink):
             if it.index not in failed:
                 made.extend(cast(list[tuple[CloudEvent, str, str]], it.extra.get(_OUTBOX, [])))
         await publish_many(conn, made)
+
+
+PLUGIN = SinkPlugin.of(
+    OutboxSink,
+    "outbox rows (and optional table rows) in one PostgreSQL transaction, for the outbox relay",
+)
 
 
 __all__ = ["OutboxSink", "OutboxSinkConfig"]

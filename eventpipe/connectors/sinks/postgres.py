@@ -55,10 +55,16 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from eventpipe.base import PluginConfig, sinks
 from eventpipe.errors import PermanentError, SinkWriteError, is_retriable
 from eventpipe.kafka.incarnation import Mark, Stale, TopicResetError
-from eventpipe.sink import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
+from eventpipe.plugin import PluginConfig
+from eventpipe.sink import (
+    BeforeCommit,
+    DeliveryItem,
+    PipelineSink,
+    SinkPlugin,
+    SinkUnavailableError,
+)
 from eventpipe.transforms.event_form import event_form_getter, to_event_form
 from eventpipe.transforms.jq_engine import (
     DEFAULT_ENGINE,
@@ -170,8 +176,8 @@ def _sql_value(v: Any) -> Any:
     return v
 
 
-@sinks.register("postgres")
 class PostgresSink(PipelineSink):
+    type_name = "postgres"
     Config = PostgresSinkConfig
     exactly_once: ClassVar[bool] = True
 
@@ -299,7 +305,7 @@ class PostgresSink(PipelineSink):
                 await self._pool.close()
                 raise SinkUnavailableError(f"sink {self.label}: cannot connect") from exc
         else:
-            self._pool = self.need_resources().pool
+            self._pool = self.need_context().pool
             if self._pool is None:
                 raise SinkUnavailableError(f"sink {self.label}: the service has no database")
         await super().start()
@@ -678,6 +684,12 @@ def _offset_spans(items: Sequence[DeliveryItem]) -> dict[tuple[str, int], tuple[
         elif offset < span[0]:
             spans[k] = (offset, span[1])
     return spans
+
+
+PLUGIN = SinkPlugin.of(
+    PostgresSink,
+    "rows in a PostgreSQL table, with the consumed offsets in the same transaction (exactly once)",
+)
 
 
 __all__ = ["PostgresSink", "PostgresSinkConfig", "RowMappingError", "RowRejectedError"]

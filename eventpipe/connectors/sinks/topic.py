@@ -20,28 +20,32 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from eventpipe.base import PluginConfig, sinks
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.errors import BrokerUnavailableError, PermanentError, is_retriable
+from eventpipe.plugin import PluginConfig
 from eventpipe.publisher import PublishBatchError
 from eventpipe.settings import TopicSpec
-from eventpipe.sink import BeforeCommit, DeliveryItem, PipelineSink, SinkUnavailableError
-from eventpipe.transforms.steps import ROUTE_EXTENSION, check_topic
+from eventpipe.sink import (
+    BeforeCommit,
+    DeliveryItem,
+    PipelineSink,
+    SinkPlugin,
+    SinkUnavailableError,
+)
+from eventpipe.topics import TopicName
+from eventpipe.transforms.steps import ROUTE_EXTENSION
 
 
 class TopicSinkConfig(PluginConfig):
-    topic: str | None = Field(None, description="default topic; a route step may choose another")
+    topic: TopicName | None = Field(
+        None, description="default topic; a route step may choose another"
+    )
     partitions: int | None = Field(None, ge=1)
     mode: Literal["binary", "structured"] = "binary"
     create_routed_topics: bool = True
-
-    @field_validator("topic")
-    @classmethod
-    def _topic(cls, v: str | None) -> str | None:
-        return None if v is None else check_topic(v)
 
 
 class NoTopicError(PermanentError):
@@ -68,8 +72,8 @@ def _strip_route(event: CloudEvent) -> CloudEvent:
     return out
 
 
-@sinks.register("topic")
 class TopicSink(PipelineSink):
+    type_name = "topic"
     Config = TopicSinkConfig
 
     def __init__(self, config: TopicSinkConfig, *, name: str | None = None) -> None:
@@ -97,7 +101,7 @@ class TopicSink(PipelineSink):
         missing = names - self._known
         if not missing:
             return
-        res = self.need_resources()
+        res = self.need_context()
         if self.cfg.create_routed_topics:
             await res.admin.ensure_topics(
                 [TopicSpec(name=t, partitions=self.cfg.partitions) for t in sorted(missing)]
@@ -107,7 +111,7 @@ class TopicSink(PipelineSink):
     async def deliver(
         self, items: Sequence[DeliveryItem], *, before_commit: BeforeCommit | None = None
     ) -> dict[int, BaseException]:
-        res = self.need_resources()
+        res = self.need_context()
         failed: dict[int, BaseException] = {}
         by_topic: dict[str, tuple[list[KafkaMessage], list[str], list[int]]] = {}
         mode = self.cfg.mode
@@ -145,6 +149,12 @@ class TopicSink(PipelineSink):
         if total and n_failed_retriable == total:
             raise SinkUnavailableError(f"sink {self.label}: the broker acknowledged nothing")
         return failed
+
+
+PLUGIN = SinkPlugin.of(
+    TopicSink,
+    "produces events to a Kafka topic (or the one a route step chose)",
+)
 
 
 __all__ = ["NoTopicError", "TopicSink", "TopicSinkConfig"]

@@ -30,9 +30,9 @@ import binascii
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from eventpipe.base import PluginConfig
+from eventpipe.plugin import PluginConfig, SourceConfig
 from eventpipe.topics import TopicName
 from eventpipe.transforms.jq_engine import EngineName, JqCompileError, compile_program
 from eventpipe.transforms.validate import ValidateConfig
@@ -254,3 +254,21 @@ class WebhookConfig(PluginConfig):
     @property
     def scheme(self) -> str:
         return self.verify.scheme
+
+
+_URL_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _url_safe(name: str) -> str:
+    if not set(name) <= _URL_SAFE or len(name) > 100:
+        raise ValueError(
+            "a webhook name is part of its URL: use letters, digits, '.', '_' and '-' (at most 100)"
+        )
+    return name
+
+
+class WebhookEntry(WebhookConfig, SourceConfig):
+    """A ``sources:`` entry of type webhook: ``POST /webhooks/<name>``."""
+
+    type: Literal["webhook"]
+    name: Annotated[str, Field(min_length=1), AfterValidator(_url_safe)]

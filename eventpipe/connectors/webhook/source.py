@@ -24,9 +24,11 @@ Secrets and signatures are never logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -34,23 +36,23 @@ from typing import Any, NamedTuple
 import orjson
 from aiohttp import web
 
-from eventpipe import metrics
-from eventpipe.base import Source, sources
+from eventpipe import metrics, telemetry
+from eventpipe.context import Context
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.envelope import CloudEvent, is_json_content_type
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.errors import BrokerUnavailableError, ConfigError, PermanentError
-from eventpipe.http_body import BodyError, read_body
+from eventpipe.http_body import BodyError, decodes_content_encoding, read_body
 from eventpipe.http_ingress import broker_unavailable, check_batch, parse_events, record_too_large
 from eventpipe.kafka.admin import prepare_source_topics
 from eventpipe.kafka.client import RecordTooLargeError
-from eventpipe.preflight import register_check
+from eventpipe.plugin import Plugin, Route, Source
+from eventpipe.preflight import Problem, Reach, topic_problems
 from eventpipe.problem import Refusal
-from eventpipe.service.app import ROUTE_INSTALLERS
-from eventpipe.service.context import ServiceContext
-from eventpipe.settings import SECTION_VALIDATORS
+from eventpipe.schema_registry.lookup import subject_problems
+from eventpipe.status import Activity, ComponentStatus
 
-from .config import WebhookConfig
+from .config import WebhookConfig, WebhookEntry
 from .delivery_ids import Dedup
 from .limits import TokenBucket
 from .mapping import JSON_CT, MappingError, WebhookMapper, digest
@@ -63,6 +65,7 @@ from .verify import VerificationError, Verified, make_verifier
 log = logging.getLogger("eventpipe.webhook")
 JSON_HEADERS = {"Content-Type": "application/json"}
 MAX_ID_LENGTH = 512
+SPOOL_DEPTH_S = 5.0  # how often the spool's depth is read for status()
 
 
 class Item(NamedTuple):
@@ -91,8 +94,10 @@ def _event_attributes(event: CloudEvent) -> list[tuple[str, bytes]] | None:
         return None
 
 
-@sources.register("webhook")
 class WebhookSource(Source):
+    """One webhook source: serves ``POST /webhooks/<name>`` (:meth:`routes`)."""
+
+    type_name = "webhook"
     Config = WebhookConfig
 
     def __init__(
@@ -100,14 +105,16 @@ class WebhookSource(Source):
         config: WebhookConfig,
         *,
         name: str,
-        ctx: ServiceContext,
-        producer: BatchProducer,
+        ctx: Context,
+        producer: BatchProducer | None = None,
     ) -> None:
         super().__init__(config, name=name)
         self.cfg = config
         self.ctx = ctx
-        self.producer = producer
-        producer.trace = ctx.publisher.trace  # the service's trace index, if on
+        self.producer = producer or BatchProducer(
+            ctx.settings.kafka, timeout_s=config.publish_timeout_s
+        )
+        self.producer.trace = ctx.publisher.trace  # the service's trace index, if on
         self.topic = config.topic
         self.verifier = make_verifier(config.verify)
         self.redacted = self.verifier.redacted
@@ -157,14 +164,36 @@ class WebhookSource(Source):
         self._dedup_hits = metrics.DEDUP_HITS.labels(source=name)
         self._late_acks = metrics.WEBHOOK_LATE_ACKS.labels(source=name)
         self._retry_after = {"Retry-After": str(config.retry_after_s)}
+        self._route = f"/webhooks/{name}"
+        self._span_attributes = {"eventpipe.source": name, "messaging.destination.name": self.topic}
         self._retry_hint = (
             "Retry with the same delivery id: once stored, it is answered as a duplicate"
             if self.dedup is not None
             else "Retry with the same delivery id: consumers deduplicate on the event id"
         )
+        self.activity = Activity()
+        self.refused: Counter[int] = Counter()  # answers >= 400, by status
+        self.spool_depth: int | None = None
+        self._depth_task: asyncio.Task[None] | None = None
+        self._running = False
+
+    @classmethod
+    def build(cls, config: WebhookConfig, name: str, ctx: Context) -> WebhookSource:
+        return cls(config, name=name, ctx=ctx)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        try:
+            await self.producer.start()
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self._check_topics()
         if self.cfg.validate_ is not None:
@@ -177,10 +206,12 @@ class WebhookSource(Source):
         if self.dedup is not None:
             await self.dedup.start()
         if self.spool is not None and self.relay is not None:
-            if await self.spool.pending():
+            self.spool_depth = await self.spool.pending()
+            if self.spool_depth:
                 self.state.active = True
                 self.log.info("spooled requests are waiting; relaying them first")
             await self.relay.start()
+            self._depth_task = asyncio.create_task(self._watch_spool())
         if self.cfg.scheme == "none":
             self.log.warning("verification is off (scheme: none); anyone can post here")
 
@@ -194,18 +225,76 @@ class WebhookSource(Source):
         )
 
     async def stop(self) -> None:
-        if self.relay is not None:
-            await self.relay.stop()
-        if self.spool is not None:
-            await self.spool.drain()
-        if self.dedup is not None:
-            await self.dedup.stop()
+        """Once the HTTP server stopped taking requests (the service drains it first):
+        relay, spool, dedup, then the producer (its batches in flight finish)."""
+        if not self._running:
+            return
+        self._running = False
+        task, self._depth_task = self._depth_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            if self.relay is not None:
+                await self.relay.stop()
+            if self.spool is not None:
+                await self.spool.drain()
+            if self.dedup is not None:
+                await self.dedup.stop()
+        finally:
+            await self.producer.stop()
+
+    async def _watch_spool(self) -> None:
+        assert self.spool is not None
+        while True:
+            await asyncio.sleep(SPOOL_DEPTH_S)
+            try:
+                self.spool_depth = await self.spool.pending()
+            except Exception as exc:  # status only: the relay reports its own failures
+                self.log.debug("reading the spool's depth failed: %s", exc)
 
     def position(self) -> Any:
         return {"spooling": self.state.active}
 
+    def routes(self) -> list[Route]:
+        return [
+            Route(
+                "POST", "/webhooks/{name}", self.handle, name="webhooks", match=("name", self.name)
+            )
+        ]
+
+    def status(self) -> ComponentStatus:
+        details: dict[str, Any] = {
+            "topic": self.topic,
+            "in_flight": self._active,
+            "refused": {str(k): v for k, v in sorted(self.refused.items())},
+        }
+        if self.spool is not None:
+            details["spooling"] = self.state.active
+            details["spool_depth"] = self.spool_depth
+        st = self.activity.status(
+            name=self.name,
+            kind=self.kind,
+            type=self.type_name,
+            state="running" if self._running else "stopped",
+            details=details,
+        )
+        st.dead_letters = dict(self.dlq.written)
+        return st
+
     # -------------------------------------------------------------- request
+    @decodes_content_encoding  # gzip and deflate bodies, within max_body_bytes
     async def handle(self, request: web.Request) -> web.Response:
+        sender = telemetry.incoming(request.headers)
+        with telemetry.server_span(self._route, sender, self._span_attributes) as span:
+            resp = await self._handle(request, sender)
+            telemetry.set_http_status(span, resp.status)
+        return resp
+
+    async def _handle(
+        self, request: web.Request, sender: telemetry.TraceContext | None
+    ) -> web.Response:
         if self._active >= self.cfg.max_concurrency:
             resp = Reject(
                 503,
@@ -229,7 +318,7 @@ class WebhookSource(Source):
         body: bytes | None = None
         try:
             body = await self._read(request)
-            resp = await self._process(request, body, started)
+            resp = await self._process(request, body, started, telemetry.received(sender))
         except Reject as reject:
             resp = await self._refuse(request, reject, body)
         finally:
@@ -237,6 +326,8 @@ class WebhookSource(Source):
         return self._count(resp)
 
     def _count(self, resp: web.Response) -> web.Response:
+        if resp.status >= 400:
+            self.refused[resp.status] += 1
         child = self._by_status.get(resp.status)
         if child is None:
             child = self._by_status[resp.status] = metrics.WEBHOOK_REQUESTS.labels(
@@ -264,7 +355,13 @@ class WebhookSource(Source):
                 headers=self._retry_after,
             ) from None
 
-    async def _process(self, request: web.Request, body: bytes, started: float) -> web.Response:
+    async def _process(
+        self,
+        request: web.Request,
+        body: bytes,
+        started: float,
+        trace: telemetry.TraceContext | None,
+    ) -> web.Response:
         headers = request.headers
         now = time.time()
         try:
@@ -283,8 +380,9 @@ class WebhookSource(Source):
         if self.cfg.input == "json":
             received = datetime.fromtimestamp(now, UTC)
             items = [self._json_item(headers, body, verified, received, body_digest)]
+            telemetry.stamp_headers(items[0].message.headers, trace)
         else:
-            items = self._cloudevent_items(headers, body, body_digest)
+            items = self._cloudevent_items(headers, body, body_digest, trace)
         return await self._store(items, started)
 
     # ------------------------------------------------------------- decoding
@@ -336,7 +434,11 @@ class WebhookSource(Source):
         return item
 
     def _cloudevent_items(
-        self, headers: Mapping[str, str], body: bytes, body_digest: str
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        body_digest: str,
+        trace: telemetry.TraceContext | None,
     ) -> list[Item]:
         try:
             events = parse_events(headers, body)
@@ -360,6 +462,7 @@ class WebhookSource(Source):
                     attributes=_event_attributes(event),
                 ) from exc
             self._check_id(event.id)
+            telemetry.stamp(event, trace)
             item = Item(event.id, f"{event.source} {event.id}", to_kafka(event))
             if self.validator is not None:
                 self._validate(event.data, item)
@@ -421,10 +524,12 @@ class WebhookSource(Source):
                     self._dedup_hits.inc()
                     continue
                 fresh.append(item)
+            self.activity.events_in.mark(len(items))
             if not fresh:
                 return _ok(200, "duplicate", items)
             status = await self._write(fresh)
             stored = True
+            self.activity.events_out.mark(len(fresh))
         finally:
             for key, fut in claims.items():
                 if inflight.get(key) is fut:
@@ -464,6 +569,7 @@ class WebhookSource(Source):
                 on_late_ack=lambda: self._late_ack(keys),
             )
         except BrokerUnavailableError as exc:
+            self.activity.failed(exc)
             if self.spool is None:
                 refusal = broker_unavailable(
                     f"the broker did not acknowledge within {self.cfg.publish_timeout_s:g}s; "
@@ -481,6 +587,7 @@ class WebhookSource(Source):
         except RecordTooLargeError as exc:
             raise Reject.of(record_too_large(str(exc), field="body")) from exc
         except PermanentError as exc:
+            self.activity.failed(exc)
             self.log.error("producing to %s failed: %s", self.topic, exc)
             raise Reject(
                 503, "produce-failed", "the broker refused the write", headers=self._retry_after
@@ -511,6 +618,7 @@ class WebhookSource(Source):
                 reason="not storable in Postgres",
             ) from exc
         except Exception as exc:
+            self.activity.failed(exc)
             self.log.error("spooling failed (%s); answering 503", type(exc).__name__)
             raise Reject(
                 503,
@@ -551,10 +659,25 @@ class WebhookSource(Source):
         return reject.response(self.name, **extra)
 
 
-# The route installer and the config check live in .routes; importing them here
-# registers them whenever this module (a built-in plugin module) is loaded.
-from .routes import check_names, check_webhooks, install  # noqa: E402
+async def check_webhook(cfg: WebhookEntry, reach: Reach) -> list[Problem]:
+    """Start-time checks: the topic exists (or will be created) and the subject
+    bodies are validated against is registered."""
+    problems = await topic_problems(reach, [("topic", cfg.topic)])
+    v = cfg.validate_
+    if v is not None and v.subject is not None:
+        problems.extend(
+            await subject_problems(
+                reach, [("validate.subject", v.subject, v.version)], registry_url=cfg.registry_url
+            )
+        )
+    return problems
 
-ROUTE_INSTALLERS.append(install)
-SECTION_VALIDATORS.append(check_names)
-register_check("ingest", check_webhooks)
+
+PLUGIN = Plugin(
+    "source",
+    "webhook",
+    WebhookEntry,
+    WebhookSource.build,
+    "HTTP webhooks (Standard Webhooks, Stripe, GitHub, HMAC) as CloudEvents on a topic",
+    check=check_webhook,
+)

@@ -1,0 +1,90 @@
+"""The console as a sub-application of the service at ``/console/``: its pages,
+its static files, the access checks of every request, and ``/`` leading to it."""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from eventpipe.console import activity_page, dlq_pages, login_pages, schema_pages
+from eventpipe.console.access import Handler, guard, public
+from eventpipe.console.redact import Redactor
+from eventpipe.console.render import render
+from eventpipe.console.session import Keys
+from eventpipe.console.state import CONSOLE, Console
+from eventpipe.schema_registry.registry import SchemaRegistry
+
+if TYPE_CHECKING:
+    from eventpipe.context import Context
+
+log = logging.getLogger(__name__)
+PREFIX = "/console/"
+_TYPES = {".css": "text/css", ".js": "text/javascript", ".png": "image/png"}
+
+
+def _static_files() -> dict[str, tuple[bytes, str]]:
+    """Name -> (bytes, content type) of eventpipe/console/static, read once."""
+    out: dict[str, tuple[bytes, str]] = {}
+    for entry in resources.files("eventpipe.console").joinpath("static").iterdir():
+        suffix = "." + entry.name.rsplit(".", 1)[-1]
+        if suffix in _TYPES:
+            out[entry.name] = (entry.read_bytes(), _TYPES[suffix])
+    return out
+
+
+def _static_handler() -> Handler:
+    files = _static_files()
+
+    @public
+    async def static(request: web.Request) -> web.StreamResponse:
+        found = files.get(request.match_info["name"])
+        if found is None:
+            raise web.HTTPNotFound()
+        body, content_type = found
+        return web.Response(
+            body=body, content_type=content_type, headers={"Cache-Control": "max-age=300"}
+        )
+
+    return static
+
+
+async def index(request: web.Request) -> web.Response:
+    return render(request, "index.html")
+
+
+async def _to_console(request: web.Request) -> web.Response:
+    return web.Response(status=302, headers={"Location": PREFIX})
+
+
+def build_console_app(ctx: Context) -> web.Application:
+    settings = ctx.settings
+    token = settings.service.admin_token
+    console = Console(
+        ctx,
+        Keys(token.get_secret_value() if token else None, settings.service.console.session_ttl_s),
+        Redactor.from_settings(settings),
+        SchemaRegistry(lambda: ctx.pool),
+    )
+    app = web.Application(middlewares=[guard])
+    app[CONSOLE] = console
+    app.router.add_get("/", index, name="console.index")
+    app.router.add_get("/static/{name}", _static_handler(), name="console.static")
+    for pages in (login_pages, dlq_pages, schema_pages, activity_page):
+        pages.add_routes(app)
+    return app
+
+
+def install(app: web.Application, ctx: Context) -> None:
+    """Serve the console under ``/console/`` (unless ``service.console.enabled`` is
+    off), and send ``/`` and ``/console`` there."""
+    if not ctx.settings.service.console.enabled:
+        return
+    app.router.add_get("/", _to_console, name="console.root")
+    # before the sub-application, which would take /console for its own
+    app.router.add_get("/console", _to_console, name="console.bare")
+    app.add_subapp(PREFIX, build_console_app(ctx))
+    if ctx.settings.service.admin_token is None:
+        log.info("console at %s: no service.admin_token, so nobody can log in", PREFIX)

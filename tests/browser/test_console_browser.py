@@ -1,0 +1,213 @@
+"""The console in a real headless Chromium against the real stack (broker,
+PostgreSQL, the service with a signed webhook and a pipeline into a table): a bad
+order is dead-lettered; an operator logs in, filters the dead letters, opens the
+record, types a jq patch, sees the preview, replays it (dry run, then for real)
+and sees its history, and the order lands in the table.  Then the schema pages.
+Each page is saved under build/screenshots/."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import Page, expect
+
+from eventpipe.connectors.webhook import source as _webhook_source  # noqa: F401  (its routes)
+from eventpipe.service.config import service_config
+from eventpipe.settings import Settings, TopicSpec
+from tests.browser.conftest import shot
+from tests.helpers import read_records
+from tests.integration.console_support import ADMIN_TOKEN, console_settings, register_schemas
+from tests.integration.test_pipeline_support import (
+    ident,
+    running,
+    sql,
+    wait_rows,
+    with_pipelines,
+)
+
+SECRET = "browser-test-webhook-secret"
+pytestmark = pytest.mark.timeout(600)
+
+
+def _demo(settings: Settings, name: str) -> Settings:
+    """The README's demo: a signed webhook -> topic -> pipeline -> table."""
+    topic = f"{name}.orders"
+    source = {
+        "type": "webhook",
+        "name": name,
+        "topic": topic,
+        "verify": {"scheme": "hmac", "header": "x-signature", "secrets": [SECRET]},
+        "event": {
+            "type": '"shop.order." + .body.status',
+            "subject": ".body.id",
+            "partitionkey": ".body.customer",
+        },
+    }
+    pipeline = {
+        "name": f"{name}-to-postgres",
+        "source": {"topics": [topic], "group": f"{name}-to-postgres"},
+        "steps": [
+            {"jq": "{id: .id, customer: .customer, total: .total}"},
+            {"filter": ".data.total > 0"},
+        ],
+        "sinks": [
+            {
+                "postgres": {
+                    "table": name,
+                    "mode": "upsert",
+                    "key": ["id"],
+                    "columns": {
+                        "id": ".data.id",
+                        "customer": ".data.customer",
+                        "total": ".data.total",
+                    },
+                }
+            }
+        ],
+        "dead_letter": {"topic": f"{name}-to-postgres.dlq"},
+    }
+    s = with_pipelines(console_settings(settings), pipeline)
+    s = s.model_copy(update={"sources": [source], "topics": [TopicSpec(name=topic, partitions=1)]})
+    service_config(s)  # the demo's config is valid (raises with every problem)
+    return s
+
+
+async def _post_order(base: str, name: str, order: dict[str, Any]) -> int:
+    body = json.dumps(order).encode()
+    sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    async with aiohttp.ClientSession() as http:
+        r = await http.post(
+            f"{base}/webhooks/{name}",
+            data=body,
+            headers={"x-signature": sig, "content-type": "application/json"},
+        )
+        return r.status
+
+
+V1 = {"type": "record", "name": "Order", "fields": [{"name": "id", "type": "string"}]}
+V2 = {**V1, "fields": [*V1["fields"], {"name": "total", "type": "double", "default": 0}]}
+
+
+async def test_dlq_browser_patch_preview_replay_and_schema_pages(
+    settings: Settings, browser_page: Page
+) -> None:
+    page = browser_page
+    name = ident("orders")
+    url = settings.database.url.get_secret_value()
+    await sql(
+        url,
+        f"create table {name} (id text primary key, customer text not null, "
+        "total numeric not null)",
+    )
+    subject = f"{name}-value"
+    await register_schemas(settings, subject, V1, V2)
+    s = _demo(settings, name)
+    pipeline = f"{name}-to-postgres"
+    async with running(s, "all") as svc:
+        base = svc.url
+        good = {"id": "o-1", "customer": "c-7", "status": "created", "total": 42.5}
+        assert await _post_order(base, name, good) == 200
+        # a bad order: its total is not a number, so the table refuses it
+        bad = {"id": "o-2", "customer": "c-8", "status": "created", "total": "forty-two"}
+        assert await _post_order(base, name, bad) == 200
+        assert await wait_rows(url, f"select count(*) from {name}", 1, timeout=90) == 1
+        letters = await read_records(s.kafka.bootstrap, f"{pipeline}.dlq", 1, timeout=90)
+        assert len(letters) == 1
+
+        # / leads to the console, which asks for a login first
+        await page.goto(base + "/")
+        await expect(page).to_have_url(f"{base}/console/login?next=%2Fconsole%2F")
+        await page.get_by_label("Your name").fill("ada")
+        await page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+        await shot(page, "console-login")
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page.locator("#who")).to_have_text("ada")
+        await shot(page, "console-home")
+
+        # the dead letters, filtered by pipeline and stage
+        await page.get_by_role("link", name="Dead letters").first.click()
+        await expect(page.locator("h1")).to_have_text("Dead letters")
+        await page.locator("select[name=pipeline]").select_option(pipeline)
+        await page.locator("select[name=stage]").select_option("sink")
+        await page.get_by_role("button", name="Filter").click()
+        rows = page.locator("#dead-letters tbody tr")
+        await expect(rows).to_have_count(1)
+        await expect(rows.first).to_contain_text("RowRejectedError")
+        await expect(rows.first).to_contain_text("forty-two")
+        await shot(page, "console-dlq-list")
+
+        # the record: its error and payload; the signature is masked
+        await rows.first.locator("a.ref").click()
+        await expect(page.locator("#exception-class")).to_contain_text("RowRejectedError")
+        await expect(page.locator("#payload")).to_contain_text("forty-two")
+        await expect(page.locator("#payload")).to_contain_text('"whsignature": "[masked]"')
+        await shot(page, "console-dlq-record")
+
+        # a patch: the preview follows the typing, and nothing is sent
+        await page.locator("#patch").fill(".data.total = 42")
+        await expect(page.locator("#patched")).to_contain_text('"total": 42')
+        await expect(page.locator("#diff .add")).to_contain_text('"total": 42')
+        await expect(page.locator("#replay-patch-shown")).to_have_text(".data.total = 42")
+        await expect(page.locator("#replay-button")).to_be_enabled()
+        await shot(page, "console-dlq-preview")
+        # the README's picture (docs/console.png is a copy of one)
+        await shot(page, "console-readme", page.locator("section.actions"))
+        # a broken patch says why and keeps Replay off
+        await page.locator("#patch").fill(".data.total = ")
+        await expect(page.locator("#preview-error")).to_contain_text("does not compile")
+        await expect(page.locator("#replay-button")).to_be_disabled()
+        await page.locator("#patch").fill(".data.total = 42")
+        await expect(page.locator("#replay-button")).to_be_enabled()
+        assert await sql(url, f"select count(*) from {name}") == [(1,)]
+
+        # dry run, then the replay
+        await page.get_by_label("Why").first.fill("total was text; fixed by hand")
+        await page.get_by_role("button", name="Dry run").click()
+        await expect(page.locator("#dry-run-result")).to_contain_text("nothing was sent")
+        await expect(page.locator("#dry-run-result")).to_contain_text('"total": 42')
+        await shot(page, "console-dlq-dry-run")
+        assert await sql(url, f"select count(*) from {name}") == [(1,)]
+        await expect(page.locator("#replay-patch-shown")).to_have_text(".data.total = 42")
+        await page.get_by_role("button", name="Replay", exact=True).click()
+        await expect(page.locator("#notice")).to_contain_text("Replayed")
+        history = page.locator("#history tbody tr")
+        await expect(history).to_have_count(1)
+        await expect(history.first).to_contain_text("ada")
+        await expect(history.first).to_contain_text("total was text; fixed by hand")
+        await expect(history.first).to_contain_text(".data.total = 42")
+        await shot(page, "console-dlq-replayed")
+        assert await wait_rows(url, f"select count(*) from {name}", 2, timeout=90) == 2
+        assert await sql(url, f"select total from {name} where id = 'o-2'") == [(42,)]
+
+        # the audit log
+        await page.get_by_role("link", name="Activity").click()
+        await expect(page.locator("#activity")).to_contain_text("dlq.replay")
+        await shot(page, "console-activity")
+
+        # schemas: the subject, a diff of its two versions, a compatibility check
+        await page.get_by_role("link", name="Schemas").click()
+        await page.get_by_role("link", name=subject).click()
+        await expect(page.locator("#schema")).to_contain_text('"total"')
+        await shot(page, "console-schema-subject")
+        await page.get_by_role("button", name="Diff").click()
+        await expect(page.locator("#schema-diff .add", has_text='"total"')).to_have_count(1)
+        await shot(page, "console-schema-diff")
+        breaking = {
+            "type": "record",
+            "name": "Order",
+            "fields": [{"name": "sku", "type": "string"}],
+        }
+        await page.locator("#check-form textarea").fill(json.dumps(breaking))
+        await page.get_by_role("button", name="Check").click()
+        await expect(page.locator("#check-result")).to_contain_text("Not compatible")
+        await shot(page, "console-schema-check")
+    # nothing but the one replay reached the table
+    assert await sql(url, f"select id, total from {name} order by id") == [
+        ("o-1", 42.5),
+        ("o-2", 42),
+    ]
