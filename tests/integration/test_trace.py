@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 from pydantic import SecretStr
 
+from eventpipe.console.render import ENV
 from eventpipe.db.pool import open_pool
 from eventpipe.dlq.ops import Dlq
 from eventpipe.dlq.query import Filters
@@ -29,6 +30,7 @@ from eventpipe.settings import Settings, TopicSpec
 from eventpipe.trace.lookup import Trace, trace_event
 from eventpipe.trace_hook import fingerprint
 from tests.helpers import read_events, read_records
+from tests.integration.console_support import HTML, console_client, console_settings, login
 from tests.integration.test_cdc_support import caught_up, cdc_source, execute, unique
 from tests.integration.test_dlq_pipeline import eventpipe
 from tests.integration.test_pipeline_support import ident, sql, wait_rows
@@ -75,6 +77,21 @@ async def traced(
             await asyncio.sleep(0.3)
     finally:
         await pool.close()
+
+
+def console_page(doc: dict[str, Any]) -> str:
+    """The console's trace page for ``doc``, as /console/trace renders it."""
+    return ENV.get_template("trace.html").render(
+        request_path="/console/trace",
+        who="ada",
+        logins=True,
+        public_read=False,
+        csrf="-",
+        form={"id": doc["event_id"], "source": "", "since": "24h"},
+        doc=doc,
+        problem=None,
+        missing=None,
+    )
 
 
 def reads(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -189,6 +206,12 @@ async def test_a_webhook_event_is_traced_through_pipelines_a_dead_letter_and_its
         assert again[p_strict]["outcome"] == "delivered"
         assert again[p_rows]["outcome"] == "duplicate"  # state.dedup_window
         assert again[p_big]["outcome"] == "duplicate"
+        # the console's page of the same document
+        html = console_page(doc)
+        assert "webhook <strong>shop</strong>" in html
+        assert f'href="/console/dlq/{dlq_topic}%3A{letter["partition"]}%3A0"' in html
+        assert "replay of dead letter" in html and "not replayed or discarded" not in html
+        assert html.count("dead-lettered") == 1 and html.count('class="ok">delivered') == 2
 
         # the same over HTTP: admin token, 401 without, 404 with where it looked
         async with aiohttp.ClientSession() as http:
@@ -362,3 +385,38 @@ async def test_a_cdc_event_says_its_lsn_transaction_table_and_operation(
     committed = datetime.fromisoformat(found.came_in["committed"].replace("Z", "+00:00"))
     # the commit time (source.ts_ms), the event's time to the millisecond
     assert committed == ev.time.replace(microsecond=ev.time.microsecond // 1000 * 1000)
+    html = console_page(trace.to_doc())
+    assert f"table <code>public.{table}</code> op <code>c</code> LSN" in html
+
+
+async def test_the_console_page_traces_an_event_behind_the_login(settings: Settings) -> None:
+    topic = ident("trace_console")
+    s = console_settings(settings.model_copy(update={"topics": [TopicSpec(name=topic)]}))
+    ev = CloudEvent.create("t.x", "/console", {"n": 1}, id=f"{topic}-1")
+    async with console_client(s) as client:
+        headers, body = to_http_batch([ev])
+        r = await client.post(f"/v1/topics/{topic}/events", data=body, headers=headers)
+        assert r.status == 202
+        (ack,) = (await r.json())["events"]
+        page = {"id": ev.id}
+        r = await client.get("/console/trace", params=page, headers=HTML, allow_redirects=False)
+        assert r.status == 303 and r.headers["Location"].startswith("/console/login")
+        await login(client)
+        html = ""
+        for _ in range(50):  # the index is written about once a second
+            r = await client.get("/console/trace", params=page, headers=HTML)
+            assert r.status == 200
+            html = await r.text()
+            if "not-found" not in html:
+                break
+            await asyncio.sleep(0.2)
+        assert f"{topic}:{ack['partition']}:{ack['offset']}" in html
+        assert "POST /v1/topics/{topic}/events" in html and "publish-api" in html
+        # an id that is nowhere: said so, with where it looked; escaped as text
+        r = await client.get("/console/trace", params={"id": "<b>nope</b>"}, headers=HTML)
+        assert r.status == 200
+        html = await r.text()
+        assert 'id="not-found"' in html and "trace_produced row(s)" in html
+        assert "&lt;b&gt;nope&lt;/b&gt;" in html and "<b>nope</b>" not in html
+        r = await client.get("/console/trace", params={**page, "since": "soon"}, headers=HTML)
+        assert r.status == 400 and "since" in await r.text()
