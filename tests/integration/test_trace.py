@@ -420,3 +420,10 @@ async def test_the_console_page_traces_an_event_behind_the_login(settings: Setti
         assert "&lt;b&gt;nope&lt;/b&gt;" in html and "<b>nope</b>" not in html
         r = await client.get("/console/trace", params={**page, "since": "soon"}, headers=HTML)
         assert r.status == 400 and "since" in await r.text()
+    # with the console's public_read, the page and /v1/trace read without a login
+    open_read = console_settings(s, public_read=True)
+    async with console_client(open_read) as client:
+        r = await client.get(f"/v1/trace/{ev.id}")
+        assert r.status == 200 and (await r.json())["records"][0]["offset"] == ack["offset"]
+        r = await client.get("/console/trace", params=page, headers=HTML)
+        assert r.status == 200 and f"{topic}:{ack['partition']}:{ack['offset']}" in await r.text()
