@@ -11,6 +11,7 @@ from aiohttp import web
 from eventpipe.console.render import error, render
 from eventpipe.console.state import console_of
 from eventpipe.dlq.query import FilterError, parse_when
+from eventpipe.errors import BrokerUnavailableError
 from eventpipe.trace.lookup import DEFAULT_SINCE, TraceIndexMissingError, trace_event
 from eventpipe.trace.render import not_found
 
@@ -43,6 +44,8 @@ async def trace_page(request: web.Request) -> web.Response:
         )
     except TraceIndexMissingError as exc:
         return error(request, 503, "trace-index-missing", str(exc))
+    except BrokerUnavailableError as exc:
+        return error(request, 503, "broker-unavailable", str(exc))
     doc: dict[str, Any] = console.redactor.doc(trace.to_doc())
     return render(
         request,

@@ -15,6 +15,7 @@ from aiohttp import web
 from eventpipe.context import Context
 from eventpipe.dlq.admin_api import _authorized  # the same check as /v1/dlq
 from eventpipe.dlq.query import FilterError, parse_when
+from eventpipe.errors import BrokerUnavailableError
 from eventpipe.problem import problem
 
 from .lookup import DEFAULT_SINCE, TraceIndexMissingError, trace_event
@@ -39,6 +40,8 @@ def install(app: web.Application, ctx: Context) -> None:
             )
         except TraceIndexMissingError as exc:
             return problem(503, "trace-index-missing", str(exc))
+        except BrokerUnavailableError as exc:
+            return problem(503, "broker-unavailable", str(exc))
         doc = trace.to_doc()
         if not trace.found:
             return problem(404, "not-found", not_found(doc), looked=doc["looked"])

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka import errors as ke
 
+from eventpipe.errors import BrokerUnavailableError
 from eventpipe.kafka.client import client_kwargs
 from eventpipe.settings import KafkaSettings
 
@@ -53,7 +54,15 @@ async def fetch_records(
         fetch_max_wait_ms=50,
         **client_kwargs(kafka),
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except ke.KafkaError as exc:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        raise BrokerUnavailableError(
+            f"cannot reach the Kafka broker at {kafka.bootstrap} to check the candidate "
+            f"records ({type(exc).__name__}); check kafka.bootstrap / --bootstrap"
+        ) from exc
     try:
         todo: dict[TopicPartition, list[int]] = {}
         for tp, offsets in wanted.items():

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from eventpipe import metrics
+from eventpipe.embedded.process import free_port
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import to_kafka
+from eventpipe.errors import BrokerUnavailableError
 from eventpipe.pipelines.batch import Record
-from eventpipe.settings import Settings, TraceSettings
-from eventpipe.trace.fetch import Fetched
+from eventpipe.settings import KafkaSettings, Settings, TraceSettings
+from eventpipe.trace.fetch import Fetched, fetch_records
 from eventpipe.trace.lookup import _batch_offsets, _found
 from eventpipe.trace.writer import TraceWriter, produced_rows, read_rows
 from eventpipe.trace_hook import fingerprint, fingerprints, positions
@@ -186,3 +188,9 @@ def test_a_candidate_record_that_is_not_the_event_is_not_taken_for_it() -> None:
     # another source with the same id is not it either, when the source is given
     assert _found(settings, fetched(mine), "publisher", "evt-1", "/other") is None
     assert _found(settings, None, "publisher", "evt-1", None) is None  # gone (retention)
+
+
+async def test_an_unreachable_broker_is_a_clear_error_not_a_traceback() -> None:
+    kafka = KafkaSettings(bootstrap=f"127.0.0.1:{free_port()}", request_timeout_ms=2000)
+    with pytest.raises(BrokerUnavailableError, match="--bootstrap"):
+        await fetch_records(kafka, [("t", 0, 1)])
