@@ -309,7 +309,8 @@ def _time(at: float) -> datetime:
 
 def produced_rows(entries: Sequence[_Produced]) -> list[tuple[Any, ...]]:
     """One row per (topic, partition, via), in the order first seen; a row holds at
-    most MAX_ROW_IDS ids."""
+    most MAX_ROW_IDS ids.  Batches that follow each other on the partition are kept
+    as one run (base offset, count)."""
     rows: dict[tuple[str, int, str], tuple[float, list[int], list[str]]] = {}
     out: list[tuple[Any, ...]] = []
 
@@ -326,7 +327,11 @@ def produced_rows(entries: Sequence[_Produced]) -> list[tuple[Any, ...]]:
             row = None
         if row is None:
             row = rows[key] = (e.at, [], [])
-        row[1].extend((e.base, len(ids)))
+        batches = row[1]
+        if batches and batches[-2] + batches[-1] == e.base:
+            batches[-1] += len(ids)  # the batch right after the last: one run
+        else:
+            batches.extend((e.base, len(ids)))
         row[2].extend(ids)
     for key in list(rows):
         close(key)

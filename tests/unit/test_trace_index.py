@@ -63,17 +63,19 @@ async def test_acknowledged_batches_of_a_partition_make_one_row_in_record_order(
 ) -> None:
     writer.produced("t", 0, 10, ["a", "b"], None, "publish-api")
     writer.produced("t", 1, 5, ["x", "c", "y"], [1], "publish-api")  # members: only "c"
+    writer.produced("t", 0, 12, ["b2"], None, "publish-api")  # right after: one run
     writer.produced("t", 0, 40, ["d"], None, "publish-api")
-    writer.produced("t", 0, 12, ["e"], None, "webhook")
+    writer.produced("t", 0, 13, ["e"], None, "webhook")
     rows = produced_rows(writer._produced)
     assert [(r[1], r[2], r[3], r[4]) for r in rows] == [
-        ("t", 0, "publish-api", [10, 2, 40, 1]),
+        ("t", 0, "publish-api", [10, 3, 40, 1]),
         ("t", 1, "publish-api", [5, 1]),
-        ("t", 0, "webhook", [12, 1]),
+        ("t", 0, "webhook", [13, 1]),
     ]
     first = rows[0]
     offsets = _batch_offsets(first[4])
-    assert offsets == [10, 11, 40]
+    assert offsets == [10, 11, 12, 40]
+    assert [offsets[i] for i in positions(first[5], fingerprint("b2"))] == [12]
     assert [offsets[i] for i in positions(first[5], fingerprint("d"))] == [40]
     assert positions(rows[1][5], fingerprint("c")) == [0]
     assert positions(rows[1][5], fingerprint("x")) == []
