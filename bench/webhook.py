@@ -20,6 +20,11 @@ that answers 202 doing nothing, measured in the same run by the same load genera
 * Latency: open loop at 70% of the webhook's peak rate for BENCH_RATE_SECONDS,
   latency counted from when each request was due (no coordinated omission).
 * The events on the topic are counted afterwards: every 2xx must be there.
+* The cost of the event trace index (``BENCH_TRACE=both``, the default): after the
+  runs above, two more service processes run the source with the index on and off,
+  measured in BENCH_TRACE_ROUNDS interleaved peak rounds, then both at one
+  open-loop rate (half the lower peak), where the CPU time per request compares like
+  with like (peak rounds differ in how requests batch); target >= 0.95x.
 * ``BENCH_OTEL=both``: a third service process runs the source with tracing on,
   exporting to a local OTLP collector (bench/otel.py), and its rate is printed as
   a ratio to the same source with tracing off; ``BENCH_OTEL=only`` runs just those two.
@@ -53,13 +58,19 @@ from aiokafka import AIOKafkaConsumer
 
 from bench import otel
 from bench.common import (
+    TRACE_MODE,
+    TRACE_ROUNDS,
+    Sample,
     console,
     cpu_note,
+    cpu_seconds,
     percentile,
     pid_peak_rss_mb,
     run_on_stack,
     summary_ms,
     table,
+    trace_cost_table,
+    trace_env,
 )
 from eventpipe import loop
 from eventpipe.embedded.process import free_port
@@ -214,7 +225,12 @@ def start_minimal(bootstrap: str, topic: str) -> tuple[subprocess.Popen[bytes], 
 
 
 def start_service(
-    bootstrap: str, db_url: str, *, dedup: bool = True, otlp: str | None = None
+    bootstrap: str,
+    db_url: str,
+    *,
+    dedup: bool = True,
+    otlp: str | None = None,
+    trace: bool | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``otlp``: tracing on, spans exported to this OTLP endpoint."""
     port = free_port()
@@ -226,18 +242,15 @@ def start_service(
     env = dict(os.environ, EVENTPIPE_KAFKA_BOOTSTRAP=bootstrap, EVENTPIPE_DATABASE_URL=db_url)
     if otlp is not None:
         env["EVENTPIPE_TELEMETRY_OTLP_ENDPOINT"] = otlp
+    env.update(trace_env())
+    if trace is not None:
+        env["EVENTPIPE_TRACE_ENABLED"] = "true" if trace else "false"
     proc = subprocess.Popen(
         [sys.executable, "-m", "eventpipe", "run", "-c", str(cfg), "--role", "ingest"], env=env
     )
     url = f"http://127.0.0.1:{port}"
     _wait_ready(url, proc, "/readyz")
     return proc, url
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -686,6 +699,10 @@ async def run(bootstrap: str, db_url: str) -> None:
         for p in reversed(procs):
             stop(p)
         collecting.close()
+    index_rows: list[tuple[str, list[Sample], list[Sample]]] = []
+    if TRACE_MODE == "both":
+        index_rows, more = await index_cost(bootstrap, db_url)
+        accepted += more
     on_topic = await topic_count(bootstrap, accepted)
 
     ratio = best_hook.peak.rps / best_bare.peak.rps
@@ -756,6 +773,12 @@ async def run(bootstrap: str, db_url: str) -> None:
         ["rate", "endpoint", "latency", "non-2xx"],
         rows,
     )
+    if index_rows:
+        trace_cost_table(
+            "the cost of the event trace index: webhook (one request, one event; one "
+            "index entry per acknowledged record batch)",
+            index_rows,
+        )
     p99 = percentile(fixed[0][1], 99) * 1000
     console.print(
         f"webhook 2xx answers: {accepted:,}; events on {TOPIC}: {on_topic:,}"
@@ -766,6 +789,44 @@ async def run(bootstrap: str, db_url: str) -> None:
         f"({ratio:.2f}x); target p99 <= 10 ms at 70% of peak: "
         f"{'met' if p99 <= 10 else 'MISSED'} ({p99:.2f} ms)"
     )
+
+
+async def index_cost(
+    bootstrap: str, db_url: str
+) -> tuple[list[tuple[str, list[Sample], list[Sample]]], int]:
+    """The source with the event trace index off (the peer) and on: peak rounds, then
+    both at one open-loop rate.  Returns the table's rows and the 2xx answers."""
+    procs = {t: start_service(bootstrap, db_url, trace=t) for t in (False, True)}
+    peak: dict[bool, list[Sample]] = {False: [], True: []}
+    steady: dict[bool, list[Sample]] = {False: [], True: []}
+    accepted = 0
+    try:
+        for traced, (_proc, url) in procs.items():
+            w = await python_peak(url, sign_pool(3000, f"warm-index-{traced}"), 8, 2)
+            accepted += w.ok
+        for r in range(TRACE_ROUNDS):
+            for traced, (proc, url) in procs.items():
+                m = await measure(url, proc.pid, f"index{r}{traced}")
+                accepted += m.peak.ok
+                peak[traced].append(Sample(m.peak.rps, m.cpu_us))
+        rate = 0.5 * min(max(s.rate for s in peak[t]) for t in (False, True))
+        n = int(rate * RATE_SECONDS) + 1
+        for r in range(TRACE_ROUNDS):
+            for traced, (proc, url) in procs.items():
+                pool = list(sign_pool(n, f"steady{r}{traced}").raw(f"/webhooks/{SOURCE}"))
+                before = cpu_seconds(proc.pid)
+                lat, status = await fixed_rate(url, pool, rate, RATE_SECONDS)
+                accepted += sum(v for k, v in status.items() if 200 <= k < 300)
+                cpu_us = (cpu_seconds(proc.pid) - before) / max(1, len(lat)) * 1e6
+                steady[traced].append(Sample(rate, cpu_us))
+    finally:
+        for proc, _url in procs.values():
+            stop(proc)
+    rows = [
+        ("webhook peak, closed loop", peak[False], peak[True]),
+        (f"webhook at {rate:,.0f}/s to both, open loop", steady[False], steady[True]),
+    ]
+    return rows, accepted
 
 
 def main() -> None:

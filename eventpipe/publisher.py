@@ -29,6 +29,7 @@ from eventpipe.errors import BrokerUnavailableError, EventpipeError, error_class
 from eventpipe.kafka.batches import group_by_partition, send_batches, too_large
 from eventpipe.kafka.client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
 from eventpipe.settings import KafkaSettings, Settings
+from eventpipe.trace_hook import TraceHook
 
 log = logging.getLogger("eventpipe.publisher")
 Mode = Literal["binary", "structured"]
@@ -77,6 +78,8 @@ class Publisher:
         self.mode: Mode = mode
         self.timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
+        # the service's trace index (eventpipe.trace): told of every acknowledged batch
+        self.trace: TraceHook | None = None
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -147,6 +150,8 @@ class Publisher:
             raise err from exc
         metrics.EVENTS_PUBLISHED.labels(topic=topic).inc()
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        if self.trace is not None:
+            self.trace.produced(topic, md.partition, md.offset, [event.id], None, "publisher")
         return Ack(topic, md.partition, md.offset, event.id)
 
     async def publish_batch(self, topic: str, events: Sequence[CloudEvent]) -> list[Ack]:
@@ -159,7 +164,12 @@ class Publisher:
 
     @telemetry.produce_span
     async def publish_messages(
-        self, topic: str, messages: Iterable[KafkaMessage], ids: Sequence[str]
+        self,
+        topic: str,
+        messages: Iterable[KafkaMessage],
+        ids: Sequence[str],
+        *,
+        via: str = "publisher",
     ) -> list[Ack]:
         """Lower level: already-encoded records (the HTTP API and CLI use it).
 
@@ -167,7 +177,8 @@ class Publisher:
         the keyless ones of a call share one partition) and submitted as closed
         record batches per partition (:mod:`eventpipe.kafka.batches`): one future
         per batch instead of one ``send()`` per record.  Then every batch's
-        acknowledgement is awaited; a failed batch fails each of its records."""
+        acknowledgement is awaited; a failed batch fails each of its records.
+        ``via`` names the path in the trace index (eventpipe.trace)."""
         producer = self._producer_or_raise()
         started = time.perf_counter()
         msgs = messages if isinstance(messages, list) else list(messages)
@@ -197,6 +208,8 @@ class Publisher:
                     base = md.offset
                     for d, i in enumerate(members):
                         acks[i] = Ack(topic, p, base + d, ids[i])
+                    if self.trace is not None:
+                        self.trace.produced(topic, p, base, ids, members, via)
         except TimeoutError:
             rest: BaseException | None = BrokerUnavailableError(
                 f"no acknowledgement from the broker within {self.timeout_s:.0f}s"

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from eventpipe.config_keys import error_message
+from eventpipe.durations import Duration
 from eventpipe.errors import ConfigError
 from eventpipe.topics import TopicName
 
@@ -188,6 +189,28 @@ class EmbeddedSettings(Section):
     )
 
 
+class TraceSettings(Section):
+    """The event trace index (eventpipe/trace): where each acknowledged record batch
+    landed and what each pipeline batch did, one row per batch, not per event."""
+
+    enabled: bool = Field(
+        True, description="write the index; `eventpipe trace` answers only for what it holds"
+    )
+    retention: Duration = Field(
+        7 * 86400.0, gt=0, description="index rows older than this are deleted (default 7d)"
+    )
+    flush_interval: Duration = Field(
+        1.0, gt=0, le=60, description="the index writer writes what it holds this often"
+    )
+    queue_size: int = Field(
+        200_000,
+        ge=1000,
+        description="records (event ids) waiting to be written; past it, new batches are "
+        "dropped (their records counted in eventpipe_trace_dropped_total), never blocking "
+        "a producer",
+    )
+
+
 class TelemetrySettings(Section):
     """OpenTelemetry tracing: on when ``otlp_endpoint`` (or the standard
     ``OTEL_EXPORTER_OTLP_ENDPOINT``) is set, off and free otherwise."""
@@ -271,6 +294,10 @@ class Settings(Section):
     logging: LoggingSettings = Field(
         default_factory=LoggingSettings, description="log format (text or json) and level"
     )
+    trace: TraceSettings = Field(
+        default_factory=TraceSettings,
+        description="the event trace index: what `eventpipe trace` and /v1/trace read",
+    )
     topics: list[TopicSpec] = Field(
         default_factory=list,
         description="topics to create at start",
@@ -300,6 +327,7 @@ _SECTIONS: dict[str, type[Section]] = {
     "embedded": EmbeddedSettings,
     "telemetry": TelemetrySettings,
     "logging": LoggingSettings,
+    "trace": TraceSettings,
 }
 
 

@@ -22,6 +22,12 @@ SECTIONS: list[Section] = [
         "error; patch with jq, preview, replay or discard, and each record's history.",
     ),
     Section(
+        "trace",
+        "Trace",
+        "What happened to an event: where it came in, every record that holds it, what "
+        "each pipeline did with it (delivered, filtered, dead-lettered), replays.",
+    ),
+    Section(
         "schemas",
         "Schemas",
         "The schema registry: subjects, versions, a diff of two versions, and a "

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from eventpipe.console import activity_page, dlq_pages, login_pages, schema_pages
+from eventpipe.console import activity_page, dlq_pages, login_pages, schema_pages, trace_page
 from eventpipe.console.access import Handler, guard, public, route
 from eventpipe.console.redact import Redactor
 from eventpipe.console.render import render
@@ -86,7 +86,7 @@ def build_console_app(ctx: Context) -> web.Application:
     app[CONSOLE] = console
     app.router.add_get("/", index, name="console.index")
     app.router.add_get("/static/{name}", _static_handler(), name="console.static")
-    for pages in (login_pages, dlq_pages, schema_pages, activity_page):
+    for pages in (login_pages, dlq_pages, schema_pages, activity_page, trace_page):
         pages.add_routes(app)
     return app
 

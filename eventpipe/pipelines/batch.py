@@ -44,6 +44,7 @@ from eventpipe.sink import (
     retry_after_of,
 )
 from eventpipe.status import Activity
+from eventpipe.trace_hook import TraceHook
 from eventpipe.transforms import Chain, ValidateStep
 
 from .aggregate import Aggregator
@@ -79,6 +80,7 @@ class Record:
     dead: bool = False
     duplicate: bool = False
     dedup_key: str | None = None
+    failure: tuple[str, str | None] | None = None  # (stage, step) when dead-lettered
 
 
 @dataclass
@@ -117,6 +119,7 @@ class BatchProcessor:
         use_event: Callable[[Any], AbstractContextManager[None]] = _no_event,
         pause: Callable[[Iterable[tuple[str, int]]], None] | None = None,
         resume: Callable[[Iterable[tuple[str, int]]], None] | None = None,
+        trace: TraceHook | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.stages = stages
@@ -131,6 +134,8 @@ class BatchProcessor:
         self.pause = pause
         self.resume = resume
         self.stopping = False
+        self.trace = trace  # told what became of each record, once per batch
+        self._sink_names = [s.name for s in sinks]
         self.activity = Activity()  # records in, output events out, the last error
         self._m_in = metrics.PIPELINE_EVENTS_IN.labels(pipeline=pipeline)
         self._m_dup = metrics.PIPELINE_DUPLICATES.labels(pipeline=pipeline)
@@ -190,6 +195,8 @@ class BatchProcessor:
             ):
                 await self._deliver(sink, live, records)
         self._mark_done(records)
+        if self.trace is not None:
+            self.trace.read(self.pipeline, records, self._sink_names)
         self.activity.events_out.mark(
             sum(len(r.outputs) for r in records if not r.dead and not r.duplicate)
         )
@@ -459,6 +466,7 @@ class BatchProcessor:
     ) -> DeadLetter:
         rec.dead = True
         rec.outputs = []
+        rec.failure = (stage, step)
         return DeadLetter.from_exception(
             exc,
             key=rec.key,

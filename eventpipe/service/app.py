@@ -31,6 +31,7 @@ from eventpipe.route_docs import RouteDoc, under
 from eventpipe.schema_registry import server as schema_registry_server
 from eventpipe.service import publish_api
 from eventpipe.service.publish_api import CTX
+from eventpipe.trace import api as trace_api
 
 log = logging.getLogger("eventpipe.service")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -224,6 +225,7 @@ def build_app(
     publish_api.install(app)
     schema_registry_server.install(app, ctx)  # /schema-registry/
     dlq_admin_api.install(app, ctx)  # /v1/dlq/...
+    trace_api.install(app, ctx)  # /v1/trace/{event_id}
     console.install(app, ctx)  # /console/ (and / redirects there)
     install_routes(app, [r for comp in components for r in comp.routes()])
     return app

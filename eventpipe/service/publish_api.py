@@ -65,7 +65,7 @@ async def _publish(request: web.Request, sender: telemetry.TraceContext | None) 
                 reason="unknown topic",
             )
         acks = await ctx.publisher.publish_messages(
-            topic, [to_kafka(e) for e in events], [e.id for e in events]
+            topic, [to_kafka(e) for e in events], [e.id for e in events], via="publish-api"
         )
     except BrokerUnavailableError as exc:
         raise broker_unavailable(str(exc), svc.retry_after_s) from exc

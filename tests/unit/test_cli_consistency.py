@@ -50,6 +50,7 @@ REACHES: dict[str, tuple[set[str], list[str]]] = {
     "dlq replay": ({"database", "kafka"}, []),
     "dlq discard": ({"database", "kafka"}, ["--reason", "r"]),
     "backfill": ({"database", "kafka"}, ["--pipeline", "p", "--from", "2d", "--to", "1d"]),
+    "trace": ({"database", "kafka"}, ["evt-1"]),
 }
 FLAGS = {"database": "--database-url", "kafka": "--bootstrap", "registry": "--registry"}
 

@@ -139,7 +139,7 @@ class TopicSink(PipelineSink):
         n_failed_retriable = 0
         for topic, (msgs, ids, owners) in by_topic.items():
             try:
-                await res.publisher.publish_messages(topic, msgs, ids)
+                await res.publisher.publish_messages(topic, msgs, ids, via=f"sink:{self.label}")
             except PublishBatchError as exc:
                 for i, err in exc.failed.items():
                     failed.setdefault(owners[i], err)

@@ -45,6 +45,7 @@ from eventpipe.errors import BrokerUnavailableError
 from eventpipe.kafka.batches import group_by_partition, too_large
 from eventpipe.kafka.client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
 from eventpipe.settings import KafkaSettings
+from eventpipe.trace_hook import TraceHook
 
 PARTITIONS_TTL_S = 1.0  # how long a topic's partition list is reused without asking
 
@@ -61,6 +62,7 @@ class BatchProducer:
         self._late: set[asyncio.Task[None]] = set()
         self._partitions: dict[str, tuple[float, list[int]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.trace: TraceHook | None = None  # told of each acknowledged batch's ids
 
     async def start(self) -> None:
         if self._producer is not None:
@@ -101,11 +103,13 @@ class BatchProducer:
         topic: str,
         messages: Sequence[KafkaMessage],
         *,
+        ids: Sequence[str] = (),
         on_late_ack: Callable[[], None] | None = None,
     ) -> None:
-        """Write ``messages`` to ``topic``; returns after every one was acknowledged.
-        When this raises BrokerUnavailableError and the broker acknowledges every
-        message later after all, ``on_late_ack()`` is called then."""
+        """Write ``messages`` (event ``ids``, for the trace index) to ``topic``;
+        returns after every one was acknowledged.  When this raises
+        BrokerUnavailableError and the broker acknowledges every message later
+        after all, ``on_late_ack()`` is called then."""
         producer = self._producer
         if producer is None:
             raise BrokerUnavailableError("the webhook producer is not running")
@@ -122,6 +126,8 @@ class BatchProducer:
                 msg = messages[i]
                 if batch is None or not batch.append(msg):
                     batch = self._open_batch(producer, topic, p, msg)
+                if self.trace is not None:
+                    batch.ids.append(ids[i] if ids else "")
                 if batch.span is not None:
                     batch.span.add_caller()
                 fut: asyncio.Future[None] = loop.create_future()
@@ -242,6 +248,10 @@ class BatchProducer:
             batch.fail(error)
         else:
             batch.succeed()
+            if self.trace is not None and batch.ids:
+                self.trace.produced(
+                    topic, partition, ack.result().offset, batch.ids, None, "webhook"
+                )
         batch.settle(error is None, error)
 
     def _expire(self, topic: str, batch: _Batch) -> None:
@@ -261,12 +271,13 @@ class BatchProducer:
 class _Batch:
     """One open record batch and the requests waiting for its acknowledgement."""
 
-    __slots__ = ("builder", "outcome", "queued", "span", "waiters")
+    __slots__ = ("builder", "ids", "outcome", "queued", "span", "waiters")
 
     def __init__(self, builder: Any, span: telemetry.BatchSpan | None = None) -> None:
         self.builder = builder
         self.span = span  # tracing on: the batch's ``send`` span
         self.waiters: list[asyncio.Future[None]] = []
+        self.ids: list[str] = []  # the records' event ids, when traced
         loop = asyncio.get_running_loop()
         self.queued: asyncio.Future[None] = loop.create_future()
         # True once the broker acknowledged it, False once it failed: also when that

@@ -115,6 +115,7 @@ class WebhookSource(Source):
         self.producer = producer or BatchProducer(
             ctx.settings.kafka, timeout_s=config.publish_timeout_s
         )
+        self.producer.trace = ctx.publisher.trace  # the service's trace index, if on
         self.topic = config.topic
         self.verifier = make_verifier(config.verify)
         self.redacted = self.verifier.redacted
@@ -563,7 +564,10 @@ class WebhookSource(Source):
         try:
             # bounded by publish_timeout_s; a late acknowledgement records the ids
             await self.producer.send(
-                self.topic, [i.message for i in items], on_late_ack=lambda: self._late_ack(keys)
+                self.topic,
+                [i.message for i in items],
+                ids=[i.id for i in items],
+                on_late_ack=lambda: self._late_ack(keys),
             )
         except BrokerUnavailableError as exc:
             self.activity.failed(exc)
