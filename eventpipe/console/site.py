@@ -69,6 +69,7 @@ ROUTES = (
     *dlq_pages.ROUTES,
     *schema_pages.ROUTES,
     *activity_page.ROUTES,
+    *trace_page.ROUTES,
 )
 """Every route the console serves (``service.console.enabled``)."""
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from eventpipe.console.access import route
 from eventpipe.console.render import error, render
 from eventpipe.console.state import console_of
 from eventpipe.dlq.query import FilterError, parse_when
@@ -61,6 +62,15 @@ def _refused(request: web.Request, form: dict[str, str], detail: str) -> web.Res
     return render(
         request, "trace.html", status=400, form=form, doc=None, problem=detail, missing=None
     )
+
+
+ROUTES = (
+    route(
+        "GET",
+        "/trace",
+        "the trace of an event (`?id=EVENT_ID`): where it landed, what each pipeline did",
+    ),
+)
 
 
 def add_routes(app: web.Application) -> None:

@@ -201,6 +201,7 @@ def documented_routes() -> tuple[RouteDoc, ...]:
         *dlq_admin_api.ROUTES,
         *console.ROUTES,
         *webhook_source.ROUTES,
+        *trace_api.ROUTES,
     )
 
 

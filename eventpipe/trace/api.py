@@ -17,9 +17,20 @@ from eventpipe.dlq.admin_api import _authorized  # the same check as /v1/dlq
 from eventpipe.dlq.query import FilterError, parse_when
 from eventpipe.errors import BrokerUnavailableError
 from eventpipe.problem import problem
+from eventpipe.route_docs import ADMIN_TOKEN, RouteDoc
 
 from .lookup import DEFAULT_SINCE, TraceIndexMissingError, trace_event
 from .render import not_found
+
+ROUTES = (
+    RouteDoc(
+        "GET",
+        "/v1/trace/{event_id}",
+        "what happened to an event: where it landed, what each pipeline did "
+        "(`?since=24h&source=NAME`; the document of `eventpipe trace --json`)",
+        ADMIN_TOKEN + " (none with `service.console.public_read`)",
+    ),
+)
 
 
 def install(app: web.Application, ctx: Context) -> None:

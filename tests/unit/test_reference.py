@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal, cast
 
 import pytest
@@ -69,7 +70,8 @@ def _context() -> Context:
     """Enough of a context to build the app and the components (nothing is started)."""
     settings = Settings.model_validate({"service": {"admin_token": "t"}})
     none = cast(Any, None)
-    return Context(settings, none, none, pool=cast(Any, object()), catalog=CATALOG)
+    publisher = cast(Any, SimpleNamespace(trace=None))  # no trace index
+    return Context(settings, publisher, none, pool=cast(Any, object()), catalog=CATALOG)
 
 
 def _components(ctx: Context) -> list[Component]:
