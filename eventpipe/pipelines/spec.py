@@ -131,6 +131,13 @@ class PipelineSpec(SpecModel):
     schema_registry: str | None = Field(
         None, description="URL of a Confluent-compatible registry; default: eventpipe's own"
     )
+    schema_refresh: Duration | None = Field(
+        30.0,
+        description="how often subjects pinned to `latest` are looked up again: a new "
+        "version is applied to the running pipeline (its validate steps are rebuilt between "
+        "two batches, nothing restarts); 0 or null: never.  A subject that is not registered "
+        "yet is looked up every 5 s (or this, when shorter) while the pipeline waits for it",
+    )
 
     @field_validator("name")
     @classmethod

@@ -138,8 +138,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """The broker, the database, and each component's ``health()`` (the CDC stall
-    alarm among them): anything but "ok" makes it answer 503."""
+    alarm and a pipeline waiting for its schema subject among them): anything but
+    "ok" makes it answer 503.  ``?component=pipeline:orders`` (repeated, or
+    comma-separated) answers for those checks only."""
     ctx = request.app[CTX]
+    components = request.app[COMPONENTS]
+    scope = readiness_scope(request, ["broker", "database", *(c.check_name for c in components)])
+    if isinstance(scope, web.Response):
+        return scope
     checks: dict[str, str] = {}
 
     async def broker() -> None:
@@ -151,12 +157,16 @@ async def readyz(request: web.Request) -> web.Response:
             await conn.execute("select 1")
 
     for name, check in (("broker", broker), ("database", database)):
+        if name not in scope:
+            continue
         try:
             await check()
             checks[name] = "ok"
         except Exception as exc:
             checks[name] = f"unavailable: {type(exc).__name__}"
-    for comp in request.app[COMPONENTS]:
+    for comp in components:
+        if comp.check_name not in scope:
+            continue
         try:
             checks[comp.check_name] = comp.health()
         except Exception as exc:
@@ -166,6 +176,28 @@ async def readyz(request: web.Request) -> web.Response:
         {"status": "ready" if ready else "not ready", "checks": checks},
         status=200 if ready else 503,
     )
+
+
+def readiness_scope(request: web.Request, known: list[str]) -> set[str] | web.Response:
+    """The checks ``?component=`` names (every one when it names none), or a 404
+    problem naming the checks this process has."""
+    wanted = [
+        name.strip()
+        for value in request.query.getall("component", [])
+        for name in value.split(",")
+        if name.strip()
+    ]
+    if not wanted:
+        return set(known)
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        return problem(
+            404,
+            "unknown-check",
+            f"no check named {unknown[0]!r} in this process; it has: {', '.join(known)}",
+            field="component",
+        )
+    return set(wanted)
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
