@@ -27,8 +27,10 @@ from eventpipe.http_body import (
 from eventpipe.plugin import Component, Route
 from eventpipe.problem import problem
 from eventpipe.schema_registry import server as schema_registry_server
-from eventpipe.service import publish_api
+from eventpipe.service import publish_api, status_api
 from eventpipe.service.publish_api import CTX
+from eventpipe.service.status_api import scope_of
+from eventpipe.status_board import StatusBoard
 
 log = logging.getLogger("eventpipe.service")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -143,7 +145,7 @@ async def readyz(request: web.Request) -> web.Response:
     comma-separated) answers for those checks only."""
     ctx = request.app[CTX]
     components = request.app[COMPONENTS]
-    scope = readiness_scope(request, ["broker", "database", *(c.check_name for c in components)])
+    scope = scope_of(request, ["broker", "database", *(c.check_name for c in components)])
     if isinstance(scope, web.Response):
         return scope
     checks: dict[str, str] = {}
@@ -178,28 +180,6 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
-def readiness_scope(request: web.Request, known: list[str]) -> set[str] | web.Response:
-    """The checks ``?component=`` names (every one when it names none), or a 404
-    problem naming the checks this process has."""
-    wanted = [
-        name.strip()
-        for value in request.query.getall("component", [])
-        for name in value.split(",")
-        if name.strip()
-    ]
-    if not wanted:
-        return set(known)
-    unknown = [w for w in wanted if w not in known]
-    if unknown:
-        return problem(
-            404,
-            "unknown-check",
-            f"no check named {unknown[0]!r} in this process; it has: {', '.join(known)}",
-            field="component",
-        )
-    return set(wanted)
-
-
 async def metrics_endpoint(request: web.Request) -> web.Response:
     resp = web.Response(body=generate_latest())
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
@@ -210,8 +190,9 @@ def build_app(
     ctx: Context, *, ops_only: bool = False, components: Sequence[Component] = ()
 ) -> web.Application:
     """The service's HTTP app.  ``ops_only`` (processes whose role is not ingest)
-    serves only /healthz, /readyz and /metrics, for orchestrators and Prometheus.
-    ``components``: their health is part of /readyz, their routes are served."""
+    serves only /healthz, /readyz, /metrics and /v1/status, for orchestrators,
+    Prometheus and ``eventpipe status``.  ``components``: their health is part of
+    /readyz, their status of /v1/status, their routes are served."""
     app = web.Application(
         middlewares=[observe],
         # the publish API enforces service.max_body_bytes itself, with problem JSON
@@ -222,12 +203,14 @@ def build_app(
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics_endpoint, name="metrics")
+    board = StatusBoard(components)
+    status_api.install(app, ctx.settings, board)  # /v1/status, /v1/status/history
     if ops_only:
         return app
     publish_api.install(app)
     schema_registry_server.install(app, ctx)  # /schema-registry/
     dlq_admin_api.install(app, ctx)  # /v1/dlq/...
-    console.install(app, ctx)  # /console/ (and / redirects there)
+    console.install(app, ctx, board)  # /console/ (and / redirects there)
     install_routes(app, [r for comp in components for r in comp.routes()])
     return app
 

@@ -113,9 +113,7 @@ async def test_a_missing_subject_waits_then_the_pipeline_runs_once_it_is_registe
         async with Publisher(s) as pub:  # an event sent while it waits is kept
             await pub.publish(name, _order(1, 10))
 
-        await _register(
-            settings, subject, {"type": "object", "required": ["id", "total"]}
-        )
+        await _register(settings, subject, {"type": "object", "required": ["id", "total"]})
         st = await _until(comp, lambda st: st.state == "running")
         assert st.state == "running", st
         assert await wait_rows(url, f"select count(*) from {name}", 1, timeout=90) == 1
