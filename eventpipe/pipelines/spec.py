@@ -20,13 +20,15 @@ pipelines:
     errors: {tolerance: none}              # all: dead-letter a batch a sink failed on a bug
     batch: {max_records: 1000, within: 100ms}
     processing_guarantee: at_least_once    # exactly_once needs a broker with transactions
+    schema_refresh: 30s                    # look `latest` subjects up again (0: never)
 ```
 
 :func:`validate_pipelines` (called by the service's config loader with the sink
 catalog) reports every problem of every pipeline at config load with its path
 (``pipelines[0].steps[2].jq: ...``).  Steps are built (jq compiled, schemas
 checked) then, so a bad program never waits for the first event.  Schemas
-named by ``subject`` are resolved when the pipeline starts.
+named by ``subject`` are resolved when the pipeline starts, and ``latest`` pins
+again every ``schema_refresh`` (:mod:`eventpipe.pipelines.component`).
 """
 
 from __future__ import annotations

@@ -91,28 +91,28 @@ def refused(request: web.Request, settings: Settings) -> web.Response | None:
     return None
 
 
-def _settings(request: web.Request) -> Settings:
-    return request.app[CTX].settings
-
-
-async def status(request: web.Request) -> web.Response:
-    no = refused(request, _settings(request))
+def _asked(request: web.Request) -> tuple[StatusBoard, set[str]] | web.Response:
+    """The board and the checks the request may read and names; else the problem."""
+    no = refused(request, request.app[CTX].settings)
     if no is not None:
         return no
     board = request.app[BOARD]
     scope = scope_of(request, [c.check_name for c in board.components])
-    if isinstance(scope, web.Response):
-        return scope
+    return scope if isinstance(scope, web.Response) else (board, scope)
+
+
+async def status(request: web.Request) -> web.Response:
+    asked = _asked(request)
+    if isinstance(asked, web.Response):
+        return asked
+    board, scope = asked
     snap = board.snapshot(c for c in board.components if c.check_name in scope)
     return web.json_response(request.app[REDACTOR].doc(snap))
 
 
 async def history(request: web.Request) -> web.Response:
-    no = refused(request, _settings(request))
-    if no is not None:
-        return no
-    board = request.app[BOARD]
-    scope = scope_of(request, [c.check_name for c in board.components])
-    if isinstance(scope, web.Response):
-        return scope
+    asked = _asked(request)
+    if isinstance(asked, web.Response):
+        return asked
+    board, scope = asked
     return web.json_response(board.history(scope))

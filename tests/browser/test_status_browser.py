@@ -13,9 +13,8 @@ from playwright.async_api import Page, expect
 
 from eventpipe.settings import Settings
 from tests.browser.conftest import shot
-from tests.browser.test_console_browser import _demo, _post_order
-from tests.integration.console_support import ADMIN_TOKEN
-from tests.integration.test_pipeline_support import ident, running, sql, wait_rows
+from tests.integration.console_support import ADMIN_TOKEN, demo_settings, demo_table, post_order
+from tests.integration.test_pipeline_support import ident, running, wait_rows
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -26,12 +25,8 @@ async def test_overview_and_pipeline_page_follow_the_service_live(
     page = browser_page
     name = ident("orders")
     url = settings.database.url.get_secret_value()
-    await sql(
-        url,
-        f"create table {name} (id text primary key, customer text not null, "
-        "total numeric not null)",
-    )
-    s = _demo(settings, name)
+    await demo_table(settings, name)
+    s = demo_settings(settings, name)
     pipeline = f"{name}-to-postgres"
     async with running(s, "all") as svc:
         base = svc.url
@@ -50,7 +45,7 @@ async def test_overview_and_pipeline_page_follow_the_service_live(
         await expect(row.locator("tr.child")).to_contain_text(f"{pipeline}/postgres")
         await expect(page.locator("#summary")).to_contain_text("All 2 components work")
         assert (
-            await _post_order(
+            await post_order(
                 base, name, {"id": "o-1", "customer": "c-1", "status": "created", "total": 5}
             )
             == 200
@@ -76,7 +71,7 @@ async def test_overview_and_pipeline_page_follow_the_service_live(
         # two more orders while the page is open: the counters follow
         for i in (2, 3):
             order = {"id": f"o-{i}", "customer": "c-2", "status": "created", "total": i}
-            assert await _post_order(base, name, order) == 200
+            assert await post_order(base, name, order) == 200
         await expect(page.locator('[data-field="total_in"]')).to_have_text("3")
         await expect(page.locator('#sinks [data-field="total_out"]')).to_have_text("3")
         await shot(page, "console-pipeline")

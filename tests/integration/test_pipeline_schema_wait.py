@@ -7,8 +7,6 @@ restarting its faust app."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -22,13 +20,13 @@ from eventpipe.schema_registry.models import Schema
 from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.service.runner import Service
 from eventpipe.settings import Settings
-from eventpipe.status import ComponentStatus
 from tests.helpers import read_records
 from tests.integration.test_pipeline_support import (
     dlq_headers,
     ident,
     running,
     sql,
+    status_when,
     wait_rows,
     with_pipelines,
 )
@@ -70,18 +68,6 @@ def _component(svc: Service) -> PipelineComponent:
     return comp
 
 
-async def _until(
-    comp: PipelineComponent, ready: Callable[[ComponentStatus], bool], within_s: float = 60
-) -> ComponentStatus:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    st = comp.status()
-    while not ready(st) and loop.time() < deadline:
-        await asyncio.sleep(0.2)
-        st = comp.status()
-    return st
-
-
 async def _readyz(url: str, query: str = "") -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/readyz{query}") as r:
         return r.status, await r.json()
@@ -114,7 +100,7 @@ async def test_a_missing_subject_waits_then_the_pipeline_runs_once_it_is_registe
             await pub.publish(name, _order(1, 10))
 
         await _register(settings, subject, {"type": "object", "required": ["id", "total"]})
-        st = await _until(comp, lambda st: st.state == "running")
+        st = await status_when(comp, lambda st: st.state == "running", 60)
         assert st.state == "running", st
         assert await wait_rows(url, f"select count(*) from {name}", 1, timeout=90) == 1
         assert comp.health() == "ok"
@@ -134,7 +120,7 @@ async def test_a_new_latest_version_applies_without_a_restart(settings: Settings
     s = with_pipelines(settings, _pipeline(name, subject, schema_refresh="1s"))
     async with running(s, "pipelines") as svc, Publisher(s) as pub:
         comp = _component(svc)
-        st = await _until(comp, lambda st: st.state == "running")
+        st = await status_when(comp, lambda st: st.state == "running", 60)
         assert st.state == "running", st
         runtime = comp.runtime
         assert runtime is not None
@@ -145,7 +131,7 @@ async def test_a_new_latest_version_applies_without_a_restart(settings: Settings
         assert dlq_headers(letter)["eventpipe.dlq.stage"] == "validate"
 
         await _register(settings, subject, v2)
-        st = await _until(comp, lambda st: st.details["schemas"][0]["version"] == 2)
+        st = await status_when(comp, lambda st: st.details["schemas"][0]["version"] == 2, 60)
         assert st.details["schemas"][0]["version"] == 2, st
         await pub.publish(name, _order(2, 4.5))  # valid under v2
         assert await wait_rows(url, f"select count(*) from {name}", 1, timeout=90) == 1

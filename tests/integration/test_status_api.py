@@ -8,8 +8,6 @@ exit 0 / 1 / 2), the console's overview and pipeline pages, and a pipelines work
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,59 +20,30 @@ import yaml
 from eventpipe.cli.main import main
 from eventpipe.embedded.process import free_port
 from eventpipe.service.runner import Service
-from eventpipe.settings import Settings, TopicSpec
-from tests.integration.console_support import ADMIN_TOKEN, console_settings
-from tests.integration.test_pipeline_support import ident, running, sql, wait_rows, with_pipelines
+from eventpipe.settings import Settings
+from tests.helpers import SERVICE_ENV
+from tests.integration.console_support import ADMIN_TOKEN, demo_settings, demo_table, post_order
+from tests.integration.test_pipeline_support import ident, running, wait_rows, with_pipelines
 
-SECRET = "status-test-webhook-secret"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 pytestmark = pytest.mark.timeout(300)
 
 
 def _settings(settings: Settings, name: str, **console: Any) -> Settings:
-    topic = f"{name}.orders"
-    source = {
-        "type": "webhook",
-        "name": name,
-        "topic": topic,
-        "verify": {"scheme": "hmac", "header": "x-signature", "secrets": [SECRET]},
-        "event": {"type": '"shop.order"', "subject": ".body.id"},
-    }
-    to_table = {
-        "name": f"{name}-rows",
-        "source": {"topics": [topic]},
-        "steps": [{"jq": "{id: .id, total: .total}"}],
-        "sinks": [
-            {
-                "postgres": {
-                    "table": name,
-                    "mode": "upsert",
-                    "key": ["id"],
-                    "columns": {"id": ".data.id", "total": ".data.total"},
-                }
-            }
-        ],
-    }
+    """The README's demo (pipeline ``<name>-to-postgres``), and a second pipeline on
+    its topic that waits for a schema subject nobody registered."""
+    s = demo_settings(settings, name, **console)
     waiting = {
         "name": f"{name}-checked",
-        "source": {"topics": [topic]},
+        "source": {"topics": [f"{name}.orders"]},
         "validate_input": {"subject": f"{name}-missing-value"},
         "sinks": [{"topic": {"topic": f"{name}.checked"}}],
     }
-    s = with_pipelines(console_settings(settings, **console), to_table, waiting)
-    return s.model_copy(update={"sources": [source], "topics": [TopicSpec(name=topic)]})
+    return with_pipelines(s, *s.pipelines, waiting)
 
 
-async def _post(base: str, name: str, order: dict[str, Any]) -> int:
-    body = json.dumps(order).encode()
-    sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    async with aiohttp.ClientSession() as http:
-        r = await http.post(
-            f"{base}/webhooks/{name}",
-            data=body,
-            headers={"x-signature": sig, "content-type": "application/json"},
-        )
-        return r.status
+def _order(i: int, total: Any) -> dict[str, Any]:
+    return {"id": f"o-{i}", "customer": "c-1", "status": "created", "total": total}
 
 
 async def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -93,21 +62,22 @@ def _by_check(snap: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @pytest.fixture
 async def service(settings: Settings) -> AsyncIterator[tuple[Service, str]]:
     name = ident("st")
-    await sql(
-        settings.database.url.get_secret_value(),
-        f"create table {name} (id text primary key, total numeric)",
-    )
+    await demo_table(settings, name)
     async with running(_settings(settings, name), "all") as svc:
         yield svc, name
 
 
 async def test_status_api_readiness_scopes_and_history(service: tuple[Service, str]) -> None:
     svc, name = service
-    rows, waiting, hook = f"pipeline:{name}-rows", f"pipeline:{name}-checked", f"source:{name}"
+    rows, waiting, hook = (
+        f"pipeline:{name}-to-postgres",
+        f"pipeline:{name}-checked",
+        f"source:{name}",
+    )
     code, body = await _get(f"{svc.url}/v1/status")
     assert code == 401 and "Bearer" in body["detail"], body
-    assert await _post(svc.url, name, {"id": "o-1", "total": 10}) == 200
-    assert await _post(svc.url, name, {"id": "o-2", "total": 20}) == 200
+    assert await post_order(svc.url, name, _order(1, 10)) == 200
+    assert await post_order(svc.url, name, _order(2, 20)) == 200
     url = svc.settings.database.url.get_secret_value()
     assert await wait_rows(url, f"select count(*) from {name}", 2, timeout=90) == 2
 
@@ -162,12 +132,8 @@ async def test_status_command_exit_status_table_json_and_fixes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     svc, name = service
-    rows, waiting = f"pipeline:{name}-rows", f"pipeline:{name}-checked"
-    for var in (
-        "EVENTPIPE_SERVICE_ADMIN_TOKEN",
-        "EVENTPIPE_SERVICE_PORT",
-        "EVENTPIPE_SERVICE_HOST",
-    ):
+    rows, waiting = f"pipeline:{name}-to-postgres", f"pipeline:{name}-checked"
+    for var in SERVICE_ENV:
         monkeypatch.delenv(var, raising=False)
     cfg = tmp_path / "eventpipe.yaml"
     cfg.write_text(yaml.safe_dump({"service": {"port": svc.port, "admin_token": ADMIN_TOKEN}}))
@@ -201,6 +167,13 @@ async def test_console_overview_and_pipeline_pages(
     settings: Settings, service: tuple[Service, str]
 ) -> None:
     svc, name = service
+    # a bad order: the table refuses it, the sink notes the error, it is dead-lettered
+    assert await post_order(svc.url, name, _order(9, "many")) == 200
+    comp = next(c for c in svc.components if c.check_name == f"pipeline:{name}-to-postgres")
+    for _ in range(300):
+        if comp.status().dead_letters.get("sink"):
+            break
+        await asyncio.sleep(0.2)
     jar = aiohttp.CookieJar(unsafe=True)  # cookies from 127.0.0.1
     async with aiohttp.ClientSession(cookie_jar=jar) as http:
         r = await http.get(f"{svc.url}/console/api/status", allow_redirects=False)
@@ -213,26 +186,28 @@ async def test_console_overview_and_pipeline_pages(
         )
         assert r.status == 200 and str(r.url).endswith("/console/")
         html = await r.text()
-        assert 'id="components"' in html and f"/console/pipelines/{name}-rows" in html
+        assert 'id="components"' in html and f"/console/pipelines/{name}-to-postgres" in html
         assert f'data-check="pipeline:{name}-checked"' in html and "waiting" in html
         assert "Needs attention" in html and 'data-spark="rate_in"' in html
 
-        r = await http.get(f"{svc.url}/console/pipelines/{name}-rows")
+        r = await http.get(f"{svc.url}/console/pipelines/{name}-to-postgres")
         html = await r.text()
         assert r.status == 200
         assert 'id="sinks"' in html and "postgres" in html and 'data-field="circuit"' in html
-        assert 'id="steps"' in html and "jq: &#39;{id: .id, total: .total}&#39;" in html
-        assert f"/console/dlq?pipeline={name}-rows" in html
+        assert 'id="steps"' in html and "jq: &#39;{id: .id, customer: .customer" in html
+        assert f"/console/dlq?pipeline={name}-to-postgres" in html
+        assert 'id="recent-errors"' in html and "RowRejectedError" in html
+        assert '<span class="muted" data-field="dead_by_stage">sink 1</span>' in html
         r = await http.get(f"{svc.url}/console/pipelines/{name}-checked")
         html = await r.text()
         assert "not registered yet" in html and f"{name}-missing-value" in html
         r = await http.get(f"{svc.url}/console/pipelines/nope", headers={"Accept": "text/html"})
-        assert r.status == 404 and f"{name}-rows" in await r.text()
+        assert r.status == 404 and f"{name}-to-postgres" in await r.text()
 
         snap = await (await http.get(f"{svc.url}/console/api/status")).json()
         assert len(snap["components"]) == 3
         hist = await (await http.get(f"{svc.url}/console/api/status/history")).json()
-        assert f"pipeline:{name}-rows" in hist["components"]
+        assert f"pipeline:{name}-to-postgres" in hist["components"]
         js = await http.get(f"{svc.url}/console/static/status.js")
         assert js.status == 200 and "data-spark" in await js.text()
 

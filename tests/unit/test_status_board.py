@@ -18,6 +18,7 @@ from eventpipe.console.render import SPARK_H, SPARK_W, spark
 from eventpipe.plugin import Component, Kind
 from eventpipe.status import RECENT_ERRORS, Activity, ComponentStatus
 from eventpipe.status_board import StatusBoard
+from tests.helpers import SERVICE_ENV
 
 
 class Fake(Component):
@@ -214,11 +215,7 @@ def _args(**kw: Any) -> argparse.Namespace:
 def test_the_service_is_found_by_url_or_by_the_configs_host_and_port(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for var in (
-        "EVENTPIPE_SERVICE_ADMIN_TOKEN",
-        "EVENTPIPE_SERVICE_PORT",
-        "EVENTPIPE_SERVICE_HOST",
-    ):
+    for var in SERVICE_ENV:
         monkeypatch.delenv(var, raising=False)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("service:\n  host: 0.0.0.0\n  port: 8181\n  admin_token: tok-123456\n")
