@@ -53,6 +53,38 @@ def needs_attention(st: ComponentStatus, health: str) -> bool:
     return any(c.state in ATTENTION_STATES for c in st.children)
 
 
+def facts(entry: dict[str, Any]) -> list[str]:
+    """What a component of a snapshot knows besides its counters, the parts worth a
+    glance (`eventpipe status`'s details column, the console's overview): the
+    subject it waits for, the schema versions it uses, an open circuit, a CDC
+    slot's replication and lag, a webhook's spool."""
+    d: dict[str, Any] = entry.get("details") or {}
+    out: list[str] = []
+    for w in d.get("waiting_for") or []:
+        out.append(f"waits for subject {w['subject']} ({w['version']})")
+    for s in d.get("schemas") or []:
+        out.append(f"{s['subject']} v{s['version']}")
+    if "circuit" in d and d["circuit"] != "closed":
+        out.append(f"circuit {d['circuit']}")
+    if "replication" in d:
+        out.append(f"replication {d['replication']}")
+    if d.get("slot_lag_bytes") is not None:
+        out.append(f"slot lag {_bytes(d['slot_lag_bytes'])}")
+    if "spool_depth" in d:
+        out.append(f"spool {d['spool_depth']}" + (" (spooling)" if d.get("spooling") else ""))
+    if isinstance(d.get("stalled"), str):
+        out.append(d["stalled"])
+    return out
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
 class StatusBoard:
     """The components of one process, their snapshot and their sampled history."""
 
@@ -160,6 +192,7 @@ __all__ = [
     "HISTORY_POINTS",
     "Sample",
     "StatusBoard",
+    "facts",
     "needs_attention",
     "total_lag",
 ]

@@ -29,6 +29,7 @@ from rich.text import Text
 
 from eventpipe import loop
 from eventpipe.cli.common import CliError, add_command, add_config_args, settings_from_args
+from eventpipe.status_board import facts
 
 WATCH_S = 2.0
 TIMEOUT_S = 5.0
@@ -171,35 +172,6 @@ def _dead(c: dict[str, Any]) -> str:
     return ", ".join(f"{stage} {n}" for stage, n in sorted(dead.items()))
 
 
-def _details(c: dict[str, Any]) -> str:
-    """What a component knows besides its counters, the parts worth a glance."""
-    d: dict[str, Any] = c.get("details") or {}
-    out: list[str] = []
-    for w in d.get("waiting_for") or []:
-        out.append(f"waits for subject {w['subject']} ({w['version']})")
-    for s in d.get("schemas") or []:
-        out.append(f"{s['subject']} v{s['version']}")
-    if "circuit" in d and d["circuit"] != "closed":
-        out.append(f"circuit {d['circuit']}")
-    if "replication" in d:
-        out.append(f"replication {d['replication']}")
-    if d.get("slot_lag_bytes") is not None:
-        out.append(f"slot lag {_bytes(d['slot_lag_bytes'])}")
-    if "spool_depth" in d:
-        out.append(f"spool {d['spool_depth']}" + (" (spooling)" if d.get("spooling") else ""))
-    if d.get("stalled") and isinstance(d["stalled"], str):
-        out.append(d["stalled"])
-    return "\n".join(out)
-
-
-def _bytes(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
-
-
 def _error(c: dict[str, Any], now: datetime) -> Text:
     e = c.get("last_error")
     if not e:
@@ -239,7 +211,7 @@ def render(snap: dict[str, Any], url: str, now: datetime | None = None) -> Group
             _lag(c),
             _dead(c),
             _error(c, now),
-            _details(c),
+            "\n".join(facts(c)),
         )
         for s in c.get("children") or []:
             table.add_row(
@@ -250,7 +222,7 @@ def render(snap: dict[str, Any], url: str, now: datetime | None = None) -> Group
                 "",
                 _dead(s),
                 _error(s, now),
-                _details(s),
+                "\n".join(facts(s)),
             )
     if not snap["components"]:
         table.add_row(Text("no sources or pipelines run in this process", style="dim"))

@@ -22,7 +22,7 @@ from eventpipe.console.render import error, render
 from eventpipe.console.state import console_of
 from eventpipe.pipelines.component import PipelineComponent
 from eventpipe.plugin import Component
-from eventpipe.status_board import StatusBoard
+from eventpipe.status_board import StatusBoard, facts
 
 log = logging.getLogger(__name__)
 RECENT_SHOWN = 20
@@ -37,6 +37,9 @@ def _snapshot(
 ) -> dict[str, Any]:
     """The board's snapshot (of ``only``, when given), secrets cut out."""
     snap = board.snapshot(None if only is None else [only])
+    for entry in snap["components"]:  # the same words on the page and in its updates
+        for part in (entry, *entry["children"]):
+            part["facts"] = facts(part)
     return console_of(request).redactor.doc(snap)
 
 

@@ -189,6 +189,7 @@ async def test_console_overview_and_pipeline_pages(
         assert 'id="components"' in html and f"/console/pipelines/{name}-to-postgres" in html
         assert f'data-check="pipeline:{name}-checked"' in html and "waiting" in html
         assert "Needs attention" in html and 'data-spark="rate_in"' in html
+        assert f"waits for subject {name}-missing-value (latest)" in html
 
         r = await http.get(f"{svc.url}/console/pipelines/{name}-to-postgres")
         html = await r.text()

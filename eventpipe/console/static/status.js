@@ -70,6 +70,7 @@
     set(scope, "total_in", child, c.total_in);
     set(scope, "total_out", child, c.total_out);
     set(scope, "lag_total", child, c.lag_total === undefined ? "" : c.lag_total);
+    set(scope, "facts", child, (c.facts || []).join(" \u00b7 "));
     var dead = c.dead_letters || {};
     set(scope, "dead_total", child, Object.keys(dead).reduce(function (n, k) { return n + dead[k]; }, 0));
     set(scope, "dead_by_stage", child, stages(dead));
