@@ -10,6 +10,9 @@
     transaction) beside a raw loop that consumes and COPYs the same rows with no
     guarantees.
 
+(c) ``BENCH_OTEL=both`` (or ``only``): the in-process pipeline of (a) with
+    tracing off and on (bench/otel.py), on events that each carry a trace context.
+
 Targets (issue 6): (a) >= 0.5x raw passthrough, >= 10x the per-message agent,
 >= 12,000 events/s; (b) >= 0.7x the raw COPY loop, >= 10,000 events/s.
 """
@@ -26,6 +29,7 @@ import faust
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench import otel
 from bench.common import console, cpu_note, run_on_stack, self_peak_rss_mb, table
 from bench.publish import PAYLOAD
 from bench.workers import WorkersResult, pass_batch, run_raw_workers, run_workers
@@ -77,13 +81,17 @@ async def make_topic(settings: Settings, name: str, partitions: int = 3) -> str:
     return name
 
 
-async def fill(settings: Settings, topic: str, n: int) -> int:
+async def fill(settings: Settings, topic: str, n: int, *, traced: bool = False) -> int:
+    """``traced``: each event carries its own caller's trace context (traceparent)."""
     events = [
         CloudEvent.create(
             "shop.order.created", "/bench", PAYLOAD, id=f"{topic}-{i}", partitionkey=f"c{i % 64}"
         )
         for i in range(n)
     ]
+    if traced:
+        for i, event in enumerate(events):
+            event.extensions["traceparent"] = otel.traceparent(i)
     async with Publisher(settings) as pub:
         for i in range(0, n, 5000):
             await pub.publish_batch(topic, events[i : i + 5000])
@@ -227,6 +235,49 @@ async def raw_copy(bootstrap: str, url: str, src: str, tbl: str, n: int) -> floa
         await c.stop()
 
 
+async def tracing_on_and_off(settings: Settings, stamp: int) -> None:
+    """(c) The in-process pipeline (jaq steps, topic sink) with tracing off and on
+    (BENCH_OTEL), interleaved rounds on one topic whose events each carry a trace
+    context: on, a batch span links to up to 128 of them."""
+    src = await make_topic(settings, f"bench-otel-src-{stamp}")
+    await fill(settings, src, N, traced=True)
+    off: list[float] = []
+    on: list[float] = []
+
+    def spec(tag: str) -> dict[str, Any]:
+        return {
+            "name": f"bench-otel-{tag}-{stamp}",
+            "source": {"topics": [src]},
+            "steps": STEPS_JAQ,
+            "sinks": [{"topic": {"topic": f"bp-otel-{tag}-{stamp}"}}],
+        }
+
+    with otel.collector() as url:
+        for r in range(PEER_ROUNDS):
+            off.append(await run_pipeline(settings, spec(f"off{r}"), N))
+            async with otel.tracing(url):
+                on.append(await run_pipeline(settings, spec(f"on{r}"), N))
+        sent = otel.stats(url)
+    table(
+        "(c) tracing: topic -> 3-step jq chain (jaq) -> topic, in this process (events/s)",
+        ["tracing", "events/s", "ratio to off"],
+        [
+            ["off (no endpoint: no provider, no spans)", f"{max(off):,.0f}", "1.00x"],
+            [
+                "on: SDK batch processor, OTLP/HTTP to a local collector",
+                f"{max(on):,.0f}",
+                f"{max(on) / max(off):.2f}x",
+            ],
+        ],
+    )
+    console.print(
+        f"best of {PEER_ROUNDS} interleaved rounds each: off "
+        f"{', '.join(f'{v:,.0f}' for v in off)}; on {', '.join(f'{v:,.0f}' for v in on)} "
+        f"events/s; the collector got {sent['requests']} exports, {sent['bytes']:,} bytes; "
+        f"peak RSS of this process {self_peak_rss_mb():.0f} MiB"
+    )
+
+
 async def run(bootstrap: str, db_url: str) -> None:
     settings = Settings.model_validate(
         {
@@ -235,6 +286,10 @@ async def run(bootstrap: str, db_url: str) -> None:
         }
     )
     stamp = int(time.time())
+    if otel.ONLY:
+        console.print(f"{N} events (BENCH_OTEL=only: tracing on against off); {cpu_note()}")
+        await tracing_on_and_off(settings, stamp)
+        return
     src = await make_topic(settings, f"bench-pipe-src-{stamp}")
     size = await fill(settings, src, N)
     console.print(f"{N} events, {size}-byte values, acks=all; {cpu_note()}")
@@ -417,6 +472,8 @@ async def run(bootstrap: str, db_url: str) -> None:
         f"{', '.join(f'{v:,.0f}' for v in eo_rounds)}"
     )
     console.print(f"peak RSS of this process: {max(rss, self_peak_rss_mb()):.0f} MiB")
+    if otel.ON:
+        await tracing_on_and_off(settings, stamp)
 
 
 def main() -> None:

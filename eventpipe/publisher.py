@@ -22,7 +22,7 @@ from typing import Any, Literal, NamedTuple
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as ke
 
-from eventpipe import metrics
+from eventpipe import metrics, telemetry
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.errors import BrokerUnavailableError, EventpipeError, error_class_name
@@ -125,6 +125,7 @@ class Publisher:
             )
         return self._producer
 
+    @telemetry.produce_span
     async def publish(self, topic: str, event: CloudEvent) -> Ack:
         """Send one event and wait for the broker's acknowledgement."""
         producer = self._producer_or_raise()
@@ -156,6 +157,7 @@ class Publisher:
             topic, [to_kafka(e, mode=mode) for e in events], [e.id for e in events]
         )
 
+    @telemetry.produce_span
     async def publish_messages(
         self, topic: str, messages: Iterable[KafkaMessage], ids: Sequence[str]
     ) -> list[Ack]:

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from eventpipe.console import activity_page, dlq_pages, login_pages, schema_pages, status_pages
-from eventpipe.console.access import Handler, guard, public
+from eventpipe.console.access import Handler, guard, public, route
 from eventpipe.console.redact import Redactor
 from eventpipe.console.session import Keys
 from eventpipe.console.state import CONSOLE, Console
+from eventpipe.route_docs import RouteDoc
 from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.status_board import StatusBoard
 
@@ -53,6 +54,19 @@ def _static_handler() -> Handler:
 
 async def _to_console(request: web.Request) -> web.Response:
     return web.Response(status=302, headers={"Location": PREFIX})
+
+
+ROUTES = (
+    RouteDoc("GET", "/", "redirects to /console/ (when the console is on)"),
+    RouteDoc("GET", "/console", "redirects to /console/"),
+    route("GET", "/static/{name}", "the console's CSS, script and images", "public"),
+    *status_pages.ROUTES,
+    *login_pages.ROUTES,
+    *dlq_pages.ROUTES,
+    *schema_pages.ROUTES,
+    *activity_page.ROUTES,
+)
+"""Every route the console serves (``service.console.enabled``)."""
 
 
 def build_console_app(ctx: Context, board: StatusBoard | None = None) -> web.Application:

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from eventpipe.console.access import route
 from eventpipe.console.render import error, render
 from eventpipe.console.state import console_of
 from eventpipe.pipelines.component import PipelineComponent
@@ -127,6 +128,18 @@ async def history_api(request: web.Request) -> web.Response:
     board = _board(request)
     only = request.query.get("component") or None
     return web.json_response(board.history(None if only is None else [only]))
+
+
+ROUTES = (
+    route("GET", "/", "the overview: every component's state, rates, lag and errors, live"),
+    route(
+        "GET",
+        "/pipelines/{name}",
+        "a pipeline: schemas, sinks and circuits, lag by partition, recent errors, steps",
+    ),
+    route("GET", "/api/status", "the overview's numbers (what /v1/status answers)"),
+    route("GET", "/api/status/history", "the overview's charts (what /v1/status/history answers)"),
+)
 
 
 def add_routes(app: web.Application) -> None:

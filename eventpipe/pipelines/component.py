@@ -378,4 +378,25 @@ PLUGIN = Plugin(
     PipelineComponent.build,
     "consumes topics, runs steps (jq, filter, route, validate, aggregate, dedup) and "
     "delivers to sinks with exactly-once effect",
+    example="""\
+- name: orders-enriched
+  source: {topics: [shop.public.orders], group: orders-enriched, partitions: 3}
+  validate_input: {subject: shop.public.orders-value}     # or {schema: {...}} inline
+  steps:
+    - jq: '{id: .after.id, total: .after.total, customer: .after.customer_id}'
+    - filter: '.data.total > 0'
+  validate_output: {schema: {type: object, required: [id]}}
+  sinks:
+    - postgres: {table: orders, mode: upsert, key: [id],
+                 columns: {id: .data.id, total: .data.total, updated_at: .time},
+                 order_by: updated_at}
+    - topic: {topic: orders.enriched}
+  state: {dedup_window: 24h}
+  retry: {max_attempts: 5, backoff: exponential, initial: 200ms, max: 30s, jitter: true}
+  dead_letter: {topic: orders-enriched.dlq}
+  errors: {tolerance: none}              # all: dead-letter a batch a sink failed on a bug
+  batch: {max_records: 1000, within: 100ms}
+  processing_guarantee: at_least_once    # exactly_once needs a broker with transactions
+  schema_refresh: 30s                    # look `latest` subjects up again (0: never)
+""",
 )

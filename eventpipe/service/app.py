@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from eventpipe import console, metrics
+from eventpipe.connectors.webhook import source as webhook_source
 from eventpipe.context import Context
 from eventpipe.dlq import admin_api as dlq_admin_api
 from eventpipe.errors import error_class_name
@@ -26,6 +27,7 @@ from eventpipe.http_body import (
 )
 from eventpipe.plugin import Component, Route
 from eventpipe.problem import problem
+from eventpipe.route_docs import RouteDoc, under
 from eventpipe.schema_registry import server as schema_registry_server
 from eventpipe.service import publish_api, status_api
 from eventpipe.service.publish_api import CTX
@@ -184,6 +186,35 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     resp = web.Response(body=generate_latest())
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
+
+
+OPS_ROUTES = (
+    RouteDoc("GET", "/healthz", "200 while the process answers"),
+    RouteDoc(
+        "GET",
+        "/readyz",
+        "200 when the broker, the database and every component are ready, else 503; each "
+        "check by name; `?component=pipeline:orders` (repeated or comma-separated) answers "
+        "for those only",
+    ),
+    RouteDoc("GET", "/metrics", "Prometheus metrics"),
+    *status_api.ROUTES,
+)
+"""What every process serves, whatever its role."""
+
+
+def documented_routes() -> tuple[RouteDoc, ...]:
+    """Every route a service can serve, with what it does and what it asks of the
+    caller (docs/reference.md; tests/unit/test_reference.py checks them against
+    :func:`build_app`)."""
+    return (
+        *OPS_ROUTES,
+        *publish_api.ROUTES,
+        *under(schema_registry_server.PREFIX, schema_registry_server.ROUTES),
+        *dlq_admin_api.ROUTES,
+        *console.ROUTES,
+        *webhook_source.ROUTES,
+    )
 
 
 def build_app(

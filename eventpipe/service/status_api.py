@@ -18,6 +18,7 @@ from aiohttp import web
 
 from eventpipe.console.redact import Redactor
 from eventpipe.problem import problem
+from eventpipe.route_docs import ADMIN_TOKEN, RouteDoc
 from eventpipe.service.publish_api import CTX
 from eventpipe.settings import Settings
 from eventpipe.status_board import StatusBoard
@@ -25,6 +26,26 @@ from eventpipe.status_board import StatusBoard
 log = logging.getLogger(__name__)
 BOARD = web.AppKey("status_board", StatusBoard)
 REDACTOR = web.AppKey("status_redactor", Redactor)
+
+
+AUTH = f"{ADMIN_TOKEN}, unless `service.console.public_read`"
+ROUTES = (
+    RouteDoc(
+        "GET",
+        "/v1/status",
+        "every component of this process: state, events/s in and out, lag per partition, dead "
+        "letters by stage, last and recent errors, details; `ok` and what needs attention; "
+        "`?component=` narrows it",
+        AUTH,
+    ),
+    RouteDoc(
+        "GET",
+        "/v1/status/history",
+        "each component's events/s in and out and lag, every 10 s over the last hour "
+        "(`?component=` narrows it)",
+        AUTH,
+    ),
+)
 
 
 def install(app: web.Application, settings: Settings, board: StatusBoard) -> None:
