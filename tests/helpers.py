@@ -92,3 +92,7 @@ async def read_events(
 ) -> list[CloudEvent]:
     recs = await read_records(bootstrap, topic, expected, timeout)
     return [from_kafka(r.key, r.value, list(r.headers)) for r in recs]
+
+
+SERVICE_ENV = ("EVENTPIPE_SERVICE_ADMIN_TOKEN", "EVENTPIPE_SERVICE_PORT", "EVENTPIPE_SERVICE_HOST")
+"""Variables that would point `eventpipe status` elsewhere than a test says."""

@@ -1,5 +1,5 @@
-"""``eventpipe`` command line: dev, run, check, publish, tail, migrate, dlq, backfill,
-trace."""
+"""``eventpipe`` command line: dev, run, check, status, publish, tail, migrate, dlq,
+backfill, trace."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from eventpipe import __version__
 from eventpipe.backfill import cli as backfill_cli
-from eventpipe.cli import cdc, check, dev, dlq, publish, run, tail
+from eventpipe.cli import cdc, check, dev, dlq, publish, run, status, tail
 from eventpipe.cli.common import report
 from eventpipe.schema_registry import cli as schema_registry_cli
 from eventpipe.trace import cli as trace_cli
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         dev,
         run,
         check,
+        status,
         publish,
         tail,
         schema_registry_cli,

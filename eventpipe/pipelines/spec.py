@@ -8,7 +8,8 @@ tests/unit/test_reference.py).
 catalog) reports every problem of every pipeline at config load with its path
 (``pipelines[0].steps[2].jq: ...``).  Steps are built (jq compiled, schemas
 checked) then, so a bad program never waits for the first event.  Schemas
-named by ``subject`` are resolved when the pipeline starts.
+named by ``subject`` are resolved when the pipeline starts, and ``latest`` pins
+again every ``schema_refresh`` (:mod:`eventpipe.pipelines.component`).
 """
 
 from __future__ import annotations
@@ -149,6 +150,13 @@ class PipelineSpec(SpecModel):
     )
     schema_registry: str | None = Field(
         None, description="URL of a Confluent-compatible registry; default: eventpipe's own"
+    )
+    schema_refresh: Duration | None = Field(
+        30.0,
+        description="how often subjects pinned to `latest` are looked up again: a new "
+        "version is applied to the running pipeline (its validate steps are rebuilt between "
+        "two batches, nothing restarts); 0 or null: never.  A subject that is not registered "
+        "yet is looked up every 5 s (or this, when shorter) while the pipeline waits for it",
     )
 
     @field_validator("name")

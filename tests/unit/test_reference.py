@@ -108,7 +108,13 @@ def test_the_routes_listed_are_the_routes_served() -> None:
 
 def test_ops_only_processes_serve_the_ops_routes() -> None:
     app = build_app(_context(), ops_only=True)
-    assert _served(app) == {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
+    assert _served(app) == {
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+        ("GET", "/v1/status"),  # `eventpipe status --url` against any worker
+        ("GET", "/v1/status/history"),
+    }
 
 
 def test_console_routes_say_the_access_their_handlers_ask_for() -> None:

@@ -376,6 +376,7 @@ class PollRelay:
             },
         )
         st.last_error = relay.error_info()
+        st.recent_errors = relay.recent_errors()
         st.dead_letters = dict(self.out.dlq.written)
         return st
 

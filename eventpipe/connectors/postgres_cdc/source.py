@@ -432,6 +432,7 @@ class PostgresCdcSource(Source):
             details=details,
         )
         st.last_error = relay.error_info()
+        st.recent_errors = relay.recent_errors()
         st.dead_letters = dict(self.dlq.written)
         return st
 

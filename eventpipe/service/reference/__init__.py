@@ -34,7 +34,8 @@ NOTE = (
 )
 ROUTES_INTRO = (
     "What the service serves on `service.host:service.port`. A process whose role "
-    "is not `ingest` (or `all`) serves only `/healthz`, `/readyz` and `/metrics`. "
+    "is not `ingest` (or `all`) serves only `/healthz`, `/readyz`, `/metrics` and "
+    "`/v1/status` (with its history). "
     "Errors are RFC 9457 problem JSON (the schema registry: Confluent's error "
     "bodies). A path in `{braces}` is a parameter; every GET also answers HEAD."
 )
