@@ -19,13 +19,14 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Literal, NamedTuple
 
-from eventpipe import metrics
+from eventpipe import metrics, telemetry
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.errors import BrokerUnavailableError, EventpipeError, error_class_name
 from eventpipe.kafka.batches import group_by_partition, too_large
 from eventpipe.kafka.open_batches import OpenBatchProducer
 from eventpipe.settings import KafkaSettings, Settings
+from eventpipe.trace_hook import TraceHook
 
 log = logging.getLogger("eventpipe.publisher")
 Mode = Literal["binary", "structured"]
@@ -73,7 +74,19 @@ class Publisher:
         self.kafka = kafka
         self.mode: Mode = mode
         self.timeout_s = timeout_s
-        self._batches = OpenBatchProducer(kafka, timeout_s=timeout_s, name="publisher")
+        self._batches = OpenBatchProducer(
+            kafka, timeout_s=timeout_s, name="publisher", via="publisher"
+        )
+
+    @property
+    def trace(self) -> TraceHook | None:
+        """The service's trace index (eventpipe.trace): told of every acknowledged
+        batch's event ids."""
+        return self._batches.trace
+
+    @trace.setter
+    def trace(self, hook: TraceHook | None) -> None:
+        self._batches.trace = hook
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -124,8 +137,14 @@ class Publisher:
             topic, [to_kafka(e, mode=mode) for e in events], [e.id for e in events]
         )
 
+    @telemetry.produce_span
     async def publish_messages(
-        self, topic: str, messages: Iterable[KafkaMessage], ids: Sequence[str]
+        self,
+        topic: str,
+        messages: Iterable[KafkaMessage],
+        ids: Sequence[str],
+        *,
+        via: str = "publisher",
     ) -> list[Ack]:
         """Lower level: already-encoded records (the HTTP API and CLI use it).
 
@@ -133,7 +152,8 @@ class Publisher:
         the keyless ones of a call share one partition) and join each partition's
         open batch, in order; each batch's acknowledgement (its base offset) gives
         every record of it its offset.  A record over ``kafka.max_request_size``
-        fails alone; a failed batch fails each of its records."""
+        fails alone; a failed batch fails each of its records.  ``via`` names the
+        path in the trace index (eventpipe.trace)."""
         batches = self._running()
         started = time.perf_counter()
         msgs = messages if isinstance(messages, list) else list(messages)
@@ -146,7 +166,7 @@ class Publisher:
             groups, oversize = group_by_partition(partitions, msgs, self.kafka.max_request_size)
             for i in oversize:
                 failed[i] = too_large(topic)
-            spans = batches.append(topic, groups, msgs)
+            spans = batches.append(topic, groups, msgs, ids, via)
         except EventpipeError as exc:  # no partitions in time; a record no batch takes
             for i in range(len(msgs)):
                 failed.setdefault(i, exc)

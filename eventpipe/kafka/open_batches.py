@@ -30,6 +30,13 @@ A batch whose acknowledgement did not come in time is still in aiokafka's hands
 and may well be stored: :meth:`send`'s ``on_late_ack`` runs when every batch of a
 failed call is acknowledged after all.  Nothing else may append to this
 producer's batches (no ``send()`` on its aiokafka producer).
+
+With a trace hook (``trace``, the service's trace index), each acknowledged span
+is handed to it with its records' event ids and the path it came by (``via``).
+With ``batch_spans`` (the webhook's) and tracing on, each record batch is one
+OpenTelemetry ``send`` span, a child of the caller that opened it and linked to
+every caller with a record in it (a span per call would cost as much as the
+call's own work).
 """
 
 from __future__ import annotations
@@ -45,9 +52,11 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as ke
 
+from eventpipe import telemetry
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.errors import BrokerUnavailableError
 from eventpipe.settings import KafkaSettings
+from eventpipe.trace_hook import TraceHook
 
 from .batches import group_by_partition, too_large
 from .client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
@@ -58,25 +67,40 @@ PARTITIONS_TTL_S = 1.0  # how long a topic's partition list is reused without as
 
 class Span:
     """Records ``indices`` of a call, appended one after another to one batch of
-    ``partition``; ``ack`` resolves to the first one's offset."""
+    ``partition``; ``ack`` resolves to the first one's offset.  ``ids`` are the
+    call's event ids (indexed like its messages) for the trace index, ``via`` the
+    path they came by."""
 
-    __slots__ = ("ack", "batch", "indices", "partition", "position")
+    __slots__ = ("ack", "batch", "ids", "indices", "partition", "position", "via")
 
-    def __init__(self, batch: _Batch, partition: int, position: int) -> None:
+    def __init__(
+        self, batch: _Batch, partition: int, position: int, ids: Sequence[str], via: str
+    ) -> None:
         self.batch = batch
         self.partition = partition
         self.position = position  # of the first record in its batch
         self.indices: list[int] = []
+        self.ids = ids
+        self.via = via
         self.ack: asyncio.Future[int] = batch.loop.create_future()
 
 
 class OpenBatchProducer:
     def __init__(
-        self, kafka: KafkaSettings, *, timeout_s: float = 10.0, name: str = "producer"
+        self,
+        kafka: KafkaSettings,
+        *,
+        timeout_s: float = 10.0,
+        name: str = "producer",
+        via: str = "producer",
+        batch_spans: bool = False,
     ) -> None:
         self.kafka = kafka
         self.timeout_s = timeout_s
         self.name = name
+        self.via = via  # the trace index's name for this path (send's default)
+        self.batch_spans = batch_spans
+        self.trace: TraceHook | None = None  # told of each acknowledged span's ids
         self._max_request = kafka.max_request_size
         self._producer: AIOKafkaProducer | None = None
         self._open: dict[tuple[str, int], _Batch] = {}
@@ -136,10 +160,12 @@ class OpenBatchProducer:
         topic: str,
         messages: Sequence[KafkaMessage],
         *,
+        ids: Sequence[str] = (),
         on_late_ack: Callable[[], None] | None = None,
     ) -> None:
-        """Write ``messages`` to ``topic``, all or nothing as far as the caller can
-        tell: returns after every one was acknowledged; raises
+        """Write ``messages`` (event ``ids``, for the trace index) to ``topic``, all
+        or nothing as far as the caller can tell: returns after every one was
+        acknowledged; raises
         ``RecordTooLargeError`` (before anything of the call is produced) or the
         first failure.  When this raises BrokerUnavailableError and the broker
         acknowledges every message later after all, ``on_late_ack()`` is called then."""
@@ -148,7 +174,7 @@ class OpenBatchProducer:
         groups, oversize = group_by_partition(partitions, messages, self._max_request)
         if oversize:
             raise too_large(topic)  # before anything of the call is produced
-        spans = self.append(topic, groups, messages)
+        spans = self.append(topic, groups, messages, ids)
         try:
             if len(spans) == 1:
                 await spans[0].ack
@@ -163,12 +189,20 @@ class OpenBatchProducer:
             raise
 
     def append(
-        self, topic: str, groups: dict[int, list[int]], messages: Sequence[KafkaMessage]
+        self,
+        topic: str,
+        groups: dict[int, list[int]],
+        messages: Sequence[KafkaMessage],
+        ids: Sequence[str] = (),
+        via: str | None = None,
     ) -> list[Span]:
         """Append ``messages[i]`` for each partition's indices (from
         :func:`~eventpipe.kafka.batches.group_by_partition`, no oversize record among
-        them) to the partitions' open batches, in order; one span per batch used."""
+        them) to the partitions' open batches, in order; one span per batch used.
+        ``ids[i]`` is the event id of ``messages[i]`` (for the trace index; may be
+        empty when none is kept), ``via`` its path (default: this producer's)."""
         producer = self._running()
+        path = via or self.via
         spans: list[Span] = []
         for p, idx in groups.items():
             batch = self._open.get((topic, p))
@@ -179,8 +213,10 @@ class OpenBatchProducer:
                     batch = self._open_batch(producer, topic, p, msg)
                     span = None
                 if span is None:
-                    span = batch.span(p)
+                    span = batch.span(p, ids, path)
                     spans.append(span)
+                    if batch.otel is not None:
+                        batch.otel.add_caller()
                 span.indices.append(i)
         return spans
 
@@ -224,7 +260,8 @@ class OpenBatchProducer:
         behind the partition's previous batch (order kept)."""
         previous = self._open.get((topic, partition))
         assert self._loop is not None
-        batch = _Batch(producer.create_batch(), self._loop)
+        otel = telemetry.batch_span(topic, partition) if self.batch_spans else None
+        batch = _Batch(producer.create_batch(), self._loop, otel)
         if not batch.append(first):
             # group_by_partition() found it fits a request; a builder takes any first record
             raise RecordTooLargeError(f"produce to {topic}: a record fits no record batch")
@@ -255,8 +292,9 @@ class OpenBatchProducer:
             deadline.cancel()
             batch.builder.close()
             self._finish(topic, partition, batch)
-            batch.fail(_produce_error(exc, topic))
-            batch.settle(False)
+            error = _produce_error(exc, topic)
+            batch.fail(error)
+            batch.settle(False, error)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -274,13 +312,23 @@ class OpenBatchProducer:
     ) -> None:
         deadline.cancel()
         self._finish(topic, partition, batch)
+        error: BaseException | None = None
         if ack.cancelled():
-            batch.fail(BrokerUnavailableError(f"produce to {topic}: cancelled"))
+            error = BrokerUnavailableError(f"produce to {topic}: cancelled")
         elif (exc := ack.exception()) is not None:
-            batch.fail(_produce_error(exc, topic))
+            error = _produce_error(exc, topic)
+        if error is not None:
+            batch.fail(error)
         else:
-            batch.succeed(ack.result().offset)
-        batch.settle(not ack.cancelled() and ack.exception() is None)
+            base = ack.result().offset
+            batch.succeed(base)
+            if self.trace is not None:
+                for s in batch.spans:
+                    if s.ids:
+                        self.trace.produced(
+                            topic, partition, base + s.position, s.ids, s.indices, s.via
+                        )
+        batch.settle(error is None, error)
 
     def _expire(self, topic: str, batch: _Batch) -> None:
         """No acknowledgement within ``timeout_s``: the callers learn so.  The batch
@@ -301,10 +349,16 @@ class OpenBatchProducer:
 class _Batch:
     """One open record batch and the spans of records waiting for its acknowledgement."""
 
-    __slots__ = ("builder", "count", "loop", "outcome", "queued", "spans")
+    __slots__ = ("builder", "count", "loop", "otel", "outcome", "queued", "spans")
 
-    def __init__(self, builder: Any, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        builder: Any,
+        loop: asyncio.AbstractEventLoop,
+        otel: telemetry.BatchSpan | None = None,
+    ) -> None:
         self.builder = builder
+        self.otel = otel  # tracing on: the batch's ``send`` span
         self.count = 0  # records appended
         self.spans: list[Span] = []
         self.loop = loop
@@ -323,9 +377,9 @@ class _Batch:
         self.count += 1
         return True
 
-    def span(self, partition: int) -> Span:
+    def span(self, partition: int, ids: Sequence[str], via: str) -> Span:
         """A span starting at the record appended last."""
-        span = Span(self, partition, self.count - 1)
+        span = Span(self, partition, self.count - 1, ids, via)
         self.spans.append(span)
         return span
 
@@ -339,9 +393,11 @@ class _Batch:
             if not s.ack.done():
                 s.ack.set_exception(exc)
 
-    def settle(self, acknowledged: bool) -> None:
+    def settle(self, acknowledged: bool, error: BaseException | None = None) -> None:
         if not self.outcome.done():
             self.outcome.set_result(acknowledged)
+            if self.otel is not None:
+                self.otel.end(self.count, error)
 
 
 async def _when_all_acked(outcomes: list[asyncio.Future[bool]], then: Callable[[], None]) -> None:
