@@ -129,3 +129,31 @@ async def test_a_refused_batch_is_written_row_by_row_and_keeps_the_good_rows(
     assert [r[0] for r in rows] == [o for o in range(50) if o not in (7, 31)]
     marks = await sql(url, 'select "offset" from eventpipe.sink_offsets where topic = %s', [topic])
     assert marks == [(49,)]
+
+
+@pytest.mark.parametrize("size", [1, 2, 10])
+async def test_a_refused_small_batch_is_written_row_by_row_too(
+    settings: Settings, pool: AsyncConnectionPool, opened: list[PostgresSink], size: int
+) -> None:
+    """A batch of up to SMALL_BATCH_ROWS goes in pipeline mode; its refusal must roll
+    the transaction back too, so the row-by-row retry finds the bad row."""
+    url = settings.database.url.get_secret_value()
+    table, topic = ident("marks"), ident("topic")
+    await sql(
+        url,
+        f"create table {table} (event_id text primary key, n int, total int check (total < 100))",
+    )
+    sink = await make_sink(PostgresSink, settings, pool, table, opened)
+    bad = size - 1
+    for rnd in range(5):  # batch after batch on the same connection pool
+        base = rnd * size
+        batch = items(topic, range(base, base + size), totals={base + bad: 500})
+
+        failed = await sink.deliver(batch)
+
+        assert sorted(failed) == [bad], rnd
+        assert isinstance(failed[bad], RowRejectedError) and "CheckViolation" in str(failed[bad])
+    rows = await sql(url, f"select n from {table} order by n")
+    assert [r[0] for r in rows] == [o for o in range(5 * size) if o % size != bad]
+    marks = await sql(url, 'select "offset" from eventpipe.sink_offsets where topic = %s', [topic])
+    assert marks == [(5 * size - 1,)]

@@ -419,25 +419,34 @@ class PostgresSink(PipelineSink):
         together.  Bad data fails the whole transaction, as the COPY does
         (``_BatchRefused``: it is written again record by record)."""
         failed: dict[int, BaseException] = {}
-        async with conn.pipeline() as pipeline:
-            try:
-                spans, todo, rows, _ = await self._prepare(conn, items, failed)
-                async with conn.cursor() as cur:
-                    if rows:
-                        await cur.executemany(self._row_sql, [self._row_params(r) for r in rows])
-                await self._also_write(conn, todo, failed)
-                # (before any dead letter is written: all of it is in this transaction)
-                await self._advance_marks(conn, {tp: high for tp, (_, high) in spans.items()})
-                if failed and before_commit is not None:
-                    await pipeline.sync()
-                    await before_commit(failed)
-                await conn.commit()
-            except BaseException as exc:
-                with contextlib.suppress(Exception):
-                    await conn.rollback()
-                if isinstance(exc, psycopg.DatabaseError) and not is_retriable(exc):
-                    raise _BatchRefused from exc
-                raise
+        try:
+            async with conn.pipeline() as pipeline:
+                try:
+                    spans, todo, rows, _ = await self._prepare(conn, items, failed)
+                    async with conn.cursor() as cur:
+                        if rows:
+                            params = [self._row_params(r) for r in rows]
+                            await cur.executemany(self._row_sql, params)
+                    await self._also_write(conn, todo, failed)
+                    # (before any dead letter is written: all of it is in this transaction)
+                    await self._advance_marks(conn, {tp: high for tp, (_, high) in spans.items()})
+                    if failed and before_commit is not None:
+                        await pipeline.sync()
+                        await before_commit(failed)
+                    await conn.commit()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await pipeline.sync()  # takes what is left of the error's results
+                    raise
+        except BaseException as exc:
+            # Out of pipeline mode: there, rollback() syncs first, and a sync that
+            # raises the error again kept the ROLLBACK from being sent, leaving the
+            # connection in the aborted transaction for the row-by-row retry.
+            with contextlib.suppress(Exception):
+                await conn.rollback()
+            if isinstance(exc, psycopg.DatabaseError) and not is_retriable(exc):
+                raise _BatchRefused from exc
+            raise
         return failed
 
     async def _prepare(
