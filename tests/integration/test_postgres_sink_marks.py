@@ -14,6 +14,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from eventpipe.connectors.sinks.postgres import (
+    SMALL_BATCH_ROWS,
     PostgresSink,
     PostgresSinkConfig,
     RowRejectedError,
@@ -131,12 +132,13 @@ async def test_a_refused_batch_is_written_row_by_row_and_keeps_the_good_rows(
     assert marks == [(49,)]
 
 
-@pytest.mark.parametrize("size", [1, 2, 10])
+@pytest.mark.parametrize("size", [1, 2, 10, SMALL_BATCH_ROWS, SMALL_BATCH_ROWS + 1])
 async def test_a_refused_small_batch_is_written_row_by_row_too(
     settings: Settings, pool: AsyncConnectionPool, opened: list[PostgresSink], size: int
 ) -> None:
-    """A batch of up to SMALL_BATCH_ROWS goes in pipeline mode; its refusal must roll
-    the transaction back too, so the row-by-row retry finds the bad row."""
+    """A batch of up to SMALL_BATCH_ROWS goes in pipeline mode (a larger one by COPY);
+    its refusal must roll the transaction back too, so the row-by-row retry finds the
+    bad row."""
     url = settings.database.url.get_secret_value()
     table, topic = ident("marks"), ident("topic")
     await sql(

@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from eventpipe.preflight import Reach
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-SMALL_BATCH_ROWS = 32  # up to this many rows a batch is written in pipeline mode
+SMALL_BATCH_ROWS = 128  # up to this many rows a batch is written in pipeline mode
 _PATH = re.compile(r"^\s*((?:\.[A-Za-z_][A-Za-z0-9_]*)+)\s*$")
 
 
