@@ -4,6 +4,9 @@ app as the service does."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -29,11 +32,20 @@ class ServiceTestServer(TestServer):
         return ServiceRunner(self.app, self.service)
 
 
+Records = list[ConsumerRecord[bytes, bytes]]
+
+
 async def read_records(
-    bootstrap: str, topic: str, expected: int, timeout: float = 20.0
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record on ``topic`` from the beginning, waiting until ``expected`` arrived
-    (and a short while after, so extra records are seen too)."""
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    timeout: float = 20.0,
+    *,
+    until: Callable[[Records], bool] | None = None,
+) -> Records:
+    """Every record on ``topic`` from the beginning, waiting until ``expected`` arrived,
+    or until ``until(records)`` holds when given (and a short while after, so extra
+    records are seen too)."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -42,7 +54,7 @@ async def read_records(
         enable_auto_commit=False,
     )
     await consumer.start()
-    out: list[ConsumerRecord[bytes, bytes]] = []
+    out: Records = []
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -51,7 +63,7 @@ async def read_records(
             batch = await consumer.getmany(timeout_ms=200)
             for recs in batch.values():
                 out.extend(recs)
-            if len(out) >= expected:
+            if until(out) if until is not None else len(out) >= expected:
                 settle = settle or loop.time() + 0.5
                 if loop.time() >= settle:
                     break
@@ -65,3 +77,24 @@ async def read_events(
 ) -> list[CloudEvent]:
     recs = await read_records(bootstrap, topic, expected, timeout)
     return [from_kafka(r.key, r.value, list(r.headers)) for r in recs]
+
+
+async def wait_for(
+    what: Callable[[], bool], about: Callable[[], object], timeout: float = 30.0
+) -> None:
+    """Until ``what()`` holds; fails after ``timeout`` seconds showing ``about()``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not what():
+        assert loop.time() < deadline, f"timed out after {timeout:g}s: {about()}"
+        await asyncio.sleep(0.05)
+
+
+def released(objects: list[Any]) -> list[str]:
+    """Drop ``objects`` (hold no other reference to them) and collect garbage: the
+    ResourceWarnings that raised (something they opened was left open)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        objects.clear()
+        gc.collect()
+    return [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
