@@ -98,3 +98,16 @@ def released(objects: list[Any]) -> list[str]:
         objects.clear()
         gc.collect()
     return [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+async def tasks_left(before: set[asyncio.Task[Any]], grace: float = 2.0) -> list[str]:
+    """Tasks started since ``before`` was taken (``asyncio.all_tasks()``) that are
+    still running after ``grace`` seconds: what a stopped component left behind."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while True:
+        left = [t for t in asyncio.all_tasks() - before if not t.done()]
+        left = [t for t in left if t is not asyncio.current_task()]
+        if not left or loop.time() >= deadline:
+            return sorted(repr(t.get_coro()) for t in left)
+        await asyncio.sleep(0.05)

@@ -31,6 +31,7 @@ from .sink_profiles import (
     HttpProfile,
     OutboxSinkProfile,
     PostgresProfile,
+    PostgresUpsertProfile,
     TopicProfile,
 )
 from .source_profiles import (
@@ -50,7 +51,7 @@ CATALOG = dataclasses.replace(
 """The built-in catalog and the example sink: what the pipelines of the suite build from."""
 
 SINK_PROFILES: dict[str, tuple[type[SinkProfile], ...]] = {
-    "postgres": (PostgresProfile,),
+    "postgres": (PostgresProfile, PostgresUpsertProfile),
     "http": (HttpProfile,),
     "topic": (TopicProfile,),
     "outbox": (OutboxSinkProfile,),
@@ -90,23 +91,29 @@ SOURCE_CASES = cases(SOURCE_PLUGINS, SOURCE_PROFILES)
 
 
 @contextlib.asynccontextmanager
+async def suite_context(profile: Profile) -> AsyncIterator[Context]:
+    """A Context opened as the service opens it, with the profile's settings and the
+    suite's catalog; closed after."""
+    ctx = await open_context(profile.settings(), migrate=False, broker_wait_s=5, catalog=CATALOG)
+    try:
+        yield ctx
+    finally:
+        await ctx.close()
+
+
+@contextlib.asynccontextmanager
 async def prepared(
     case: tuple[Plugin[Any, Any, Any], type[Profile] | None], settings: Settings
 ) -> AsyncIterator[tuple[Any, dict[str, Any], Context]]:
-    """A case's profile (named uniquely), what its ``setup`` returned, and a Context
-    opened as the service opens it, with the suite's catalog; all undone after."""
+    """A case's profile (named uniquely), what its ``setup`` returned, and a
+    :func:`suite_context`; all undone after."""
     plugin, profile_class = case
     if profile_class is None:
         pytest.fail(missing(plugin.kind, plugin.type))
     profile = profile_class(settings, ident("cf"))
     try:
         made = await profile.setup()
-        ctx = await open_context(
-            profile.settings(), migrate=False, broker_wait_s=5, catalog=CATALOG
-        )
-        try:
+        async with suite_context(profile) as ctx:
             yield profile, made, ctx
-        finally:
-            await ctx.close()
     finally:
         await profile.teardown()

@@ -49,6 +49,27 @@ class PostgresProfile(_Table):
         return [Effect(r[0], r[0], r[1]) for r in rows]
 
 
+class PostgresUpsertProfile(PostgresProfile):
+    """Upserts (COPY into a staging table, then ``insert ... on conflict``) through
+    the sink's own pool (``url:``), into a table keyed on the event id."""
+
+    variant = "upsert"
+
+    async def setup(self) -> dict[str, Any]:
+        await sql(
+            self.url, f"create table {self.name} (event_id text primary key, n int check (n >= 0))"
+        )
+        columns = {"event_id": ".id", "n": ".data.n"}
+        table = f"public.{self.name}"
+        return {
+            "table": table,
+            "columns": columns,
+            "mode": "upsert",
+            "key": ["event_id"],
+            "url": self.url,
+        }
+
+
 class AuditRowsProfile(_Table):
     """The "write your own sink" example (tests/plugins/example_sink.py): its table
     keys rows on the event id; a type of 20 characters or more breaks a check."""

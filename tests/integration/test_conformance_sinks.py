@@ -5,7 +5,8 @@ test's real PostgreSQL, broker or HTTP receiver, through the plugin surface only
 ``deliver``, ``status``).
 
 * open and close: the profile's config is valid and passes the plugin's checks;
-  ``stop`` is idempotent (and a no-op before ``start``), nothing is left open;
+  ``stop`` is idempotent (and a no-op before ``start``), nothing is left open (no
+  task left running, no ResourceWarning);
 * a batch is delivered once: N events, exactly N effects;
 * one bad record fails alone: the others are delivered, the bad one is named in
   the returned failures with a permanent error classified where it entered;
@@ -19,7 +20,9 @@ test's real PostgreSQL, broker or HTTP receiver, through the plugin surface only
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -38,8 +41,8 @@ from eventpipe.service.catalog import PIPELINE
 from eventpipe.settings import Settings
 from eventpipe.sink import DeliveryItem, PipelineSink, SinkPlugin
 from tests.conformance.base import Effect, SinkProfile
-from tests.conformance.profiles import SINK_CASES, prepared
-from tests.helpers import read_records, released, wait_for
+from tests.conformance.profiles import SINK_CASES, prepared, suite_context
+from tests.helpers import read_records, released, tasks_left, wait_for
 from tests.integration.test_pipeline_support import dlq_headers
 
 N = 10  # good events of a batch; the bad one goes in the middle
@@ -107,19 +110,23 @@ async def test_open_and_close(sut: SinkUnderTest) -> None:
         reach = Reach(sut.ctx.settings, sut.ctx.admin, sut.ctx.pool)
         assert await sut.plugin.check(config, reach) == []
         assert reach.skipped == []
-    never = sut.build()
-    await never.stop()  # stopping what never started does nothing
-    sink = sut.build()
-    assert (sink.kind, sink.type_name, sink.name) == ("sink", sut.plugin.type, sut.plugin.type)
-    await sink.start()
-    st = sink.status()
-    assert (st.kind, st.type, st.state) == ("sink", sut.plugin.type, "running"), st
-    assert sink.health() == "ok"
-    await sink.stop()
-    await sink.stop()  # idempotent
-    assert sink.status().state == "stopped"
+    before = asyncio.all_tasks()
+    async with suite_context(sut.profile) as ctx:  # its own: what runs on after is the sink's
+        own = dataclasses.replace(sut, ctx=ctx)
+        never = own.build()
+        await never.stop()  # stopping what never started does nothing
+        sink = own.build()
+        assert (sink.kind, sink.type_name, sink.name) == ("sink", sut.plugin.type, sut.plugin.type)
+        await sink.start()
+        st = sink.status()
+        assert (st.kind, st.type, st.state) == ("sink", sut.plugin.type, "running"), st
+        assert sink.health() == "ok"
+        await sink.stop()
+        await sink.stop()  # idempotent
+        assert sink.status().state == "stopped"
+    assert await tasks_left(before) == []
     left = [sink, never]
-    del sink, never
+    del sink, never, own
     assert released(left) == []
 
 

@@ -5,7 +5,8 @@ the plugin surface only (``Plugin.build(config, name, ctx)``, ``start`` / ``stop
 
 * start and stop: the profile's entry is valid and passes the plugin's checks;
   ``health()`` and ``/readyz`` say ok while it runs; ``stop`` is idempotent (and a
-  no-op before ``start``), nothing is left open;
+  no-op before ``start``), nothing is left open (no task left running, no
+  ResourceWarning);
 * events reach the topic: one event per input, as CloudEvents;
 * a restart resumes: input made while one instance stops and while none runs
   reaches the topic through a new instance with the same config; none is lost, and
@@ -15,7 +16,9 @@ the plugin surface only (``Plugin.build(config, name, ctx)``, ``start`` / ``stop
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -33,8 +36,15 @@ from eventpipe.preflight import Reach
 from eventpipe.service.app import build_app
 from eventpipe.settings import Settings
 from tests.conformance.base import Running, SourceProfile
-from tests.conformance.profiles import SOURCE_CASES, prepared
-from tests.helpers import Records, ServiceTestServer, read_records, released, wait_for
+from tests.conformance.profiles import SOURCE_CASES, prepared, suite_context
+from tests.helpers import (
+    Records,
+    ServiceTestServer,
+    read_records,
+    released,
+    tasks_left,
+    wait_for,
+)
 from tests.integration.test_pipeline_support import dlq_headers
 
 N = 6
@@ -118,25 +128,33 @@ async def test_start_and_stop(sut: SourceUnderTest) -> None:
     if sut.plugin.check is not None:
         reach = Reach(sut.ctx.settings, sut.ctx.admin, sut.ctx.pool)
         assert await sut.plugin.check(config, reach) == []
-    never = sut.build()
-    await never.stop()  # stopping what never started does nothing
-    async with sut.running() as r:
-        source = r.source
-        assert (source.kind, source.type_name, source.name) == ("source", sut.plugin.type, sut.name)
-        st = source.status()
-        assert (st.name, st.kind, st.type, st.state) == (
-            sut.name,
-            "source",
-            sut.plugin.type,
-            "running",
-        )
-        assert source.health() == "ok"
-        ready = await r.client.get("/readyz")
-        assert (await ready.json())["checks"][source.check_name] == "ok"
-    await source.stop()  # idempotent
-    assert source.status().state == "stopped"
+    before = asyncio.all_tasks()
+    async with suite_context(sut.profile) as ctx:  # its own: what runs on after is the source's
+        own = dataclasses.replace(sut, ctx=ctx)
+        never = own.build()
+        await never.stop()  # stopping what never started does nothing
+        async with own.running() as r:
+            source = r.source
+            assert (source.kind, source.type_name, source.name) == (
+                "source",
+                sut.plugin.type,
+                sut.name,
+            )
+            st = source.status()
+            assert (st.name, st.kind, st.type, st.state) == (
+                sut.name,
+                "source",
+                sut.plugin.type,
+                "running",
+            )
+            assert source.health() == "ok"
+            ready = await r.client.get("/readyz")
+            assert (await ready.json())["checks"][source.check_name] == "ok"
+        await source.stop()  # idempotent
+        assert source.status().state == "stopped"
+    assert await tasks_left(before) == []
     left = [source, never]
-    del source, never, r
+    del source, never, r, own
     assert released(left) == []
 
 
