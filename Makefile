@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # with its own PostgreSQL and broker) keep two cores busy.  TEST_WORKERS= runs one.
 TEST_WORKERS ?= -n 3 --dist loadfile
 
-.PHONY: dev test test-unit bench lint venv clean
+.PHONY: dev test test-unit bench lint docs venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test-unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# docs/reference.md is generated from the config models, the catalog, the CLI and the
+# routes; tests/unit/test_reference.py fails when it is out of date.
+docs: $(STAMP)
+	$(BIN)/python -m eventpipe.service.reference > docs/reference.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

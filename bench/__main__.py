@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SKIP = {"__init__", "__main__", "common", "workers"}  # workers: a helper of pipeline.py
+SKIP = {"__init__", "__main__", "common", "workers", "otel"}  # helpers of the benchmarks
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ import resource
 import statistics
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,84 @@ def run_on_stack(
         return
     with bench_stack(fast=fast) as stack:
         loop.run(run(stack.bootstrap, stack.database_url))
+
+
+# ------------------------------------------------------------ the trace index
+# BENCH_TRACE=both (default): the hot paths run with the trace index off and on,
+# interleaved, BENCH_TRACE_ROUNDS times each, and the cost is printed as a ratio;
+# on / off: everything runs one way (the service's default is on).
+TRACE_MODE = os.environ.get("BENCH_TRACE", "both")
+if TRACE_MODE not in ("both", "on", "off"):
+    raise SystemExit(f"BENCH_TRACE={TRACE_MODE!r}: use both, on or off")
+TRACE_ROUNDS = int(os.environ.get("BENCH_TRACE_ROUNDS", "3"))
+TRACE_TARGET = 0.95  # the hot path keeps at least 95% of its throughput
+
+
+def trace_enabled() -> bool:
+    """Whether the benchmark's main runs index (as the service does by default)."""
+    return TRACE_MODE != "off"
+
+
+def trace_env() -> dict[str, str]:
+    """Environment for an ``eventpipe run`` process of the main runs."""
+    return {"EVENTPIPE_TRACE_ENABLED": "true" if trace_enabled() else "false"}
+
+
+@dataclass
+class Sample:
+    """One round of a path: events/s, and CPU time of eventpipe's process per event."""
+
+    rate: float
+    cpu_us: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def trace_cost_table(title: str, rows: list[tuple[str, list[Sample], list[Sample]]]) -> None:
+    """``(path, rounds with the index off, rounds with it on)``: the best round of
+    each, as events/s and as eventpipe's CPU time per event, and their ratios.  On a
+    shared machine the rate of a round swings by more than the index costs, while CPU
+    time per event moves much less: the target is judged on it (the throughput a
+    CPU-bound process keeps is the inverse ratio of its CPU time per event)."""
+    out = []
+    for path, off, on in rows:
+        rate_off, rate_on = max(s.rate for s in off), max(s.rate for s in on)
+        cpu_off, cpu_on = min(s.cpu_us for s in off), min(s.cpu_us for s in on)
+        kept = cpu_off / cpu_on
+        out.append(
+            [
+                path,
+                f"{rate_off:,.0f}",
+                f"{rate_on:,.0f}",
+                f"{rate_on / rate_off:.3f}x",
+                f"{cpu_off:.1f}",
+                f"{cpu_on:.1f}",
+                f"{kept:.3f}x",
+                f">= {TRACE_TARGET:.2f}x: {'met' if kept >= TRACE_TARGET else 'MISSED'}",
+            ]
+        )
+    table(
+        title,
+        [
+            "path",
+            "events/s off (peer)",
+            "events/s on",
+            "ratio",
+            "CPU us/event off",
+            "on",
+            "throughput kept (CPU off/on)",
+            "target",
+        ],
+        out,
+    )
+    for path, off, on in rows:
+        console.print(
+            f"{path}, best of {len(off)} interleaved rounds: off "
+            + ", ".join(f"{s.rate:,.0f}/s {s.cpu_us:.1f} us" for s in off)
+            + "; on "
+            + ", ".join(f"{s.rate:,.0f}/s {s.cpu_us:.1f} us" for s in on)
+        )

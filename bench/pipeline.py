@@ -9,9 +9,16 @@
 (b) topic -> Postgres with exactly-once effect (rows + offset marks in one
     transaction) beside a raw loop that consumes and COPYs the same rows with no
     guarantees.
+(c) ``BENCH_OTEL=both`` (or ``only``): the in-process pipeline of (a) with
+    tracing off and on (bench/otel.py), on events that each carry a trace context.
+(d) the cost of the event trace index (``BENCH_TRACE=both``, the default): the
+    pipeline of (a) with jaq steps, in this process, with the index off (the peer)
+    and on, interleaved rounds; the index is on in (a) and (b) as in the service,
+    unless ``BENCH_TRACE=off``.
 
 Targets (issue 6): (a) >= 0.5x raw passthrough, >= 10x the per-message agent,
->= 12,000 events/s; (b) >= 0.7x the raw COPY loop, >= 10,000 events/s.
+>= 12,000 events/s; (b) >= 0.7x the raw COPY loop, >= 10,000 events/s; (issue 17)
+(d) >= 0.95x with the index on.
 """
 
 from __future__ import annotations
@@ -26,7 +33,19 @@ import faust
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.common import console, cpu_note, run_on_stack, self_peak_rss_mb, table
+from bench import otel
+from bench.common import (
+    TRACE_MODE,
+    TRACE_ROUNDS,
+    Sample,
+    console,
+    cpu_note,
+    run_on_stack,
+    self_peak_rss_mb,
+    table,
+    trace_cost_table,
+    trace_enabled,
+)
 from bench.publish import PAYLOAD
 from bench.workers import WorkersResult, pass_batch, run_raw_workers, run_workers
 from eventpipe.context import Context
@@ -39,6 +58,7 @@ from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.publisher import Publisher
 from eventpipe.service.catalog import CATALOG
 from eventpipe.settings import Settings, TopicSpec
+from eventpipe.trace.writer import TraceWriter
 from eventpipe.transforms import Chain
 
 # At 20,000 events the raw loop is still warming up (half its 60,000-event rate).
@@ -77,13 +97,17 @@ async def make_topic(settings: Settings, name: str, partitions: int = 3) -> str:
     return name
 
 
-async def fill(settings: Settings, topic: str, n: int) -> int:
+async def fill(settings: Settings, topic: str, n: int, *, traced: bool = False) -> int:
+    """``traced``: each event carries its own caller's trace context (traceparent)."""
     events = [
         CloudEvent.create(
             "shop.order.created", "/bench", PAYLOAD, id=f"{topic}-{i}", partitionkey=f"c{i % 64}"
         )
         for i in range(n)
     ]
+    if traced:
+        for i, event in enumerate(events):
+            event.extensions["traceparent"] = otel.traceparent(i)
     async with Publisher(settings) as pub:
         for i in range(0, n, 5000):
             await pub.publish_batch(topic, events[i : i + 5000])
@@ -159,9 +183,22 @@ async def faust_per_message(bootstrap: str, src: str, dst: str, n: int) -> float
 
 # ------------------------------------------------------------------ eventpipe
 async def run_pipeline(settings: Settings, spec: dict[str, Any], n: int) -> float:
+    return (await pipeline_sample(settings, spec, n)).rate
+
+
+async def pipeline_sample(
+    settings: Settings, spec: dict[str, Any], n: int, *, trace: bool | None = None
+) -> Sample:
+    """Events/s of the pipeline in this process, and this process's CPU time per
+    event; ``trace``: with the trace index writer the service would give it
+    (default: BENCH_TRACE)."""
     pool = await open_pool(settings.database)
     pub = Publisher(settings)
     admin = TopicAdmin(settings.kafka)
+    writer = TraceWriter(pool, settings.trace)
+    if trace_enabled() if trace is None else trace:
+        pub.trace = writer
+        await writer.start()
     await pub.start()
     await admin.start()
     resources = Context(settings, pub, admin, pool, CATALOG)
@@ -176,18 +213,23 @@ async def run_pipeline(settings: Settings, spec: dict[str, Any], n: int) -> floa
         async def timed(records: list[Any]) -> None:
             if marks["t0"] is None:
                 marks["t0"] = time.perf_counter()
+                marks["c0"] = time.process_time()
             await inner(records)
             marks["n"] += len(records)
-            if marks["n"] >= n:
+            if marks["n"] >= n and not done.is_set():
                 marks["t1"] = time.perf_counter()
+                marks["c1"] = time.process_time()
                 done.set()
 
         setattr(rt.processor, "process", timed)  # noqa: B010 - timing wrapper
         await asyncio.wait_for(done.wait(), 600)
-        return float(n / (marks["t1"] - marks["t0"]))
+        return Sample(
+            n / (marks["t1"] - marks["t0"]), (marks["c1"] - marks["c0"]) / marks["n"] * 1e6
+        )
     finally:
         await rt.stop()
         await pub.stop()
+        await writer.stop()
         await admin.stop()
         await pool.close()
 
@@ -227,6 +269,49 @@ async def raw_copy(bootstrap: str, url: str, src: str, tbl: str, n: int) -> floa
         await c.stop()
 
 
+async def tracing_on_and_off(settings: Settings, stamp: int) -> None:
+    """(c) The in-process pipeline (jaq steps, topic sink) with tracing off and on
+    (BENCH_OTEL), interleaved rounds on one topic whose events each carry a trace
+    context: on, a batch span links to up to 128 of them."""
+    src = await make_topic(settings, f"bench-otel-src-{stamp}")
+    await fill(settings, src, N, traced=True)
+    off: list[float] = []
+    on: list[float] = []
+
+    def spec(tag: str) -> dict[str, Any]:
+        return {
+            "name": f"bench-otel-{tag}-{stamp}",
+            "source": {"topics": [src]},
+            "steps": STEPS_JAQ,
+            "sinks": [{"topic": {"topic": f"bp-otel-{tag}-{stamp}"}}],
+        }
+
+    with otel.collector() as url:
+        for r in range(PEER_ROUNDS):
+            off.append(await run_pipeline(settings, spec(f"off{r}"), N))
+            async with otel.tracing(url):
+                on.append(await run_pipeline(settings, spec(f"on{r}"), N))
+        sent = otel.stats(url)
+    table(
+        "(c) tracing: topic -> 3-step jq chain (jaq) -> topic, in this process (events/s)",
+        ["tracing", "events/s", "ratio to off"],
+        [
+            ["off (no endpoint: no provider, no spans)", f"{max(off):,.0f}", "1.00x"],
+            [
+                "on: SDK batch processor, OTLP/HTTP to a local collector",
+                f"{max(on):,.0f}",
+                f"{max(on) / max(off):.2f}x",
+            ],
+        ],
+    )
+    console.print(
+        f"best of {PEER_ROUNDS} interleaved rounds each: off "
+        f"{', '.join(f'{v:,.0f}' for v in off)}; on {', '.join(f'{v:,.0f}' for v in on)} "
+        f"events/s; the collector got {sent['requests']} exports, {sent['bytes']:,} bytes; "
+        f"peak RSS of this process {self_peak_rss_mb():.0f} MiB"
+    )
+
+
 async def run(bootstrap: str, db_url: str) -> None:
     settings = Settings.model_validate(
         {
@@ -235,6 +320,10 @@ async def run(bootstrap: str, db_url: str) -> None:
         }
     )
     stamp = int(time.time())
+    if otel.ONLY:
+        console.print(f"{N} events (BENCH_OTEL=only: tracing on against off); {cpu_note()}")
+        await tracing_on_and_off(settings, stamp)
+        return
     src = await make_topic(settings, f"bench-pipe-src-{stamp}")
     size = await fill(settings, src, N)
     console.print(f"{N} events, {size}-byte values, acks=all; {cpu_note()}")
@@ -416,7 +505,27 @@ async def run(bootstrap: str, db_url: str) -> None:
         f"{', '.join(f'{v:,.0f}' for v in copy_rounds)}; eventpipe "
         f"{', '.join(f'{v:,.0f}' for v in eo_rounds)}"
     )
+    if TRACE_MODE == "both":
+        off: list[Sample] = []
+        on: list[Sample] = []
+        for r in range(TRACE_ROUNDS):
+            for traced, rounds in ((False, off), (True, on)):
+                tag = f"c{r}{'on' if traced else 'off'}"
+                spec = {
+                    "name": f"bench-{tag}-{stamp}",
+                    "source": {"topics": [src]},
+                    "steps": STEPS_JAQ,
+                    "sinks": [{"topic": {"topic": f"bp-{tag}-{stamp}"}}],
+                }
+                rounds.append(await pipeline_sample(settings, spec, N, trace=traced))
+        trace_cost_table(
+            "(d) the cost of the event trace index (one entry per pipeline batch and per "
+            "acknowledged output batch)",
+            [("pipeline (a), jaq steps, in this process", off, on)],
+        )
     console.print(f"peak RSS of this process: {max(rss, self_peak_rss_mb()):.0f} MiB")
+    if otel.ON:
+        await tracing_on_and_off(settings, stamp)
 
 
 def main() -> None:

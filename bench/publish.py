@@ -2,7 +2,9 @@
 aiokafka producer loop sending the same bytes in the same run.
 
 Targets (issue 2): Python API >= 0.7x the raw loop's events/s; HTTP single-event
-p99 < 15 ms at 500 requests/s.
+p99 < 15 ms at 500 requests/s.  The cost of the trace index (issue 17,
+``BENCH_TRACE=both``, the default): HTTP publish into a service with the index off
+(the peer) and one with it on, interleaved rounds; target >= 0.95x.
 """
 
 from __future__ import annotations
@@ -20,14 +22,20 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from bench.common import (
+    TRACE_MODE,
+    TRACE_ROUNDS,
+    Sample,
     console,
     cpu_note,
+    cpu_seconds,
     percentile,
     pid_peak_rss_mb,
     run_on_stack,
     self_peak_rss_mb,
     summary_ms,
     table,
+    trace_cost_table,
+    trace_env,
 )
 from eventpipe.embedded.process import free_port
 from eventpipe.envelope import CloudEvent
@@ -130,11 +138,18 @@ async def api_sequential(kafka: KafkaSettings, topic: str, events: list[CloudEve
 
 
 # ---------------------------------------------------------------------- HTTP
-def start_service(bootstrap: str, db_url: str, topic: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_service(
+    bootstrap: str, db_url: str, topic: str, *, trace: bool | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``eventpipe run --role ingest``; ``trace``: the index on or off (default:
+    BENCH_TRACE)."""
     port = free_port()
     cfg = Path(tempfile.mkdtemp()) / "bench.yaml"
     cfg.write_text(f"service:\n  port: {port}\n  log_level: WARNING\ntopics:\n  - name: {topic}\n")
     env = dict(os.environ, EVENTPIPE_KAFKA_BOOTSTRAP=bootstrap, EVENTPIPE_DATABASE_URL=db_url)
+    env.update(trace_env())
+    if trace is not None:
+        env["EVENTPIPE_TRACE_ENABLED"] = "true" if trace else "false"
     proc = subprocess.Popen(
         [sys.executable, "-m", "eventpipe", "run", "-c", str(cfg), "--role", "ingest"], env=env
     )
@@ -288,6 +303,45 @@ async def run(bootstrap: str, db_url: str) -> None:
     console.print(
         f"target Python API >= 0.7x raw loop: {'met' if api / raw >= 0.7 else 'MISSED'} "
         f"({api / raw:.2f}x)"
+    )
+    if TRACE_MODE == "both":
+        await trace_cost(bootstrap, db_url, topic)
+
+
+async def trace_cost(bootstrap: str, db_url: str, topic: str) -> None:
+    """HTTP publish into two services, the trace index off in one and on in the other,
+    interleaved rounds of the same requests; each service's CPU time per event."""
+    procs = {t: start_service(bootstrap, db_url, topic, trace=t) for t in (False, True)}
+    paths = {"HTTP batch x100, 8 conns": (100, 8), "HTTP single, 32 conns": (1, 32)}
+    samples: dict[tuple[str, bool], list[Sample]] = {}
+    try:
+        for _proc, url in procs.values():  # warm-up
+            await http_closed(url, topic, [to_http(e) for e in make_events(500)], 1, 16)
+        for _ in range(TRACE_ROUNDS):
+            for path, (per, conns) in paths.items():
+                for traced, (proc, url) in procs.items():
+                    n = N if per > 1 else min(N, 8000)
+                    events = make_events(n)
+                    bodies = (
+                        [to_http_batch(events[i : i + per]) for i in range(0, n, per)]
+                        if per > 1
+                        else [to_http(e) for e in events]
+                    )
+                    before = cpu_seconds(proc.pid)
+                    rate, _ = await http_closed(url, topic, bodies, per, conns)
+                    cpu_us = (cpu_seconds(proc.pid) - before) / n * 1e6
+                    samples.setdefault((path, traced), []).append(Sample(rate, cpu_us))
+        rss = {traced: pid_peak_rss_mb(proc.pid) for traced, (proc, _) in procs.items()}
+    finally:
+        for proc, _url in procs.values():
+            proc.terminate()
+            proc.wait(30)
+    trace_cost_table(
+        "the cost of the trace index: HTTP publish (one index entry per acknowledged record batch)",
+        [(p, samples[(p, False)], samples[(p, True)]) for p in paths],
+    )
+    console.print(
+        f"peak RSS of the services: index off {rss[False]:.0f} MiB, on {rss[True]:.0f} MiB"
     )
 
 

@@ -20,6 +20,14 @@ that answers 202 doing nothing, measured in the same run by the same load genera
 * Latency: open loop at 70% of the webhook's peak rate for BENCH_RATE_SECONDS,
   latency counted from when each request was due (no coordinated omission).
 * The events on the topic are counted afterwards: every 2xx must be there.
+* The cost of the event trace index (``BENCH_TRACE=both``, the default): after the
+  runs above, two more service processes run the source with the index on and off,
+  measured in BENCH_TRACE_ROUNDS interleaved peak rounds, then both at one
+  open-loop rate (half the lower peak), where the CPU time per request compares like
+  with like (peak rounds differ in how requests batch); target >= 0.95x.
+* ``BENCH_OTEL=both``: a third service process runs the source with tracing on,
+  exporting to a local OTLP collector (bench/otel.py), and its rate is printed as
+  a ratio to the same source with tracing off; ``BENCH_OTEL=only`` runs just those two.
 
 Targets (issue 4): >= 0.5x the bare endpoint's requests/s; p99 <= 10 ms at 70% of
 that peak rate.  Loopback only.
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -47,14 +56,21 @@ from typing import cast
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from bench import otel
 from bench.common import (
+    TRACE_MODE,
+    TRACE_ROUNDS,
+    Sample,
     console,
     cpu_note,
+    cpu_seconds,
     percentile,
     pid_peak_rss_mb,
     run_on_stack,
     summary_ms,
     table,
+    trace_cost_table,
+    trace_env,
 )
 from eventpipe import loop
 from eventpipe.embedded.process import free_port
@@ -209,8 +225,14 @@ def start_minimal(bootstrap: str, topic: str) -> tuple[subprocess.Popen[bytes], 
 
 
 def start_service(
-    bootstrap: str, db_url: str, *, dedup: bool = True
+    bootstrap: str,
+    db_url: str,
+    *,
+    dedup: bool = True,
+    otlp: str | None = None,
+    trace: bool | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """``otlp``: tracing on, spans exported to this OTLP endpoint."""
     port = free_port()
     cfg = Path(tempfile.mkdtemp(prefix="bench-webhook-")) / "webhook.yaml"
     text = CONFIG.format(port=port, topic=TOPIC, source=SOURCE, secret=SECRET)
@@ -218,18 +240,17 @@ def start_service(
         text += "    dedup: {enabled: false}\n"
     cfg.write_text(text)
     env = dict(os.environ, EVENTPIPE_KAFKA_BOOTSTRAP=bootstrap, EVENTPIPE_DATABASE_URL=db_url)
+    if otlp is not None:
+        env["EVENTPIPE_TELEMETRY_OTLP_ENDPOINT"] = otlp
+    env.update(trace_env())
+    if trace is not None:
+        env["EVENTPIPE_TRACE_ENABLED"] = "true" if trace else "false"
     proc = subprocess.Popen(
         [sys.executable, "-m", "eventpipe", "run", "-c", str(cfg), "--role", "ingest"], env=env
     )
     url = f"http://127.0.0.1:{port}"
     _wait_ready(url, proc, "/readyz")
     return proc, url
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -545,6 +566,10 @@ class Measured:
     cpu_us: float  # the server process's CPU time per request during the peak run
 
 
+def _rps(m: Measured) -> float:
+    return m.peak.rps
+
+
 async def measure(url: str, pid: int, tag: str) -> Measured:
     pool = sign_pool(MAX_REQUESTS, tag)
     before = cpu_seconds(pid)
@@ -553,7 +578,69 @@ async def measure(url: str, pid: int, tag: str) -> Measured:
     return Measured(pk, used / max(1, pk.ok + pk.bad) * 1e6)
 
 
+async def tracing_only(bootstrap: str, db_url: str) -> None:
+    """BENCH_OTEL=only: the webhook service with tracing off and on, nothing else."""
+    console.print(
+        f"BENCH_OTEL=only: the webhook with tracing off and on, {CONNECTIONS} connections, "
+        f"{SECONDS:g}s per peak run, best of {ROUNDS} interleaved rounds; {cpu_note()}"
+    )
+    with otel.collector() as collector:
+        off_proc, off_url = start_service(bootstrap, db_url)
+        on_proc, on_url = start_service(bootstrap, db_url, otlp=collector)
+        off: list[Measured] = []
+        on: list[Measured] = []
+        accepted = 0
+        try:
+            for url in (off_url, on_url):
+                accepted += (await python_peak(url, sign_pool(3000, f"warm{url[-5:]}"), 8, 2)).ok
+            for r in range(ROUNDS):
+                off.append(await measure(off_url, off_proc.pid, f"off{r}"))
+                on.append(await measure(on_url, on_proc.pid, f"on{r}"))
+                accepted += off[-1].peak.ok + on[-1].peak.ok
+            rss = {p.pid: pid_peak_rss_mb(p.pid) for p in (off_proc, on_proc)}
+        finally:
+            stop(on_proc)
+            stop(off_proc)
+        sent = otel.stats(collector)
+    on_topic = await topic_count(bootstrap, accepted)
+    best_off = max(off, key=lambda m: m.peak.rps)
+    best_on = max(on, key=lambda m: m.peak.rps)
+    table(
+        f"peak, closed loop ({best_off.peak.tool}), requests/s; ratio to tracing off",
+        ["webhook", "requests/s", "ratio", "p50 ms", "p99 ms", "CPU us/req", "peak RSS MiB"],
+        [
+            [
+                label,
+                f"{m.peak.rps:,.0f}",
+                f"{m.peak.rps / best_off.peak.rps:.2f}x",
+                f"{m.peak.p50_ms:.2f}",
+                f"{m.peak.p99_ms:.2f}",
+                f"{m.cpu_us:.0f}",
+                f"{rss[pid]:.0f}",
+            ]
+            for label, m, pid in (
+                ("tracing off", best_off, off_proc.pid),
+                ("tracing on (OTLP/HTTP to a local collector)", best_on, on_proc.pid),
+            )
+        ],
+    )
+    console.print(
+        "all rounds, requests/s: off "
+        + ", ".join(f"{m.peak.rps:,.0f}" for m in off)
+        + "; on "
+        + ", ".join(f"{m.peak.rps:,.0f}" for m in on)
+        + f"; the collector got {sent['requests']} exports, {sent['bytes']:,} bytes"
+    )
+    console.print(
+        f"webhook 2xx answers: {accepted:,}; events on {TOPIC}: {on_topic:,}"
+        + ("" if on_topic >= accepted else "  [red]MISSING EVENTS[/]")
+    )
+
+
 async def run(bootstrap: str, db_url: str) -> None:
+    if otel.ONLY:
+        await tracing_only(bootstrap, db_url)
+        return
     _check_pool_signature()
     console.print(
         f"{len(BODY)}-byte Standard Webhooks deliveries, {CONNECTIONS} connections, "
@@ -563,15 +650,26 @@ async def run(bootstrap: str, db_url: str) -> None:
     min_proc, min_url = start_minimal(bootstrap, f"{TOPIC}.minimal")
     svc_proc, svc_url = start_service(bootstrap, db_url)
     nodedup_proc, nodedup_url = start_service(bootstrap, db_url, dedup=False)
+    # BENCH_OTEL=both: the same source with tracing on, exporting to a local collector
+    collecting = contextlib.ExitStack()
+    traced_proc, traced_url = (
+        start_service(bootstrap, db_url, otlp=collecting.enter_context(otel.collector()))
+        if otel.ON
+        else (None, "")
+    )
     accepted = 0
     bare: list[Measured] = []
     minimal: list[Measured] = []
     hook: list[Measured] = []
     nodedup: list[Measured] = []
+    traced: list[Measured] = []
+    servers = [bare_url, min_url, svc_url, nodedup_url, *([traced_url] if traced_url else [])]
+    procs = [bare_proc, min_proc, svc_proc, nodedup_proc]
+    procs += [traced_proc] if traced_proc is not None else []
     try:
-        for url in (bare_url, min_url, svc_url, nodedup_url):  # warm-up, the same paths
+        for url in servers:  # warm-up, the same paths
             w = await python_peak(url, sign_pool(3000, f"warm{url[-5:]}"), 8, 2)
-            if url in (svc_url, nodedup_url):
+            if url not in (bare_url, min_url):
                 accepted += w.ok
         for r in range(ROUNDS):
             bare.append(await measure(bare_url, bare_proc.pid, f"bare{r}"))
@@ -579,6 +677,9 @@ async def run(bootstrap: str, db_url: str) -> None:
             hook.append(await measure(svc_url, svc_proc.pid, f"peak{r}"))
             nodedup.append(await measure(nodedup_url, nodedup_proc.pid, f"nodedup{r}"))
             accepted += hook[-1].peak.ok + nodedup[-1].peak.ok
+            if traced_proc is not None:
+                traced.append(await measure(traced_url, traced_proc.pid, f"traced{r}"))
+                accepted += traced[-1].peak.ok
         best_bare = max(bare, key=lambda m: m.peak.rps)
         best_min = max(minimal, key=lambda m: m.peak.rps)
         best_hook = max(hook, key=lambda m: m.peak.rps)
@@ -593,11 +694,15 @@ async def run(bootstrap: str, db_url: str) -> None:
             bare_pool = list(sign_pool(n, f"bare-rate{share}").raw(f"/webhooks/{SOURCE}"))
             bare_lat, _ = await fixed_rate(bare_url, bare_pool, rate, RATE_SECONDS)
             fixed.append((rate, lat, status, bare_lat))
-        procs = (bare_proc, min_proc, svc_proc, nodedup_proc)
         rss = {p.pid: pid_peak_rss_mb(p.pid) for p in procs}
     finally:
-        for p in (nodedup_proc, svc_proc, min_proc, bare_proc):
+        for p in reversed(procs):
             stop(p)
+        collecting.close()
+    index_rows: list[tuple[str, list[Sample], list[Sample]]] = []
+    if TRACE_MODE == "both":
+        index_rows, more = await index_cost(bootstrap, db_url)
+        accepted += more
     on_topic = await topic_count(bootstrap, accepted)
 
     ratio = best_hook.peak.rps / best_bare.peak.rps
@@ -632,8 +737,18 @@ async def run(bootstrap: str, db_url: str) -> None:
             row("HMAC + awaited aiokafka send (peer)", best_min, min_proc.pid),
             row("webhook: verify, jq map, dedup, ack", best_hook, svc_proc.pid),
             row("webhook with dedup: {enabled: false}", best_nodedup, nodedup_proc.pid),
+            *(
+                [row("webhook, tracing on (OTLP/HTTP)", max(traced, key=_rps), traced_proc.pid)]
+                if traced_proc is not None
+                else []
+            ),
         ],
     )
+    if traced:
+        console.print(
+            "tracing on / off (webhook): "
+            f"{max(m.peak.rps for m in traced) / best_hook.peak.rps:.2f}x requests/s"
+        )
     console.print(
         "all rounds, requests/s: "
         + "; ".join(
@@ -643,6 +758,7 @@ async def run(bootstrap: str, db_url: str) -> None:
                 ("HMAC+send", minimal),
                 ("webhook", hook),
                 ("no dedup", nodedup),
+                *([("tracing on", traced)] if traced else []),
             )
         )
     )
@@ -657,6 +773,12 @@ async def run(bootstrap: str, db_url: str) -> None:
         ["rate", "endpoint", "latency", "non-2xx"],
         rows,
     )
+    if index_rows:
+        trace_cost_table(
+            "the cost of the event trace index: webhook (one request, one event; one "
+            "index entry per acknowledged record batch)",
+            index_rows,
+        )
     p99 = percentile(fixed[0][1], 99) * 1000
     console.print(
         f"webhook 2xx answers: {accepted:,}; events on {TOPIC}: {on_topic:,}"
@@ -667,6 +789,44 @@ async def run(bootstrap: str, db_url: str) -> None:
         f"({ratio:.2f}x); target p99 <= 10 ms at 70% of peak: "
         f"{'met' if p99 <= 10 else 'MISSED'} ({p99:.2f} ms)"
     )
+
+
+async def index_cost(
+    bootstrap: str, db_url: str
+) -> tuple[list[tuple[str, list[Sample], list[Sample]]], int]:
+    """The source with the event trace index off (the peer) and on: peak rounds, then
+    both at one open-loop rate.  Returns the table's rows and the 2xx answers."""
+    procs = {t: start_service(bootstrap, db_url, trace=t) for t in (False, True)}
+    peak: dict[bool, list[Sample]] = {False: [], True: []}
+    steady: dict[bool, list[Sample]] = {False: [], True: []}
+    accepted = 0
+    try:
+        for traced, (_proc, url) in procs.items():
+            w = await python_peak(url, sign_pool(3000, f"warm-index-{traced}"), 8, 2)
+            accepted += w.ok
+        for r in range(TRACE_ROUNDS):
+            for traced, (proc, url) in procs.items():
+                m = await measure(url, proc.pid, f"index{r}{traced}")
+                accepted += m.peak.ok
+                peak[traced].append(Sample(m.peak.rps, m.cpu_us))
+        rate = 0.5 * min(max(s.rate for s in peak[t]) for t in (False, True))
+        n = int(rate * RATE_SECONDS) + 1
+        for r in range(TRACE_ROUNDS):
+            for traced, (proc, url) in procs.items():
+                pool = list(sign_pool(n, f"steady{r}{traced}").raw(f"/webhooks/{SOURCE}"))
+                before = cpu_seconds(proc.pid)
+                lat, status = await fixed_rate(url, pool, rate, RATE_SECONDS)
+                accepted += sum(v for k, v in status.items() if 200 <= k < 300)
+                cpu_us = (cpu_seconds(proc.pid) - before) / max(1, len(lat)) * 1e6
+                steady[traced].append(Sample(rate, cpu_us))
+    finally:
+        for proc, _url in procs.values():
+            stop(proc)
+    rows = [
+        ("webhook peak, closed loop", peak[False], peak[True]),
+        (f"webhook at {rate:,.0f}/s to both, open loop", steady[False], steady[True]),
+    ]
+    return rows, accepted
 
 
 def main() -> None:

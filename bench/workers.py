@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from bench.common import pid_peak_rss_mb
+from bench.common import pid_peak_rss_mb, trace_env
 from eventpipe.embedded.process import free_port
 
 POLL_S = 0.1
@@ -120,6 +120,7 @@ def _start(cfg: Path, ports: list[int], bootstrap: str, db_url: str) -> Procs:
             EVENTPIPE_KAFKA_BOOTSTRAP=bootstrap,
             EVENTPIPE_DATABASE_URL=db_url,
             EVENTPIPE_SERVICE_PORT=str(port),
+            **trace_env(),
         )
         with (cfg.parent / f"worker{i}.log").open("wb") as log:
             procs.append(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,11 +35,19 @@ class Context:
     catalog: Catalog = field(default_factory=Catalog)
     """The sources and sinks by type (the roof's ``eventpipe.service.catalog``): a
     pipeline builds its sinks from it, never by importing a connector."""
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    """Awaited by :meth:`close` once the producer flushed, before the pool closes
+    (the trace index writer: the producer's last acknowledgements are in it)."""
 
     async def close(self) -> None:
-        """Flush the producer, then close clients and the pool.  Idempotent."""
+        """Flush the producer, run the closers, then close clients and the pool.
+        Idempotent."""
         with contextlib.suppress(Exception):
             await self.publisher.stop()
+        closers, self.closers = self.closers, []
+        for closer in closers:
+            with contextlib.suppress(Exception):
+                await closer()
         with contextlib.suppress(Exception):
             await self.admin.stop()
         pool, self.pool = self.pool, None

@@ -150,3 +150,17 @@ CDC_DEAD_LETTERS = Counter(
 OUTBOX_PUBLISHED = Counter(
     "eventpipe_outbox_published_total", "Outbox rows acknowledged by the broker", ["relay"]
 )
+
+# The event trace index (eventpipe/trace).
+TRACE_DROPPED = Counter(
+    "eventpipe_trace_dropped_total",
+    "Records whose trace index entry (a record batch, a pipeline batch) was dropped "
+    "because the writer's queue was full: those events cannot be traced",
+    ["kind"],
+)
+TRACE_ROWS = Counter("eventpipe_trace_rows_total", "Trace index rows written, by table", ["table"])
+TRACE_FLUSH_SECONDS = Histogram(
+    "eventpipe_trace_flush_seconds",
+    "Time one write of the trace index took",
+    buckets=LATENCY_BUCKETS,
+)

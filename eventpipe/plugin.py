@@ -75,7 +75,11 @@ class Plugin(Generic[C, X, T]):
     plugin's start-time check against the live systems (a missing table or topic),
     as ``(field, message)`` problems relative to the plugin's config.
     ``shorthand`` (steps) turns a YAML shorthand into the config mapping and says
-    whether it was one (``{jq: '.data'}`` is ``{jq: {program: '.data'}}``)."""
+    whether it was one (``{jq: '.data'}`` is ``{jq: {program: '.data'}}``).
+    ``example`` is YAML of one or more entries as they stand in their list
+    (``sources:``, a pipeline's ``sinks:`` or ``steps:``, ``pipelines:``), each
+    item starting with ``- ``: docs/reference.md shows it, and
+    tests/unit/test_reference.py loads it through the config loader."""
 
     kind: Kind
     type: str
@@ -84,6 +88,7 @@ class Plugin(Generic[C, X, T]):
     summary: str
     check: Callable[[C, Reach], Awaitable[list[Problem]]] | None = None
     shorthand: Callable[[Any], tuple[Any, bool]] | None = None
+    example: str = ""
 
 
 P = TypeVar("P", bound="Plugin[Any, Any, Any]")

@@ -44,11 +44,17 @@ class Reach:
     offline: bool = False
     timeout_s: float = 10.0
     skipped: list[str] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
     def skip(self, what: str, why: str) -> None:
         note = f"{what} skipped: {why}"
         if note not in self.skipped:
             self.skipped.append(note)
+
+    def warn(self, path: str, message: str) -> None:
+        """Worth telling, but no reason to refuse the config (a pipeline's subject
+        that is not registered yet: the pipeline waits for it)."""
+        self.warnings.append((path, message))
 
     async def missing_topics(self, topics: Iterable[str]) -> list[str] | None:
         """The topics of ``topics`` the broker does not have; None when not checked."""

@@ -22,13 +22,14 @@ from typing import Any, Literal, NamedTuple
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as ke
 
-from eventpipe import metrics
+from eventpipe import metrics, telemetry
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.errors import BrokerUnavailableError, EventpipeError, error_class_name
 from eventpipe.kafka.batches import group_by_partition, send_batches, too_large
 from eventpipe.kafka.client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
 from eventpipe.settings import KafkaSettings, Settings
+from eventpipe.trace_hook import TraceHook
 
 log = logging.getLogger("eventpipe.publisher")
 Mode = Literal["binary", "structured"]
@@ -77,6 +78,8 @@ class Publisher:
         self.mode: Mode = mode
         self.timeout_s = timeout_s
         self._producer: AIOKafkaProducer | None = None
+        # the service's trace index (eventpipe.trace): told of every acknowledged batch
+        self.trace: TraceHook | None = None
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -125,6 +128,7 @@ class Publisher:
             )
         return self._producer
 
+    @telemetry.produce_span
     async def publish(self, topic: str, event: CloudEvent) -> Ack:
         """Send one event and wait for the broker's acknowledgement."""
         producer = self._producer_or_raise()
@@ -146,6 +150,8 @@ class Publisher:
             raise err from exc
         metrics.EVENTS_PUBLISHED.labels(topic=topic).inc()
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        if self.trace is not None:
+            self.trace.produced(topic, md.partition, md.offset, [event.id], None, "publisher")
         return Ack(topic, md.partition, md.offset, event.id)
 
     async def publish_batch(self, topic: str, events: Sequence[CloudEvent]) -> list[Ack]:
@@ -156,8 +162,14 @@ class Publisher:
             topic, [to_kafka(e, mode=mode) for e in events], [e.id for e in events]
         )
 
+    @telemetry.produce_span
     async def publish_messages(
-        self, topic: str, messages: Iterable[KafkaMessage], ids: Sequence[str]
+        self,
+        topic: str,
+        messages: Iterable[KafkaMessage],
+        ids: Sequence[str],
+        *,
+        via: str = "publisher",
     ) -> list[Ack]:
         """Lower level: already-encoded records (the HTTP API and CLI use it).
 
@@ -165,7 +177,8 @@ class Publisher:
         the keyless ones of a call share one partition) and submitted as closed
         record batches per partition (:mod:`eventpipe.kafka.batches`): one future
         per batch instead of one ``send()`` per record.  Then every batch's
-        acknowledgement is awaited; a failed batch fails each of its records."""
+        acknowledgement is awaited; a failed batch fails each of its records.
+        ``via`` names the path in the trace index (eventpipe.trace)."""
         producer = self._producer_or_raise()
         started = time.perf_counter()
         msgs = messages if isinstance(messages, list) else list(messages)
@@ -195,6 +208,8 @@ class Publisher:
                     base = md.offset
                     for d, i in enumerate(members):
                         acks[i] = Ack(topic, p, base + d, ids[i])
+                    if self.trace is not None:
+                        self.trace.produced(topic, p, base, ids, members, via)
         except TimeoutError:
             rest: BaseException | None = BrokerUnavailableError(
                 f"no acknowledgement from the broker within {self.timeout_s:.0f}s"

@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,7 +45,7 @@ from typing import Literal
 
 from eventpipe import metrics
 from eventpipe.errors import error_class_name, is_retriable
-from eventpipe.status import ErrorInfo, State
+from eventpipe.status import RECENT_ERRORS, ErrorInfo, State
 
 RelayState = Literal["stopped", "starting", "waiting", "running"]
 Session = Callable[["RelayLoop"], Awaitable[None]]
@@ -99,6 +100,7 @@ class RelayLoop:
         self.state: RelayState = "stopped"
         self.active = False  # a session holds its lock and is not over yet
         self.last_error: LastError | None = None
+        self.recent: deque[ErrorInfo] = deque(maxlen=RECENT_ERRORS)  # for status, oldest first
         self.failures = 0  # sessions that ended in an error, ever
         self._step = self.backoff.initial_s
         self._stop = asyncio.Event()
@@ -162,6 +164,10 @@ class RelayLoop:
     def error_info(self) -> ErrorInfo | None:
         e = self.last_error
         return None if e is None else ErrorInfo(e.message, e.error_class, e.at)
+
+    def recent_errors(self) -> list[ErrorInfo]:
+        """The errors of the last failed sessions (a cleared one included), oldest first."""
+        return list(self.recent)
 
     def standby(self) -> None:
         """Another process holds the lock: this one waits."""
@@ -233,6 +239,7 @@ class RelayLoop:
         self.last_error = LastError(
             f"{type(exc).__name__}: {exc}", cls, retriable, datetime.now(UTC)
         )
+        self.recent.append(ErrorInfo(self.last_error.message, cls, self.last_error.at))
         metrics.ERRORS.labels(error_class=cls).inc()
         wait = self.backoff.wait(self._step)
         self.log.log(

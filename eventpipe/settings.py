@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from eventpipe.config_keys import error_message
+from eventpipe.durations import Duration
 from eventpipe.errors import ConfigError
 from eventpipe.topics import TopicName
 
@@ -30,21 +31,42 @@ class Section(BaseModel):
 
 class KafkaSettings(Section):
     bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port...]")
-    client_id: str = "eventpipe"
-    acks: Literal["all", 1, 0] = "all"
+    client_id: str = Field(
+        "eventpipe", description="client id the broker sees (pipelines add -<name>)"
+    )
+    acks: Literal["all", 1, 0] = Field(
+        "all", description="replicas that must have a record before it counts as written"
+    )
     linger_ms: int = Field(
         0,
         ge=0,
         le=10_000,
         description="0 sends at once; records still batch while a request is in flight",
     )
-    max_batch_size: int = Field(256 * 1024, ge=1024)
-    max_request_size: int = Field(1024 * 1024, ge=1024)
-    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "none"
-    request_timeout_ms: int = Field(15_000, ge=100)
-    metadata_max_age_ms: int = Field(30_000, ge=100)
-    default_partitions: int = Field(3, ge=1)
-    replication_factor: int = Field(1, ge=1)
+    max_batch_size: int = Field(
+        256 * 1024, ge=1024, description="bytes of records the producer batches per partition"
+    )
+    max_request_size: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="largest record the producer sends, in bytes; a larger dead letter is "
+        "kept in PostgreSQL",
+    )
+    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(
+        "none", description="how the producer compresses record batches"
+    )
+    request_timeout_ms: int = Field(
+        15_000, ge=100, description="how long a broker request may take before it is given up"
+    )
+    metadata_max_age_ms: int = Field(
+        30_000, ge=100, description="cluster metadata is refreshed at least this often"
+    )
+    default_partitions: int = Field(
+        3, ge=1, description="partitions of a topic eventpipe creates without a count of its own"
+    )
+    replication_factor: int = Field(
+        1, ge=1, description="replicas of a topic eventpipe creates without a factor of its own"
+    )
     auto_create_topics: bool = Field(
         False, description="POST to an unknown topic creates it instead of answering 404"
     )
@@ -55,15 +77,25 @@ class KafkaSettings(Section):
         "error naming it, reset drops the marks and reads the new topic from its "
         "beginning; `eventpipe dev` with its embedded broker uses reset",
     )
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how to reach the brokers: TLS, SASL, both or neither"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="required with a SASL_ protocol"
+    )
+    sasl_username: str | None = Field(None, description="required with a SASL_ protocol")
+    sasl_password: SecretStr | None = Field(None, description="required with a SASL_ protocol")
     ssl_cafile: Path | None = Field(None, description="CA bundle; default: the system's")
     ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
-    ssl_keyfile: Path | None = None
-    ssl_key_password: SecretStr | None = None
-    ssl_check_hostname: bool = True
+    ssl_keyfile: Path | None = Field(
+        None, description="the client certificate's private key (mutual TLS)"
+    )
+    ssl_key_password: SecretStr | None = Field(
+        None, description="password of ssl_keyfile, when it has one"
+    )
+    ssl_check_hostname: bool = Field(
+        True, description="check that the broker's certificate names the host connected to"
+    )
 
 
 class DatabaseSettings(Section):
@@ -71,9 +103,11 @@ class DatabaseSettings(Section):
         SecretStr("postgresql://postgres@127.0.0.1:5432/eventpipe"),
         description="libpq connection URI",
     )
-    pool_min: int = Field(1, ge=0)
-    pool_max: int = Field(10, ge=1)
-    connect_timeout_s: float = Field(10.0, gt=0)
+    pool_min: int = Field(1, ge=0, description="connections the pool keeps open")
+    pool_max: int = Field(10, ge=1, description="most connections the pool opens")
+    connect_timeout_s: float = Field(
+        10.0, gt=0, description="how long opening a connection may take"
+    )
 
 
 class ConsoleSettings(Section):
@@ -92,12 +126,22 @@ class ConsoleSettings(Section):
 
 
 class ServiceSettings(Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    max_body_bytes: int = Field(1024 * 1024, ge=1)
-    max_batch_events: int = Field(1000, ge=1)
-    publish_timeout_s: float = Field(10.0, gt=0)
-    shutdown_timeout_s: float = Field(15.0, gt=0)
+    host: str = Field("127.0.0.1", description="address the HTTP server binds (0.0.0.0: all)")
+    port: int = Field(8080, ge=0, le=65535, description="HTTP port (0: any free port)")
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1,
+        description="largest publish API body, decoded (webhooks: max_body_bytes per source)",
+    )
+    max_batch_events: int = Field(
+        1000, ge=1, description="most events in one publish API batch; more: 413"
+    )
+    publish_timeout_s: float = Field(
+        10.0, gt=0, description="how long a publish waits for the broker's acknowledgement"
+    )
+    shutdown_timeout_s: float = Field(
+        15.0, gt=0, description="on SIGTERM, how long requests in flight may take to finish"
+    )
     retry_after_s: int = Field(5, ge=1, description="Retry-After on 503 when the broker is down")
     header_timeout_s: float = Field(
         10.0,
@@ -117,17 +161,27 @@ class ServiceSettings(Section):
         8190, ge=1024, le=65536, description="longest request line or header line; else 400"
     )
     max_headers: int = Field(128, ge=16, le=1024, description="most header lines; else 400")
-    admin_token: SecretStr | None = None
-    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    admin_token: SecretStr | None = Field(
+        None,
+        description="the bearer token of /v1/dlq and the console's logins; not set: /v1/dlq is "
+        "off and nobody can log in",
+    )
+    console: ConsoleSettings = Field(
+        default_factory=ConsoleSettings, description="the web console at /console/"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="the least severe log records written"
+    )
 
 
 class EmbeddedSettings(Section):
     """Where `eventpipe dev` keeps the embedded PostgreSQL and Tansu broker."""
 
-    data_dir: Path = Path(".eventpipe")
-    postgres_port: int = Field(5432, ge=0, le=65535)
-    kafka_port: int = Field(9092, ge=0, le=65535)
+    data_dir: Path = Field(
+        Path(".eventpipe"), description="where the embedded PostgreSQL keeps its data, and the lock"
+    )
+    postgres_port: int = Field(5432, ge=0, le=65535, description="the embedded PostgreSQL's port")
+    kafka_port: int = Field(9092, ge=0, le=65535, description="the embedded broker's port")
     init_sql: list[Path] = Field(
         default_factory=list,
         description="SQL files `eventpipe dev` runs after migrations (demo tables); "
@@ -135,23 +189,135 @@ class EmbeddedSettings(Section):
     )
 
 
+class TraceSettings(Section):
+    """The event trace index (eventpipe/trace): where each acknowledged record batch
+    landed and what each pipeline batch did, one row per batch, not per event."""
+
+    enabled: bool = Field(
+        True, description="write the index; `eventpipe trace` answers only for what it holds"
+    )
+    retention: Duration = Field(
+        7 * 86400.0, gt=0, description="index rows older than this are deleted (default 7d)"
+    )
+    flush_interval: Duration = Field(
+        1.0, gt=0, le=60, description="the index writer writes what it holds this often"
+    )
+    queue_size: int = Field(
+        200_000,
+        ge=1000,
+        description="records (event ids) waiting to be written; past it, new batches are "
+        "dropped (their records counted in eventpipe_trace_dropped_total), never blocking "
+        "a producer",
+    )
+
+
+class TelemetrySettings(Section):
+    """OpenTelemetry tracing: on when ``otlp_endpoint`` (or the standard
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``) is set, off and free otherwise."""
+
+    otlp_endpoint: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="OTLP/HTTP collector base URL (http://collector:4318); spans go to "
+        "<url>/v1/traces",
+    )
+    service_name: str | None = Field(
+        None, min_length=1, description="service.name; default $OTEL_SERVICE_NAME or eventpipe"
+    )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="sent with every export (e.g. an API key); the environment variable "
+        "takes key=value,key=value",
+    )
+    sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="share of new traces recorded; a caller's choice wins"
+    )
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        out: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in v.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"{part!r}: write key=value pairs separated by commas")
+            out[name.strip()] = value.strip()
+        return out
+
+
+class LoggingSettings(Section):
+    format: Literal["text", "json"] = Field(
+        "text", description="json: one JSON object per line, with trace_id and span_id"
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        None, description="default service.log_level"
+    )
+
+
 class TopicSpec(Section):
-    name: TopicName
-    partitions: int | None = Field(None, ge=1)
-    replication_factor: int | None = Field(None, ge=1)
-    config: dict[str, str] = Field(default_factory=dict)
+    """A topic the service creates at start when it is missing (an existing one is
+    left as it is)."""
+
+    name: TopicName = Field(description="the topic")
+    partitions: int | None = Field(None, ge=1, description="default: kafka.default_partitions")
+    replication_factor: int | None = Field(
+        None, ge=1, description="default: kafka.replication_factor"
+    )
+    config: dict[str, str] = Field(
+        default_factory=dict, description='topic configs, e.g. retention.ms: "604800000"'
+    )
 
 
 class Settings(Section):
-    service: ServiceSettings = Field(default_factory=ServiceSettings)
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
-    topics: list[TopicSpec] = Field(default_factory=list)
+    service: ServiceSettings = Field(
+        default_factory=ServiceSettings,
+        description="the HTTP server: address, limits, admin token, console, log level",
+    )
+    kafka: KafkaSettings = Field(
+        default_factory=KafkaSettings,
+        description="the brokers: address, producer, security, topics eventpipe creates",
+    )
+    database: DatabaseSettings = Field(
+        default_factory=DatabaseSettings,
+        description="eventpipe's PostgreSQL: offsets, dead-letter ledgers, registry, spool",
+    )
+    embedded: EmbeddedSettings = Field(
+        default_factory=EmbeddedSettings,
+        description="the PostgreSQL and broker `eventpipe dev` starts",
+    )
+    telemetry: TelemetrySettings = Field(
+        default_factory=TelemetrySettings,
+        description="OpenTelemetry tracing: spans exported over OTLP when an endpoint is set",
+    )
+    logging: LoggingSettings = Field(
+        default_factory=LoggingSettings, description="log format (text or json) and level"
+    )
+    trace: TraceSettings = Field(
+        default_factory=TraceSettings,
+        description="the event trace index: what `eventpipe trace` and /v1/trace read",
+    )
+    topics: list[TopicSpec] = Field(
+        default_factory=list,
+        description="topics to create at start",
+        examples=[
+            [
+                {"name": "orders", "partitions": 6},
+                {"name": "audit", "config": {"retention.ms": "604800000"}},
+            ]
+        ],
+    )
     # The sections of plugins, kept as they were written here: the service's config
     # (eventpipe.service.config.ServiceConfig) parses them with its catalog.
-    sources: list[Any] = Field(default_factory=list)
-    pipelines: list[Any] = Field(default_factory=list)
+    sources: list[Any] = Field(
+        default_factory=list,
+        description="where events come from: webhooks, Kafka topics, PostgreSQL changes, an outbox",
+    )
+    pipelines: list[Any] = Field(
+        default_factory=list,
+        description="topics through steps into sinks",
+    )
 
 
 _SECTIONS: dict[str, type[Section]] = {
@@ -159,6 +325,9 @@ _SECTIONS: dict[str, type[Section]] = {
     "kafka": KafkaSettings,
     "database": DatabaseSettings,
     "embedded": EmbeddedSettings,
+    "telemetry": TelemetrySettings,
+    "logging": LoggingSettings,
+    "trace": TraceSettings,
 }
 
 

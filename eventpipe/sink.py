@@ -242,7 +242,7 @@ class SinkPlugin(Plugin[C, "Context | None", PipelineSink]):
     pipeline_problems: Callable[..., list[tuple[str, str]]] | None = None
 
     @staticmethod
-    def of(sink: type[PipelineSink], summary: str) -> SinkPlugin[PluginConfig]:
+    def of(sink: type[PipelineSink], summary: str, example: str = "") -> SinkPlugin[PluginConfig]:
         """The plugin of a :class:`PipelineSink` class: its ``type_name``, ``Config``,
         ``build``, ``preflight`` and ``pipeline_problems``."""
         return SinkPlugin(
@@ -252,5 +252,6 @@ class SinkPlugin(Plugin[C, "Context | None", PipelineSink]):
             sink.build,
             summary,
             check=sink.preflight,
+            example=example,
             pipeline_problems=sink.pipeline_problems,
         )

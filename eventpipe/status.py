@@ -15,7 +15,7 @@ the batch's size, never per event.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +30,7 @@ move and does not (lag that does not shrink, a slot that does not advance);
 ``failed``: stopped on an error (the service exits)."""
 
 WINDOW_S = 60
+RECENT_ERRORS = 20  # errors a component keeps for its status (the newest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +97,21 @@ class RateMeter:
 @dataclass
 class Activity:
     """What a component counts for its status: events in and out, dead letters by
-    stage (or by sink), and the last error."""
+    stage (or by sink), the last error and the :data:`RECENT_ERRORS` before it."""
 
     events_in: RateMeter = field(default_factory=RateMeter)
     events_out: RateMeter = field(default_factory=RateMeter)
     dead_letters: Counter[str] = field(default_factory=Counter)
     last_error: ErrorInfo | None = None
+    recent_errors: deque[ErrorInfo] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))
 
     def failed(self, exc: BaseException) -> None:
-        self.last_error = ErrorInfo.of(exc)
+        self.noted(ErrorInfo.of(exc))
+
+    def noted(self, error: ErrorInfo) -> None:
+        """``error`` is the component's last one (and the newest of its recent ones)."""
+        self.last_error = error
+        self.recent_errors.append(error)
 
     def status(
         self, *, name: str, kind: str, type: str, state: State, **more: Any
@@ -120,6 +127,7 @@ class Activity:
             total_out=self.events_out.total,
             dead_letters=dict(self.dead_letters),
             last_error=self.last_error,
+            recent_errors=list(self.recent_errors),
             **more,
         )
 
@@ -137,6 +145,7 @@ class ComponentStatus:
     lag: dict[str, int] = field(default_factory=dict)  # "topic[partition]" -> records
     dead_letters: dict[str, int] = field(default_factory=dict)  # stage -> count
     last_error: ErrorInfo | None = None
+    recent_errors: list[ErrorInfo] = field(default_factory=list)  # oldest first
     details: dict[str, Any] = field(default_factory=dict)
     children: list[ComponentStatus] = field(default_factory=list)
 
@@ -153,6 +162,7 @@ class ComponentStatus:
             "lag": dict(self.lag),
             "dead_letters": dict(self.dead_letters),
             "last_error": None if self.last_error is None else self.last_error.to_dict(),
+            "recent_errors": [e.to_dict() for e in self.recent_errors],
             "details": {k: _jsonable(v) for k, v in self.details.items()},
             "children": [c.to_dict() for c in self.children],
         }
@@ -168,4 +178,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-__all__ = ["WINDOW_S", "Activity", "ComponentStatus", "ErrorInfo", "RateMeter", "State"]
+__all__ = [
+    "RECENT_ERRORS",
+    "WINDOW_S",
+    "Activity",
+    "ComponentStatus",
+    "ErrorInfo",
+    "RateMeter",
+    "State",
+]

@@ -4,9 +4,10 @@ app as the service does."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import warnings
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +31,31 @@ class ServiceTestServer(TestServer):
 
     async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
         return ServiceRunner(self.app, self.service)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """``app`` served on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def receiving_posts(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]], path: str = "/hook"
+) -> AsyncIterator[str]:
+    """A server that hands every POST to ``path`` to ``handler``; yields its URL."""
+    app = web.Application()
+    app.router.add_post(path, handler)
+    async with serving(app) as url:
+        yield url + path
 
 
 Records = list[ConsumerRecord[bytes, bytes]]
@@ -111,3 +137,7 @@ async def tasks_left(before: set[asyncio.Task[Any]], grace: float = 2.0) -> list
         if not left or loop.time() >= deadline:
             return sorted(repr(t.get_coro()) for t in left)
         await asyncio.sleep(0.05)
+
+
+SERVICE_ENV = ("EVENTPIPE_SERVICE_ADMIN_TOKEN", "EVENTPIPE_SERVICE_PORT", "EVENTPIPE_SERVICE_HOST")
+"""Variables that would point `eventpipe status` elsewhere than a test says."""

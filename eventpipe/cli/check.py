@@ -5,7 +5,9 @@ problem with its path); then, unless ``--offline``, what only the live systems
 can tell: the start-time checks the service runs (:mod:`eventpipe.preflight`:
 tables and columns of Postgres sinks, sources' topics, schema subjects) against
 the broker, database and registries the config names.  A system that does not
-answer within ``--timeout`` is skipped with a note, not counted as a problem.
+answer within ``--timeout`` is skipped with a note, not counted as a problem; a
+pipeline's schema subject that is not registered yet is a warning (the pipeline
+waits for it when it runs).
 Nothing is created or changed.  Exit 0 when no problem was found, 2 otherwise
 (as ``rpk connect lint`` does).
 """
@@ -59,6 +61,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for chatty in ("aiokafka", "psycopg.pool"):  # an unreachable system is a note below
         logging.getLogger(chatty).setLevel(logging.CRITICAL)
     notes: list[str] = []
+    warnings: list[Problem] = []
     try:
         settings, problems = read_config(args.config, overrides=cli_overrides(args))
     except ConfigError as exc:
@@ -68,9 +71,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         if args.offline:
             notes.append("checks against the broker, database and registry skipped: --offline")
         else:
-            problems = problems + loop.run(_online(settings, args.timeout, notes))
+            problems = problems + loop.run(_online(settings, args.timeout, notes, warnings))
     for note in notes:
         err_console.print(f"note: {note}", markup=False, soft_wrap=True)
+    if warnings:  # worth knowing, not wrong: `eventpipe run` starts (and waits)
+        print(f"{args.config}: {len(warnings)} warning(s)")
+        for path, message in warnings:
+            print(f"  {path}: {message}")
     if not problems:
         print(f"{args.config}: no problems")
         return 0
@@ -80,7 +87,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 2
 
 
-async def _online(settings: ServiceConfig, timeout_s: float, notes: list[str]) -> list[Problem]:
+async def _online(
+    settings: ServiceConfig, timeout_s: float, notes: list[str], warnings: list[Problem]
+) -> list[Problem]:
     from eventpipe.db.pool import open_pool
     from eventpipe.kafka.admin import TopicAdmin
 
@@ -108,6 +117,7 @@ async def _online(settings: ServiceConfig, timeout_s: float, notes: list[str]) -
         return await run_checks(settings, reach, ALL_ROLES)
     finally:
         notes.extend(reach.skipped)
+        warnings.extend(reach.warnings)
         if admin is not None:
             await admin.stop()
         if pool is not None:

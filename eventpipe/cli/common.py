@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from eventpipe import telemetry
 from eventpipe.errors import ConfigError, EventpipeError
 from eventpipe.logs import setup_logging
 from eventpipe.service.config import ServiceConfig, load_config
@@ -87,6 +88,13 @@ def settings_from_args(
     for section, values in cli_overrides(args).items():
         overrides.setdefault(section, {}).update(values)
     return load_config(getattr(args, "config", None), overrides=overrides)
+
+
+def start_observability(settings: ServiceConfig) -> None:
+    """Logging as ``logging:`` says (its level defaults to ``service.log_level``),
+    and tracing when an OTLP endpoint is configured (:mod:`eventpipe.telemetry`)."""
+    setup_logging(settings.logging.level or settings.service.log_level, settings.logging.format)
+    telemetry.setup(settings)
 
 
 def report(exc: BaseException) -> int:

@@ -10,14 +10,14 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 
-from eventpipe import loop
+from eventpipe import loop, telemetry
 from eventpipe.cli.common import (
     CliError,
     add_command,
     add_config_args,
     err_console,
     settings_from_args,
-    setup_logging,
+    start_observability,
 )
 from eventpipe.connectors.webhook.config import WebhookEntry
 from eventpipe.embedded.process import PortInUseError
@@ -152,7 +152,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         )
         return 2
     settings = settings_from_args(args, _overrides(args))
-    setup_logging(settings.service.log_level)
+    start_observability(settings)
     emb = settings.embedded
     # Started from the main thread, before the event loop: the children are tied to
     # this process (they die with it, even on kill -9).
@@ -192,6 +192,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         loop.run(serve_until_signalled(service, ready))
     finally:
         listener.close()  # a no-op once the service took it
+        telemetry.shutdown()  # export the spans still buffered
         stack.stop()
         err_console.print("stopped")
     return 0

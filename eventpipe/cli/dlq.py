@@ -41,8 +41,8 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exception", metavar="CLASS", help="exception class (full or short name)")
     p.add_argument("--stage", help="source|decode|validate|transform|sink")
     p.add_argument("--where", metavar="JQ", help="jq predicate over the record (see --json)")
-    p.add_argument("--limit", type=int, metavar="N")
-    p.add_argument("--include-discarded", action="store_true")
+    p.add_argument("--limit", type=int, metavar="N", help="stop after N matching dead letters")
+    p.add_argument("--include-discarded", action="store_true", help="also those discarded before")
     p.add_argument(
         "--on-topic-reset",
         choices=["fail", "reset"],

@@ -1,4 +1,5 @@
-"""``eventpipe`` command line: dev, run, check, publish, tail, migrate, dlq, backfill."""
+"""``eventpipe`` command line: dev, run, check, status, publish, tail, migrate, dlq,
+backfill, trace."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import Sequence
 
 from eventpipe import __version__
 from eventpipe.backfill import cli as backfill_cli
-from eventpipe.cli import cdc, check, dev, dlq, publish, run, tail
+from eventpipe.cli import cdc, check, dev, dlq, publish, run, status, tail
 from eventpipe.cli.common import report
 from eventpipe.schema_registry import cli as schema_registry_cli
+from eventpipe.trace import cli as trace_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +22,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"eventpipe {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (dev, run, check, publish, tail, schema_registry_cli, cdc, dlq, backfill_cli):
+    modules = (
+        dev,
+        run,
+        check,
+        status,
+        publish,
+        tail,
+        schema_registry_cli,
+        cdc,
+        dlq,
+        backfill_cli,
+        trace_cli,
+    )
+    for module in modules:
         module.register(sub)
     run.register_migrate(sub)
     return parser

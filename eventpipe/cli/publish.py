@@ -40,10 +40,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     add_config_args(p, database=False, kafka=True)
-    p.add_argument("--topic", "-t", required=True)
+    p.add_argument("--topic", "-t", required=True, help="the topic to publish to")
     p.add_argument("--type", dest="ce_type", help="CloudEvent type, e.g. com.example.order.created")
     p.add_argument("--source", dest="ce_source", help="CloudEvent source, e.g. /shop/orders")
-    p.add_argument("--subject")
+    p.add_argument("--subject", help="CloudEvent subject")
     p.add_argument("--id", dest="ce_id", help="event id (default: a UUIDv7)")
     p.add_argument("--key", help="partition key (sets the partitionkey extension)")
     p.add_argument("--structured", action="store_true", help="structured mode instead of binary")

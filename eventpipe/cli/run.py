@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 
-from eventpipe import loop
+from eventpipe import loop, telemetry
 from eventpipe.cli.common import (
     add_command,
     add_config_args,
     err_console,
     settings_from_args,
-    setup_logging,
+    start_observability,
 )
 from eventpipe.db.migrations import apply_migrations
 from eventpipe.service.runner import ROLES, Service, serve_until_signalled
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,12 +46,19 @@ def service_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, service_overrides(args))
-    setup_logging(settings.service.log_level)
+    start_observability(settings)
 
     def ready(service: Service) -> None:
-        err_console.print(f"eventpipe serving on {service.url} (role {args.role})")
+        message = f"eventpipe serving on {service.url} (role {args.role})"
+        if settings.logging.format == "json":
+            log.info("%s", message)  # stderr holds JSON lines only
+        else:
+            err_console.print(message)
 
-    loop.run(serve_until_signalled(Service(settings, args.role), ready))
+    try:
+        loop.run(serve_until_signalled(Service(settings, args.role), ready))
+    finally:
+        telemetry.shutdown()  # export the spans still buffered
     return 0
 
 

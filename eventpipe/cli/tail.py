@@ -27,7 +27,7 @@ from eventpipe.kafka.client import client_kwargs
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = add_command(sub, "tail", "print the CloudEvents on a topic, one JSON per line")
     add_config_args(p, database=False, kafka=True)
-    p.add_argument("--topic", "-t", required=True)
+    p.add_argument("--topic", "-t", required=True, help="the topic to read")
     p.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
     p.add_argument("--jq", metavar="EXPR", help="jq program applied to each event (as JSON)")
     p.add_argument("--max", type=int, metavar="N", help="stop after N events")

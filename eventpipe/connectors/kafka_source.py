@@ -1,22 +1,7 @@
 """The Kafka topic source: reads a foreign topic and produces CloudEvents to ours.
 
-```yaml
-sources:
-  - type: kafka
-    name: legacy-orders
-    topic: orders.events                 # where the CloudEvents go
-    read:
-      topics: [legacy.orders]
-      bootstrap: other-cluster:9092      # default: kafka.bootstrap
-      group_id: eventpipe.legacy-orders  # default: eventpipe.source.<name>
-      start: earliest                    # where a new group starts
-    format: avro                         # json | avro (Confluent wire format) | bytes
-    registry_url: http://registry:8081   # avro; default: the service's own registry
-    event:
-      id: header:event-id                # offset (default) | key | header:<name>
-      type: '"legacy.order." + .value.status'   # jq over {key, value, headers, topic, ...}
-      subject: .value.order_id
-```
+An example is ``PLUGIN``'s ``example`` (shown in docs/reference.md#source-kafka with
+every key, and loaded by tests/unit/test_reference.py).
 
 Each polled batch is decoded and mapped; records that cannot be decoded or
 mapped go to the dead-letter topic (stage ``decode`` / ``source``); the rest are
@@ -46,7 +31,7 @@ from aiokafka.structs import OffsetAndMetadata
 from psycopg_pool import AsyncConnectionPool
 from pydantic import Field, field_validator, model_validator
 
-from eventpipe import metrics
+from eventpipe import metrics, telemetry
 from eventpipe.connectors.webhook.config import check_programs
 from eventpipe.connectors.webhook.mapping import FieldProgram, MappingError
 from eventpipe.context import Context
@@ -79,10 +64,18 @@ _ID = re.compile(r"^(offset|key|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$")
 
 
 class ReadConfig(PluginConfig):
-    topics: list[TopicName] = Field(min_length=1)
-    bootstrap: str | None = None
-    group_id: str | None = None
-    start: Literal["earliest", "latest"] = "earliest"
+    """The foreign topics and how they are read."""
+
+    topics: list[TopicName] = Field(min_length=1, description="the topics read")
+    bootstrap: str | None = Field(
+        None, description="brokers of another cluster, host:port[,...]; default: kafka.bootstrap"
+    )
+    group_id: str | None = Field(
+        None, description="consumer group; default eventpipe.source.<name>"
+    )
+    start: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a group without committed offsets starts"
+    )
     session_timeout_ms: int = Field(
         10_000, ge=1000, le=300_000, description="how soon a dead reader's partitions move"
     )
@@ -95,9 +88,9 @@ class RecordMapping(PluginConfig):
     id: str = Field("offset", description="offset | key | header:<name>")
     source: str | None = Field(None, description="default /kafka/<topic>")
     type: str | None = Field(None, description='default "kafka." + .topic')
-    subject: str | None = None
+    subject: str | None = Field(None, description="jq; default: no subject")
     partitionkey: str | None = Field(None, description="default: the record key")
-    engine: EngineName = "jaq"
+    engine: EngineName = Field("jaq", description="jq engine: jaq (jaq-rs) or jq (libjq)")
 
     @field_validator("id")
     @classmethod
@@ -115,19 +108,29 @@ class RecordMapping(PluginConfig):
 
 
 class KafkaSourceConfig(PluginConfig):
-    topic: TopicName
-    read: ReadConfig
-    format: Literal["json", "avro", "bytes"] = "json"
-    registry_url: str | None = None
-    event: RecordMapping = Field(default_factory=RecordMapping)
-    dead_letter_topic: TopicName | None = None
-    batch_size: int = Field(500, ge=1, le=10_000)
+    topic: TopicName = Field(description="where the CloudEvents go")
+    read: ReadConfig = Field(description="what is read, from which cluster")
+    format: Literal["json", "avro", "bytes"] = Field(
+        "json",
+        description="the records' values: JSON, Avro in the Confluent wire format (schema from "
+        "the registry), or bytes kept as they are",
+    )
+    registry_url: str | None = Field(
+        None, description="avro: the schema registry; default: the service's own"
+    )
+    event: RecordMapping = Field(
+        default_factory=RecordMapping, description="CloudEvent attributes from each record"
+    )
+    dead_letter_topic: TopicName | None = Field(
+        None, description="records that cannot be decoded or mapped; default <topic>.dlq"
+    )
+    batch_size: int = Field(500, ge=1, le=10_000, description="most records read per poll")
 
 
 class KafkaSourceEntry(KafkaSourceConfig, SourceConfig):
     """A ``sources:`` entry of type kafka."""
 
-    type: Literal["kafka"]
+    type: Literal["kafka"] = Field(description="picks this source")
 
 
 class DecodeError(PermanentError):
@@ -336,14 +339,38 @@ class KafkaTopicSource(Source):
 
     async def deliver(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Produce one polled batch (and its dead letters); returns only when all were
-        acknowledged, retrying retriable failures with backoff."""
+        acknowledged, retrying retriable failures with backoff.  A record's W3C
+        ``traceparent`` header becomes its event's; with tracing on, the others take
+        the batch span's."""
+        contexts = [telemetry.from_record_headers(r.headers) for r in records]
+        with telemetry.consumer_span(f"process {self.name}", contexts, self._span_attributes()):
+            await self._deliver(records, contexts)
+
+    def _span_attributes(self) -> dict[str, Any]:
+        read = self.cfg.read
+        return {
+            "messaging.system": "kafka",
+            "messaging.operation.name": "process",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": ",".join(read.topics),
+            "messaging.consumer.group.name": read.group_id or f"eventpipe.source.{self.name}",
+            "eventpipe.source": self.name,
+        }
+
+    async def _deliver(
+        self,
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+        contexts: list[telemetry.TraceContext | None],
+    ) -> None:
         started = asyncio.get_running_loop().time()
         self.activity.events_in.mark(len(records))
         pending: list[tuple[ConsumerRecord[bytes, bytes], KafkaMessage, str]] = []
         letters: list[DeadLetter] = []
-        for rec in records:
+        batch_context = telemetry.current()
+        for rec, context in zip(records, contexts, strict=True):
             try:
                 event = await self._event_retrying(rec)
+                telemetry.stamp(event, context or batch_context)
                 pending.append((rec, to_kafka(event), event.id))
             except (DecodeError, MappingError, InvalidEventError) as exc:
                 stage = "decode" if isinstance(exc, DecodeError) else "source"
@@ -518,4 +545,20 @@ PLUGIN = Plugin(
     KafkaTopicSource.build,
     "records of a foreign Kafka topic (JSON, Avro, bytes) mapped to CloudEvents on ours",
     check=check_kafka_source,
+    example="""\
+- type: kafka
+  name: legacy-orders
+  topic: orders.events                 # where the CloudEvents go
+  read:
+    topics: [legacy.orders]
+    bootstrap: other-cluster:9092      # default: kafka.bootstrap
+    group_id: eventpipe.legacy-orders  # default: eventpipe.source.<name>
+    start: earliest                    # where a new group starts
+  format: avro                         # json | avro (Confluent wire format) | bytes
+  registry_url: http://registry:8081   # avro; default: the service's own registry
+  event:
+    id: header:event-id                # offset (default) | key | header:<name>
+    type: '"legacy.order." + .value.status'   # jq over {key, value, headers, topic, ...}
+    subject: .value.order_id
+""",
 )

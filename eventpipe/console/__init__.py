@@ -5,6 +5,6 @@ imports it.  The service installs it with :func:`install`."""
 
 from __future__ import annotations
 
-from eventpipe.console.site import install
+from eventpipe.console.site import ROUTES, install
 
-__all__ = ["install"]
+__all__ = ["ROUTES", "install"]

@@ -20,11 +20,29 @@ from aiohttp import web
 from eventpipe.console.render import API_PREFIX, SECURITY_HEADERS, error
 from eventpipe.console.session import ANON_COOKIE, COOKIE_PATH, SESSION_COOKIE, new_anon_id
 from eventpipe.console.state import ANON, NEW_ANON, SESSION, console_of, csrf_binding
+from eventpipe.route_docs import NO_AUTH, RouteDoc
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Access = Literal["public", "read", "action"]
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
+
+
+_AUTH: dict[tuple[Access, str], str] = {
+    ("public", "GET"): NO_AUTH,
+    ("public", "POST"): "the form's CSRF token",
+    ("read", "GET"): "console login, unless `service.console.public_read`",
+    ("read", "POST"): "console login (unless `service.console.public_read`) and the form's "
+    "CSRF token",
+    ("action", "POST"): "console login (name and `service.admin_token`) and the form's CSRF token",
+}
+
+
+def route(method: str, path: str, what: str, access: Access = "read") -> RouteDoc:
+    """A console route's line in docs/reference.md; ``path`` under ``/console``, and
+    what ``access`` asks of the caller (tests/unit/test_reference.py checks it
+    against the handler's own access)."""
+    return RouteDoc(method, "/console" + path, what, _AUTH[(access, method)])
 
 
 def public(handler: Handler) -> Handler:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from eventpipe.console import audit
+from eventpipe.console.access import route
 from eventpipe.console.render import render
 from eventpipe.console.state import console_of
 
@@ -27,6 +28,9 @@ async def activity_page(request: web.Request) -> web.Response:
         for a in rows
     ]
     return render(request, "activity.html", rows=shown, shown_max=SHOWN)
+
+
+ROUTES = (route("GET", "/activity", "the audit log: every replay, discard, login and logout"),)
 
 
 def add_routes(app: web.Application) -> None:

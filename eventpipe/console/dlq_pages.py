@@ -23,7 +23,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from eventpipe.console import audit
-from eventpipe.console.access import action, see_other
+from eventpipe.console.access import action, route, see_other
 from eventpipe.console.redact import Redactor
 from eventpipe.console.render import error, render
 from eventpipe.console.state import Console, console_of, session_of
@@ -432,6 +432,21 @@ async def discard(request: web.Request) -> web.Response:
         await dlq.discard([entry], form["reason"], who)
     await audit.finish(console.pool, action_id, "ok")
     return see_other(f"/console/dlq/{entry.ref}?done=discarded")
+
+
+ROUTES = (
+    route("GET", "/dlq", "dead letters, newest first, filtered; counts by pipeline, stage, error"),
+    route("GET", "/dlq/{ref}", "one dead letter: error, payload, headers, history; patch, replay"),
+    route(
+        "POST", "/dlq/{ref}/replay", "replay the record (patched, dry run, to a topic)", "action"
+    ),
+    route("POST", "/dlq/{ref}/discard", "discard the record, with a reason", "action"),
+    route(
+        "GET",
+        "/api/dlq/{ref}/preview",
+        "the record patched by `?patch=JQ`: event, text, diff (JSON)",
+    ),
+)
 
 
 def add_routes(app: web.Application) -> None:

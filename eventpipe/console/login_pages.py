@@ -9,7 +9,7 @@ import logging
 from aiohttp import web
 
 from eventpipe.console import audit
-from eventpipe.console.access import public, see_other, set_cookie
+from eventpipe.console.access import public, route, see_other, set_cookie
 from eventpipe.console.render import render
 from eventpipe.console.session import SESSION_COOKIE, check_who
 from eventpipe.console.state import console_of, session_of
@@ -85,6 +85,13 @@ async def logout(request: web.Request) -> web.Response:
     resp = see_other("/console/login")
     resp.del_cookie(SESSION_COOKIE, path="/console/")
     return resp
+
+
+ROUTES = (
+    route("GET", "/login", "the login form (your name and the admin token)", "public"),
+    route("POST", "/login", "log in: a signed session cookie", "public"),
+    route("POST", "/logout", "log out", "public"),
+)
 
 
 def add_routes(app: web.Application) -> None:

@@ -16,6 +16,7 @@ from eventpipe.console.state import console_of, csrf_binding, session_of
 from eventpipe.problem import problem
 
 API_PREFIX = "/console/api/"
+SPARK_W, SPARK_H = 120, 24  # the overview's small charts, in SVG units
 # Scripts and styles come from /console/static only: an injected inline script
 # would not run even if escaping ever failed.
 SECURITY_HEADERS = {
@@ -52,6 +53,33 @@ def _diff_class(line: str) -> str:
     return {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "same")
 
 
+def spark(values: list[float]) -> str:
+    """The ``points`` of an SVG polyline for ``values``, oldest at the left edge,
+    newest at the right (the span is the history kept: since the service started,
+    up to an hour), the largest value at the top; one value is a flat line.
+    ``static/status.js`` draws the same line the same way."""
+    if not values:
+        return ""
+    if len(values) == 1:
+        values = [values[0], values[0]]
+    top = max(values) or 1.0
+    step = SPARK_W / (len(values) - 1)
+    return " ".join(
+        f"{i * step:.1f},{SPARK_H - 1 - (v / top) * (SPARK_H - 2):.1f}"
+        for i, v in enumerate(values)
+    )
+
+
+def _rate(value: float) -> str:
+    """Events per second as the overview shows them (status.js: the same)."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _iso(value: str | None) -> str:
+    """An ISO 8601 time from a status snapshot, shown as the other pages show times."""
+    return _when(datetime.fromisoformat(value)) if value else "-"
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=PackageLoader("eventpipe.console", "templates"),
@@ -64,6 +92,9 @@ def _environment() -> Environment:
     env.filters["when"] = _when
     env.filters["segment"] = _segment
     env.filters["diffclass"] = _diff_class
+    env.filters["spark"] = spark
+    env.filters["rate"] = _rate
+    env.filters["iso"] = _iso
     env.globals["sections"] = SECTIONS
     return env
 

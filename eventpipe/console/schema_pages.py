@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from eventpipe.console.access import route
 from eventpipe.console.render import error, render
 from eventpipe.console.state import console_of
 from eventpipe.schema_registry.errors import RegistryError, SubjectNotFound
@@ -150,6 +151,18 @@ async def check(request: web.Request) -> web.Response:
         "against": f"version {version}" if version else f"the subject's level ({values['level']})",
     }
     return render(request, "schema_subject.html", **values)
+
+
+ROUTES = (
+    route("GET", "/schemas", "the registry's subjects"),
+    route("GET", "/schemas/{subject}", "a subject's versions and each version's schema"),
+    route("GET", "/schemas/{subject}/diff", "a diff of two versions (`?a=1&b=2`)"),
+    route(
+        "POST",
+        "/schemas/{subject}/check",
+        "check a pasted schema's compatibility (registers nothing)",
+    ),
+)
 
 
 def add_routes(app: web.Application) -> None:

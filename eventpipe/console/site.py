@@ -9,13 +9,21 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from eventpipe.console import activity_page, dlq_pages, login_pages, schema_pages
-from eventpipe.console.access import Handler, guard, public
+from eventpipe.console import (
+    activity_page,
+    dlq_pages,
+    login_pages,
+    schema_pages,
+    status_pages,
+    trace_page,
+)
+from eventpipe.console.access import Handler, guard, public, route
 from eventpipe.console.redact import Redactor
-from eventpipe.console.render import render
 from eventpipe.console.session import Keys
 from eventpipe.console.state import CONSOLE, Console
+from eventpipe.route_docs import RouteDoc
 from eventpipe.schema_registry.registry import SchemaRegistry
+from eventpipe.status_board import StatusBoard
 
 if TYPE_CHECKING:
     from eventpipe.context import Context
@@ -51,15 +59,25 @@ def _static_handler() -> Handler:
     return static
 
 
-async def index(request: web.Request) -> web.Response:
-    return render(request, "index.html")
-
-
 async def _to_console(request: web.Request) -> web.Response:
     return web.Response(status=302, headers={"Location": PREFIX})
 
 
-def build_console_app(ctx: Context) -> web.Application:
+ROUTES = (
+    RouteDoc("GET", "/", "redirects to /console/ (when the console is on)"),
+    RouteDoc("GET", "/console", "redirects to /console/"),
+    route("GET", "/static/{name}", "the console's CSS, script and images", "public"),
+    *status_pages.ROUTES,
+    *login_pages.ROUTES,
+    *dlq_pages.ROUTES,
+    *schema_pages.ROUTES,
+    *activity_page.ROUTES,
+    *trace_page.ROUTES,
+)
+"""Every route the console serves (``service.console.enabled``)."""
+
+
+def build_console_app(ctx: Context, board: StatusBoard | None = None) -> web.Application:
     settings = ctx.settings
     token = settings.service.admin_token
     console = Console(
@@ -67,24 +85,25 @@ def build_console_app(ctx: Context) -> web.Application:
         Keys(token.get_secret_value() if token else None, settings.service.console.session_ttl_s),
         Redactor.from_settings(settings),
         SchemaRegistry(lambda: ctx.pool),
+        board if board is not None else StatusBoard([]),
     )
     app = web.Application(middlewares=[guard])
     app[CONSOLE] = console
-    app.router.add_get("/", index, name="console.index")
     app.router.add_get("/static/{name}", _static_handler(), name="console.static")
-    for pages in (login_pages, dlq_pages, schema_pages, activity_page):
+    for pages in (status_pages, login_pages, dlq_pages, schema_pages, activity_page, trace_page):
         pages.add_routes(app)
     return app
 
 
-def install(app: web.Application, ctx: Context) -> None:
+def install(app: web.Application, ctx: Context, board: StatusBoard | None = None) -> None:
     """Serve the console under ``/console/`` (unless ``service.console.enabled`` is
-    off), and send ``/`` and ``/console`` there."""
+    off), and send ``/`` and ``/console`` there.  ``board``: the components of the
+    process (the overview and the pipeline pages show them)."""
     if not ctx.settings.service.console.enabled:
         return
     app.router.add_get("/", _to_console, name="console.root")
     # before the sub-application, which would take /console for its own
     app.router.add_get("/console", _to_console, name="console.bare")
-    app.add_subapp(PREFIX, build_console_app(ctx))
+    app.add_subapp(PREFIX, build_console_app(ctx, board))
     if ctx.settings.service.admin_token is None:
         log.info("console at %s: no service.admin_token, so nobody can log in", PREFIX)

@@ -1,5 +1,6 @@
 """What every console page shares: the service's context, the signing keys, the
-redactor, and the visitor's login (set on each request by :mod:`.access`)."""
+redactor, the status of the process's components, and the visitor's login (set on
+each request by :mod:`.access`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from eventpipe.console.redact import Redactor
 from eventpipe.console.session import Keys, Session
 from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.settings import ConsoleSettings, Settings
+from eventpipe.status_board import StatusBoard
 
 if TYPE_CHECKING:
     from eventpipe.context import Context
@@ -29,6 +31,7 @@ class Console:
     keys: Keys
     redactor: Redactor
     registry: SchemaRegistry
+    board: StatusBoard  # the components of the process serving the console
 
     @property
     def settings(self) -> Settings:

@@ -14,6 +14,7 @@ from eventpipe.dlq.ops import Dlq, DlqError, resolve_topics, stats
 from eventpipe.dlq.query import FilterError, Filters, parse_when
 from eventpipe.kafka.incarnation import TopicResetError
 from eventpipe.problem import problem
+from eventpipe.route_docs import ADMIN_TOKEN, RouteDoc
 
 API_USER = "admin-api"  # who a replay or discard is recorded as without "by"
 _FILTER_KEYS = (
@@ -188,6 +189,37 @@ def _text(body: dict[str, Any], key: str) -> str | None:
 
 def _dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
+
+
+ROUTES = (
+    RouteDoc(
+        "GET",
+        "/v1/dlq",
+        "dead letters matching the query's filters (pipeline, topic, since, until, exception, "
+        "stage, limit, ...)",
+        ADMIN_TOKEN,
+    ),
+    RouteDoc("GET", "/v1/dlq/stats", "counts by pipeline, stage and exception class", ADMIN_TOKEN),
+    RouteDoc(
+        "POST",
+        "/v1/dlq/replay",
+        "replay the dead letters a JSON body selects (filters, patch, to, dry_run, force, "
+        "reason, by)",
+        ADMIN_TOKEN,
+    ),
+    RouteDoc(
+        "POST",
+        "/v1/dlq/discard",
+        "mark the dead letters a JSON body selects as dealt with (reason required)",
+        ADMIN_TOKEN,
+    ),
+    RouteDoc(
+        "GET",
+        "/v1/dlq/{ref}",
+        "one dead letter (topic:partition:offset or event id): headers, error, payload",
+        ADMIN_TOKEN,
+    ),
+)
 
 
 def install(app: web.Application, ctx: Context) -> None:

@@ -14,7 +14,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from eventpipe.dlq import payloads
 from eventpipe.dlq.record import DeadLetter
-from eventpipe.envelope.kafka import KafkaMessage
+from eventpipe.envelope.kafka import KafkaMessage, from_kafka
+from eventpipe.errors import EventpipeError
 from eventpipe.kafka.batches import record_size
 from eventpipe.kafka.client import RecordTooLargeError
 from eventpipe.publisher import Ack, PublishBatchError, Publisher
@@ -64,8 +65,8 @@ class DeadLetterWriter:
 
     async def _publish(self, letters: Sequence[DeadLetter]) -> list[Ack]:
         msgs = [_message(d) for d in letters]
-        ids = [f"dlq:{d.origin.topic}:{d.origin.partition}:{d.origin.offset}" for d in letters]
-        return await self.publisher.publish_messages(self.topic, msgs, ids)
+        ids = [_event_id(d) for d in letters]
+        return await self.publisher.publish_messages(self.topic, msgs, ids, via="dead-letter")
 
     async def _keep(self, letters: Sequence[DeadLetter]) -> None:
         todo = [d for d in letters if _keepable(d)]
@@ -74,6 +75,18 @@ class DeadLetterWriter:
         refs = await payloads.keep(self.pool, [d.value for d in todo if d.value is not None])
         for d, ref in zip(todo, refs, strict=True):
             d.payload_ref, d.payload_size = ref, len(d.value or b"")
+
+
+def _event_id(d: DeadLetter) -> str:
+    """The original record's CloudEvent id (the trace index keeps dead letters under
+    it), else where the record was read."""
+    for name, value in d.headers:
+        if name == "ce_id":
+            return value.decode("utf-8", "replace")
+    try:
+        return from_kafka(d.key, d.value, d.headers).id
+    except EventpipeError:
+        return f"dlq:{d.origin.topic}:{d.origin.partition}:{d.origin.offset}"
 
 
 def _keepable(d: DeadLetter) -> bool:

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, MutableMapping
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -60,13 +60,15 @@ Op = Literal["count", "sum", "min", "max", "latest"]
 
 
 class HoppingSpec(SpecModel):
-    size: Duration
-    step: Duration
+    size: Duration = Field(description="each window's length")
+    step: Duration = Field(description="a new window starts this often (at most size)")
 
 
 class WindowSpec(SpecModel):
-    tumbling: Duration | None = None
-    hopping: HoppingSpec | None = None
+    tumbling: Duration | None = Field(
+        None, description="windows of this length, one after the other"
+    )
+    hopping: HoppingSpec | None = Field(None, description="overlapping windows")
 
     @model_validator(mode="after")
     def _one(self) -> WindowSpec:
@@ -93,14 +95,34 @@ class WindowSpec(SpecModel):
 
 
 class AggregateConfig(SpecModel):
-    key: str | None = None
-    value: str | None = None
-    op: Op = "count"
-    window: WindowSpec
-    retention: Duration | None = None
-    time: Literal["event", "processing"] = "event"
-    type: str = Field("eventpipe.aggregate.updated", min_length=1)
-    engine: EngineName = DEFAULT_ENGINE
+    """Counts, sums, minimums, maximums or the latest value per key, in tumbling or
+    hopping windows; each input event becomes an update event per window it falls in."""
+
+    example: ClassVar[str] = """\
+- aggregate:
+    key: .data.customer           # jq over the event; default: partitionkey
+    value: .data.total            # jq; not needed for count
+    op: sum
+    window: {tumbling: 1m}        # or {hopping: {size: 5m, step: 1m}}
+    retention: 1h
+"""
+
+    key: str | None = Field(
+        None, description="jq over the event giving the key; default: partitionkey"
+    )
+    value: str | None = Field(None, description="jq giving the value; required unless op is count")
+    op: Op = Field("count", description="what is kept per key and window")
+    window: WindowSpec = Field(description="give tumbling or hopping")
+    retention: Duration | None = Field(
+        None, description="windows older than this are dropped; default twice the window size"
+    )
+    time: Literal["event", "processing"] = Field(
+        "event", description="event: the CloudEvent's time (else now); processing: now"
+    )
+    type: str = Field(
+        "eventpipe.aggregate.updated", min_length=1, description="the update events' type"
+    )
+    engine: EngineName = Field(DEFAULT_ENGINE, description="jq engine: jaq (jaq-rs) or jq (libjq)")
 
     @model_validator(mode="after")
     def _check(self) -> AggregateConfig:

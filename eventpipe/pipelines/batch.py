@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from eventpipe import metrics
+from eventpipe import metrics, telemetry
 from eventpipe.dlq.record import DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.envelope import CloudEvent
@@ -44,6 +44,7 @@ from eventpipe.sink import (
     retry_after_of,
 )
 from eventpipe.status import Activity
+from eventpipe.trace_hook import TraceHook
 from eventpipe.transforms import Chain, ValidateStep
 
 from .aggregate import Aggregator
@@ -79,6 +80,7 @@ class Record:
     dead: bool = False
     duplicate: bool = False
     dedup_key: str | None = None
+    failure: tuple[str, str | None] | None = None  # (stage, step) when dead-lettered
 
 
 @dataclass
@@ -117,6 +119,7 @@ class BatchProcessor:
         use_event: Callable[[Any], AbstractContextManager[None]] = _no_event,
         pause: Callable[[Iterable[tuple[str, int]]], None] | None = None,
         resume: Callable[[Iterable[tuple[str, int]]], None] | None = None,
+        trace: TraceHook | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.stages = stages
@@ -131,10 +134,13 @@ class BatchProcessor:
         self.pause = pause
         self.resume = resume
         self.stopping = False
+        self.trace = trace  # told what became of each record, once per batch
+        self._sink_names = [s.name for s in sinks]
         self.activity = Activity()  # records in, output events out, the last error
         self._m_in = metrics.PIPELINE_EVENTS_IN.labels(pipeline=pipeline)
         self._m_dup = metrics.PIPELINE_DUPLICATES.labels(pipeline=pipeline)
         self._m_batch = metrics.PIPELINE_BATCH_SIZE.labels(pipeline=pipeline)
+        self._span_attributes = {"eventpipe.pipeline": pipeline}
         self._m_step = {
             s: metrics.PIPELINE_STEP_SECONDS.labels(pipeline=pipeline, step=s)
             for s in ["decode", "validate_input", "validate_output", *(st.name for st in stages)]
@@ -149,6 +155,11 @@ class BatchProcessor:
         t = time.perf_counter()
         self._decode(records, letters)
         t = self._took("decode", t)
+        contexts = (telemetry.of_event(r.event) if r.event else None for r in records)
+        with telemetry.consumer_span(f"process {self.pipeline}", contexts, self._span_attributes):
+            await self._process(records, letters, t)
+
+    async def _process(self, records: list[Record], letters: list[DeadLetter], t: float) -> None:
         self._check_duplicates(records)
         if self.validate_input is not None:
             self._validate(records, self.validate_input, letters, inputs=True)
@@ -157,8 +168,10 @@ class BatchProcessor:
             if rec.event is not None and not rec.dead and not rec.duplicate:
                 rec.outputs = [rec.event]
         for stage in self.stages:
-            self._run_stage(stage, records, letters)
+            with telemetry.span(f"step {stage.name}", attributes={"eventpipe.step": stage.name}):
+                self._run_stage(stage, records, letters)
             t = self._took(stage.name, t)
+        telemetry.keep_trace((r.event, r.outputs) for r in records if r.outputs and r.event)
         if self.validate_output is not None:
             self._validate(records, self.validate_output, letters, inputs=False)
             t = self._took("validate_output", t)
@@ -177,11 +190,25 @@ class BatchProcessor:
                 ]
                 if not live:
                     continue
-            await self._deliver(sink, live, records)
+            with telemetry.span(
+                f"deliver {sink.name}", attributes=self._sink_attributes(sink, live)
+            ):
+                await self._deliver(sink, live, records)
         self._mark_done(records)
+        if self.trace is not None:
+            self.trace.read(self.pipeline, records, self._sink_names)
         self.activity.events_out.mark(
             sum(len(r.outputs) for r in records if not r.dead and not r.duplicate)
         )
+
+    def _sink_attributes(self, sink: PipelineSink, live: list[Record]) -> dict[str, Any] | None:
+        if not telemetry.enabled():
+            return None
+        return {
+            "eventpipe.pipeline": self.pipeline,
+            "eventpipe.sink": sink.name,
+            "messaging.batch.message_count": len(live),
+        }
 
     def _took(self, step: str, t0: float) -> float:
         now = time.perf_counter()
@@ -439,6 +466,7 @@ class BatchProcessor:
     ) -> DeadLetter:
         rec.dead = True
         rec.outputs = []
+        rec.failure = (stage, step)
         return DeadLetter.from_exception(
             exc,
             key=rec.key,

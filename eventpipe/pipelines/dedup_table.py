@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -30,9 +30,16 @@ from .spec import SpecModel
 
 
 class DedupStepConfig(SpecModel):
+    """Drops an event whose key was seen within the window (the pipeline's own
+    ``state.dedup_window`` dedups by source and id; this step by any key)."""
+
+    example: ClassVar[str] = """\
+- dedup: {key: .data.order_id, window: 1h}
+"""
+
     key: str = Field(description="jq over the event's JSON form, e.g. .data.order_id")
-    window: Duration = 3600.0
-    engine: EngineName = DEFAULT_ENGINE
+    window: Duration = Field(3600.0, description="how long a key is remembered")
+    engine: EngineName = Field(DEFAULT_ENGINE, description="jq engine: jaq (jaq-rs) or jq (libjq)")
 
 
 class DedupTable:

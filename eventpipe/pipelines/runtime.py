@@ -204,6 +204,7 @@ class PipelineRuntime:
                 use_event=_use_event,
                 pause=self._pause,
                 resume=self._resume,
+                trace=self.resources.publisher.trace,
             )
             topic = app.topic(*s.source.topics, key_serializer="raw", value_serializer="raw")
             app.agent(topic, name=f"pipeline-{s.name}")(self._agent)

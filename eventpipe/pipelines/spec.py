@@ -1,32 +1,15 @@
 """The pipeline spec: the ``pipelines:`` section of the service config.
 
-```yaml
-pipelines:
-  - name: orders-enriched
-    source: {topics: [shop.public.orders], group: orders-enriched, partitions: 3}
-    # source.on_topic_reset: fail | reset (default kafka.on_topic_reset)
-    validate_input: {subject: shop.public.orders-value}     # or {schema: {...}} inline
-    steps:
-      - jq: '{id: .after.id, total: .after.total, customer: .after.customer_id}'
-      - filter: '.data.total > 0'
-      - route: '"orders." + (.data.customer | tostring)'
-    validate_output: {schema: {type: object, required: [id]}}
-    sinks:
-      - postgres: {table: orders, mode: upsert, key: [id], columns: {id: .data.id}}
-      - topic: {topic: orders.enriched}
-    state: {dedup_window: 24h}
-    retry: {max_attempts: 5, backoff: exponential, initial: 200ms, max: 30s, jitter: true}
-    dead_letter: {topic: orders-enriched.dlq}
-    errors: {tolerance: none}              # all: dead-letter a batch a sink failed on a bug
-    batch: {max_records: 1000, within: 100ms}
-    processing_guarantee: at_least_once    # exactly_once needs a broker with transactions
-```
+An example is ``component.PLUGIN``'s ``example`` (shown in
+docs/reference.md#pipelines with every key, and loaded by
+tests/unit/test_reference.py).
 
 :func:`validate_pipelines` (called by the service's config loader with the sink
 catalog) reports every problem of every pipeline at config load with its path
 (``pipelines[0].steps[2].jq: ...``).  Steps are built (jq compiled, schemas
 checked) then, so a bad program never waits for the first event.  Schemas
-named by ``subject`` are resolved when the pipeline starts.
+named by ``subject`` are resolved when the pipeline starts, and ``latest`` pins
+again every ``schema_refresh`` (:mod:`eventpipe.pipelines.component`).
 """
 
 from __future__ import annotations
@@ -57,10 +40,14 @@ class SpecModel(BaseModel):
 
 
 class SourceSpec(SpecModel):
-    topics: list[TopicName] = Field(min_length=1)
+    """The topics a pipeline consumes."""
+
+    topics: list[TopicName] = Field(min_length=1, description="the topics consumed")
     group: str | None = Field(None, description="consumer group; default: the pipeline name")
     partitions: int | None = Field(None, ge=1, description="when the pipeline creates them")
-    start_from: Literal["earliest", "latest"] = "earliest"
+    start_from: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a new consumer group starts"
+    )
     session_timeout: Duration = Field(
         10.0, description="a worker that stops heartbeating leaves the group after this"
     )
@@ -87,18 +74,29 @@ class StateSpec(SpecModel):
 
 
 class RetrySpec(SpecModel):
-    max_attempts: int = Field(5, ge=1)
-    backoff: Literal["exponential", "constant"] = "exponential"
-    initial: Duration = 0.2
+    """How a record whose step or sink failed with a retriable error is tried again."""
+
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        description="tries of a record before it is dead-lettered; waiting for a sink that "
+        "is down uses none",
+    )
+    backoff: Literal["exponential", "constant"] = Field(
+        "exponential", description="how the wait grows between tries"
+    )
+    initial: Duration = Field(0.2, description="the first wait")
     max: Duration = Field(
         30.0, description="the longest wait between two tries, a server's Retry-After included"
     )
-    jitter: bool = True
+    jitter: bool = Field(True, description="randomise each wait, so workers do not retry in step")
 
 
 class DeadLetterSpec(SpecModel):
     topic: TopicName | None = Field(None, description="default: <pipeline>.dlq")
-    partitions: int | None = Field(None, ge=1)
+    partitions: int | None = Field(
+        None, ge=1, description="when the pipeline creates it; default kafka.default_partitions"
+    )
 
 
 class ErrorsSpec(SpecModel):
@@ -111,25 +109,54 @@ class ErrorsSpec(SpecModel):
 
 
 class BatchSpec(SpecModel):
-    max_records: int = Field(1000, ge=1, le=100_000)
-    within: Duration = 0.1
+    """How records are gathered into the batches steps and sinks see."""
+
+    max_records: int = Field(1000, ge=1, le=100_000, description="most records in a batch")
+    within: Duration = Field(0.1, description="a batch waits at most this long to fill")
 
 
 class PipelineSpec(SpecModel):
-    name: str
-    source: SourceSpec
-    validate_input: Any = None
-    steps: list[Any] = Field(default_factory=list)
-    validate_output: Any = None
-    sinks: list[Any] = Field(min_length=1)
-    state: StateSpec = Field(default_factory=StateSpec)
-    retry: RetrySpec = Field(default_factory=RetrySpec)
-    dead_letter: DeadLetterSpec = Field(default_factory=DeadLetterSpec)
-    errors: ErrorsSpec = Field(default_factory=ErrorsSpec)
-    batch: BatchSpec = Field(default_factory=BatchSpec)
-    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    name: str = Field(
+        description="unique; letters, digits, '.', '_', '-' (it names the group and topics)"
+    )
+    source: SourceSpec = Field(description="the topics consumed")
+    validate_input: Any = Field(
+        None,
+        description="a validate step's config, run before the steps: failures are dead "
+        "letters of stage validate",
+    )
+    steps: list[Any] = Field(
+        default_factory=list, description="the steps, in order: each {<type>: <config>}"
+    )
+    validate_output: Any = Field(
+        None, description="a validate step's config, run on what the steps give the sinks"
+    )
+    sinks: list[Any] = Field(
+        min_length=1, description="where the events go: each {<type>: <config>}, all of them"
+    )
+    state: StateSpec = Field(default_factory=StateSpec, description="the pipeline's own state")
+    retry: RetrySpec = Field(default_factory=RetrySpec, description="retries of a failed record")
+    dead_letter: DeadLetterSpec = Field(
+        default_factory=DeadLetterSpec, description="where failed records go"
+    )
+    errors: ErrorsSpec = Field(
+        default_factory=ErrorsSpec, description="what a failure no record explains does"
+    )
+    batch: BatchSpec = Field(default_factory=BatchSpec, description="batching")
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="exactly_once: Kafka transactions for topic output (needs a broker with "
+        "them); database sinks are exactly-once either way",
+    )
     schema_registry: str | None = Field(
         None, description="URL of a Confluent-compatible registry; default: eventpipe's own"
+    )
+    schema_refresh: Duration | None = Field(
+        30.0,
+        description="how often subjects pinned to `latest` are looked up again: a new "
+        "version is applied to the running pipeline (its validate steps are rebuilt between "
+        "two batches, nothing restarts); 0 or null: never.  A subject that is not registered "
+        "yet is looked up every 5 s (or this, when shorter) while the pipeline waits for it",
     )
 
     @field_validator("name")
@@ -181,14 +208,20 @@ def _offset_paths(exc: ConfigError, prefix: str, offset: int) -> list[tuple[str,
     return out
 
 
+def stateful_step_configs() -> dict[str, type[BaseModel]]:
+    """The config model of each step that keeps state (``STATEFUL_STEPS``): they run
+    in the pipeline itself, not in a chain of the transforms catalog."""
+    from .aggregate import AggregateConfig
+    from .dedup_table import DedupStepConfig
+
+    return {"aggregate": AggregateConfig, "dedup": DedupStepConfig}
+
+
 def build_segments(
     steps: list[Any], *, path: str, resolve_schema: SchemaResolver | None
 ) -> tuple[list[Segment], list[tuple[str, str]]]:
     """Runs of stateless steps become Chains (fused); ``aggregate`` / ``dedup`` stand alone."""
-    from .aggregate import AggregateConfig
-    from .dedup_table import DedupStepConfig
-
-    configs: dict[str, type[BaseModel]] = {"aggregate": AggregateConfig, "dedup": DedupStepConfig}
+    configs = stateful_step_configs()
     problems: list[tuple[str, str]] = []
     segments: list[Segment] = []
     run: list[Any] = []

@@ -381,7 +381,7 @@ async def serve_registry(
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    setup_logging(settings.service.log_level)
+    setup_logging(settings.logging.level or settings.service.log_level, settings.logging.format)
     host = args.host or settings.service.host
 
     def ready(url: str) -> None:

@@ -18,6 +18,8 @@ import orjson
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
+from eventpipe.route_docs import RouteDoc
+
 from .errors import BadRequest, InvalidSchema, RegistryError
 from .models import CONTENT_TYPE, SCHEMA_TYPES, Schema, SchemaReference
 from .registry import SchemaRegistry
@@ -305,6 +307,67 @@ async def put_mode(request: web.Request) -> web.Response:
 async def delete_mode(request: web.Request) -> web.Response:
     mode = await _registry(request).delete_mode(request.match_info["subject"])
     return reply({"mode": mode})
+
+
+ROUTES = (
+    RouteDoc("GET", "/", "an empty object: the registry answers (Confluent's root)"),
+    RouteDoc("GET", "/schemas/types", "the schema types it takes: AVRO, JSON"),
+    RouteDoc("GET", "/contexts", 'the schema contexts: only the default one, "."'),
+    RouteDoc("GET", "/schemas/ids/{id}", "a schema by its global id"),
+    RouteDoc("GET", "/schemas/ids/{id}/schema", "a schema's text alone, by its global id"),
+    RouteDoc("GET", "/schemas/ids/{id}/versions", "the (subject, version) pairs that use an id"),
+    RouteDoc("GET", "/schemas/ids/{id}/subjects", "the subjects that use an id"),
+    RouteDoc("GET", "/subjects", "the subjects (`?deleted=true`, `?subjectPrefix=`)"),
+    RouteDoc(
+        "POST", "/subjects/{subject}", "look a schema up: is it registered under the subject?"
+    ),
+    RouteDoc(
+        "DELETE", "/subjects/{subject}", "delete a subject (`?permanent=true` after a soft delete)"
+    ),
+    RouteDoc("GET", "/subjects/{subject}/versions", "a subject's version numbers"),
+    RouteDoc(
+        "POST",
+        "/subjects/{subject}/versions",
+        "register a schema under a subject (checked for compatibility)",
+    ),
+    RouteDoc("GET", "/subjects/{subject}/versions/{version}", "one version (a number or `latest`)"),
+    RouteDoc("DELETE", "/subjects/{subject}/versions/{version}", "delete one version"),
+    RouteDoc(
+        "GET", "/subjects/{subject}/versions/{version}/schema", "one version's schema text alone"
+    ),
+    RouteDoc(
+        "GET",
+        "/subjects/{subject}/versions/{version}/referencedby",
+        "ids of the schemas that reference this version",
+    ),
+    RouteDoc(
+        "POST",
+        "/compatibility/subjects/{subject}/versions",
+        "would a schema be compatible with the versions the subject's level names? "
+        "(`?verbose=true`: why not)",
+    ),
+    RouteDoc(
+        "POST",
+        "/compatibility/subjects/{subject}/versions/{version}",
+        "would a schema be compatible with this version?",
+    ),
+    RouteDoc("GET", "/config", "the global compatibility level"),
+    RouteDoc("PUT", "/config", "set the global compatibility level"),
+    RouteDoc(
+        "DELETE", "/config", "drop the global compatibility level: the default (BACKWARD) applies"
+    ),
+    RouteDoc(
+        "GET", "/config/{subject}", "a subject's compatibility level (`?defaultToGlobal=true`)"
+    ),
+    RouteDoc("PUT", "/config/{subject}", "set a subject's compatibility level"),
+    RouteDoc("DELETE", "/config/{subject}", "drop a subject's level: the global one applies"),
+    RouteDoc("GET", "/mode", "the global mode (READWRITE, READONLY, IMPORT)"),
+    RouteDoc("PUT", "/mode", "set the global mode"),
+    RouteDoc("GET", "/mode/{subject}", "a subject's mode"),
+    RouteDoc("PUT", "/mode/{subject}", "set a subject's mode (`?force=true`)"),
+    RouteDoc("DELETE", "/mode/{subject}", "drop a subject's mode: the global one applies"),
+)
+"""The registry's routes at its own root (the service mounts them under PREFIX)."""
 
 
 def add_routes(app: web.Application) -> None:

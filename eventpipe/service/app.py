@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from eventpipe import console, metrics
+from eventpipe.connectors.webhook import source as webhook_source
 from eventpipe.context import Context
 from eventpipe.dlq import admin_api as dlq_admin_api
 from eventpipe.errors import error_class_name
@@ -26,9 +27,13 @@ from eventpipe.http_body import (
 )
 from eventpipe.plugin import Component, Route
 from eventpipe.problem import problem
+from eventpipe.route_docs import RouteDoc, under
 from eventpipe.schema_registry import server as schema_registry_server
-from eventpipe.service import publish_api
+from eventpipe.service import publish_api, status_api
 from eventpipe.service.publish_api import CTX
+from eventpipe.service.status_api import scope_of
+from eventpipe.status_board import StatusBoard
+from eventpipe.trace import api as trace_api
 
 log = logging.getLogger("eventpipe.service")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -138,8 +143,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """The broker, the database, and each component's ``health()`` (the CDC stall
-    alarm among them): anything but "ok" makes it answer 503."""
+    alarm and a pipeline waiting for its schema subject among them): anything but
+    "ok" makes it answer 503.  ``?component=pipeline:orders`` (repeated, or
+    comma-separated) answers for those checks only."""
     ctx = request.app[CTX]
+    components = request.app[COMPONENTS]
+    scope = scope_of(request, ["broker", "database", *(c.check_name for c in components)])
+    if isinstance(scope, web.Response):
+        return scope
     checks: dict[str, str] = {}
 
     async def broker() -> None:
@@ -151,12 +162,16 @@ async def readyz(request: web.Request) -> web.Response:
             await conn.execute("select 1")
 
     for name, check in (("broker", broker), ("database", database)):
+        if name not in scope:
+            continue
         try:
             await check()
             checks[name] = "ok"
         except Exception as exc:
             checks[name] = f"unavailable: {type(exc).__name__}"
-    for comp in request.app[COMPONENTS]:
+    for comp in components:
+        if comp.check_name not in scope:
+            continue
         try:
             checks[comp.check_name] = comp.health()
         except Exception as exc:
@@ -174,12 +189,43 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return resp
 
 
+OPS_ROUTES = (
+    RouteDoc("GET", "/healthz", "200 while the process answers"),
+    RouteDoc(
+        "GET",
+        "/readyz",
+        "200 when the broker, the database and every component are ready, else 503; each "
+        "check by name; `?component=pipeline:orders` (repeated or comma-separated) answers "
+        "for those only",
+    ),
+    RouteDoc("GET", "/metrics", "Prometheus metrics"),
+    *status_api.ROUTES,
+)
+"""What every process serves, whatever its role."""
+
+
+def documented_routes() -> tuple[RouteDoc, ...]:
+    """Every route a service can serve, with what it does and what it asks of the
+    caller (docs/reference.md; tests/unit/test_reference.py checks them against
+    :func:`build_app`)."""
+    return (
+        *OPS_ROUTES,
+        *publish_api.ROUTES,
+        *under(schema_registry_server.PREFIX, schema_registry_server.ROUTES),
+        *dlq_admin_api.ROUTES,
+        *console.ROUTES,
+        *webhook_source.ROUTES,
+        *trace_api.ROUTES,
+    )
+
+
 def build_app(
     ctx: Context, *, ops_only: bool = False, components: Sequence[Component] = ()
 ) -> web.Application:
     """The service's HTTP app.  ``ops_only`` (processes whose role is not ingest)
-    serves only /healthz, /readyz and /metrics, for orchestrators and Prometheus.
-    ``components``: their health is part of /readyz, their routes are served."""
+    serves only /healthz, /readyz, /metrics and /v1/status, for orchestrators,
+    Prometheus and ``eventpipe status``.  ``components``: their health is part of
+    /readyz, their status of /v1/status, their routes are served."""
     app = web.Application(
         middlewares=[observe],
         # the publish API enforces service.max_body_bytes itself, with problem JSON
@@ -190,12 +236,15 @@ def build_app(
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics_endpoint, name="metrics")
+    board = StatusBoard(components)
+    status_api.install(app, ctx.settings, board)  # /v1/status, /v1/status/history
     if ops_only:
         return app
     publish_api.install(app)
     schema_registry_server.install(app, ctx)  # /schema-registry/
     dlq_admin_api.install(app, ctx)  # /v1/dlq/...
-    console.install(app, ctx)  # /console/ (and / redirects there)
+    trace_api.install(app, ctx)  # /v1/trace/{event_id}
+    console.install(app, ctx, board)  # /console/ (and / redirects there)
     install_routes(app, [r for comp in components for r in comp.routes()])
     return app
 

@@ -6,7 +6,8 @@ with its path in the config."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 
 from eventpipe.pipelines.component import check_pipeline_start
 from eventpipe.pipelines.spec import check_pipeline
@@ -27,7 +28,8 @@ async def run_checks(
         plugin = catalog.sources.get(entry.type)
         if plugin is None or plugin.check is None or SOURCE_ROLES.get(entry.type) not in roles:
             continue
-        found = await plugin.check(entry, reach)
+        with _warnings_under(reach, f"sources[{i}]"):
+            found = await plugin.check(entry, reach)
         problems.extend((f"sources[{i}].{p}", m) for p, m in found)
     if "pipelines" in roles:
         for i, raw in enumerate(config.pipelines):
@@ -35,6 +37,17 @@ async def run_checks(
             spec, _ = check_pipeline(raw, where, catalog.sinks)  # load problems: at load
             if spec is None:
                 continue
-            found = await check_pipeline_start(spec, reach, catalog.sinks)
+            with _warnings_under(reach, where):
+                found = await check_pipeline_start(spec, reach, catalog.sinks)
             problems.extend((f"{where}.{p}", m) for p, m in found)
     return problems
+
+
+@contextlib.contextmanager
+def _warnings_under(reach: Reach, where: str) -> Iterator[None]:
+    """Warnings a check adds (paths relative to its entry) get the entry's path."""
+    before = len(reach.warnings)
+    try:
+        yield
+    finally:
+        reach.warnings[before:] = [(f"{where}.{p}", m) for p, m in reach.warnings[before:]]

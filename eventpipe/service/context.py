@@ -15,6 +15,7 @@ from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.plugin import Catalog
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
+from eventpipe.trace.writer import TraceWriter
 
 from .catalog import CATALOG
 
@@ -35,6 +36,12 @@ async def open_context(
             applied = await apply_migrations(settings.database.url.get_secret_value())
             if applied:
                 log.info("applied migrations %s", applied)
+        if settings.trace.enabled:
+            # the service's producers tell it what they wrote; stopped after the
+            # producer flushed, so the last acknowledgements are written too
+            ctx.publisher.trace = writer = TraceWriter(pool, settings.trace)
+            ctx.closers.append(writer.stop)
+            await writer.start()
         await _start_kafka(ctx, broker_wait_s)
         if settings.topics:
             created = await ctx.admin.ensure_topics(settings.topics)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from eventpipe import telemetry
 from eventpipe.context import Context
 from eventpipe.envelope.kafka import to_kafka
 from eventpipe.errors import BrokerUnavailableError
@@ -13,21 +14,28 @@ from eventpipe.http_ingress import broker_unavailable, check_batch, parse_events
 from eventpipe.kafka.client import RecordTooLargeError
 from eventpipe.problem import Refusal, problem
 from eventpipe.publisher import PublishBatchError
+from eventpipe.route_docs import RouteDoc
 from eventpipe.topics import RULE as TOPIC_RULE
 from eventpipe.topics import is_topic_name
 
 CTX = web.AppKey("ctx", Context)
+ROUTE = "/v1/topics/{topic}/events"
 
 
 @decodes_content_encoding
 async def publish_events(request: web.Request) -> web.Response:
-    try:
-        return await _publish(request)
-    except Refusal as refused:
-        return refused.response()
+    sender = telemetry.incoming(request.headers)
+    attrs = {"messaging.destination.name": request.match_info["topic"]}
+    with telemetry.server_span(ROUTE, sender, attrs) as span:
+        try:
+            resp = await _publish(request, sender)
+        except Refusal as refused:
+            resp = refused.response()
+        telemetry.set_http_status(span, resp.status)
+    return resp
 
 
-async def _publish(request: web.Request) -> web.Response:
+async def _publish(request: web.Request, sender: telemetry.TraceContext | None) -> web.Response:
     ctx = request.app[CTX]
     svc = ctx.settings.service
     topic = request.match_info["topic"]
@@ -42,6 +50,10 @@ async def _publish(request: web.Request) -> web.Response:
     body = await read_body(request, svc.max_body_bytes, "service.max_body_bytes")
     events = parse_events(request.headers, body)
     check_batch(len(events), svc.max_batch_events, "service.max_batch_events")
+    trace = telemetry.received(sender)
+    if trace is not None:
+        for event in events:
+            telemetry.stamp(event, trace)
     try:
         if not ctx.settings.kafka.auto_create_topics and not await ctx.admin.exists(topic):
             return problem(
@@ -53,7 +65,7 @@ async def _publish(request: web.Request) -> web.Response:
                 reason="unknown topic",
             )
         acks = await ctx.publisher.publish_messages(
-            topic, [to_kafka(e) for e in events], [e.id for e in events]
+            topic, [to_kafka(e) for e in events], [e.id for e in events], via="publish-api"
         )
     except BrokerUnavailableError as exc:
         raise broker_unavailable(str(exc), svc.retry_after_s) from exc
@@ -79,5 +91,15 @@ async def _publish(request: web.Request) -> web.Response:
     )
 
 
+ROUTES = (
+    RouteDoc(
+        "POST",
+        "/v1/topics/{topic}/events",
+        "publish CloudEvents (binary, structured or a batch) to a topic; 202 after the broker "
+        "acknowledged",
+    ),
+)
+
+
 def install(app: web.Application) -> None:
-    app.router.add_post("/v1/topics/{topic}/events", publish_events, name="publish")
+    app.router.add_post(ROUTE, publish_events, name="publish")

@@ -125,6 +125,8 @@ class Service:
         problems = await run_checks(self.config, reach, roles, self.catalog)
         for note in reach.skipped:
             log.warning("start-time check %s", note)
+        for path, message in reach.warnings:
+            log.warning("%s: %s", path, message)
         if problems:
             raise ConfigError(problems)
 

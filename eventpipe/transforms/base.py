@@ -94,10 +94,16 @@ class TransformStep(Step):
         return cls(config, name=name, context=context)
 
     @classmethod
-    def as_plugin(cls, summary: str) -> StepPlugin:
+    def as_plugin(cls, summary: str, example: str = "") -> StepPlugin:
         """The step's plugin value: its ``type_name``, ``Config``, factory and shorthand."""
         return Plugin(
-            "step", cls.type_name, cls.Config, cls.build, summary, shorthand=cls.expand_shorthand
+            "step",
+            cls.type_name,
+            cls.Config,
+            cls.build,
+            summary,
+            shorthand=cls.expand_shorthand,
+            example=example,
         )
 
     @classmethod

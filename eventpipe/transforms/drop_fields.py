@@ -1,8 +1,7 @@
 """The ``drop_fields`` step: delete paths from each event's data.
 
-```yaml
-- drop_fields: [customer.email, 'items[].internal_note', 'items[0]']
-```
+An example is ``PLUGIN``'s ``example`` (shown in docs/reference.md#step-drop-fields
+with every key, and loaded by tests/unit/test_reference.py).
 
 A path is keys separated by ``.`` (a leading ``.`` is allowed), with ``[]`` for
 every element of an array and ``[N]`` for one.  Missing paths are ignored.  The
@@ -94,7 +93,9 @@ def _drop(node: Any, path: list[PathPart], i: int) -> Any:
 
 
 class DropFieldsConfig(PluginConfig):
-    paths: list[str] = Field(min_length=1)
+    paths: list[str] = Field(
+        min_length=1, description="paths in data: a.b, items[] (every element), items[0]"
+    )
 
     @field_validator("paths", mode="before")
     @classmethod
@@ -138,4 +139,10 @@ class DropFieldsStep(TransformStep):
         return [with_data(event, data) if changed else event]
 
 
-PLUGIN = DropFieldsStep.as_plugin("removes fields from the event's data by path")
+PLUGIN = DropFieldsStep.as_plugin(
+    "removes fields from the event's data by path",
+    example="""\
+- drop_fields: [customer.email, 'items[].internal_note', 'items[0]']   # short form: the paths
+- drop_fields: {paths: [payment.card]}
+""",
+)

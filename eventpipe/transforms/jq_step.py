@@ -1,12 +1,7 @@
 """The ``jq`` step: run a jq program on each event's data (or the whole event).
 
-```yaml
-- jq: '{id: .order_id, total}'            # shorthand for program:
-- jq:
-    program: '.items[]'                   # 0..n outputs -> 0..n events
-    apply_to: data                        # data (default) | event
-    engine: jaq                           # jaq (default) | jq (libjq)
-```
+An example is ``PLUGIN``'s ``example`` (shown in docs/reference.md#step-jq with
+every key, and loaded by tests/unit/test_reference.py).
 
 ``apply_to: data``: each output replaces ``data``; the other attributes stay.
 ``apply_to: event``: the program sees the event's JSON form (attributes,
@@ -19,7 +14,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from eventpipe.envelope import CloudEvent
 from eventpipe.errors import InvalidEventError
@@ -44,9 +39,13 @@ def non_blank(value: str) -> str:
 
 
 class JqConfig(PluginConfig):
-    program: str
-    apply_to: Literal["data", "event"] = "data"
-    engine: EngineName = DEFAULT_ENGINE
+    program: str = Field(description="the jq program; each output is one event (0..n)")
+    apply_to: Literal["data", "event"] = Field(
+        "data",
+        description="data: the program reads data and its outputs replace it; event: it reads "
+        "the whole event and returns whole events",
+    )
+    engine: EngineName = Field(DEFAULT_ENGINE, description="jq engine: jaq (jaq-rs) or jq (libjq)")
 
     _program = field_validator("program")(non_blank)
 
@@ -95,5 +94,12 @@ class JqStep(TransformStep):
 
 
 PLUGIN = JqStep.as_plugin(
-    "a jq program over the event's data (or the whole event): 0..n events out"
+    "a jq program over the event's data (or the whole event): 0..n events out",
+    example="""\
+- jq: '{id: .order_id, total}'            # short form: the program
+- jq:
+    program: '.items[]'                   # 0..n outputs -> 0..n events
+    apply_to: data                        # data (default) | event
+    engine: jaq                           # jaq (default) | jq (libjq)
+""",
 )

@@ -74,8 +74,11 @@ def values_source(expressions: list[str]) -> str:
 
 # ------------------------------------------------------------------ filter
 class FilterConfig(PluginConfig):
-    expression: str
-    engine: EngineName = DEFAULT_ENGINE
+    expression: str = Field(
+        description="jq over the event; the event is kept when its first output is neither "
+        "false nor null"
+    )
+    engine: EngineName = Field(DEFAULT_ENGINE, description="jq engine: jaq (jaq-rs) or jq (libjq)")
 
     _expression = field_validator("expression")(non_blank)
 
@@ -122,9 +125,13 @@ class FilterStep(TransformStep):
 
 # ------------------------------------------------------------------- route
 class RouteConfig(PluginConfig):
-    expression: str
-    default: TopicName | None = None
-    engine: EngineName = DEFAULT_ENGINE
+    expression: str = Field(
+        description="jq over the event, giving the topic a topic sink writes to"
+    )
+    default: TopicName | None = Field(
+        None, description="topic when the expression gives null or nothing; else the sink's topic"
+    )
+    engine: EngineName = Field(DEFAULT_ENGINE, description="jq engine: jaq (jaq-rs) or jq (libjq)")
 
     _expression = field_validator("expression")(non_blank)
 
@@ -179,8 +186,11 @@ _NOT_SETTABLE = DATA_MEMBERS | {"specversion"}
 
 
 class SetConfig(PluginConfig):
-    fields: dict[str, str] = Field(min_length=1)
-    engine: EngineName = DEFAULT_ENGINE
+    fields: dict[str, str] = Field(
+        min_length=1,
+        description="attribute or extension -> jq over the event as it came in; null removes it",
+    )
+    engine: EngineName = Field(DEFAULT_ENGINE, description="jq engine: jaq (jaq-rs) or jq (libjq)")
 
 
 class SetStep(TransformStep):
@@ -289,10 +299,28 @@ class SetStep(TransformStep):
         return FusablePart("assign", self.cfg.engine, self._values, self.assign)
 
 
-FILTER_PLUGIN = FilterStep.as_plugin("keeps the event when a jq expression is truthy")
-
-ROUTE_PLUGIN = RouteStep.as_plugin(
-    "chooses the topic a sink writes the event to (extension routetopic)"
+FILTER_PLUGIN = FilterStep.as_plugin(
+    "keeps the event when a jq expression is truthy",
+    example="""\
+- filter: '.data.total > 0'               # short form: the expression
+- filter: {expression: '.type == "order.created"', engine: jq}
+""",
 )
 
-SET_PLUGIN = SetStep.as_plugin("sets attributes or extensions from jq expressions")
+ROUTE_PLUGIN = RouteStep.as_plugin(
+    "chooses the topic a sink writes the event to (extension routetopic)",
+    example="""\
+- route: '"orders." + .data.region'       # short form: the expression
+- route: {expression: '.data.topic', default: orders.unrouted}
+""",
+)
+
+SET_PLUGIN = SetStep.as_plugin(
+    "sets attributes or extensions from jq expressions",
+    example="""\
+- set: {subject: .data.order_id, partitionkey: .data.customer}   # short form: the fields
+- set:
+    fields: {type: '"shop.order.v2"', region: .data.region}
+    engine: jaq
+""",
+)

@@ -1,15 +1,7 @@
 """The ``validate`` step: check each event's data against a JSON Schema or Avro schema.
 
-```yaml
-- validate:                       # inline JSON Schema (draft from $schema, else 2020-12)
-    schema: {type: object, required: [id]}
-    draft: "7"                    # optional: 7 | 2020-12, overrides $schema
-- validate:
-    schema_type: AVRO
-    schema: {type: record, name: Order, fields: [...]}
-- validate: orders-value          # shorthand: a registry subject, latest version
-- validate: {subject: orders-value, version: 3}
-```
+An example is ``PLUGIN``'s ``example`` (shown in docs/reference.md#step-validate
+with every key, and loaded by tests/unit/test_reference.py).
 
 The schema is compiled once, at config load: JSON Schema by jsonschema-rs
 (offline: a remote ``$ref`` is a config error, not a network call), Avro by
@@ -52,11 +44,23 @@ _DRAFTS: dict[str, Callable[..., Any]] = {
 class ValidateConfig(PluginConfig):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    schema_: Any = Field(default=None, alias="schema")
-    schema_type: SchemaType | None = None
-    draft: Literal["7", "2020-12"] | None = None
-    subject: str | None = Field(default=None, min_length=1)
-    version: int | Literal["latest"] = "latest"
+    schema_: Any = Field(
+        default=None,
+        alias="schema",
+        description="an inline schema (a mapping, or its JSON text); or give subject",
+    )
+    schema_type: SchemaType | None = Field(
+        None, description="the inline schema's kind; default JSON (a subject says its own)"
+    )
+    draft: Literal["7", "2020-12"] | None = Field(
+        None, description="JSON Schema draft; default: the schema's $schema, else 2020-12"
+    )
+    subject: str | None = Field(
+        default=None, min_length=1, description="a schema registry subject; or give schema"
+    )
+    version: int | Literal["latest"] = Field(
+        "latest", description="the subject's version (a number from 1), looked up at start"
+    )
 
     @field_validator("schema_type", mode="before")
     @classmethod
@@ -235,5 +239,18 @@ def _not_json(data: Any, exc: BaseException | None) -> Violation:
 
 
 PLUGIN = ValidateStep.as_plugin(
-    "checks data against a JSON Schema or Avro schema (inline or a registry subject)"
+    "checks data against a JSON Schema or Avro schema (inline or a registry subject)",
+    example="""\
+- validate: orders-value          # short form: a registry subject, latest version
+- validate: {subject: orders-value, version: 3}
+- validate:                       # inline JSON Schema (draft from $schema, else 2020-12)
+    schema: {type: object, required: [id]}
+    draft: "7"                    # optional: 7 | 2020-12, overrides $schema
+- validate:
+    schema_type: AVRO
+    schema:
+      type: record
+      name: Order
+      fields: [{name: id, type: string}, {name: total, type: double}]
+""",
 )

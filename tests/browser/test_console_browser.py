@@ -7,86 +7,30 @@ Each page is saved under build/screenshots/."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-from typing import Any
 
-import aiohttp
 import pytest
 from playwright.async_api import Page, expect
 
 from eventpipe.connectors.webhook import source as _webhook_source  # noqa: F401  (its routes)
-from eventpipe.service.config import service_config
-from eventpipe.settings import Settings, TopicSpec
+from eventpipe.settings import Settings
 from tests.browser.conftest import shot
 from tests.helpers import read_records
-from tests.integration.console_support import ADMIN_TOKEN, console_settings, register_schemas
+from tests.integration.console_support import (
+    ADMIN_TOKEN,
+    demo_settings,
+    demo_table,
+    post_order,
+    register_schemas,
+)
 from tests.integration.test_pipeline_support import (
     ident,
     running,
     sql,
     wait_rows,
-    with_pipelines,
 )
 
-SECRET = "browser-test-webhook-secret"
 pytestmark = pytest.mark.timeout(600)
-
-
-def _demo(settings: Settings, name: str) -> Settings:
-    """The README's demo: a signed webhook -> topic -> pipeline -> table."""
-    topic = f"{name}.orders"
-    source = {
-        "type": "webhook",
-        "name": name,
-        "topic": topic,
-        "verify": {"scheme": "hmac", "header": "x-signature", "secrets": [SECRET]},
-        "event": {
-            "type": '"shop.order." + .body.status',
-            "subject": ".body.id",
-            "partitionkey": ".body.customer",
-        },
-    }
-    pipeline = {
-        "name": f"{name}-to-postgres",
-        "source": {"topics": [topic], "group": f"{name}-to-postgres"},
-        "steps": [
-            {"jq": "{id: .id, customer: .customer, total: .total}"},
-            {"filter": ".data.total > 0"},
-        ],
-        "sinks": [
-            {
-                "postgres": {
-                    "table": name,
-                    "mode": "upsert",
-                    "key": ["id"],
-                    "columns": {
-                        "id": ".data.id",
-                        "customer": ".data.customer",
-                        "total": ".data.total",
-                    },
-                }
-            }
-        ],
-        "dead_letter": {"topic": f"{name}-to-postgres.dlq"},
-    }
-    s = with_pipelines(console_settings(settings), pipeline)
-    s = s.model_copy(update={"sources": [source], "topics": [TopicSpec(name=topic, partitions=1)]})
-    service_config(s)  # the demo's config is valid (raises with every problem)
-    return s
-
-
-async def _post_order(base: str, name: str, order: dict[str, Any]) -> int:
-    body = json.dumps(order).encode()
-    sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    async with aiohttp.ClientSession() as http:
-        r = await http.post(
-            f"{base}/webhooks/{name}",
-            data=body,
-            headers={"x-signature": sig, "content-type": "application/json"},
-        )
-        return r.status
 
 
 V1 = {"type": "record", "name": "Order", "fields": [{"name": "id", "type": "string"}]}
@@ -99,22 +43,18 @@ async def test_dlq_browser_patch_preview_replay_and_schema_pages(
     page = browser_page
     name = ident("orders")
     url = settings.database.url.get_secret_value()
-    await sql(
-        url,
-        f"create table {name} (id text primary key, customer text not null, "
-        "total numeric not null)",
-    )
+    await demo_table(settings, name)
     subject = f"{name}-value"
     await register_schemas(settings, subject, V1, V2)
-    s = _demo(settings, name)
+    s = demo_settings(settings, name)
     pipeline = f"{name}-to-postgres"
     async with running(s, "all") as svc:
         base = svc.url
         good = {"id": "o-1", "customer": "c-7", "status": "created", "total": 42.5}
-        assert await _post_order(base, name, good) == 200
+        assert await post_order(base, name, good) == 200
         # a bad order: its total is not a number, so the table refuses it
         bad = {"id": "o-2", "customer": "c-8", "status": "created", "total": "forty-two"}
-        assert await _post_order(base, name, bad) == 200
+        assert await post_order(base, name, bad) == 200
         assert await wait_rows(url, f"select count(*) from {name}", 1, timeout=90) == 1
         letters = await read_records(s.kafka.bootstrap, f"{pipeline}.dlq", 1, timeout=90)
         assert len(letters) == 1

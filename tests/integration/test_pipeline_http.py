@@ -16,7 +16,7 @@ from aiohttp import web
 from eventpipe.envelope import CloudEvent
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
-from tests.helpers import read_records
+from tests.helpers import read_records, receiving_posts
 from tests.integration.test_pipeline_support import dlq_headers, ident, running, with_pipelines
 
 
@@ -57,17 +57,8 @@ class Endpoint:
 @pytest.fixture
 async def endpoint() -> AsyncIterator[tuple[Endpoint, str]]:
     ep = Endpoint()
-    app = web.Application()
-    app.router.add_post("/hook", ep.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield ep, f"http://127.0.0.1:{port}/hook"
-    finally:
-        await runner.cleanup()
+    async with receiving_posts(ep.handle) as url:
+        yield ep, url
 
 
 async def wait_until(pred: object, timeout: float = 30.0) -> bool:

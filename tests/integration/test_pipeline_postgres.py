@@ -4,7 +4,6 @@ landing in the dead-letter topic while good records keep flowing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -14,29 +13,16 @@ from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.pipelines.component import PipelineComponent
 from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
-from eventpipe.status import ComponentStatus
 from tests.helpers import read_events, read_records
 from tests.integration.test_pipeline_support import (
     dlq_headers,
     ident,
     running,
     sql,
+    status_when,
     wait_rows,
     with_pipelines,
 )
-
-
-async def status_when(
-    comp: PipelineComponent, ready: Callable[[ComponentStatus], bool], within_s: float = 20
-) -> ComponentStatus:
-    """The component's status once ``ready`` holds for it (the last one read, else)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    st = comp.status()
-    while not ready(st) and loop.time() < deadline:
-        await asyncio.sleep(0.2)
-        st = comp.status()
-    return st
 
 
 def order(i: int, **data: object) -> CloudEvent:

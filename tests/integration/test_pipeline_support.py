@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,12 @@ from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.pipelines.runtime import PipelineRuntime
 from eventpipe.pipelines.spec import PipelineSpec
+from eventpipe.plugin import Component
 from eventpipe.publisher import Publisher
 from eventpipe.service.catalog import CATALOG
 from eventpipe.service.runner import Role, Service
 from eventpipe.settings import Settings
+from eventpipe.status import ComponentStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,6 +74,19 @@ async def runtime(
                 await rt.stop()
     finally:
         await pool.close()
+
+
+async def status_when(
+    comp: Component, ready: Callable[[ComponentStatus], bool], within_s: float = 20
+) -> ComponentStatus:
+    """The component's status once ``ready`` holds for it (the last one read, else)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    st = comp.status()
+    while not ready(st) and loop.time() < deadline:
+        await asyncio.sleep(0.2)
+        st = comp.status()
+    return st
 
 
 async def sql(url: str, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:

@@ -32,6 +32,7 @@ REACHES: dict[str, tuple[set[str], list[str]]] = {
     "dev": ({"database", "kafka"}, []),
     "run": ({"database", "kafka"}, []),
     "check": ({"database", "kafka"}, []),
+    "status": (set(), []),  # a running service, over HTTP (--url, or the config's host/port)
     "migrate": ({"database"}, []),
     "publish": ({"kafka"}, ["--topic", "t", "--data", "1", "--type", "x", "--source", "/s"]),
     "tail": ({"kafka"}, ["--topic", "t"]),
@@ -50,6 +51,7 @@ REACHES: dict[str, tuple[set[str], list[str]]] = {
     "dlq replay": ({"database", "kafka"}, []),
     "dlq discard": ({"database", "kafka"}, ["--reason", "r"]),
     "backfill": ({"database", "kafka"}, ["--pipeline", "p", "--from", "2d", "--to", "1d"]),
+    "trace": ({"database", "kafka"}, ["evt-1"]),
 }
 FLAGS = {"database": "--database-url", "kafka": "--bootstrap", "registry": "--registry"}
 

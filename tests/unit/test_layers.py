@@ -2,7 +2,7 @@
 
     roof      eventpipe.service, eventpipe.cli, eventpipe.console (and each feature's
               ``cli`` module: its command, registered by eventpipe.cli.main)
-    feature   backfill
+    feature   backfill | trace
     feature   pipelines | connectors | schema_registry | dlq   (siblings, no cycle)
     feature   transforms
     core      everything else under eventpipe/ (plugin surface, contracts, clients)
@@ -33,6 +33,7 @@ FEATURES = {
     "schema_registry": 2,
     "dlq": 2,
     "backfill": 3,
+    "trace": 3,  # reads the dead-letter ledgers and records (dlq)
 }
 ROOF_RANK = 9
 MUTATORS = {"append", "extend", "insert", "add", "update", "setdefault", "__setitem__"}

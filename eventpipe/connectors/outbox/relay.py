@@ -1,15 +1,7 @@
 """The outbox relay: the ``outbox`` source.
 
-```yaml
-sources:
-  - type: outbox
-    name: shop-outbox
-    mode: cdc                         # cdc (default) | poll
-    table: eventpipe.outbox
-    topic: "outbox.event.{aggregatetype}"
-    on_publish: delete                # delete | mark (published_at) | keep (cdc only)
-    tombstone_on_empty_payload: false
-```
+An example is ``PLUGIN``'s ``example`` (shown in docs/reference.md#source-outbox
+with every key, and loaded by tests/unit/test_reference.py).
 
 ``mode: cdc`` reads the outbox table's inserts through a logical replication slot
 (a publication with ``publish = 'insert'``), so rows go out in commit order; the
@@ -66,26 +58,53 @@ _COLUMNS = "seq, id, aggregatetype, aggregateid, type, payload, headers, created
 
 
 class OutboxConfig(PluginConfig):
-    mode: Literal["cdc", "poll"] = "cdc"
-    table: str = DEFAULT_TABLE
+    mode: Literal["cdc", "poll"] = Field(
+        "cdc",
+        description="cdc: read inserts through a replication slot (commit order); poll: "
+        "select ... for update skip locked, for databases without logical replication",
+    )
+    table: str = Field(DEFAULT_TABLE, description="the outbox table, [schema.]table")
     database_url: SecretStr | None = Field(None, description="default: database.url")
-    topic: str = "outbox.event.{aggregatetype}"
-    on_publish: OnPublish = "delete"
-    tombstone_on_empty_payload: bool = False
+    topic: str = Field(
+        "outbox.event.{aggregatetype}",
+        description="topic per row, from its {aggregatetype}, {type} and {name}",
+    )
+    on_publish: OnPublish = Field(
+        "delete",
+        description="what happens to a row once the broker has it: delete, mark "
+        "(published_at), keep (cdc only)",
+    )
+    tombstone_on_empty_payload: bool = Field(
+        False, description="a row without payload becomes a tombstone (key, no value)"
+    )
     source_uri: str | None = Field(None, description="CloudEvent source when the row has none")
-    format: Literal["binary", "structured"] = "binary"
-    topic_partitions: int | None = Field(None, ge=1)
-    dlq_topic: TopicName | None = None
-    batch_size: int = Field(1000, ge=1, le=100_000)
-    poll_interval_ms: int = Field(50, ge=1, le=60_000)
+    format: Literal["binary", "structured"] = Field(
+        "binary", description="Kafka encoding: ce_* headers (binary) or one JSON value"
+    )
+    topic_partitions: int | None = Field(
+        None, ge=1, description="partitions of topics it creates; default kafka.default_partitions"
+    )
+    dlq_topic: TopicName | None = Field(
+        None, description="rows the broker refuses for good; default <name>.dlq"
+    )
+    batch_size: int = Field(1000, ge=1, le=100_000, description="most rows published at once")
+    poll_interval_ms: int = Field(
+        50, ge=1, le=60_000, description="poll: wait between two reads when the table was empty"
+    )
     # mode: cdc
-    slot: str | None = None
-    publication: str | None = None
-    create_slot: bool = True
-    create_publication: bool = True
-    heartbeat_interval_s: float = Field(10.0, gt=0)
-    stall_timeout_s: float = Field(60.0, gt=0)
-    standby_poll_s: float = Field(1.0, gt=0)
+    slot: str | None = Field(None, description="cdc: replication slot; default eventpipe_<name>")
+    publication: str | None = Field(None, description="cdc: default eventpipe_<name>")
+    create_slot: bool = Field(True, description="cdc: create the slot when missing")
+    create_publication: bool = Field(True, description="cdc: create the publication when missing")
+    heartbeat_interval_s: float = Field(
+        10.0, gt=0, description="cdc: a heartbeat message this often keeps an idle slot advancing"
+    )
+    stall_timeout_s: float = Field(
+        60.0, gt=0, description="cdc: a slot that does not advance this long is stalled (/readyz)"
+    )
+    standby_poll_s: float = Field(
+        1.0, gt=0, description="how often a standby tries to take the table's lock"
+    )
 
     @field_validator("table")
     @classmethod
@@ -128,7 +147,7 @@ class OutboxConfig(PluginConfig):
 class OutboxEntry(OutboxConfig, SourceConfig):
     """A ``sources:`` entry of type outbox."""
 
-    type: Literal["outbox"]
+    type: Literal["outbox"] = Field(description="picks this source")
 
 
 def _router(cfg: OutboxConfig, name: str) -> OutboxRouter:
@@ -357,6 +376,7 @@ class PollRelay:
             },
         )
         st.last_error = relay.error_info()
+        st.recent_errors = relay.recent_errors()
         st.dead_letters = dict(self.out.dlq.written)
         return st
 
@@ -441,4 +461,13 @@ PLUGIN = Plugin(
     OutboxEntry,
     OutboxRelay.build,
     "the transactional outbox table (Debezium's outbox router columns), relayed in order",
+    example="""\
+- type: outbox
+  name: shop-outbox
+  mode: cdc                         # cdc (default) | poll
+  table: eventpipe.outbox
+  topic: "outbox.event.{aggregatetype}"
+  on_publish: delete                # delete | mark (published_at) | keep (cdc only)
+  tombstone_on_empty_payload: false
+""",
 )

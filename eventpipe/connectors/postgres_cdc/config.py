@@ -1,21 +1,8 @@
 """The ``postgres_cdc`` source's typed config (one ``sources:`` entry).
 
-```yaml
-sources:
-  - type: postgres_cdc
-    name: shop                      # unique; default prefix of topics, slot and types
-    tables: [public.orders, public.customers]
-    snapshot: initial               # initial | never | initial_only
-    # everything below is optional
-    database_url: postgresql://...  # default: database.url
-    slot: eventpipe_shop            # default: eventpipe_<name>
-    publication: eventpipe_shop     # default: eventpipe_<name>
-    topic: "{prefix}.{schema}.{table}"
-    numeric: string                 # string | number
-    toast_placeholder: __debezium_unavailable_value
-    key_columns: {public.audit_log: [id]}   # tables without a primary key
-    heartbeat_interval_s: 10
-```
+An example is ``source.PLUGIN``'s ``example`` (shown in
+docs/reference.md#source-postgres-cdc with every key, and loaded by
+tests/unit/test_reference.py).
 """
 
 from __future__ import annotations
@@ -73,35 +60,76 @@ class PostgresCdcConfig(PluginConfig):
     database_url: SecretStr | None = Field(None, description="default: database.url")
     slot: str | None = Field(None, description="replication slot; default eventpipe_<name>")
     publication: str | None = Field(None, description="default eventpipe_<name>")
-    create_slot: bool = True
-    create_publication: bool = True
+    create_slot: bool = Field(
+        True, description="create the slot when missing; false: it must exist"
+    )
+    create_publication: bool = Field(
+        True, description="create the publication when missing; false: it must exist"
+    )
     topic_prefix: str | None = Field(None, description="default: the source name")
-    topic: str = "{prefix}.{schema}.{table}"
+    topic: str = Field(
+        "{prefix}.{schema}.{table}",
+        description="topic per table, from {prefix}, {name}, {schema} and {table}",
+    )
     type_prefix: str | None = Field(None, description="CloudEvent type prefix; default prefix")
     source_uri: str | None = Field(None, description="CloudEvent source; default /eventpipe/...")
-    create_topics: bool = True
-    topic_partitions: int | None = Field(None, ge=1)
-    mode: Literal["binary", "structured"] = "binary"
-    snapshot: SnapshotMode = "initial"
-    snapshot_chunk_size: int = Field(2048, ge=1, le=100_000)
+    create_topics: bool = Field(True, description="create the tables' topics when missing")
+    topic_partitions: int | None = Field(
+        None, ge=1, description="partitions of topics it creates; default kafka.default_partitions"
+    )
+    mode: Literal["binary", "structured"] = Field(
+        "binary", description="Kafka encoding: ce_* headers (binary) or one JSON value"
+    )
+    snapshot: SnapshotMode = Field(
+        "initial",
+        description="initial: read the tables first, then stream; never: stream only; "
+        "initial_only: read the tables once, no streaming",
+    )
+    snapshot_chunk_size: int = Field(
+        2048, ge=1, le=100_000, description="rows per snapshot query (in key order)"
+    )
     batch_size: int = Field(
         5000, ge=1, le=1_000_000, description="changes per slot read (whole transactions)"
     )
-    poll_interval_ms: int = Field(10, ge=1, le=60_000)
-    numeric: NumericMode = "string"
-    toast_placeholder: str = "__debezium_unavailable_value"
+    poll_interval_ms: int = Field(
+        10, ge=1, le=60_000, description="wait between two reads of the slot when it was empty"
+    )
+    numeric: NumericMode = Field(
+        "string", description="numeric columns as exact strings, or as JSON numbers"
+    )
+    toast_placeholder: str = Field(
+        "__debezium_unavailable_value",
+        description="stands for an unchanged TOASTed value the change does not carry",
+    )
     key_columns: dict[str, list[str]] = Field(
         default_factory=dict, description="key for tables without a primary key"
     )
-    require_replica_identity_full: bool = False
-    tombstones_on_delete: bool = False
+    require_replica_identity_full: bool = Field(
+        False, description="refuse tables without REPLICA IDENTITY FULL (full before images)"
+    )
+    tombstones_on_delete: bool = Field(
+        False, description="after a delete, a record with its key and no value (compaction)"
+    )
     emit_messages: bool = Field(False, description="publish logical decoding messages (op m)")
-    message_topic: str = "{prefix}.message"
+    message_topic: str = Field(
+        "{prefix}.message", description="topic of logical decoding messages ({prefix}, {name})"
+    )
     dlq_topic: TopicName | None = Field(None, description="default <name>.dlq")
-    heartbeat_interval_s: float = Field(10.0, gt=0)
-    stall_timeout_s: float = Field(60.0, gt=0)
-    standby_poll_s: float = Field(1.0, gt=0)
-    signal_poll_s: float = Field(1.0, gt=0)
+    heartbeat_interval_s: float = Field(
+        10.0, gt=0, description="a heartbeat message this often keeps an idle slot advancing"
+    )
+    stall_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="a slot that does not advance this long is stalled (/readyz); at least "
+        "twice heartbeat_interval_s",
+    )
+    standby_poll_s: float = Field(
+        1.0, gt=0, description="how often a standby tries to take the slot's lock"
+    )
+    signal_poll_s: float = Field(
+        1.0, gt=0, description="how often eventpipe.cdc_signals is read (ad-hoc snapshots)"
+    )
 
     @field_validator("tables")
     @classmethod
@@ -184,4 +212,4 @@ class PostgresCdcConfig(PluginConfig):
 class PostgresCdcEntry(PostgresCdcConfig, SourceConfig):
     """A ``sources:`` entry of type postgres_cdc."""
 
-    type: Literal["postgres_cdc"]
+    type: Literal["postgres_cdc"] = Field(description="picks this source")

@@ -65,7 +65,10 @@ class RecordPublisher:
         if groups:
             await self.ensure_topics(groups)
             results = await asyncio.gather(
-                *(self.publisher.publish_messages(t, m, i) for t, (m, i) in groups.items()),
+                *(
+                    self.publisher.publish_messages(t, m, i, via=f"source:{self.name}")
+                    for t, (m, i) in groups.items()
+                ),
                 return_exceptions=True,
             )
             retry: BaseException | None = None

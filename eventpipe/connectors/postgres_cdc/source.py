@@ -432,6 +432,7 @@ class PostgresCdcSource(Source):
             details=details,
         )
         st.last_error = relay.error_info()
+        st.recent_errors = relay.recent_errors()
         st.dead_letters = dict(self.dlq.written)
         return st
 
@@ -442,4 +443,18 @@ PLUGIN = Plugin(
     PostgresCdcEntry,
     PostgresCdcSource.build,
     "row changes of PostgreSQL tables (logical replication) as Debezium-style CloudEvents",
+    example="""\
+- type: postgres_cdc
+  name: shop                      # unique; default prefix of topics, slot and types
+  tables: [public.orders, public.customers]
+  snapshot: initial               # initial | never | initial_only
+  # everything below is optional
+  database_url: postgresql://cdc@db:5432/shop   # default: database.url
+  slot: eventpipe_shop            # default: eventpipe_<name>
+  publication: eventpipe_shop     # default: eventpipe_<name>
+  topic: "{prefix}.{schema}.{table}"
+  numeric: string                 # string | number
+  key_columns: {public.customers: [email]}   # tables without a primary key
+  heartbeat_interval_s: 10
+""",
 )

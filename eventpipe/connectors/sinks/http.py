@@ -1,19 +1,7 @@
 """The ``http`` sink: POST CloudEvents to a URL, per event or in batches.
 
-```yaml
-sinks:
-  - http:
-      url: https://hooks.example.com/orders
-      batch: false              # false: one POST per event; true: one
-                                # application/cloudevents-batch+json POST per chunk
-      batch_size: 100           # batch: true: records per POST, aligned on source offsets
-      mode: binary              # per-event encoding: binary (default) | structured
-      headers: {Authorization: Bearer ...}
-      timeout: 10s
-      concurrency: 16           # POSTs in flight at once
-      ordering: key             # key (default): in order per key | none
-      circuit_breaker: {failure_threshold: 5, reset_timeout: 30s}
-```
+An example is ``PLUGIN``'s ``example`` (shown in docs/reference.md#sink-http with
+every key, and loaded by tests/unit/test_reference.py).
 
 Which requests a write makes, their ``Idempotency-Key`` and the order they keep
 are in :mod:`.http_requests`.
@@ -47,6 +35,7 @@ from typing import Any, Literal, TypeVar
 import aiohttp
 from pydantic import Field, SecretStr, field_validator
 
+from eventpipe import telemetry
 from eventpipe.breaker import CircuitBreaker
 from eventpipe.durations import Duration
 from eventpipe.errors import HTTP_BODY_LIMIT, EventpipeError, HttpStatusError
@@ -78,20 +67,38 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class BreakerConfig(PluginConfig):
-    failure_threshold: int = Field(5, ge=1)
-    reset_timeout: Duration = 30.0
+    failure_threshold: int = Field(
+        5, ge=1, description="writes in a row the endpoint was unavailable for, to open it"
+    )
+    reset_timeout: Duration = Field(
+        30.0, description="how long it stays open before one record is sent as a probe"
+    )
 
 
 class HttpSinkConfig(PluginConfig):
-    url: str
-    batch: bool = False
-    batch_size: int = Field(100, ge=1, le=10_000)
-    mode: Literal["binary", "structured"] = "binary"
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
-    timeout: Duration = 10.0
-    concurrency: int = Field(16, ge=1, le=1024)
-    ordering: Literal["key", "none"] = "key"
-    circuit_breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    url: str = Field(description="an http:// or https:// URL the events are POSTed to")
+    batch: bool = Field(
+        False,
+        description="false: one POST per event; true: application/cloudevents-batch+json "
+        "POSTs of batch_size records",
+    )
+    batch_size: int = Field(
+        100, ge=1, le=10_000, description="batch: records per POST, aligned on source offsets"
+    )
+    mode: Literal["binary", "structured"] = Field(
+        "binary", description="one POST per event: ce-* headers (binary) or one JSON body"
+    )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="headers sent with every request (Authorization)"
+    )
+    timeout: Duration = Field(10.0, description="per request")
+    concurrency: int = Field(16, ge=1, le=1024, description="requests in flight at once")
+    ordering: Literal["key", "none"] = Field(
+        "key", description="key: the events of a key are sent one after the other; none: no order"
+    )
+    circuit_breaker: BreakerConfig = Field(
+        default_factory=BreakerConfig, description="pauses the pipeline while the endpoint is down"
+    )
 
     @field_validator("url")
     @classmethod
@@ -194,6 +201,7 @@ class HttpSink(PipelineSink):
         if session is None:
             raise HttpUnavailableError(f"sink {self.label} is not started")
         h = {**self._headers, **headers, "Idempotency-Key": key}
+        telemetry.inject(h)  # the delivering span's context, while tracing is on
         try:
             async with session.post(self.cfg.url, data=body, headers=h) as resp:
                 status = resp.status
@@ -274,6 +282,18 @@ class HttpSink(PipelineSink):
 PLUGIN = SinkPlugin.of(
     HttpSink,
     "POSTs CloudEvents to a URL, per event or in batches, with retries and a circuit breaker",
+    example="""\
+- http:
+    url: https://hooks.example.com/orders
+    headers: {Authorization: Bearer s3cr3t}
+    timeout: 10s                      # per request
+    concurrency: 16                   # requests in flight at once
+    ordering: key                     # key (default) | none
+    mode: binary                      # one POST per event: binary (ce-* headers) | structured
+    batch: false                      # true: application/cloudevents-batch+json POSTs ...
+    batch_size: 100                   # ... of this many records, aligned on source offsets
+    circuit_breaker: {failure_threshold: 5, reset_timeout: 30s}
+""",
 )
 
 

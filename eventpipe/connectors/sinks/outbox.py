@@ -1,14 +1,7 @@
 """The ``outbox`` sink: rows and outgoing events in one Postgres transaction.
 
-```yaml
-sinks:
-  - outbox:
-      aggregate_type: '"order"'        # jq over the event's JSON form
-      aggregate_id: .data.order_id     # jq; default: the partitionkey, else the id
-      rows:                            # optional: rows written in the same transaction
-        table: orders
-        columns: {id: .data.order_id, total: .data.total}
-```
+An example is ``PLUGIN``'s ``example`` (shown in docs/reference.md#sink-outbox with
+every key, and loaded by tests/unit/test_reference.py).
 
 Each output event is written to the outbox table with
 ``eventpipe.connectors.outbox.api.publish_many`` -- what applications use, and
@@ -25,7 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import psycopg
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from eventpipe.connectors.outbox.api import publish_many, row_values
 from eventpipe.envelope import CloudEvent
@@ -48,10 +41,14 @@ if TYPE_CHECKING:
 
 
 class OutboxSinkConfig(PluginConfig):
-    aggregate_type: str
-    aggregate_id: str = ".partitionkey // .id"
-    rows: PostgresSinkConfig | None = None
-    engine: EngineName = DEFAULT_ENGINE
+    aggregate_type: str = Field(description="jq over the event giving the row's aggregatetype")
+    aggregate_id: str = Field(
+        ".partitionkey // .id", description="jq giving the row's aggregateid (the record key)"
+    )
+    rows: PostgresSinkConfig | None = Field(
+        None, description="table rows written in the same transaction"
+    )
+    engine: EngineName = Field(DEFAULT_ENGINE, description="jq engine: jaq (jaq-rs) or jq (libjq)")
 
     @model_validator(mode="after")
     def _programs(self) -> OutboxSinkConfig:
@@ -141,6 +138,14 @@ class OutboxSink(PostgresSink):
 PLUGIN = SinkPlugin.of(
     OutboxSink,
     "outbox rows (and optional table rows) in one PostgreSQL transaction, for the outbox relay",
+    example="""\
+- outbox:
+    aggregate_type: '"order"'         # jq over the event's JSON form
+    aggregate_id: .data.order_id      # jq; default: the partitionkey, else the id
+    rows:                             # optional: rows written in the same transaction
+      table: orders
+      columns: {id: .data.order_id, total: .data.total}
+""",
 )
 
 

@@ -1,20 +1,7 @@
 """The ``postgres`` sink: rows from events, with exactly-once effect.
 
-```yaml
-sinks:
-  - postgres:
-      table: public.orders              # [schema.]table
-      mode: upsert                      # insert (default) | upsert | delete
-      key: [id]                         # conflict / delete key; required for upsert, delete
-      columns:                          # column -> jq over the event's JSON form
-        id: .data.order_id
-        total: .data.total
-        payload: .data                  # objects and arrays are written as jsonb
-        event_id: .id
-        updated_at: .time
-      order_by: updated_at              # upsert: an older event never overwrites a newer row
-      method: copy                      # copy (default) | executemany
-```
+An example is ``PLUGIN``'s ``example`` (shown in docs/reference.md#sink-postgres
+with every key, and loaded by tests/unit/test_reference.py).
 
 Exactly-once effect (ARCHITECTURE.md section 5): one transaction holds the rows
 of a batch and the consumed ``(topic, partition, offset)`` high-water marks in
@@ -106,11 +93,23 @@ def _ident(v: str) -> str:
 
 
 class PostgresSinkConfig(PluginConfig):
-    table: str
-    columns: dict[str, str] = Field(min_length=1)
-    mode: Literal["insert", "upsert", "delete"] = "insert"
-    key: list[str] = Field(default_factory=list)
-    method: Literal["copy", "executemany"] = "copy"
+    table: str = Field(description="[schema.]table; it must exist, with every mapped column")
+    columns: dict[str, str] = Field(
+        min_length=1,
+        description="column -> jq over the event (.data.id, .time); objects and arrays are "
+        "written as jsonb",
+    )
+    mode: Literal["insert", "upsert", "delete"] = Field(
+        "insert", description="what a record does to its row"
+    )
+    key: list[str] = Field(
+        default_factory=list,
+        description="columns that identify a row (a primary key or unique index); required "
+        "for upsert and delete",
+    )
+    method: Literal["copy", "executemany"] = Field(
+        "copy", description="how a batch is written: one COPY, or one insert per row"
+    )
     order_by: str | None = Field(
         None,
         description="upsert: a column (listed under columns) compared on write; an "
@@ -119,7 +118,7 @@ class PostgresSinkConfig(PluginConfig):
     url: SecretStr | None = Field(
         None, description="another database; default: the service's database.url"
     )
-    engine: EngineName = DEFAULT_ENGINE
+    engine: EngineName = Field(DEFAULT_ENGINE, description="jq engine: jaq (jaq-rs) or jq (libjq)")
 
     @field_validator("table")
     @classmethod
@@ -689,6 +688,20 @@ def _offset_spans(items: Sequence[DeliveryItem]) -> dict[tuple[str, int], tuple[
 PLUGIN = SinkPlugin.of(
     PostgresSink,
     "rows in a PostgreSQL table, with the consumed offsets in the same transaction (exactly once)",
+    example="""\
+- postgres:
+    table: public.orders              # [schema.]table
+    mode: upsert                      # insert (default) | upsert | delete
+    key: [id]                         # conflict / delete key; required for upsert, delete
+    columns:                          # column -> jq over the event's JSON form
+      id: .data.order_id
+      total: .data.total
+      payload: .data                  # objects and arrays are written as jsonb
+      event_id: .id
+      updated_at: .time
+    order_by: updated_at              # upsert: an older event never overwrites a newer row
+    method: copy                      # copy (default) | executemany
+""",
 )
 
 

@@ -1,12 +1,7 @@
 """The ``topic`` sink: produce events to Kafka (binary CloudEvents by default).
 
-```yaml
-sinks:
-  - topic:
-      topic: orders.enriched          # used unless a `route` step chose another
-      partitions: 6                   # when the pipeline creates it
-      mode: binary                    # binary (default) | structured
-```
+An example is ``PLUGIN``'s ``example`` (shown in docs/reference.md#sink-topic with
+every key, and loaded by tests/unit/test_reference.py).
 
 A ``route`` step's choice (the ``routetopic`` extension) wins over ``topic``;
 the extension is removed before producing.  The pipeline marks its input
@@ -43,9 +38,15 @@ class TopicSinkConfig(PluginConfig):
     topic: TopicName | None = Field(
         None, description="default topic; a route step may choose another"
     )
-    partitions: int | None = Field(None, ge=1)
-    mode: Literal["binary", "structured"] = "binary"
-    create_routed_topics: bool = True
+    partitions: int | None = Field(
+        None, ge=1, description="of a topic it creates; default kafka.default_partitions"
+    )
+    mode: Literal["binary", "structured"] = Field(
+        "binary", description="Kafka encoding: ce_* headers (binary) or one JSON value"
+    )
+    create_routed_topics: bool = Field(
+        True, description="create a topic a route step chose when it is missing"
+    )
 
 
 class NoTopicError(PermanentError):
@@ -138,7 +139,7 @@ class TopicSink(PipelineSink):
         n_failed_retriable = 0
         for topic, (msgs, ids, owners) in by_topic.items():
             try:
-                await res.publisher.publish_messages(topic, msgs, ids)
+                await res.publisher.publish_messages(topic, msgs, ids, via=f"sink:{self.label}")
             except PublishBatchError as exc:
                 for i, err in exc.failed.items():
                     failed.setdefault(owners[i], err)
@@ -154,6 +155,12 @@ class TopicSink(PipelineSink):
 PLUGIN = SinkPlugin.of(
     TopicSink,
     "produces events to a Kafka topic (or the one a route step chose)",
+    example="""\
+- topic:
+    topic: orders.enriched            # used unless a `route` step chose another
+    partitions: 6                     # when the pipeline creates it
+    mode: binary                      # binary (default) | structured
+""",
 )
 
 

@@ -1,22 +1,8 @@
 """Typed configuration of a webhook source (one ``sources:`` entry of ``type: webhook``).
 
-```yaml
-sources:
-  - type: webhook
-    name: billing                       # served at POST /webhooks/billing
-    topic: billing.events
-    verify:
-      scheme: standard-webhooks         # standard-webhooks | stripe | github | hmac | none
-      secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]   # several: key rotation
-      tolerance_s: 300
-    event:                              # jq over {body, headers}
-      type: .body.type
-      subject: .body.data.customer_id
-      partitionkey: .body.data.customer_id
-    validate: billing-value             # a schema registry subject (or {schema: {...}})
-    spool: postgres                     # broker down: 202 from a Postgres spool
-    rate_limit: {per_second: 500, burst: 1000}
-```
+An example is ``source.PLUGIN``'s ``example`` (shown in
+docs/reference.md#source-webhook with every key, and loaded by
+tests/unit/test_reference.py).
 
 Secrets are ``SecretStr`` and never echoed, not even in config errors.  Cross-field
 rules (``scheme: none`` only when written out, CloudEvents input without mapping
@@ -44,7 +30,14 @@ RESERVED_EXTENSIONS = frozenset(
     {"partitionkey", "whreceived", "whdigest", "whtimestamp", "whsignature"}
 )
 
-Secrets = Annotated[list[SecretStr], Field(min_length=1, max_length=16)]
+Secrets = Annotated[
+    list[SecretStr],
+    Field(
+        min_length=1,
+        max_length=16,
+        description="signing secrets; a request signed with any of them passes (key rotation)",
+    ),
+]
 
 
 def _header(v: str) -> str:
@@ -70,9 +63,14 @@ class _Verify(PluginConfig):
 
 
 class StandardWebhooksVerify(_Verify):
-    scheme: Literal["standard-webhooks"]
+    """Standard Webhooks (Svix): ``webhook-id``, ``webhook-timestamp`` and
+    ``webhook-signature`` headers; secrets are ``whsec_`` + base64."""
+
+    scheme: Literal["standard-webhooks"] = Field(description="Standard Webhooks (Svix)")
     secrets: Secrets
-    header_prefix: Literal["webhook", "svix"] = "webhook"
+    header_prefix: Literal["webhook", "svix"] = Field(
+        "webhook", description="svix: read svix-id, svix-timestamp, svix-signature instead"
+    )
 
     @field_validator("secrets")
     @classmethod
@@ -86,12 +84,16 @@ class StandardWebhooksVerify(_Verify):
 
 
 class StripeVerify(_Verify):
-    scheme: Literal["stripe"]
+    """Stripe's ``Stripe-Signature`` header (``t=...,v1=...``)."""
+
+    scheme: Literal["stripe"] = Field(description="Stripe")
     secrets: Secrets
 
 
 class GithubVerify(PluginConfig):
-    scheme: Literal["github"]
+    """GitHub's ``X-Hub-Signature-256`` header; GitHub signs no timestamp."""
+
+    scheme: Literal["github"] = Field(description="GitHub")
     secrets: Secrets
 
 
@@ -99,14 +101,22 @@ class HmacVerify(_Verify):
     """A provider's own HMAC: ``header: <prefix><encoded digest>`` over the body, or
     over ``<timestamp>.<body>`` when ``timestamp_header`` is set."""
 
-    scheme: Literal["hmac"]
+    scheme: Literal["hmac"] = Field(description="a provider's own HMAC signature header")
     secrets: Secrets
-    header: str = "x-signature"
-    algorithm: Literal["sha1", "sha256", "sha384", "sha512"] = "sha256"
-    encoding: Literal["hex", "base64"] = "hex"
+    header: str = Field("x-signature", description="the header holding the signature")
+    algorithm: Literal["sha1", "sha256", "sha384", "sha512"] = Field(
+        "sha256", description="the HMAC's hash"
+    )
+    encoding: Literal["hex", "base64"] = Field("hex", description="how the digest is written")
     prefix: str = Field("", max_length=32, description="e.g. 'sha256=' before the digest")
-    timestamp_header: str | None = None
-    id_header: str | None = None
+    timestamp_header: str | None = Field(
+        None,
+        description="a header with the send time (Unix seconds): signed as <timestamp>.<body> "
+        "and checked against tolerance_s",
+    )
+    id_header: str | None = Field(
+        None, description="a header with the provider's delivery id (the event id, dedup)"
+    )
 
     @field_validator("header", "timestamp_header", "id_header")
     @classmethod
@@ -115,7 +125,9 @@ class HmacVerify(_Verify):
 
 
 class NoneVerify(PluginConfig):
-    scheme: Literal["none"]
+    """No signature: anyone who can reach the URL can post (say it in the config)."""
+
+    scheme: Literal["none"] = Field(description="no verification")
 
 
 VerifyConfig = Annotated[
@@ -125,12 +137,12 @@ VerifyConfig = Annotated[
 
 
 class RateLimit(PluginConfig):
-    per_second: float = Field(gt=0)
+    per_second: float = Field(gt=0, description="requests a second, on average; above: 429")
     burst: int | None = Field(None, ge=1, description="bucket size; default one second's worth")
 
 
 class Dedup(PluginConfig):
-    enabled: bool = True
+    enabled: bool = Field(True, description="answer a delivery id seen before as a duplicate")
     window_s: int = Field(86_400, ge=1, description="an id seen this recently is a duplicate")
     cache_size: int = Field(100_000, ge=0, description="recently stored ids kept in memory")
     timeout_s: float = Field(2.0, gt=0, description="a slower check lets the request through")
@@ -176,10 +188,14 @@ class EventMapping(PluginConfig):
     )
     source: str | None = Field(None, description="default /webhooks/<name>")
     type: str | None = Field(None, description="default per scheme, e.g. .body.type")
-    subject: str | None = None
-    partitionkey: str | None = None
-    extensions: dict[str, str] = Field(default_factory=dict)
-    engine: EngineName = "jaq"
+    subject: str | None = Field(None, description="jq; default: no subject")
+    partitionkey: str | None = Field(
+        None, description="jq; the record key (events of one key stay in order)"
+    )
+    extensions: dict[str, str] = Field(
+        default_factory=dict, description="extension name (lower-case letters, digits) -> jq"
+    )
+    engine: EngineName = Field("jaq", description="jq engine: jaq (jaq-rs) or jq (libjq)")
 
     @model_validator(mode="after")
     def _programs(self) -> EventMapping:
@@ -202,29 +218,52 @@ class EventMapping(PluginConfig):
 class WebhookConfig(PluginConfig):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    topic: TopicName
-    verify: VerifyConfig
-    input: Literal["json", "cloudevents"] = "json"
-    event: EventMapping = Field(default_factory=EventMapping)
+    topic: TopicName = Field(description="where the events go")
+    verify: VerifyConfig = Field(description="how requests are authenticated")
+    input: Literal["json", "cloudevents"] = Field(
+        "json",
+        description="json: any JSON body, mapped by event; cloudevents: the sender's own "
+        "CloudEvents (binary, structured or batch)",
+    )
+    event: EventMapping = Field(
+        default_factory=EventMapping, description="CloudEvent attributes as jq over the request"
+    )
     body: Literal["raw", "parsed"] = Field(
         "raw",
         description="raw: the record value is the request body byte for byte (its "
         "signature can be checked again); parsed: re-encoded JSON plus a digest",
     )
-    validate_: ValidateConfig | None = Field(None, alias="validate")
+    validate_: ValidateConfig | None = Field(
+        None,
+        alias="validate",
+        description="check each body against a schema (a registry subject, or inline); "
+        "a failure is a 422 and a dead letter",
+    )
     registry_url: str | None = Field(None, description="default: the service's own registry")
-    spool: Literal["none", "postgres"] = "none"
-    dedup: Dedup = Field(default_factory=Dedup)
-    dead_letter: DeadLetters = Field(default_factory=DeadLetters)
-    max_body_bytes: int = Field(1024 * 1024, ge=1, le=64 * 1024 * 1024)
-    max_batch_events: int = Field(1000, ge=1, description="input: cloudevents batches")
-    rate_limit: RateLimit | None = None
+    spool: Literal["none", "postgres"] = Field(
+        "none",
+        description="postgres: while the broker is down, requests are answered 202 from a "
+        "PostgreSQL spool, relayed in order",
+    )
+    dedup: Dedup = Field(default_factory=Dedup, description="duplicate deliveries, by delivery id")
+    dead_letter: DeadLetters = Field(
+        default_factory=DeadLetters, description="where refused requests are recorded"
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1, le=64 * 1024 * 1024, description="largest body, decoded; more: 413"
+    )
+    max_batch_events: int = Field(
+        1000, ge=1, description="most events in one request (input: cloudevents); more: 413"
+    )
+    rate_limit: RateLimit | None = Field(
+        None, description="a token bucket over the source's requests; not set: no limit"
+    )
     max_concurrency: int = Field(1024, ge=1, description="requests in progress; above: 503")
     request_timeout_s: float = Field(
         10.0, gt=0, description="the body must arrive within it; later waits stay under it"
     )
     publish_timeout_s: float = Field(5.0, gt=0, description="broker ack wait; then 503 or spool")
-    retry_after_s: int = Field(5, ge=1)
+    retry_after_s: int = Field(5, ge=1, description="Retry-After of a 503 or 429 answer")
 
     @field_validator("validate_", mode="before")
     @classmethod
@@ -270,5 +309,9 @@ def _url_safe(name: str) -> str:
 class WebhookEntry(WebhookConfig, SourceConfig):
     """A ``sources:`` entry of type webhook: ``POST /webhooks/<name>``."""
 
-    type: Literal["webhook"]
-    name: Annotated[str, Field(min_length=1), AfterValidator(_url_safe)]
+    type: Literal["webhook"] = Field(description="picks this source")
+    name: Annotated[
+        str,
+        Field(min_length=1, description="unique among the sources; the URL is /webhooks/<name>"),
+        AfterValidator(_url_safe),
+    ]

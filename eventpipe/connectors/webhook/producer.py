@@ -21,7 +21,10 @@ anything of the call was produced) or ``PermanentError``.  A batch whose
 acknowledgement did not come in time is still in aiokafka's hands and may well
 be stored: when every batch of a failed call is acknowledged after all, the
 call's ``on_late_ack`` runs (the webhook records the delivery ids then).  This
-producer is the webhook sources' own: nothing else appends to its batches.
+producer is the webhook sources' own: nothing else appends to its batches.  With
+tracing on, each record batch is one ``send`` span, a child of the request that
+opened it and linked to every request with a record in it (a span per request
+would cost as much as the request's own work).
 """
 
 from __future__ import annotations
@@ -36,11 +39,13 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as ke
 
+from eventpipe import telemetry
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.errors import BrokerUnavailableError
 from eventpipe.kafka.batches import group_by_partition, too_large
 from eventpipe.kafka.client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
 from eventpipe.settings import KafkaSettings
+from eventpipe.trace_hook import TraceHook
 
 PARTITIONS_TTL_S = 1.0  # how long a topic's partition list is reused without asking
 
@@ -57,6 +62,7 @@ class BatchProducer:
         self._late: set[asyncio.Task[None]] = set()
         self._partitions: dict[str, tuple[float, list[int]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.trace: TraceHook | None = None  # told of each acknowledged batch's ids
 
     async def start(self) -> None:
         if self._producer is not None:
@@ -97,11 +103,13 @@ class BatchProducer:
         topic: str,
         messages: Sequence[KafkaMessage],
         *,
+        ids: Sequence[str] = (),
         on_late_ack: Callable[[], None] | None = None,
     ) -> None:
-        """Write ``messages`` to ``topic``; returns after every one was acknowledged.
-        When this raises BrokerUnavailableError and the broker acknowledges every
-        message later after all, ``on_late_ack()`` is called then."""
+        """Write ``messages`` (event ``ids``, for the trace index) to ``topic``;
+        returns after every one was acknowledged.  When this raises
+        BrokerUnavailableError and the broker acknowledges every message later
+        after all, ``on_late_ack()`` is called then."""
         producer = self._producer
         if producer is None:
             raise BrokerUnavailableError("the webhook producer is not running")
@@ -118,6 +126,10 @@ class BatchProducer:
                 msg = messages[i]
                 if batch is None or not batch.append(msg):
                     batch = self._open_batch(producer, topic, p, msg)
+                if self.trace is not None:
+                    batch.ids.append(ids[i] if ids else "")
+                if batch.span is not None:
+                    batch.span.add_caller()
                 fut: asyncio.Future[None] = loop.create_future()
                 batch.waiters.append(fut)
                 futures.append(fut)
@@ -176,7 +188,7 @@ class BatchProducer:
         """A new open batch for the partition holding ``first``, handed to aiokafka
         behind the partition's previous batch (order kept)."""
         previous = self._open.get((topic, partition))
-        batch = _Batch(producer.create_batch())
+        batch = _Batch(producer.create_batch(), telemetry.batch_span(topic, partition))
         if not batch.append(first):
             # group_by_partition() found it fits a request; a builder takes any first record
             raise RecordTooLargeError(f"produce to {topic}: a record fits no record batch")
@@ -209,7 +221,7 @@ class BatchProducer:
             batch.builder.close()
             self._finish(topic, partition, batch)
             batch.fail(_produce_error(exc, topic))
-            batch.settle(False)
+            batch.settle(False, exc)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -227,13 +239,20 @@ class BatchProducer:
     ) -> None:
         deadline.cancel()
         self._finish(topic, partition, batch)
+        error: BaseException | None = None
         if ack.cancelled():
-            batch.fail(BrokerUnavailableError(f"produce to {topic}: cancelled"))
+            error = BrokerUnavailableError(f"produce to {topic}: cancelled")
+            batch.fail(error)
         elif (exc := ack.exception()) is not None:
-            batch.fail(_produce_error(exc, topic))
+            error = _produce_error(exc, topic)
+            batch.fail(error)
         else:
             batch.succeed()
-        batch.settle(not ack.cancelled() and ack.exception() is None)
+            if self.trace is not None and batch.ids:
+                self.trace.produced(
+                    topic, partition, ack.result().offset, batch.ids, None, "webhook"
+                )
+        batch.settle(error is None, error)
 
     def _expire(self, topic: str, batch: _Batch) -> None:
         """No acknowledgement within ``timeout_s``: the requests get 503.  The batch
@@ -252,11 +271,13 @@ class BatchProducer:
 class _Batch:
     """One open record batch and the requests waiting for its acknowledgement."""
 
-    __slots__ = ("builder", "outcome", "queued", "waiters")
+    __slots__ = ("builder", "ids", "outcome", "queued", "span", "waiters")
 
-    def __init__(self, builder: Any) -> None:
+    def __init__(self, builder: Any, span: telemetry.BatchSpan | None = None) -> None:
         self.builder = builder
+        self.span = span  # tracing on: the batch's ``send`` span
         self.waiters: list[asyncio.Future[None]] = []
+        self.ids: list[str] = []  # the records' event ids, when traced
         loop = asyncio.get_running_loop()
         self.queued: asyncio.Future[None] = loop.create_future()
         # True once the broker acknowledged it, False once it failed: also when that
@@ -280,9 +301,11 @@ class _Batch:
             if not w.done():
                 w.set_exception(exc)
 
-    def settle(self, acknowledged: bool) -> None:
+    def settle(self, acknowledged: bool, error: BaseException | None = None) -> None:
         if not self.outcome.done():
             self.outcome.set_result(acknowledged)
+            if self.span is not None:
+                self.span.end(len(self.waiters), error)
 
 
 async def _when_all_acked(outcomes: list[asyncio.Future[bool]], then: Callable[[], None]) -> None:

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import orjson
 from aiohttp import web
 
-from eventpipe import metrics
+from eventpipe import metrics, telemetry
 from eventpipe.context import Context
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.envelope import CloudEvent, is_json_content_type
@@ -49,6 +49,7 @@ from eventpipe.kafka.client import RecordTooLargeError
 from eventpipe.plugin import Plugin, Route, Source
 from eventpipe.preflight import Problem, Reach, topic_problems
 from eventpipe.problem import Refusal
+from eventpipe.route_docs import RouteDoc
 from eventpipe.schema_registry.lookup import subject_problems
 from eventpipe.status import Activity, ComponentStatus
 
@@ -114,6 +115,7 @@ class WebhookSource(Source):
         self.producer = producer or BatchProducer(
             ctx.settings.kafka, timeout_s=config.publish_timeout_s
         )
+        self.producer.trace = ctx.publisher.trace  # the service's trace index, if on
         self.topic = config.topic
         self.verifier = make_verifier(config.verify)
         self.redacted = self.verifier.redacted
@@ -163,6 +165,8 @@ class WebhookSource(Source):
         self._dedup_hits = metrics.DEDUP_HITS.labels(source=name)
         self._late_acks = metrics.WEBHOOK_LATE_ACKS.labels(source=name)
         self._retry_after = {"Retry-After": str(config.retry_after_s)}
+        self._route = f"/webhooks/{name}"
+        self._span_attributes = {"eventpipe.source": name, "messaging.destination.name": self.topic}
         self._retry_hint = (
             "Retry with the same delivery id: once stored, it is answered as a duplicate"
             if self.dedup is not None
@@ -283,6 +287,15 @@ class WebhookSource(Source):
     # -------------------------------------------------------------- request
     @decodes_content_encoding  # gzip and deflate bodies, within max_body_bytes
     async def handle(self, request: web.Request) -> web.Response:
+        sender = telemetry.incoming(request.headers)
+        with telemetry.server_span(self._route, sender, self._span_attributes) as span:
+            resp = await self._handle(request, sender)
+            telemetry.set_http_status(span, resp.status)
+        return resp
+
+    async def _handle(
+        self, request: web.Request, sender: telemetry.TraceContext | None
+    ) -> web.Response:
         if self._active >= self.cfg.max_concurrency:
             resp = Reject(
                 503,
@@ -306,7 +319,7 @@ class WebhookSource(Source):
         body: bytes | None = None
         try:
             body = await self._read(request)
-            resp = await self._process(request, body, started)
+            resp = await self._process(request, body, started, telemetry.received(sender))
         except Reject as reject:
             resp = await self._refuse(request, reject, body)
         finally:
@@ -343,7 +356,13 @@ class WebhookSource(Source):
                 headers=self._retry_after,
             ) from None
 
-    async def _process(self, request: web.Request, body: bytes, started: float) -> web.Response:
+    async def _process(
+        self,
+        request: web.Request,
+        body: bytes,
+        started: float,
+        trace: telemetry.TraceContext | None,
+    ) -> web.Response:
         headers = request.headers
         now = time.time()
         try:
@@ -362,8 +381,9 @@ class WebhookSource(Source):
         if self.cfg.input == "json":
             received = datetime.fromtimestamp(now, UTC)
             items = [self._json_item(headers, body, verified, received, body_digest)]
+            telemetry.stamp_headers(items[0].message.headers, trace)
         else:
-            items = self._cloudevent_items(headers, body, body_digest)
+            items = self._cloudevent_items(headers, body, body_digest, trace)
         return await self._store(items, started)
 
     # ------------------------------------------------------------- decoding
@@ -415,7 +435,11 @@ class WebhookSource(Source):
         return item
 
     def _cloudevent_items(
-        self, headers: Mapping[str, str], body: bytes, body_digest: str
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        body_digest: str,
+        trace: telemetry.TraceContext | None,
     ) -> list[Item]:
         try:
             events = parse_events(headers, body)
@@ -439,6 +463,7 @@ class WebhookSource(Source):
                     attributes=_event_attributes(event),
                 ) from exc
             self._check_id(event.id)
+            telemetry.stamp(event, trace)
             item = Item(event.id, f"{event.source} {event.id}", to_kafka(event))
             if self.validator is not None:
                 self._validate(event.data, item)
@@ -539,7 +564,10 @@ class WebhookSource(Source):
         try:
             # bounded by publish_timeout_s; a late acknowledgement records the ids
             await self.producer.send(
-                self.topic, [i.message for i in items], on_late_ack=lambda: self._late_ack(keys)
+                self.topic,
+                [i.message for i in items],
+                ids=[i.id for i in items],
+                on_late_ack=lambda: self._late_ack(keys),
             )
         except BrokerUnavailableError as exc:
             self.activity.failed(exc)
@@ -646,6 +674,18 @@ async def check_webhook(cfg: WebhookEntry, reach: Reach) -> list[Problem]:
     return problems
 
 
+ROUTES = (
+    RouteDoc(
+        "POST",
+        "/webhooks/{name}",
+        "a webhook delivery for the source of that name: verified, mapped to a CloudEvent, "
+        "2xx once the broker (or the spool) has it",
+        "the source's `verify` scheme: a signature over the body (Standard Webhooks, Stripe, "
+        "GitHub, HMAC), or none",
+    ),
+)
+"""The route every webhook source serves (one per source name)."""
+
 PLUGIN = Plugin(
     "source",
     "webhook",
@@ -653,4 +693,25 @@ PLUGIN = Plugin(
     WebhookSource.build,
     "HTTP webhooks (Standard Webhooks, Stripe, GitHub, HMAC) as CloudEvents on a topic",
     check=check_webhook,
+    example="""\
+- type: webhook
+  name: billing                       # served at POST /webhooks/billing
+  topic: billing.events
+  verify:
+    scheme: standard-webhooks         # standard-webhooks | stripe | github | hmac | none
+    secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]   # several: key rotation
+    tolerance_s: 300
+  event:                              # jq over {body, headers}
+    type: .body.type
+    subject: .body.data.customer_id
+    partitionkey: .body.data.customer_id
+  validate: billing-value             # a schema registry subject (or {schema: {...}})
+  spool: postgres                     # broker down: 202 from a PostgreSQL spool
+  rate_limit: {per_second: 500, burst: 1000}
+- type: webhook
+  name: shop                          # a provider's own HMAC over the body
+  topic: shop.orders
+  verify: {scheme: hmac, secrets: [demo-secret-change-me], header: x-signature}
+  event: {type: '"shop.order." + .body.status', partitionkey: .body.customer}
+""",
 )

@@ -250,7 +250,9 @@ class Relay:
                 run = rows[start:end]
                 msgs = [KafkaMessage(r[3], r[4], _headers_from(r[5])) for r in run]
                 try:
-                    await self.publisher.publish_messages(topic, msgs, [r[2] for r in run])
+                    await self.publisher.publish_messages(
+                        topic, msgs, [r[2] for r in run], via="webhook-spool"
+                    )
                 except PublishBatchError as exc:
                     prefix = 0
                     while prefix in exc.acked:
