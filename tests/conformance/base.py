@@ -22,6 +22,10 @@ from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.plugin import Component
 from eventpipe.settings import Settings, TopicSpec
 
+SMALL_RECORDS = 8192
+"""A producer limit (``kafka.max_request_size``) under which a profile's bad record
+is too large: the test's own producer keeps 1 MiB, so it can still make it."""
+
 Delivery = Literal["exactly_once", "idempotent", "at_least_once"]
 """What a redelivery of the same batch (a crash before the offsets were committed)
 does at the destination: ``exactly_once``, nothing, because the sink keeps the
@@ -45,6 +49,7 @@ class Profile:
 
     plugin_type: ClassVar[str]
     variant: ClassVar[str] = ""  # a second profile of one plugin (another mode)
+    max_record_bytes: ClassVar[int | None] = None  # the Context's kafka.max_request_size
 
     def __init__(self, settings: Settings, name: str) -> None:
         self.base = settings
@@ -56,7 +61,10 @@ class Profile:
 
     def settings(self) -> Settings:
         """The settings of the Context the plugin is built with."""
-        return self.base
+        if self.max_record_bytes is None:
+            return self.base
+        kafka = self.base.kafka.model_copy(update={"max_request_size": self.max_record_bytes})
+        return self.base.model_copy(update={"kafka": kafka})
 
     async def setup(self) -> dict[str, Any]:
         """Make what the plugin needs; return its config (below)."""

@@ -14,7 +14,7 @@ from eventpipe.settings import Settings
 from tests.helpers import read_records
 from tests.integration.test_pipeline_support import sql
 
-from .base import Delivery, Effect, SinkProfile
+from .base import SMALL_RECORDS, Delivery, Effect, SinkProfile
 
 BAD_TYPE = "conformance.refused"
 
@@ -125,18 +125,14 @@ class TopicProfile(SinkProfile):
 
     plugin_type = "topic"
     delivery: ClassVar[Delivery] = "at_least_once"
-    LIMIT = 8192
-
-    def settings(self) -> Settings:
-        kafka = self.base.kafka.model_copy(update={"max_request_size": self.LIMIT})
-        return self.base.model_copy(update={"kafka": kafka})
+    max_record_bytes = SMALL_RECORDS
 
     async def setup(self) -> dict[str, Any]:
         await self.create_topics(self.name)
         return {"topic": self.name}
 
     def bad_event(self) -> CloudEvent:
-        data = {"n": -1, "pad": "x" * (2 * self.LIMIT)}
+        data = {"n": -1, "pad": "x" * 2 * SMALL_RECORDS}
         return CloudEvent.create("conformance.item", "/conformance", data, id=f"{self.name}-x")
 
     async def effects(self, expected: int) -> list[Effect]:

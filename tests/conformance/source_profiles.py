@@ -20,7 +20,7 @@ from eventpipe.plugin import Component, Source
 from tests.integration.test_cdc_support import drop_cdc_objects
 from tests.integration.test_pipeline_support import produce_raw, sql
 
-from .base import Running, SourceProfile
+from .base import SMALL_RECORDS, Running, SourceProfile
 
 
 def _label(event: CloudEvent) -> str:
@@ -97,6 +97,8 @@ class KafkaSourceProfile(SourceProfile):
 
 
 class _Database(SourceProfile):
+    """Sources of PostgreSQL rows."""
+
     @property
     def url(self) -> str:
         return self.base.database.url.get_secret_value()
@@ -124,6 +126,13 @@ class PostgresCdcProfile(_Database):
     cases here are about the stream (test_cdc_snapshot covers the snapshot)."""
 
     plugin_type = "postgres_cdc"
+    max_record_bytes = SMALL_RECORDS
+
+    async def make_bad_input(self, running: Running) -> str | None:
+        """A row whose change event is larger than the producer takes: the broker
+        never gets it, the dead letter keeps it (its value stored in PostgreSQL)."""
+        await self.make_input(running, ["x" * 2 * SMALL_RECORDS])
+        return f"{self.name}.dlq"
 
     async def ready(self, source: Component) -> None:
         await super().ready(source)
@@ -185,6 +194,17 @@ class OutboxProfile(_Database):
 
     def label_of(self, event: CloudEvent) -> str:
         return _label(event)
+
+    async def make_bad_input(self, running: Running) -> str | None:
+        """A row an application wrote by hand, its ``ce_time`` not a timestamp: no
+        CloudEvent can be made of it."""
+        insert = (
+            f"insert into public.{self.name} (id, aggregatetype, aggregateid, type, payload,"
+            " headers) values (%s, 'conformance', 'bad', 'conformance.item', %s, %s)"
+        )
+        headers = orjson.dumps({"ce_source": "/c", "ce_time": "yesterday"}).decode()
+        await sql(self.url, insert, (f"{self.name}-bad", '{"label": "bad"}', headers))
+        return f"{self.name}.dlq"
 
 
 class OutboxPollProfile(OutboxProfile):
