@@ -14,8 +14,13 @@ from tests.plugins import example_sink
 
 
 def test_every_catalog_plugin_has_a_profile() -> None:
-    assert [p.type for p in catalog.SINKS if p.type not in profiles.SINK_PROFILES] == []
-    assert [p.type for p in catalog.SOURCES if p.type not in profiles.SOURCE_PROFILES] == []
+    lacking = [
+        profiles.missing(p.kind, p.type)
+        for p, listed in [(s, profiles.SINK_PROFILES) for s in catalog.SINKS]
+        + [(s, profiles.SOURCE_PROFILES) for s in catalog.SOURCES]
+        if p.type not in listed
+    ]
+    assert lacking == [], "\n".join(lacking)
 
 
 def test_the_suite_runs_the_catalog_and_the_example_sink() -> None:
