@@ -4,6 +4,7 @@ which event the destination refuses."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar
 
 from aiohttp import web
@@ -11,7 +12,7 @@ from aiohttp import web
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka
 from eventpipe.settings import Settings
-from tests.helpers import read_records
+from tests.helpers import read_records, receiving_posts
 from tests.integration.test_pipeline_support import sql
 
 from .base import SMALL_RECORDS, Delivery, Effect, SinkProfile
@@ -153,7 +154,7 @@ class HttpProfile(SinkProfile):
     def __init__(self, settings: Settings, name: str) -> None:
         super().__init__(settings, name)
         self.taken: list[Effect] = []
-        self.runner: web.AppRunner | None = None
+        self.server = contextlib.AsyncExitStack()
 
     async def _receive(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -165,13 +166,8 @@ class HttpProfile(SinkProfile):
         return web.Response(status=204)
 
     async def setup(self) -> dict[str, Any]:
-        app = web.Application()
-        app.router.add_post("/hook", self._receive)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        host, port = self.runner.addresses[0][:2]
-        return {"url": f"http://{host}:{port}/hook", "timeout": "5s"}
+        url = await self.server.enter_async_context(receiving_posts(self._receive))
+        return {"url": url, "timeout": "5s"}
 
     def bad_event(self) -> CloudEvent:
         return CloudEvent.create(BAD_TYPE, "/conformance", {"n": -1}, id=f"{self.name}-x")
@@ -180,5 +176,4 @@ class HttpProfile(SinkProfile):
         return list(self.taken)
 
     async def teardown(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
+        await self.server.aclose()
