@@ -103,7 +103,7 @@ def _say(settings: ServiceConfig, message: str) -> None:
     if settings.logging.format == "json":
         log.info("%s", message)  # stderr holds JSON lines only
     else:
-        err_console.print(message)
+        err_console.print(message, soft_wrap=True)
 
 
 def _supervise(args: argparse.Namespace, settings: ServiceConfig, count: int) -> int:

@@ -24,6 +24,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from eventpipe.embedded.process import free_port
 from eventpipe.settings import Settings
+from tests.helpers import read_records
+from tests.integration.test_cdc_crash import check_topic, source_entry, write_changes
+from tests.integration.test_cdc_support import (
+    drop_cdc_objects,
+    execute,
+    flush_lsn,
+    unique,
+    wait_slot_confirmed,
+)
 from tests.integration.test_pipeline_support import sql, wait_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,6 +94,12 @@ class Tree:
         except (aiohttp.ClientError, TimeoutError) as exc:
             return type(exc).__name__
 
+    def kill(self) -> None:
+        """kill -9 of the supervisor: its workers see it gone and stop."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def stop(self, timeout: float = 50.0) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
@@ -94,19 +109,65 @@ def all_running(snap: dict[str, Any]) -> bool:
     return len(snap["workers"]) == 2 and all(w["state"] == "running" for w in snap["workers"])
 
 
+def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "eventpipe", *argv],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def until_accepted(accepted: list[str], n: int, within_s: float = 60.0) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        if len(accepted) >= n:
+            return
+        assert time.monotonic() < deadline, f"only {len(accepted)} of {n} webhooks accepted"
+        await asyncio.sleep(0.1)
+
+
+async def launch(
+    settings: Settings, tmp: Path, cfg: dict[str, Any], name: str, role: str = "all"
+) -> Tree:
+    """``eventpipe run --workers 2`` with ``cfg`` (ports added), once both workers run."""
+    url = settings.database.url.get_secret_value()
+    port, ops = free_port(), free_port()
+    cfg["service"] = {
+        "port": port,
+        "ops_port": ops,
+        "log_level": "INFO",
+        "console": {"public_read": True},
+    }
+    path = tmp / "workers.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    log = tmp / "supervisor.log"
+    env = dict(
+        os.environ,
+        EVENTPIPE_KAFKA_BOOTSTRAP=settings.kafka.bootstrap,
+        EVENTPIPE_DATABASE_URL=url,
+        PYTHONPATH=str(ROOT),
+    )
+    proc = start(["run", "-c", str(path), "--workers", "2", "--role", role], env, log)
+    t = Tree(proc, port, f"http://127.0.0.1:{ops}", log, name, name, url)
+    try:
+        await t.wait(all_running, 90, "both workers running")
+    except BaseException:
+        t.kill()
+        raise
+    return t
+
+
 @pytest.fixture
 async def tree(settings: Settings, tmp_path: Path) -> AsyncIterator[Tree]:
+    """A webhook -> topic (4 partitions) -> pipeline -> Postgres upsert, in 2 workers."""
     name = f"wk_{uuid.uuid4().hex[:8]}"
-    url = settings.database.url.get_secret_value()
-    await sql(url, f"create table {name} (id text primary key, total int)")
-    port, ops = free_port(), free_port()
+    await sql(
+        settings.database.url.get_secret_value(),
+        f"create table {name} (id text primary key, total int)",
+    )
     cfg = {
-        "service": {
-            "port": port,
-            "ops_port": ops,
-            "log_level": "INFO",
-            "console": {"public_read": True},
-        },
         "kafka": {"linger_ms": 1},
         "database": {"pool_max": 4},
         "topics": [{"name": f"{name}.in", "partitions": 4}],
@@ -131,30 +192,11 @@ async def tree(settings: Settings, tmp_path: Path) -> AsyncIterator[Tree]:
             }
         ],
     }
-    path = tmp_path / "workers.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    log = tmp_path / "supervisor.log"
-    env = dict(
-        os.environ,
-        EVENTPIPE_KAFKA_BOOTSTRAP=settings.kafka.bootstrap,
-        EVENTPIPE_DATABASE_URL=url,
-        PYTHONPATH=str(ROOT),
-    )
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "eventpipe", "run", "-c", str(path), "--workers", "2"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    t = Tree(proc, port, f"http://127.0.0.1:{ops}", log, name, name, url)
+    t = await launch(settings, tmp_path, cfg, name)
     try:
-        await t.wait(all_running, 90, "both workers running")
         yield t
     finally:
-        if proc.poll() is None:
-            proc.kill()  # the workers see their supervisor gone and stop
-            proc.wait()
+        t.kill()
 
 
 def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -248,8 +290,7 @@ async def test_a_worker_killed_with_9_is_restarted_and_nothing_acknowledged_is_l
 
     sender = asyncio.create_task(send())
     try:
-        while len(accepted) < 60:
-            await asyncio.sleep(0.1)
+        await until_accepted(accepted, 60)
         before = webhook_requests(await scrape(tree.ops), tree.source)
         assert before > 0
         os.kill(victim["pid"], signal.SIGKILL)
@@ -260,9 +301,7 @@ async def test_a_worker_killed_with_9_is_restarted_and_nothing_acknowledged_is_l
         )
         assert snap["workers"][0]["pid"] != victim["pid"]
         assert snap["workers"][0]["last_exit"] == "killed by SIGKILL"
-        marker = len(accepted)
-        while len(accepted) < marker + 40:
-            await asyncio.sleep(0.1)
+        await until_accepted(accepted, len(accepted) + 40)
     finally:
         stop_sending.set()
         await sender
@@ -278,3 +317,51 @@ async def test_a_worker_killed_with_9_is_restarted_and_nothing_acknowledged_is_l
     assert webhook_requests(merged, tree.source) >= before
     assert "worker 0 (pid" in tree.log_text() and "restarting it in" in tree.log_text()
     assert await asyncio.to_thread(tree.stop) == 0, tree.log_text()[-3000:]
+
+
+def replication(snap: dict[str, Any], check: str) -> dict[int, str]:
+    """worker -> the CDC source's replication (active, waiting, ...)."""
+    return {
+        c["worker"]: c["details"]["replication"] for c in snap["components"] if c["check"] == check
+    }
+
+
+async def test_cdc_one_reader_per_slot_and_the_standby_worker_takes_over(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Both workers run the CDC source; the slot's advisory lock keeps one reading,
+    the other is standby; kill -9 of the reader: the standby reads on, and the
+    restarted worker becomes the standby.  Every change is on the topic."""
+    name, table = unique("wcdc"), unique("wcdc_t")
+    await execute(settings, f"create table {table} (id int primary key, v int not null)")
+    check = f"cdc:{name}"
+    cfg = {"kafka": {"linger_ms": 1}, "sources": [source_entry(name, table)]}
+    t = await launch(settings, tmp_path, cfg, name, role="cdc")
+    try:
+        snap = await t.wait(
+            lambda s: sorted(replication(s, check).values()) == ["active", "waiting"],
+            60,
+            "one reader and one standby",
+        )
+        reader = next(w for w, r in replication(snap, check).items() if r == "active")
+        expected = await write_changes(settings, table, 100)
+        await wait_slot_confirmed(settings, name, await flush_lsn(settings))
+        os.kill(snap["workers"][reader]["pid"], signal.SIGKILL)
+        snap = await t.wait(
+            lambda s: (
+                replication(s, check) == {1 - reader: "active", reader: "waiting"}
+                and all_running(s)
+            ),
+            60,
+            "the standby reading and the restarted worker standing by",
+        )
+        expected += await write_changes(settings, table, 100, start=10_000, seed=2)
+        await wait_slot_confirmed(settings, name, await flush_lsn(settings))
+        assert await asyncio.to_thread(t.stop) == 0, t.log_text()[-3000:]
+        records = await read_records(
+            settings.kafka.bootstrap, f"{name}.public.{table}", len(expected), timeout=30
+        )
+    finally:
+        t.kill()
+        await drop_cdc_objects(settings, name, name)
+    check_topic(records, expected)
