@@ -188,3 +188,47 @@ def test_the_supervisor_serves_the_documented_ops_routes() -> None:
     }
     documented = {(d.method, d.path) for d in OPS_ROUTES}
     assert served == documented
+
+
+# ------------------------------------------------------- eventpipe status
+def test_eventpipe_status_shows_the_worker_of_each_component_and_asks_the_supervisor(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    from eventpipe.cli import status as status_cli
+
+    entry = {
+        "check": "pipeline:p",
+        "health": "ok",
+        "name": "p",
+        "type": "pipeline",
+        "state": "running",
+        "rate_in": 1.0,
+        "rate_out": 1.0,
+        "children": [],
+    }
+    workers = [
+        {"worker": 0, "state": "running", "pid": 41, "restarts": 0},
+        {"worker": 1, "state": "restarting", "pid": None, "restarts": 3},
+    ]
+    snap = merge_status(workers, {0: {"components": [entry], "attention": []}}, "t")
+    console = Console(width=200, record=True)
+    console.print(status_cli.render(snap, "http://127.0.0.1:8081"))
+    text = console.export_text()
+    assert "┃ worker ┃ component" in text
+    assert "workers: 0 running (pid 41, 0 restarts); 1 restarting (3 restarts)" in text
+    assert "needs attention: worker 1: restarting" in text
+
+    for var in (
+        "EVENTPIPE_SERVICE_PORT",
+        "EVENTPIPE_SERVICE_WORKERS",
+        "EVENTPIPE_SERVICE_OPS_PORT",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("service:\n  port: 8080\n  workers: 2\n")
+    args = argparse.Namespace(config=str(cfg), url=None)
+    assert status_cli.target(args)[0] == "http://127.0.0.1:8081"  # port + 1
+    cfg.write_text("service:\n  port: 8080\n  workers: 2\n  ops_port: 9100\n")
+    assert status_cli.target(args)[0] == "http://127.0.0.1:9100"
