@@ -57,6 +57,17 @@ def _config(path: Path, spec: dict[str, Any]) -> Path:
     return path
 
 
+def _result(n: int, out_start: float, elapsed: float, pids: list[int]) -> WorkersResult:
+    """The rate over the events written once every worker was consuming."""
+    counted = int(n - out_start)
+    if counted < n // 4:
+        raise RuntimeError(
+            f"only {counted} of {n} events were left once every worker was consuming: "
+            "raise BENCH_WORKER_EVENTS"
+        )
+    return WorkersResult(counted / elapsed, counted, [pid_peak_rss_mb(p) for p in pids])
+
+
 async def _counts(
     session: aiohttp.ClientSession, port: int, pipeline: str
 ) -> tuple[float, float] | None:
@@ -98,14 +109,8 @@ async def run_workers(
                     if t_start is None and all(c is not None and c[0] > 0 for c in counts):
                         t_start, out_start = now, total_out
                     if t_start is not None and total_out >= n:
-                        counted = int(n - out_start)
-                        if counted < n // 4:
-                            raise RuntimeError(
-                                f"only {counted} of {n} events were left once every worker "
-                                "was consuming: raise BENCH_WORKER_EVENTS"
-                            )
-                        rss = [pid_peak_rss_mb(p.pid) for p in procs]
-                        return WorkersResult(counted / (now - t_start), counted, rss)
+                        pids = [p.pid for p in procs]
+                        return _result(n, out_start, now - t_start, pids)
                 await asyncio.sleep(POLL_S)
             raise TimeoutError(f"the workers did not deliver {n} events in time")
     finally:
@@ -166,14 +171,7 @@ async def run_supervised(
                     if t_start is None and len(taken) == workers and all(taken.values()):
                         t_start, out_start = now, out
                     if t_start is not None and out >= n:
-                        counted = int(n - out_start)
-                        if counted < n // 4:
-                            raise RuntimeError(
-                                f"only {counted} of {n} events were left once every worker "
-                                "was consuming: raise BENCH_WORKER_EVENTS"
-                            )
-                        rss = [pid_peak_rss_mb(p) for p in [proc.pid, *pids]]
-                        return WorkersResult(counted / (now - t_start), counted, rss)
+                        return _result(n, out_start, now - t_start, [proc.pid, *pids])
                 await asyncio.sleep(POLL_S)
             raise TimeoutError(f"the workers did not deliver {n} events in time")
     finally:

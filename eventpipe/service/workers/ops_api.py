@@ -128,30 +128,31 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-async def status(request: web.Request) -> web.Response:
+async def _statuses(
+    request: web.Request, path: str
+) -> list[tuple[Worker, dict[str, Any] | None]] | web.Response:
+    """Each worker's answer to ``path`` (a status route), or the problem to answer."""
     no = refused(request, request.app[SUPERVISOR].settings)
     if no is not None:
         return no
-    answers = await _ask_all(request, "/v1/status")
+    answers = await _ask_all(request, path)
     problem = _forwarded_problem(answers)
-    if problem is not None:
-        return problem
-    views = [w.view() for w, _ in answers]
-    snaps = {w.index: body for w, a in answers if (body := _json(a)) is not None}
-    return web.json_response(merge_status(views, snaps, _now()))
+    return problem if problem is not None else [(w, _json(a)) for w, a in answers]
+
+
+async def status(request: web.Request) -> web.Response:
+    got = await _statuses(request, "/v1/status")
+    if isinstance(got, web.Response):
+        return got
+    snaps = {w.index: body for w, body in got if body is not None}
+    return web.json_response(merge_status([w.view() for w, _ in got], snaps, _now()))
 
 
 async def history(request: web.Request) -> web.Response:
-    no = refused(request, request.app[SUPERVISOR].settings)
-    if no is not None:
-        return no
-    answers = await _ask_all(request, "/v1/status/history")
-    problem = _forwarded_problem(answers)
-    if problem is not None:
-        return problem
-    return web.json_response(
-        {"workers": {str(w.index): _json(a) for w, a in answers if _json(a) is not None}}
-    )
+    got = await _statuses(request, "/v1/status/history")
+    if isinstance(got, web.Response):
+        return got
+    return web.json_response({"workers": {str(w.index): b for w, b in got if b is not None}})
 
 
 def build_ops_app(supervisor: Supervisor) -> web.Application:

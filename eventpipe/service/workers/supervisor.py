@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from eventpipe.embedded.process import PortInUseError
+from eventpipe.embedded.process import bound_socket
 from eventpipe.settings import Settings
 
 from .slot import WorkerSlot
@@ -112,20 +112,13 @@ def reserve_port(host: str, port: int) -> socket.socket:
     the port is taken now (port 0 becomes a real one the workers share), a port
     another program listens on fails here, once; connections go only to the
     workers' listening sockets."""
-    family, kind, proto, _, addr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(addr)
-    except OSError as exc:
-        sock.close()
-        raise PortInUseError(
-            port, "the eventpipe HTTP service", "pass --port N (or set EVENTPIPE_SERVICE_PORT)"
-        ) from exc
-    return sock
+    return bound_socket(
+        host,
+        port,
+        "the eventpipe HTTP service",
+        "pass --port N (or set EVENTPIPE_SERVICE_PORT)",
+        reuse_port=True,
+    )
 
 
 def private_listener() -> socket.socket:
