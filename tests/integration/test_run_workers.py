@@ -365,3 +365,43 @@ async def test_cdc_one_reader_per_slot_and_the_standby_worker_takes_over(
         t.kill()
         await drop_cdc_objects(settings, name, name)
     check_topic(records, expected)
+
+
+async def test_a_config_the_workers_refuse_stops_the_supervisor_with_exit_2(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The start-time checks fail in every worker (the sink's table is missing): the
+    supervisor does not restart them in a loop, it exits 2."""
+    name = unique("wkbad")
+    cfg = {
+        "service": {"port": 0, "ops_port": 0},
+        "pipelines": [
+            {
+                "name": name,
+                "source": {"topics": [name]},
+                "sinks": [{"postgres": {"table": name, "columns": {"id": ".id"}}}],
+            }
+        ],
+        "topics": [{"name": name}],
+    }
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = dict(
+        os.environ,
+        EVENTPIPE_KAFKA_BOOTSTRAP=settings.kafka.bootstrap,
+        EVENTPIPE_DATABASE_URL=settings.database.url.get_secret_value(),
+        PYTHONPATH=str(ROOT),
+    )
+    log = tmp_path / "bad.log"
+    proc = start(["run", "-c", str(path), "--workers", "2"], env, log)
+    try:
+        code = await asyncio.to_thread(proc.wait, 50)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert code == 2, text[-3000:]
+    assert f"table {name}" in text or name in text
+    assert "refused its config (exit 2" in text
+    assert "restarting it in" not in text

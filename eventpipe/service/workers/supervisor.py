@@ -241,6 +241,8 @@ class Supervisor:
             if self.stopping.is_set():
                 w.state = "stopped"
                 log.info("worker %d (pid %d) stopped: %s", w.index, w.proc.pid, w.last_exit)
+                if code != 0:  # it did not drain cleanly
+                    self.exit_code = self.exit_code or 1
                 return
             if code == CONFIG_REFUSED and not w.ever_ready:
                 w.state = "stopped"
@@ -280,6 +282,9 @@ class Supervisor:
         w.started_at = time.monotonic()
         w.state = "starting"
         log.info("worker %d started (pid %d)", w.index, w.proc.pid)
+        if self.stopping.is_set():  # the stop came while it was being started
+            w.state = "stopping"
+            w.proc.send_signal(signal.SIGTERM)
 
     async def _watch_ready(self, w: Worker) -> None:
         """Mark ``w`` running once it answers /healthz on its ops port."""
