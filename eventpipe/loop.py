@@ -4,6 +4,7 @@ with the cyclic garbage collector tuned for batch work."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -29,6 +30,14 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def tune_gc() -> None:
     """Process-wide: called by :func:`run`, i.e. by every eventpipe entry point."""
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+async def cancel(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` (if any) and wait until it has finished."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
