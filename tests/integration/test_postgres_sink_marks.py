@@ -83,6 +83,17 @@ async def make_sink(
     return sink
 
 
+async def checked_table(settings: Settings) -> tuple[str, str, str]:
+    """A new table that refuses a total of 100 or more: (database url, table, topic)."""
+    url = settings.database.url.get_secret_value()
+    table, topic = ident("marks"), ident("topic")
+    await sql(
+        url,
+        f"create table {table} (event_id text primary key, n int, total int check (total < 100))",
+    )
+    return url, table, topic
+
+
 async def test_a_second_writer_waits_for_the_marks_then_skips_what_was_written(
     settings: Settings, pool: AsyncConnectionPool, opened: list[PostgresSink]
 ) -> None:
@@ -112,12 +123,7 @@ async def test_a_second_writer_waits_for_the_marks_then_skips_what_was_written(
 async def test_a_refused_batch_is_written_row_by_row_and_keeps_the_good_rows(
     settings: Settings, pool: AsyncConnectionPool, opened: list[PostgresSink]
 ) -> None:
-    url = settings.database.url.get_secret_value()
-    table, topic = ident("marks"), ident("topic")
-    await sql(
-        url,
-        f"create table {table} (event_id text primary key, n int, total int check (total < 100))",
-    )
+    url, table, topic = await checked_table(settings)
     sink = await make_sink(PostgresSink, settings, pool, table, opened)
     batch = items(topic, range(50), totals={7: 500, 31: 900})
 
@@ -139,12 +145,7 @@ async def test_a_refused_small_batch_is_written_row_by_row_too(
     """A batch of up to SMALL_BATCH_ROWS goes in pipeline mode (a larger one by COPY);
     its refusal must roll the transaction back too, so the row-by-row retry finds the
     bad row."""
-    url = settings.database.url.get_secret_value()
-    table, topic = ident("marks"), ident("topic")
-    await sql(
-        url,
-        f"create table {table} (event_id text primary key, n int, total int check (total < 100))",
-    )
+    url, table, topic = await checked_table(settings)
     sink = await make_sink(PostgresSink, settings, pool, table, opened)
     bad = size - 1
     for rnd in range(5):  # batch after batch on the same connection pool

@@ -11,20 +11,20 @@ from eventpipe import metrics
 from eventpipe.loop_monitor import LoopMonitor
 
 
-def _count(histogram: object) -> float:
+def _sample(histogram: object, suffix: str) -> float:
     for metric in histogram.collect():  # type: ignore[attr-defined]
         for sample in metric.samples:
-            if sample.name.endswith("_count"):
+            if sample.name.endswith(suffix):
                 return float(sample.value)
     return 0.0
+
+
+def _count(histogram: object) -> float:
+    return _sample(histogram, "_count")
 
 
 def _sum(histogram: object) -> float:
-    for metric in histogram.collect():  # type: ignore[attr-defined]
-        for sample in metric.samples:
-            if sample.name.endswith("_sum"):
-                return float(sample.value)
-    return 0.0
+    return _sample(histogram, "_sum")
 
 
 async def test_a_blocked_loop_shows_as_lag_and_collections_as_pauses() -> None:
