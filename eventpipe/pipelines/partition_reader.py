@@ -208,6 +208,7 @@ class SourceReader:
         self._reread: set[TP] = set()
         self.rereads = 0
         self._active_at = 0.0  # when a fetch last brought records (monotonic)
+        self._full = False  # the last batch filled max_records: a backlog
 
     # ------------------------------------------------------------ faust hooks
     def install(self) -> None:
@@ -393,6 +394,7 @@ class SourceReader:
                 await self._call(_seek, seek)
             if last:
                 break
+        self._full = len(records) >= max_records
         if not records and not spans:
             return None
         return SourceBatch(records, spans, epoch)
@@ -400,8 +402,11 @@ class SourceReader:
     def _pace(self) -> int:
         """How long the broker may hold an empty fetch, in ms: short while records
         keep coming, so one arriving meanwhile is not held back (Tansu looks at a
-        held fetch again only part-way through its wait); long when idle."""
-        if time.monotonic() - self._active_at < faust_adapter.ACTIVE_FOR_S:
+        held fetch again only part-way through its wait); long when idle, and in a
+        backlog (the last batch was full): records are there to fetch, and the
+        consumer's fetches of partitions that have none (each held the short wait,
+        hundreds a second) took CPU from the batches."""
+        if not self._full and time.monotonic() - self._active_at < faust_adapter.ACTIVE_FOR_S:
             return faust_adapter.FETCH_WAIT_ACTIVE_MS
         return faust_adapter.FETCH_MAX_WAIT_MS
 
