@@ -104,13 +104,13 @@ def start_observability(settings: ServiceConfig, *, worker: int | None = None) -
 
 def report(exc: BaseException) -> int:
     if isinstance(exc, CliError):
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return exc.code
     if isinstance(exc, ConfigError):
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
     if isinstance(exc, EventpipeError):
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 3 if exc.retriable else 2
     raise exc
 
