@@ -122,6 +122,14 @@ def assert_failed_loudly(
     assert named and BUG in named[0], [r.getMessage() for r in caplog.records]
 
 
+async def until_count(settings: Settings, query: str, n: int, params: Any = None) -> None:
+    for _ in range(100):
+        if await fetch(settings, query, params) == [(n,)]:
+            return
+        await asyncio.sleep(0.1)
+    assert await fetch(settings, query, params) == [(n,)]
+
+
 def broken_publish(calls: list[int]) -> Callable[..., Awaitable[int]]:
     async def publish(self: RecordPublisher, outs: Any, dead: Any = None) -> int:
         calls.append(len(outs))
@@ -131,8 +139,12 @@ def broken_publish(calls: list[int]) -> Callable[..., Awaitable[int]]:
 
 
 # ------------------------------------------------------------------ outbox
+@pytest.mark.parametrize("mode", ["poll", "cdc"])
 async def test_an_outbox_relay_bug_stops_the_service_and_its_rows_stay(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
 ) -> None:
     name = unique("obbug")
     table = f"public.{name}"
@@ -149,7 +161,9 @@ async def test_an_outbox_relay_bug_stops_the_service_and_its_rows_stay(
         {
             "type": "outbox",
             "name": name,
-            "mode": "poll",
+            "mode": mode,
+            "slot": name,
+            "publication": name,
             "table": table,
             "topic": name + ".{aggregatetype}",
             "poll_interval_ms": 20,
@@ -159,16 +173,19 @@ async def test_an_outbox_relay_bug_stops_the_service_and_its_rows_stay(
     real = RecordPublisher.publish
     monkeypatch.setattr(RecordPublisher, "publish", broken_publish(calls))
 
-    err, _, seen = await fails_loudly(s, "cdc", f"cdc:{name}", caplog)
-    assert_failed_loudly(err, seen, f"cdc:{name}", f"outbox source {name}", caplog)
-    assert calls == [5]
-    # nothing acknowledged, nothing deleted
-    assert await fetch(settings, f"select count(*) from {table}") == [(5,)]
+    try:
+        err, _, seen = await fails_loudly(s, "cdc", f"cdc:{name}", caplog)
+        assert_failed_loudly(err, seen, f"cdc:{name}", f"outbox source {name}", caplog)
+        assert calls == [5]  # cdc: the rows left in the table go first
+        # nothing acknowledged, nothing deleted
+        assert await fetch(settings, f"select count(*) from {table}") == [(5,)]
 
-    monkeypatch.setattr(RecordPublisher, "publish", real)
-    async with running(s, "cdc"):
-        recs = await read_records(s.kafka.bootstrap, f"{name}.order", 5)
-        assert await fetch(settings, f"select count(*) from {table}") == [(0,)]
+        monkeypatch.setattr(RecordPublisher, "publish", real)
+        async with running(s, "cdc"):
+            recs = await read_records(s.kafka.bootstrap, f"{name}.order", 5)
+            await until_count(settings, f"select count(*) from {table}", 0)
+    finally:
+        await drop_cdc_objects(settings, name, name)
     ids = sorted(dict(r.headers)["ce_id"].decode() for r in recs)
     assert ids == sorted(e.id for e in events)  # each once
 
@@ -271,11 +288,7 @@ async def test_a_spool_relay_bug_stops_the_service_and_the_spool_keeps_its_rows(
         monkeypatch.setattr(Publisher, "publish_messages", real)
         async with running(s, "ingest"):
             recs = await read_records(s.kafka.bootstrap, topic, 4)
-            for _ in range(100):
-                if await fetch(settings, spooled, (name,)) == [(0,)]:
-                    break
-                await asyncio.sleep(0.1)
-        assert await fetch(settings, spooled, (name,)) == [(0,)]
+            await until_count(settings, spooled, 0, (name,))
     finally:
         await execute(settings, ("delete from eventpipe.webhook_spool where source = %s", (name,)))
     got = sorted(dict(r.headers)["ce_id"].decode() for r in recs)
