@@ -51,7 +51,7 @@ from eventpipe.preflight import Problem, Reach, topic_problems
 from eventpipe.problem import Refusal
 from eventpipe.route_docs import RouteDoc
 from eventpipe.schema_registry.lookup import subject_problems
-from eventpipe.status import Activity, ComponentStatus
+from eventpipe.status import RECENT_ERRORS, Activity, ComponentStatus
 
 from .config import WebhookConfig, WebhookEntry
 from .delivery_ids import Dedup
@@ -284,9 +284,10 @@ class WebhookSource(Source):
             state="failed" if failed else "running" if self._running else "stopped",
             details=details,
         )
-        if loop is not None:  # the spool relay's errors
+        if failed and loop is not None:  # the spool relay stopped on a bug: say which
             st.last_error = loop.error_info()
-            st.recent_errors = loop.recent_errors()
+            errors = sorted([*st.recent_errors, *loop.recent_errors()], key=lambda e: e.at)
+            st.recent_errors = errors[-RECENT_ERRORS:]
         st.dead_letters = dict(self.dlq.written)
         return st
 
