@@ -115,6 +115,35 @@ CHAINS: list[tuple[list[dict[str, Any]], int]] = [
     ([{"filter": ".id | length > 0"}, {"set": {"id": ".data.status | tostring"}}], 1),
     ([{"filter": ".id | length > 0"}, {"set": {"subject": ".data.items | length"}}], 1),
     ([{"filter": ".id | length > 0"}, {"route": ".data.status | tostring"}], 1),
+    # a set / route that reads only .data runs on data: after data steps too
+    ([{"jq": ".items[0] // {}"}, {"set": {"subject": ".data.sku"}}], 1),
+    ([{"jq": ".items[]"}, {"filter": ".data.qty > 1"}, {"set": {"subject": ".data.sku"}}], 1),
+    (
+        [
+            {"jq": ".items[]"},
+            {"set": {"subject": ".data.sku", "partitionkey": ".data.qty"}},
+            {"jq": "{sku, n: .qty}"},
+            {"filter": ".data.n > 1"},
+        ],
+        1,
+    ),
+    ([{"jq": ".items[]"}, {"route": {"expression": '"o." + .data.sku'}}, {"jq": ".qty"}], 1),
+    ([{"jq": ".items[]"}, {"set": {"subject": ".data.qty"}}, {"jq": "."}], 1),  # set fails
+    ([{"jq": ".items"}, {"set": {"datacontenttype": '"text/plain"'}}, {"jq": "."}], 1),
+    ([{"jq": ".items"}, {"set": {"datacontenttype": ".data | length | tostring"}}], 1),
+    ([{"filter": ".data.status"}, {"set": {"subject": ".data.status"}}, {"jq": ".items"}], 1),
+    ([{"set": {"subject": '.data.status + "!"'}}, {"jq": ".items[]"}, {"jq": ".sku"}], 1),
+    # a second set / route starts a new run; one reading more than .data starts one too
+    (
+        [
+            {"jq": ".items[]"},
+            {"set": {"subject": ".data.sku"}},
+            {"route": '"o." + .data.sku'},
+            {"jq": ".qty"},
+        ],
+        2,
+    ),
+    ([{"jq": ".items[]"}, {"set": {"subject": ".id"}}, {"jq": ".qty"}], 1),
     # not fusable: apply_to event, other kinds between
     ([{"jq": {"program": ".", "apply_to": "event"}}, {"filter": "true | not"}], 0),
     ([{"jq": ".items"}, {"drop_fields": "x"}, {"jq": "."}], 0),
@@ -268,6 +297,15 @@ def test_fused_sources() -> None:
     set_data = Chain([{"set": {"subject": ".a"}}, {"jq": ".b"}]).runners[0]
     assert isinstance(set_data, FusedRunner)
     assert set_data.source == "[(\n[[first(\n.a\n)]]\n), [.data | (\n.b\n)]]"
+    on_data = Chain([{"jq": ".b"}, {"set": {"subject": ".data.a"}}, {"jq": ".d"}]).runners[0]
+    assert isinstance(on_data, FusedRunner)
+    assert on_data.source == "(\n.b\n) | [(\n[[first(\n.a\n)]]\n), [(\n.d\n)]]"
+    last = Chain([{"jq": ".b"}, {"route": ".data.t"}]).runners[0]
+    assert isinstance(last, FusedRunner)
+    assert last.source == "(\n.b\n) | [(\n[[first(\n.t\n)]]\n), [.]]"
+    leading_set = Chain([{"set": {"subject": ".data.a"}}, {"jq": ".b"}]).runners[0]
+    assert isinstance(leading_set, FusedRunner)
+    assert leading_set.source == "[(\n[[first(\n.a\n)]]\n), [(\n.b\n)]]"
 
 
 def test_fused_runner_rejects_bad_groups() -> None:
