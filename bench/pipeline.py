@@ -3,9 +3,10 @@
 (a) topic -> 3-step jq chain -> topic: the eventpipe pipeline (faust app, batches,
     dedup table on) beside a raw aiokafka consume-produce passthrough loop and a
     plain per-message faust agent doing the same 3 steps with an awaited send.
-    The same pipeline also runs as real worker processes (``eventpipe run --role
-    pipelines``): one, then two in one consumer group on a 4-partition topic, the
-    documented way a pipeline uses more cores (bench/workers.py).
+    The same pipeline also runs as real processes, ``eventpipe run --role
+    pipelines --workers N`` for N in 1..cores on a 4-partition topic (the workers
+    in one consumer group, under one supervisor), beside N raw consume-produce
+    processes (bench/workers.py); ``BENCH_WORKERS_ONLY=1`` runs only that.
 (b) topic -> Postgres with exactly-once effect (rows + offset marks in one
     transaction) beside a raw loop that consumes and COPYs the same rows with no
     guarantees.
@@ -47,7 +48,13 @@ from bench.common import (
     trace_enabled,
 )
 from bench.publish import PAYLOAD
-from bench.workers import WorkersResult, pass_batch, run_raw_workers, run_workers
+from bench.workers import (
+    WorkersResult,
+    pass_batch,
+    run_raw_workers,
+    run_supervised,
+    run_workers,
+)
 from eventpipe.context import Context
 from eventpipe.db.pool import open_pool
 from eventpipe.envelope import CloudEvent
@@ -64,6 +71,7 @@ from eventpipe.transforms import Chain
 # At 20,000 events the raw loop is still warming up (half its 60,000-event rate).
 N = int(os.environ.get("BENCH_EVENTS", "50000"))
 N_WORKERS = int(os.environ.get("BENCH_WORKER_EVENTS", "100000"))
+WORKERS_ONLY = os.environ.get("BENCH_WORKERS_ONLY", "") not in ("", "0")
 N_PER_MESSAGE = int(os.environ.get("BENCH_PER_MESSAGE_EVENTS", "3000"))
 # The raw peers swing a lot between runs (raw COPY 38-69k/s on one machine): each
 # is measured PEER_ROUNDS times and its best is the reference.
@@ -234,6 +242,79 @@ async def pipeline_sample(
         await pool.close()
 
 
+WORKER_COUNTS = list(range(1, (os.cpu_count() or 1) + 1))  # 1..cores
+
+
+async def scaled_out(
+    settings: Settings, bootstrap: str, db_url: str, stamp: int
+) -> list[tuple[int, WorkersResult]]:
+    """The pipeline (jaq steps) as ``eventpipe run --role pipelines --workers N``
+    for N in 1..cores (N = 1: one process, no supervisor, as ``--workers 1`` runs),
+    beside N raw consume-produce processes in one consumer group, on one
+    4-partition topic, counted the same way: processes against processes."""
+    w_src = await make_topic(settings, f"bench-w-src-{stamp}", partitions=4)
+    await fill(settings, w_src, N_WORKERS)
+    scaled: list[tuple[int, WorkersResult]] = []
+    worker_rounds: dict[int, list[WorkersResult]] = {}
+    for workers in WORKER_COUNTS:
+        for r in range(PEER_ROUNDS):
+            spec = {
+                "name": f"bench-w{workers}r{r}-{stamp}",
+                "source": {"topics": [w_src], "session_timeout": "6s"},
+                "steps": STEPS_JAQ,
+                "sinks": [{"topic": {"topic": f"bp-w{workers}r{r}-{stamp}", "partitions": 4}}],
+            }
+            run = run_workers if workers == 1 else run_supervised
+            result = await run(bootstrap, db_url, spec, N_WORKERS, workers)
+            worker_rounds.setdefault(workers, []).append(result)
+        scaled.append((workers, max(worker_rounds[workers], key=lambda w: w.rate)))
+    raw_scaled: dict[int, list[float]] = {}
+    for workers in WORKER_COUNTS:
+        for r in range(PEER_ROUNDS):
+            dst = await make_topic(settings, f"bp-rw{workers}r{r}-{stamp}", partitions=4)
+            raw_scaled.setdefault(workers, []).append(
+                await run_raw_workers(bootstrap, w_src, dst, N_WORKERS, workers)
+            )
+    one = scaled[0][1].rate
+    table(
+        "(a) scaled out: eventpipe run --workers N against N raw consume-produce processes, "
+        "the same 4-partition topic, counted the same way (events/s)",
+        ["N", "raw passthrough (peer)", "eventpipe run --workers N", "ratio", "vs N=1", "peak RSS"],
+        [
+            [
+                str(w),
+                f"{max(raw_scaled[w]):,.0f}",
+                f"{r.rate:,.0f}",
+                f"{r.rate / max(raw_scaled[w]):.2f}x",
+                f"{r.rate / one:.2f}x",
+                (
+                    "worker " + ", ".join(f"{m:.0f}" for m in r.rss_mb)
+                    if w == 1
+                    else f"supervisor {r.rss_mb[0]:.0f}, workers "
+                    + ", ".join(f"{m:.0f}" for m in r.rss_mb[1:])
+                )
+                + " MiB",
+            ]
+            for w, r in scaled
+        ],
+    )
+    console.print(
+        f"{N_WORKERS:,} events on 4 partitions, timed once every worker was consuming "
+        f"({', '.join(f'{r.counted:,}' for _, r in scaled)} events counted); best of "
+        f"{PEER_ROUNDS} rounds (eventpipe "
+        + "; ".join(
+            f"{w}: " + ", ".join(f"{r.rate:,.0f}" for r in rounds)
+            for w, rounds in worker_rounds.items()
+        )
+        + "; raw "
+        + "; ".join(
+            f"{w}: " + ", ".join(f"{v:,.0f}" for v in rounds) for w, rounds in raw_scaled.items()
+        )
+        + f" events/s); {cpu_note()}"
+    )
+    return scaled
+
+
 # ------------------------------------------------------------------- peers (b)
 async def raw_copy(bootstrap: str, url: str, src: str, tbl: str, n: int) -> float:
     c = AIOKafkaConsumer(
@@ -320,6 +401,10 @@ async def run(bootstrap: str, db_url: str) -> None:
         }
     )
     stamp = int(time.time())
+    if WORKERS_ONLY:
+        console.print(f"BENCH_WORKERS_ONLY: the scaled-out pipeline only; {cpu_note()}")
+        await scaled_out(settings, bootstrap, db_url, stamp)
+        return
     if otel.ONLY:
         console.print(f"{N} events (BENCH_OTEL=only: tracing on against off); {cpu_note()}")
         await tracing_on_and_off(settings, stamp)
@@ -354,32 +439,7 @@ async def run(bootstrap: str, db_url: str) -> None:
         bootstrap, pm_src, await make_topic(settings, f"bp-pm-{stamp}"), N_PER_MESSAGE
     )
     rss = self_peak_rss_mb()
-    w_src = await make_topic(settings, f"bench-w-src-{stamp}", partitions=4)
-    await fill(settings, w_src, N_WORKERS)
-    # Measured as the raw peer is: best of PEER_ROUNDS (each round a new consumer
-    # group reading the same filled topic).
-    scaled: list[tuple[int, WorkersResult]] = []
-    worker_rounds: dict[int, list[WorkersResult]] = {}
-    for workers in (1, 2):
-        for r in range(PEER_ROUNDS):
-            spec = {
-                "name": f"bench-w{workers}r{r}-{stamp}",
-                "source": {"topics": [w_src], "session_timeout": "6s"},
-                "steps": STEPS_JAQ,
-                "sinks": [{"topic": {"topic": f"bp-w{workers}r{r}-{stamp}", "partitions": 4}}],
-            }
-            result = await run_workers(bootstrap, db_url, spec, N_WORKERS, workers)
-            worker_rounds.setdefault(workers, []).append(result)
-        scaled.append((workers, max(worker_rounds[workers], key=lambda w: w.rate)))
-    # The raw passthrough scaled out the same way (processes in one consumer group,
-    # the same topic, counted the same way): processes against processes.
-    raw_scaled: dict[int, list[float]] = {}
-    for workers in (1, 2):
-        for r in range(PEER_ROUNDS):
-            dst = await make_topic(settings, f"bp-rw{workers}r{r}-{stamp}", partitions=4)
-            raw_scaled.setdefault(workers, []).append(
-                await run_raw_workers(bootstrap, w_src, dst, N_WORKERS, workers)
-            )
+    scaled = await scaled_out(settings, bootstrap, db_url, stamp)
 
     def verdict(v: float) -> str:
         return (
@@ -404,8 +464,8 @@ async def run(bootstrap: str, db_url: str) -> None:
             ),
             *(
                 [
-                    f"eventpipe run, {w} worker process{'es' if w > 1 else ''} (jaq steps; "
-                    f"peak RSS {', '.join(f'{m:.0f}' for m in r.rss_mb)} MiB)",
+                    f"eventpipe run --workers {w} (jaq steps; peak RSS "
+                    f"{', '.join(f'{m:.0f}' for m in r.rss_mb)} MiB)",
                     f"{r.rate:,.0f}",
                     f"{r.rate / raw:.2f}x",
                     verdict(r.rate),
@@ -414,43 +474,6 @@ async def run(bootstrap: str, db_url: str) -> None:
             ),
         ],
     )
-    table(
-        "(a) scaled out, processes against processes: the same 4-partition topic, "
-        "counted the same way",
-        ["processes", "raw passthrough (peer)", "eventpipe run (jaq steps)", "ratio"],
-        [
-            [
-                str(w),
-                f"{max(raw_scaled[w]):,.0f}",
-                f"{r.rate:,.0f}",
-                f"{r.rate / max(raw_scaled[w]):.2f}x",
-            ]
-            for w, r in scaled
-        ],
-    )
-    console.print(
-        "raw passthrough processes, best of "
-        f"{PEER_ROUNDS} rounds ("
-        + "; ".join(
-            f"{w}: " + ", ".join(f"{v:,.0f}" for v in rounds) for w, rounds in raw_scaled.items()
-        )
-        + " events/s)"
-    )
-    console.print(
-        f"raw passthrough: best of {PEER_ROUNDS} rounds "
-        f"({', '.join(f'{v:,.0f}' for v in raw_rounds)} events/s)"
-    )
-    console.print(
-        f"worker processes: {N_WORKERS:,} events on 4 partitions, timed once every worker "
-        f"was consuming ({', '.join(f'{r.counted:,}' for _, r in scaled)} events counted), "
-        f"best of {PEER_ROUNDS} rounds ("
-        + "; ".join(
-            f"{w}: " + ", ".join(f"{r.rate:,.0f}" for r in rounds)
-            for w, rounds in worker_rounds.items()
-        )
-        + f" events/s); two workers = {scaled[1][1].rate / scaled[0][1].rate:.2f}x one"
-    )
-
     copy_rounds: list[float] = []
     eo_rounds: list[float] = []
     for r in range(COPY_ROUNDS):  # interleaved: a slow moment of the machine hits both

@@ -44,13 +44,28 @@ class WorkersResult:
 
 def _config(path: Path, spec: dict[str, Any]) -> Path:
     cfg = {
-        "service": {"host": "127.0.0.1", "log_level": "WARNING"},
+        "service": {
+            "host": "127.0.0.1",
+            "log_level": "WARNING",
+            "console": {"public_read": True},  # the supervisor's /v1/status
+        },
         "kafka": {"linger_ms": 5},
         "database": {"pool_max": 4},
         "pipelines": [spec],
     }
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def _result(n: int, out_start: float, elapsed: float, pids: list[int]) -> WorkersResult:
+    """The rate over the events written once every worker was consuming."""
+    counted = int(n - out_start)
+    if counted < n // 4:
+        raise RuntimeError(
+            f"only {counted} of {n} events were left once every worker was consuming: "
+            "raise BENCH_WORKER_EVENTS"
+        )
+    return WorkersResult(counted / elapsed, counted, [pid_peak_rss_mb(p) for p in pids])
 
 
 async def _counts(
@@ -94,25 +109,87 @@ async def run_workers(
                     if t_start is None and all(c is not None and c[0] > 0 for c in counts):
                         t_start, out_start = now, total_out
                     if t_start is not None and total_out >= n:
-                        counted = int(n - out_start)
-                        if counted < n // 4:
-                            raise RuntimeError(
-                                f"only {counted} of {n} events were left once every worker "
-                                "was consuming: raise BENCH_WORKER_EVENTS"
-                            )
-                        rss = [pid_peak_rss_mb(p.pid) for p in procs]
-                        return WorkersResult(counted / (now - t_start), counted, rss)
+                        pids = [p.pid for p in procs]
+                        return _result(n, out_start, now - t_start, pids)
                 await asyncio.sleep(POLL_S)
             raise TimeoutError(f"the workers did not deliver {n} events in time")
     finally:
         await asyncio.to_thread(_stop, procs)
 
 
+async def _consuming(
+    session: aiohttp.ClientSession, ops: str, pipeline: str
+) -> tuple[dict[int, int], list[int]]:
+    """(worker -> events its pipeline took in, the workers' pids), from the
+    supervisor's /v1/status."""
+    try:
+        async with session.get(f"{ops}/v1/status") as r:
+            snap = await r.json()
+    except (aiohttp.ClientError, OSError, ValueError):
+        return {}, []
+    taken = {
+        c["worker"]: c["total_in"]
+        for c in snap.get("components", [])
+        if c["check"] == f"pipeline:{pipeline}"
+    }
+    return taken, [w["pid"] for w in snap.get("workers", []) if w["pid"]]
+
+
+async def run_supervised(
+    bootstrap: str, db_url: str, spec: dict[str, Any], n: int, workers: int
+) -> WorkersResult:
+    """As :func:`run_workers`, with ``eventpipe run --workers N``: one command, the
+    supervisor's merged /metrics and /v1/status read instead of each worker's.
+    ``rss_mb``: the supervisor's peak RSS, then each worker's."""
+    work = Path(tempfile.mkdtemp(prefix="bench-supervised-"))
+    cfg = _config(work / "pipeline.yaml", spec)
+    ops = free_port()
+    [proc] = await asyncio.to_thread(
+        _start,
+        cfg,
+        [0],
+        bootstrap,
+        db_url,
+        ["--workers", str(workers)],
+        {"EVENTPIPE_SERVICE_OPS_PORT": str(ops)},
+    )
+    name, url = spec["name"], f"http://127.0.0.1:{ops}"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            t_start: float | None = None
+            out_start = 0.0
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    tail = (work / "worker0.log").read_text()[-2000:]
+                    raise RuntimeError(f"the supervisor exited with {proc.returncode}:\n{tail}")
+                now = time.perf_counter()
+                counts = await _counts(session, ops, name)
+                taken, pids = await _consuming(session, url, name)
+                if counts is not None:
+                    out = counts[1]
+                    if t_start is None and len(taken) == workers and all(taken.values()):
+                        t_start, out_start = now, out
+                    if t_start is not None and out >= n:
+                        return _result(n, out_start, now - t_start, [proc.pid, *pids])
+                await asyncio.sleep(POLL_S)
+            raise TimeoutError(f"the workers did not deliver {n} events in time")
+    finally:
+        await asyncio.to_thread(_stop, [proc])
+
+
 Procs = list[subprocess.Popen[bytes]]
 COMMAND = [sys.executable, "-m", "eventpipe", "run", "--role", "pipelines", "-c"]
 
 
-def _start(cfg: Path, ports: list[int], bootstrap: str, db_url: str) -> Procs:
+def _start(
+    cfg: Path,
+    ports: list[int],
+    bootstrap: str,
+    db_url: str,
+    argv: list[str] | None = None,
+    env_more: dict[str, str] | None = None,
+) -> Procs:
     procs = []
     for i, port in enumerate(ports):
         env = dict(
@@ -121,11 +198,12 @@ def _start(cfg: Path, ports: list[int], bootstrap: str, db_url: str) -> Procs:
             EVENTPIPE_DATABASE_URL=db_url,
             EVENTPIPE_SERVICE_PORT=str(port),
             **trace_env(),
+            **(env_more or {}),
         )
         with (cfg.parent / f"worker{i}.log").open("wb") as log:
             procs.append(
                 subprocess.Popen(
-                    [*COMMAND, str(cfg)],
+                    [*COMMAND, str(cfg), *(argv or [])],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,

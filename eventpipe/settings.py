@@ -25,6 +25,27 @@ from eventpipe.topics import TopicName
 ENV_PREFIX = "EVENTPIPE_"
 
 
+WORKERS_HELP = "a number of processes, 1 or more, or `auto` (one per core)"
+
+
+def parse_workers(value: Any) -> int | Literal["auto"]:
+    """``service.workers`` / ``--workers``: a count of 1 or more, or ``auto``;
+    ValueError naming what it takes otherwise."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        value = int(text) if text.isdigit() else text
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{value!r} is not {WORKERS_HELP}")
+    return value
+
+
+def worker_count(value: int | Literal["auto"]) -> int:
+    """The number of processes ``value`` means: ``auto`` is the number of cores."""
+    return (os.cpu_count() or 1) if value == "auto" else value
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -128,6 +149,20 @@ class ConsoleSettings(Section):
 class ServiceSettings(Section):
     host: str = Field("127.0.0.1", description="address the HTTP server binds (0.0.0.0: all)")
     port: int = Field(8080, ge=0, le=65535, description="HTTP port (0: any free port)")
+    workers: int | Literal["auto"] = Field(
+        1,
+        description="processes `eventpipe run` starts under one supervisor: each runs the "
+        "role's components and listens on `port` (SO_REUSEPORT); `auto`: one per core; "
+        "`--workers` wins over it",
+    )
+    ops_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="with workers > 1, where the supervisor serves /healthz, /readyz, "
+        "/metrics and /v1/status of all workers together (not set: port + 1; 0: any free "
+        "port); ignored with one worker",
+    )
     max_body_bytes: int = Field(
         1024 * 1024,
         ge=1,
@@ -161,6 +196,12 @@ class ServiceSettings(Section):
         8190, ge=1024, le=65536, description="longest request line or header line; else 400"
     )
     max_headers: int = Field(128, ge=16, le=1024, description="most header lines; else 400")
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> int | str:
+        return parse_workers(value)
+
     admin_token: SecretStr | None = Field(
         None,
         description="the bearer token of /v1/dlq and the console's logins; not set: /v1/dlq is "

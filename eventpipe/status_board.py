@@ -16,7 +16,6 @@ on restart; Prometheus (``/metrics``) is where longer history lives.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from eventpipe.loop import cancel
 from eventpipe.plugin import Component
 from eventpipe.status import ComponentStatus
 
@@ -180,10 +180,7 @@ class StatusBoard:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
 
 __all__ = [

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -56,11 +58,20 @@ async def receiving_posts(
         yield url + path
 
 
+Records = list[ConsumerRecord[bytes, bytes]]
+
+
 async def read_records(
-    bootstrap: str, topic: str, expected: int, timeout: float = 20.0
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record on ``topic`` from the beginning, waiting until ``expected`` arrived
-    (and a short while after, so extra records are seen too)."""
+    bootstrap: str,
+    topic: str,
+    expected: int,
+    timeout: float = 20.0,
+    *,
+    until: Callable[[Records], bool] | None = None,
+) -> Records:
+    """Every record on ``topic`` from the beginning, waiting until ``expected`` arrived,
+    or until ``until(records)`` holds when given (and a short while after, so extra
+    records are seen too)."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -69,7 +80,7 @@ async def read_records(
         enable_auto_commit=False,
     )
     await consumer.start()
-    out: list[ConsumerRecord[bytes, bytes]] = []
+    out: Records = []
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -78,7 +89,7 @@ async def read_records(
             batch = await consumer.getmany(timeout_ms=200)
             for recs in batch.values():
                 out.extend(recs)
-            if len(out) >= expected:
+            if until(out) if until is not None else len(out) >= expected:
                 settle = settle or loop.time() + 0.5
                 if loop.time() >= settle:
                     break
@@ -92,6 +103,40 @@ async def read_events(
 ) -> list[CloudEvent]:
     recs = await read_records(bootstrap, topic, expected, timeout)
     return [from_kafka(r.key, r.value, list(r.headers)) for r in recs]
+
+
+async def wait_for(
+    what: Callable[[], bool], about: Callable[[], object], timeout: float = 30.0
+) -> None:
+    """Until ``what()`` holds; fails after ``timeout`` seconds showing ``about()``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not what():
+        assert loop.time() < deadline, f"timed out after {timeout:g}s: {about()}"
+        await asyncio.sleep(0.05)
+
+
+def released(objects: list[Any]) -> list[str]:
+    """Drop ``objects`` (hold no other reference to them) and collect garbage: the
+    ResourceWarnings that raised (something they opened was left open)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        objects.clear()
+        gc.collect()
+    return [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+async def tasks_left(before: set[asyncio.Task[Any]], grace: float = 2.0) -> list[str]:
+    """Tasks started since ``before`` was taken (``asyncio.all_tasks()``) that are
+    still running after ``grace`` seconds: what a stopped component left behind."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while True:
+        left = [t for t in asyncio.all_tasks() - before if not t.done()]
+        left = [t for t in left if t is not asyncio.current_task()]
+        if not left or loop.time() >= deadline:
+            return sorted(repr(t.get_coro()) for t in left)
+        await asyncio.sleep(0.05)
 
 
 SERVICE_ENV = ("EVENTPIPE_SERVICE_ADMIN_TOKEN", "EVENTPIPE_SERVICE_PORT", "EVENTPIPE_SERVICE_HOST")

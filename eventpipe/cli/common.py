@@ -90,22 +90,27 @@ def settings_from_args(
     return load_config(getattr(args, "config", None), overrides=overrides)
 
 
-def start_observability(settings: ServiceConfig) -> None:
-    """Logging as ``logging:`` says (its level defaults to ``service.log_level``),
-    and tracing when an OTLP endpoint is configured (:mod:`eventpipe.telemetry`)."""
-    setup_logging(settings.logging.level or settings.service.log_level, settings.logging.format)
+def start_observability(settings: ServiceConfig, *, worker: int | None = None) -> None:
+    """Logging as ``logging:`` says (its level defaults to ``service.log_level``;
+    ``worker``: lines tagged with the worker's index), and tracing when an OTLP
+    endpoint is configured (:mod:`eventpipe.telemetry`)."""
+    setup_logging(
+        settings.logging.level or settings.service.log_level,
+        settings.logging.format,
+        worker=worker,
+    )
     telemetry.setup(settings)
 
 
 def report(exc: BaseException) -> int:
     if isinstance(exc, CliError):
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return exc.code
     if isinstance(exc, ConfigError):
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
     if isinstance(exc, EventpipeError):
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 3 if exc.retriable else 2
     raise exc
 

@@ -29,6 +29,7 @@ from rich.text import Text
 
 from eventpipe import loop
 from eventpipe.cli.common import CliError, add_command, add_config_args, settings_from_args
+from eventpipe.settings import worker_count
 from eventpipe.status_board import facts
 
 WATCH_S = 2.0
@@ -85,14 +86,17 @@ def target(args: argparse.Namespace) -> tuple[str, str | None]:
             raise CliError(f"--url {args.url!r}: give it with its scheme, e.g. http://{url}")
         return url, secret
     svc = settings.service
-    if svc.port == 0:
+    port = svc.port
+    if worker_count(svc.workers) > 1:  # the supervisor has every worker's status
+        port = svc.ops_port if svc.ops_port is not None else svc.port + 1
+    if port == 0:
         raise CliError(
             "the config's service.port is 0 (a free port is picked when the service "
             "starts): pass --url with the port it printed"
         )
     host = "127.0.0.1" if svc.host in ("0.0.0.0", "::", "") else svc.host
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{svc.port}", secret
+    return f"http://{host}:{port}", secret
 
 
 async def fetch(url: str, token: str | None, components: list[str] | None) -> dict[str, Any]:
@@ -183,6 +187,9 @@ def _error(c: dict[str, Any], now: datetime) -> Text:
 def render(snap: dict[str, Any], url: str, now: datetime | None = None) -> Group:
     now = now or datetime.now(UTC)
     table = Table(title=f"eventpipe at {url}", title_justify="left", expand=False)
+    workers = "workers" in snap  # the supervisor of `eventpipe run --workers N`
+    if workers:
+        table.add_column("worker", justify="right")
     for name, justify in (
         ("component", "left"),
         ("state", "left"),
@@ -204,6 +211,7 @@ def render(snap: dict[str, Any], url: str, now: datetime | None = None) -> Group
         if c.get("health", "ok") != "ok":
             state.append(f"\n{c['health']}", style="yellow")
         table.add_row(
+            *([str(c.get("worker", ""))] if workers else []),
             Text(c["check"], style="bold"),
             state,
             _rate(c["rate_in"]),
@@ -215,6 +223,7 @@ def render(snap: dict[str, Any], url: str, now: datetime | None = None) -> Group
         )
         for s in c.get("children") or []:
             table.add_row(
+                *([""] if workers else []),
                 Text(f"  └ {s['name']} ({s['type']})"),
                 Text(s["state"], style=STATE_STYLE.get(s["state"], "")),
                 "",
@@ -230,7 +239,21 @@ def render(snap: dict[str, Any], url: str, now: datetime | None = None) -> Group
         foot = Text(f"all {len(snap['components'])} components work", style="green")
     else:
         foot = Text("needs attention: " + ", ".join(snap.get("attention", [])), style="bold red")
-    return Group(table, foot)
+    if not workers:
+        return Group(table, foot)
+    return Group(table, foot, _workers_line(snap["workers"]))
+
+
+def _workers_line(workers: list[dict[str, Any]]) -> Text:
+    out = Text("workers: ")
+    for i, w in enumerate(workers):
+        if i:
+            out.append("; ")
+        state = w["state"]
+        out.append(f"{w['worker']} {state}", style=STATE_STYLE.get(state, "yellow"))
+        pid = f"pid {w['pid']}, " if w.get("pid") else ""
+        out.append(f" ({pid}{w['restarts']} restarts)", style="dim")
+    return out
 
 
 # ---------------------------------------------------------------------- command

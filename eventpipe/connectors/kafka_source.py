@@ -48,6 +48,7 @@ from eventpipe.errors import (
 )
 from eventpipe.kafka.admin import prepare_source_topics
 from eventpipe.kafka.client import client_kwargs, wrap_kafka_error
+from eventpipe.loop import cancel
 from eventpipe.plugin import Plugin, PluginConfig, Source, SourceConfig
 from eventpipe.preflight import Problem, Reach, topic_problems
 from eventpipe.publisher import PublishBatchError
@@ -262,10 +263,7 @@ class KafkaTopicSource(Source):
     async def stop(self) -> None:
         """Stop reading; a batch not yet acknowledged is not committed (re-read later)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()

@@ -57,22 +57,42 @@ def check_port_free(host: str, port: int, what: str, fix: str) -> None:
             raise
 
 
-def listen_socket(host: str, port: int, what: str, fix: str) -> socket.socket:
-    """A listening TCP socket on ``host:port``, taken now: held from here on, the
-    port cannot become an outgoing connection's ephemeral port, nor another
-    server's.  Connections made before it is served wait in its backlog."""
+def bound_socket(
+    host: str, port: int, what: str, fix: str, *, reuse_port: bool = False
+) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (not listening yet); :class:`PortInUseError`
+    naming ``what`` and the ``fix`` when the port is taken.  ``reuse_port``:
+    ``SO_REUSEPORT``, so that processes of one user listen on the same port and
+    the kernel spreads connections among them (``eventpipe run --workers``)."""
     family, kind, proto, _, addr = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(addr)
-        sock.listen(128)
     except OSError as exc:
         sock.close()
         if exc.errno in (errno.EADDRINUSE, errno.EACCES):
             raise PortInUseError(port, what, fix) from exc
+        raise
+    return sock
+
+
+def listen_socket(
+    host: str, port: int, what: str, fix: str, *, reuse_port: bool = False
+) -> socket.socket:
+    """A listening TCP socket on ``host:port``, taken now: held from here on, the
+    port cannot become an outgoing connection's ephemeral port, nor another
+    server's.  Connections made before it is served wait in its backlog
+    (``reuse_port``: :func:`bound_socket`)."""
+    sock = bound_socket(host, port, what, fix, reuse_port=reuse_port)
+    try:
+        sock.listen(128)
+    except OSError:
+        sock.close()
         raise
     sock.setblocking(False)
     return sock

@@ -27,13 +27,13 @@ and a converter:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from eventpipe.context import Context
 from eventpipe.errors import ConfigError, EventpipeError, is_retriable
+from eventpipe.loop import cancel
 from eventpipe.plugin import Component, Kind, Plugin
 from eventpipe.preflight import Problem, Reach
 from eventpipe.schema_registry.lookup import (
@@ -183,10 +183,7 @@ class PipelineComponent(Component):
     async def stop(self) -> None:
         self._stopped = True
         task, self._schema_task = self._schema_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         runtime = self.runtime
         if runtime is not None:
             await runtime.stop()

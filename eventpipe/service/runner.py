@@ -72,6 +72,8 @@ class Service:
         role: Role = "all",
         *,
         listener: socket.socket | None = None,
+        ops_listener: socket.socket | None = None,
+        reuse_port: bool = False,
         catalog: Catalog = CATALOG,
     ) -> None:
         self.config = service_config(settings, catalog)
@@ -79,6 +81,8 @@ class Service:
         self.catalog = catalog
         self.role = role
         self.listener = listener
+        self.ops_listener = ops_listener
+        self.reuse_port = reuse_port
         self.ctx: Context | None = None
         self.runner: web.AppRunner | None = None
         self.components: list[Component] = []
@@ -93,7 +97,7 @@ class Service:
 
     async def start(self) -> None:
         if self.listener is None:
-            self.listener = http_listener(self.settings)
+            self.listener = http_listener(self.settings, reuse_port=self.reuse_port)
         try:
             self.ctx = await open_context(self.settings, catalog=self.catalog)
         except BaseException:
@@ -140,6 +144,9 @@ class Service:
         sock, self.listener = self.listener, None  # the site owns it from here
         self.port = sock.getsockname()[1]
         await web.SockSite(self.runner, sock).start()
+        if self.ops_listener is not None:  # a worker's private port (service.workers)
+            ops, self.ops_listener = self.ops_listener, None
+            await web.SockSite(self.runner, ops).start()
 
     @property
     def url(self) -> str:
@@ -155,6 +162,9 @@ class Service:
         listener, self.listener = self.listener, None
         if listener is not None:
             listener.close()
+        ops, self.ops_listener = self.ops_listener, None
+        if ops is not None:
+            ops.close()
         for comp in reversed(self.components):
             try:
                 await comp.stop()
@@ -166,14 +176,16 @@ class Service:
             await ctx.close()
 
 
-def http_listener(settings: Settings) -> socket.socket:
-    """The service's HTTP socket, taken (bound and listening) now."""
+def http_listener(settings: Settings, *, reuse_port: bool = False) -> socket.socket:
+    """The service's HTTP socket, taken (bound and listening) now; ``reuse_port``:
+    shared with the other workers of ``eventpipe run --workers``."""
     svc = settings.service
     return listen_socket(
         svc.host,
         svc.port,
         "the eventpipe HTTP service",
         "pass --port N (or set EVENTPIPE_SERVICE_PORT)",
+        reuse_port=reuse_port,
     )
 
 

@@ -34,6 +34,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from eventpipe import metrics
+from eventpipe.loop import cancel
 from eventpipe.settings import TraceSettings
 from eventpipe.trace_hook import DEAD, DELIVERED, DUPLICATE, FILTERED, fingerprints
 
@@ -172,10 +173,7 @@ class TraceWriter:
     async def stop(self) -> None:
         """Write what is queued (within STOP_TIMEOUT_S), then stop.  Idempotent."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         if self.pending:
             try:
                 async with asyncio.timeout(STOP_TIMEOUT_S):

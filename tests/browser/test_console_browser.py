@@ -124,6 +124,24 @@ async def test_dlq_browser_patch_preview_replay_and_schema_pages(
         assert await wait_rows(url, f"select count(*) from {name}", 2, timeout=90) == 2
         assert await sql(url, f"select total from {name} where id = 'o-2'") == [(42,)]
 
+        # the trace of the bad order's event, from the dead letter's page: it came in
+        # through the webhook, the pipeline dead-lettered it at the sink, and its
+        # replay went through the pipeline into the table
+        await page.locator("#trace-link").click()
+        await expect(page.locator("h1")).to_have_text("Trace an event")
+        first = page.locator("#record-1")
+        await expect(first.locator(".came-in")).to_contain_text(f"webhook {name}")
+        await expect(first.locator("table.pipelines")).to_contain_text("dead-lettered")
+        replayed = page.locator("section.record", has_text="replay of dead letter")
+        for _ in range(30):  # the index is written about once a second
+            if await replayed.locator("td.ok", has_text="delivered").count():
+                break
+            await page.wait_for_timeout(1000)
+            await page.reload()
+        await expect(replayed.locator("table.pipelines")).to_contain_text(pipeline)
+        await expect(replayed.locator("td.ok")).to_have_text("delivered")
+        await shot(page, "console-trace")
+
         # the audit log
         await page.get_by_role("link", name="Activity").click()
         await expect(page.locator("#activity")).to_contain_text("dlq.replay")

@@ -182,9 +182,10 @@ async def drain_once(
     on_publish: OnPublish,
     limit: int,
     relay: str,
-) -> int:
+) -> tuple[int, int]:
     """One transaction: lock up to ``limit`` unpublished rows in ``seq`` order,
-    publish them, delete or mark them.  Returns how many rows it took."""
+    publish them, delete or mark them.  Returns how many rows it took and how many
+    of them are events on their topics (the others are dead letters)."""
     where = sql.SQL(" where published_at is null" if on_publish == "mark" else "")
     q = (
         sql.SQL("select " + _COLUMNS + " from {}").format(table_ident(table))
@@ -197,7 +198,7 @@ async def drain_once(
         rows = await cur.fetchall()
         await cur.close()
         if not rows:
-            return 0
+            return 0, 0
         outs: list[Out] = []
         dead: list[DeadLetter] = []
         for row in rows:
@@ -205,10 +206,10 @@ async def drain_once(
                 outs.append(router.route(row))
             except Exception as exc:
                 dead.append(_dead_letter(exc, row, relay))
-        await out.publish(outs, dead)
+        published = await out.publish(outs, dead)
         await settle(conn, table, [str(r["id"]) for r in rows], on_publish)
     metrics.OUTBOX_PUBLISHED.labels(relay=relay).inc(len(outs))
-    return len(rows)
+    return len(rows), published
 
 
 def _dead_letter(exc: Exception, row: dict[str, Any], relay: str) -> DeadLetter:
@@ -293,7 +294,7 @@ class OutboxCdcSource(PostgresCdcSource):
         assert self.reader is not None
         total = 0
         while True:
-            n = await drain_once(
+            n, _ = await drain_once(
                 conn,
                 table=self.outbox.table,
                 router=_router(self.outbox, self.name),
@@ -395,7 +396,7 @@ class PollRelay:
         relay.running()
         relay.clear_error()
         while not relay.stopping:
-            n = await drain_once(
+            n, published = await drain_once(
                 conn,
                 table=self.cfg.table,
                 router=self.router,
@@ -406,7 +407,7 @@ class PollRelay:
             )
             self.published += n
             self.activity.events_in.mark(n)
-            self.activity.events_out.mark(n)
+            self.activity.events_out.mark(published)
             relay.made_progress()
             if n < self.cfg.batch_size:
                 await relay.sleep(self.cfg.poll_interval_ms / 1000)

@@ -38,10 +38,11 @@ class Emitter:
     async def ensure_topics(self, topics: Iterable[str]) -> None:
         await self.out.ensure_topics(topics)
 
-    async def publish(self, outs: list[Out]) -> None:
-        """Every record and pending dead letter acknowledged, or an exception."""
+    async def publish(self, outs: list[Out]) -> int:
+        """Every record and pending dead letter acknowledged, or an exception; how many
+        of ``outs`` are on their topics (not dead letters)."""
         dead, self._dead = self._dead, []
-        await self.out.publish(outs, dead)
+        return await self.out.publish(outs, dead)
 
     def acknowledged(self, target: int, events: int) -> None:
         """Everything before ``target`` is acknowledged and settled."""

@@ -52,9 +52,12 @@ class RecordPublisher:
         )
         self._known.update(new)
 
-    async def publish(self, outs: list[Out], dead: list[DeadLetter] | None = None) -> None:
-        """Every record and dead letter acknowledged, or an exception."""
+    async def publish(self, outs: list[Out], dead: list[DeadLetter] | None = None) -> int:
+        """Every record and dead letter acknowledged, or an exception.  Returns how many
+        of ``outs`` are on their topics (the others the broker refused for good are
+        dead letters now)."""
         dead = list(dead or ())
+        refused = 0
         groups: dict[str, tuple[list[KafkaMessage], list[str]]] = {}
         for topic, msg, event_id in outs:
             g = groups.get(topic)
@@ -79,6 +82,7 @@ class RecordPublisher:
                             retry = err
                             continue
                         m = msgs[idx]
+                        refused += 1
                         dead.append(
                             DeadLetter.from_exception(
                                 err,
@@ -98,3 +102,4 @@ class RecordPublisher:
             await self.ensure_topics([self.dlq.topic])
             await self.dlq.write(dead)
             metrics.CDC_DEAD_LETTERS.labels(source=self.name).inc(len(dead))
+        return len(outs) - refused

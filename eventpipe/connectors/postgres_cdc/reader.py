@@ -221,8 +221,7 @@ class CdcReader:
             if outs:
                 self.last_event_id = outs[-1][2]
             target = max(target, upto)
-            await self.emitter.publish(outs)
-            events += len(outs)
+            events += await self.emitter.publish(outs)
         if complete:
             target = max(target, flush_before)
         if self.window is not None:

@@ -11,7 +11,6 @@ task watches the slot's lag and raises the stall alarm.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import time
@@ -21,6 +20,7 @@ import psycopg
 
 from eventpipe import metrics
 from eventpipe.dlq.writer import DeadLetterWriter
+from eventpipe.loop import cancel
 from eventpipe.plugin import Plugin, PluginConfig, Source
 from eventpipe.relay import Backoff, RelayLoop
 from eventpipe.status import Activity, ComponentStatus
@@ -392,10 +392,7 @@ class PostgresCdcSource(Source):
 
     async def _stop_monitor(self) -> None:
         task, self._monitor = self._monitor, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     def readiness(self) -> str:
         if self.detector.stalled:
