@@ -297,15 +297,24 @@ def test_fused_sources() -> None:
     set_data = Chain([{"set": {"subject": ".a"}}, {"jq": ".b"}]).runners[0]
     assert isinstance(set_data, FusedRunner)
     assert set_data.source == "[(\n[[first(\n.a\n)]]\n), [.data | (\n.b\n)]]"
-    on_data = Chain([{"jq": ".b"}, {"set": {"subject": ".data.a"}}, {"jq": ".d"}]).runners[0]
-    assert isinstance(on_data, FusedRunner)
-    assert on_data.source == "(\n.b\n) | [(\n[[first(\n.a\n)]]\n), [(\n.d\n)]]"
-    last = Chain([{"jq": ".b"}, {"route": ".data.t"}]).runners[0]
-    assert isinstance(last, FusedRunner)
-    assert last.source == "(\n.b\n) | [(\n[[first(\n.t\n)]]\n), [.]]"
-    leading_set = Chain([{"set": {"subject": ".data.a"}}, {"jq": ".b"}]).runners[0]
-    assert isinstance(leading_set, FusedRunner)
-    assert leading_set.source == "[(\n[[first(\n.a\n)]]\n), [(\n.b\n)]]"
+
+
+# A set / route reading only .data, on data: `A | [(V'), [B]]` (B is `.` when none).
+ON_DATA_SOURCES: list[tuple[list[dict[str, Any]], str]] = [
+    (
+        [{"jq": ".b"}, {"set": {"subject": ".data.a"}}, {"jq": ".d"}],
+        "(\n.b\n) | [(\n[[first(\n.a\n)]]\n), [(\n.d\n)]]",
+    ),
+    ([{"jq": ".b"}, {"route": ".data.t"}], "(\n.b\n) | [(\n[[first(\n.t\n)]]\n), [.]]"),
+    ([{"set": {"subject": ".data.a"}}, {"jq": ".b"}], "[(\n[[first(\n.a\n)]]\n), [(\n.b\n)]]"),
+]
+
+
+@pytest.mark.parametrize(("config", "source"), ON_DATA_SOURCES)
+def test_fused_sources_with_a_set_on_data(config: list[dict[str, Any]], source: str) -> None:
+    runners = Chain(config).runners
+    assert len(runners) == 1 and isinstance(runners[0], FusedRunner)
+    assert runners[0].source == source
 
 
 def test_fused_runner_rejects_bad_groups() -> None:
