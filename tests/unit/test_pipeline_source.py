@@ -111,6 +111,24 @@ def test_records_already_processed_are_dropped_and_disorder_is_cut() -> None:
     assert p.admit(TP("other", 0), [Rec(0)]) == ((), None)  # not assigned to us
 
 
+def test_records_below_what_was_admitted_are_reported_to_be_checked() -> None:
+    """A fall-back is dropped but not forgotten: the reader asks the broker whether
+    it is a redelivery or a topic created again (SourceReader._recreated)."""
+    p = Positions()
+    p.reset({T: 0})
+    p.admit(T, [Rec(0), Rec(1), Rec(2), Rec(3), Rec(4)])
+    assert p.fell_back() == {}
+    got, back = p.admit(T, [Rec(2), Rec(3)])
+    assert not got and back is None and p.next[T] == 5
+    got, _ = p.admit(T, [Rec(0), Rec(1), Rec(5)])
+    assert [r.offset for r in got] == [5]
+    assert p.fell_back() == {T: 0}  # the lowest offset it fell back to
+    assert p.fell_back() == {}  # reported once
+    p.admit(T, [Rec(1)])
+    p.reset({T: 0})  # a new assignment: its own seek explains everything before
+    assert p.fell_back() == {}
+
+
 def test_ack_hands_faust_every_offset_of_the_batch_from_the_committed_one() -> None:
     consumer = SimpleNamespace(
         _committed_offset=defaultdict(lambda: None, {T: 12}),
