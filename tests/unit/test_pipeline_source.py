@@ -4,6 +4,7 @@ record it did not write (the two-worker rebalance loss)."""
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -202,3 +203,42 @@ async def test_faust_fetcher_gets_a_snapshot_without_the_source_partitions(
     seen.clear()
     assert await consumer._getmany(live, 0.01) == {}
     assert seen == []
+
+
+class FakeProbe:
+    """What the broker answers about the topic: its id now, its partition ends."""
+
+    def __init__(self, topic_id: Any, end: int) -> None:
+        self.topic_id = topic_id
+        self.end = end
+
+    async def ids(self, topics: Any) -> dict[str, Any]:
+        return dict.fromkeys(topics, self.topic_id)
+
+    async def ends(self, tps: Any, marks: Any) -> dict[tuple[str, int], int]:
+        return {tuple(tp): self.end for tp in tps}
+
+
+async def _fell_back_with(was: Any, now: Any, end: int) -> tuple[bool, SourceReader]:
+    reader, _ = reader_on(rebalancing=False)
+    reader._probe = FakeProbe(now, end)  # type: ignore[assignment]
+    reader._ids = {"orders": was}
+    reader.positions.reset({T: 0})
+    reader.positions.admit(T, [Rec(o) for o in range(5)])
+    renewed = await reader._recreated({T: 0}, epoch=0)
+    return renewed, reader
+
+
+async def test_a_fall_back_is_a_new_topic_only_when_the_broker_says_so() -> None:
+    old, new = uuid.uuid4(), uuid.uuid4()
+    # Same topic id: a redelivery, dropped; the assignment stands.
+    renewed, reader = await _fell_back_with(old, old, end=9)
+    assert not renewed and reader.redeliveries == 1 and reader.epoch == 0
+    # Another id: the assignment is established again, reading that partition anew.
+    renewed, reader = await _fell_back_with(old, new, end=9)
+    assert renewed and reader.epoch == 1 and reader._renewed == {T}
+    # No ids: the partition's end below what was read tells (and only that).
+    renewed, reader = await _fell_back_with(None, None, end=3)
+    assert renewed and reader._renewed == {T}
+    renewed, reader = await _fell_back_with(None, None, end=5)
+    assert not renewed and reader.redeliveries == 1
