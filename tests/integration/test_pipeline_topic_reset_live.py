@@ -11,32 +11,40 @@ test_pipeline_reread.py and tests/unit/test_partition_reader.py."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator
 
 from aiokafka.structs import TopicPartition
 from faust.types import TP
 
-from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.kafka.incarnation import TopicResetError
-from eventpipe.publisher import Publisher
+from eventpipe.pipelines.partition_reader import _seek
 from eventpipe.service.runner import Service
-from eventpipe.settings import Settings, TopicSpec
+from eventpipe.settings import Settings
 from tests.integration.test_pipeline_support import (
     ident,
-    recreate_topic,
-    running,
     runtime,
     sql,
     wait_rows,
     with_pipelines,
 )
-from tests.integration.test_pipeline_topic_reset import events, pipeline
+from tests.integration.test_pipeline_topic_reset import (
+    events,
+    goes_on_with_the_new_topic,
+    new_life,
+    new_topic_written,
+    old_life,
+    pipeline,
+)
 
 
-async def _first_life(s: Settings, name: str, url: str) -> None:
-    await sql(url, f"create table {name} (id text primary key, n int not null)")
-    async with TopicAdmin(s.kafka) as ta:
-        await ta.ensure_topics([TopicSpec(name=name, partitions=1)])
+@contextlib.asynccontextmanager
+async def recreated_while_running(s: Settings, name: str, url: str) -> AsyncIterator[Service]:
+    """The pipeline running, 5 records written through it (mark 4); then, while it
+    runs, its topic is created again and gets 3 records (offsets 0..2)."""
+    async with old_life(s, name, url) as svc:
+        await new_life(s, name)
+        yield svc
 
 
 async def _wait_failure(svc: Service, within: float) -> BaseException | None:
@@ -54,14 +62,7 @@ async def test_a_topic_recreated_while_running_stops_the_pipeline(settings: Sett
     name = ident("live")
     url = settings.database.url.get_secret_value()
     s = with_pipelines(settings, pipeline(name))
-    await _first_life(s, name, url)
-    async with running(s) as svc:
-        async with Publisher(s) as pub:
-            await pub.publish_batch(name, events(name, range(5), "old"))
-        assert await wait_rows(url, f"select count(*) from {name}", 5) == 5
-        await recreate_topic(s, name)
-        async with Publisher(s) as pub:  # offsets 0..2 of the new topic, below mark 4
-            await pub.publish_batch(name, events(name, range(3), "new"))
+    async with recreated_while_running(s, name, url) as svc:
         failure = await _wait_failure(svc, 30)
         assert failure is not None, "the new topic's records were skipped and nothing said"
         cause = failure if isinstance(failure, TopicResetError) else failure.__cause__
@@ -82,32 +83,9 @@ async def test_with_on_topic_reset_a_topic_recreated_while_running_is_read_from_
     name = ident("live")
     url = settings.database.url.get_secret_value()
     s = with_pipelines(settings, pipeline(name, on_topic_reset="reset"))
-    await _first_life(s, name, url)
-    async with running(s) as svc:
-        async with Publisher(s) as pub:
-            await pub.publish_batch(name, events(name, range(5), "old"))
-        assert await wait_rows(url, f"select count(*) from {name}", 5) == 5
-        await recreate_topic(s, name)
-        async with Publisher(s) as pub:
-            await pub.publish_batch(name, events(name, range(3), "new"))
-        assert await wait_rows(url, f"select count(*) from {name}", 8) == 8
-        async with Publisher(s) as pub:  # and it goes on from there
-            await pub.publish_batch(name, events(name, range(3, 7), "new"))
-        assert await wait_rows(url, f"select count(*) from {name}", 12) == 12
-        assert svc.failure is None
-    rows = await sql(url, f"select id from {name} where id like %s order by id", [f"{name}-new-%"])
-    assert [r[0] for r in rows] == [f"{name}-new-{i}" for i in range(7)]
-    marks = await sql(
-        url,
-        'select "offset", topic_id is not null from eventpipe.sink_offsets where topic = %s',
-        [name],
-    )
-    assert marks == [(6, True)]
-
-
-async def _seek(consumer: Any, offsets: dict[TopicPartition, int]) -> None:
-    for tp, offset in offsets.items():
-        consumer.seek(tp, offset)
+    async with recreated_while_running(s, name, url) as svc:
+        await goes_on_with_the_new_topic(s, svc, name, rows=8, new=3, more=4)
+    await new_topic_written(url, name, 7)
 
 
 async def test_a_redelivery_of_the_same_topic_is_still_dropped(settings: Settings) -> None:
