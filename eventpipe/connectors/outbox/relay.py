@@ -429,6 +429,7 @@ class OutboxRelay(Source):
             self.impl = OutboxCdcSource(config.cdc_config(), name=self.name, ctx=ctx, outbox=config)
         else:
             self.impl = PollRelay(config, name=self.name, ctx=ctx)
+        self.impl.relay.on_failure = self.report_failure  # a bug: the service stops
 
     @classmethod
     def build(cls, config: PluginConfig, name: str, ctx: Context) -> OutboxRelay:
