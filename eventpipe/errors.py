@@ -112,8 +112,13 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         cur = cur.__cause__ if cur.__cause__ is not None else cur.__context__
 
 
-def _classify_one(exc: BaseException) -> bool | None:
-    """True/False when this exception's class decides, None when it does not know."""
+_DATA_ERRORS = (ValueError, TypeError, KeyError, UnicodeError)
+"""Python's own classes that say a record's data is bad (a transform's input)."""
+
+
+def _classify_one(exc: BaseException, *, record: bool = True) -> bool | None:
+    """True/False when this exception's class decides, None when it does not know.
+    ``record=False``: Python's own data errors (:data:`_DATA_ERRORS`) do not decide."""
     if isinstance(exc, EventpipeError):
         return exc.retriable
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
@@ -146,19 +151,38 @@ def _classify_one(exc: BaseException) -> bool | None:
             return exc.status >= 500 or exc.status in (408, 425, 429)
         if isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError)):
             return True
-    if isinstance(exc, (ValueError, TypeError, KeyError, UnicodeError)):
+    if record and isinstance(exc, _DATA_ERRORS):
         return False
     return None
 
 
-def is_retriable(exc: BaseException) -> bool:
-    """Classify by class, walking ``__cause__`` / ``__context__``: the first class that
-    knows decides.  Unknown errors are permanent, so bad data never retries forever."""
+def classify(exc: BaseException, *, record: bool = True) -> bool | None:
+    """Walking ``__cause__`` / ``__context__``, the first class that knows decides:
+    True retriable, False permanent, None when no class knows (an error that is not
+    classified is a bug: the component stops loudly).
+
+    ``record=False`` is for code that has no record at hand, such as a relay's
+    session, which dead-letters the rows it cannot encode itself: there a
+    ``ValueError``, ``TypeError``, ``KeyError`` or ``UnicodeError`` (bad data, in
+    a transform) says nothing, so it is a bug unless a class further down the
+    chain decides."""
     for link in _chain(exc):
-        verdict = _classify_one(link)
+        verdict = _classify_one(link, record=record)
         if verdict is not None:
             return verdict
-    return False
+    return None
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Classify by class (:func:`classify`).  Unknown errors are permanent, so bad
+    data never retries forever."""
+    return classify(exc) is True
+
+
+def is_classified(exc: BaseException, *, record: bool = True) -> bool:
+    """Whether a class in ``exc``'s chain decides retriable or permanent
+    (:func:`classify`)."""
+    return classify(exc, record=record) is not None
 
 
 def error_class_name(exc: BaseException) -> str:

@@ -155,7 +155,9 @@ CDC_DEAD_LETTERS = Counter(
     "eventpipe_cdc_dead_letters_total", "Rows that could not be encoded (dead letters)", ["source"]
 )
 OUTBOX_PUBLISHED = Counter(
-    "eventpipe_outbox_published_total", "Outbox rows acknowledged by the broker", ["relay"]
+    "eventpipe_outbox_published_total",
+    "Outbox events on their topics, acknowledged by the broker (not dead letters)",
+    ["relay"],
 )
 
 # The event trace index (eventpipe/trace).

@@ -18,11 +18,20 @@ failure, for as long as the component runs:
   :attr:`Backoff.initial_s` to a cap, with jitter so that relays which failed
   together do not retry together; a session that made progress
   (:meth:`RelayLoop.made_progress`) starts the next wait from the beginning;
-- errors are classified by class (:func:`eventpipe.errors.is_retriable`): a
+- errors are classified by class (:func:`eventpipe.errors.classify`, with
+  ``record=False``: a session dead-letters the rows it cannot encode itself, so a
+  ``ValueError`` or ``TypeError`` that leaves it is no row's bad data): a
   retriable one backs off up to :attr:`Backoff.retriable_cap_s`, a permanent one
-  up to :attr:`Backoff.permanent_cap_s` (a relay has no record to dead-letter: the
+  (a permission the database refuses, a setup problem) up to
+  :attr:`Backoff.permanent_cap_s` (a relay has no record to dead-letter: the
   rows stay where they are and an operator sees the error in the log, the
   metrics and the status);
+- an error that no class explains is a bug: the loop stops (state ``failed``)
+  instead of retrying it forever, releases what the session held (its
+  transaction rolls back, nothing it did not publish is marked, deleted or
+  advanced) and calls ``on_failure`` (the component's
+  :meth:`~eventpipe.plugin.Component.report_failure`: the service shuts down and
+  ``eventpipe run`` exits 3, as for a pipeline's bug);
 - :attr:`RelayLoop.state` and :attr:`RelayLoop.last_error` are what status and
   readiness report.
 
@@ -44,10 +53,10 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from eventpipe import metrics
-from eventpipe.errors import error_class_name, is_retriable
+from eventpipe.errors import classify, error_class_name
 from eventpipe.status import RECENT_ERRORS, ErrorInfo, State
 
-RelayState = Literal["stopped", "starting", "waiting", "running"]
+RelayState = Literal["stopped", "starting", "waiting", "running", "failed"]
 Session = Callable[["RelayLoop"], Awaitable[None]]
 
 
@@ -81,7 +90,8 @@ class LastError:
 
 
 class RelayLoop:
-    """Runs ``session`` until :meth:`stop`, with backoff between failures."""
+    """Runs ``session`` until :meth:`stop`, with backoff between failures, or until
+    an error no class explains (then ``on_failure(error)``)."""
 
     def __init__(
         self,
@@ -91,12 +101,14 @@ class RelayLoop:
         backoff: Backoff | None = None,
         log: logging.Logger | None = None,
         level: int = logging.ERROR,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.name = name
         self.session = session
         self.backoff = backoff or Backoff()
         self.log = log or logging.getLogger(__name__)
         self.level = level  # of the line logged for a failed session
+        self.on_failure = on_failure  # the loop stopped on a bug
         self.state: RelayState = "stopped"
         self.active = False  # a session holds its lock and is not over yet
         self.last_error: LastError | None = None
@@ -129,7 +141,8 @@ class RelayLoop:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        self.state = "stopped"
+        if self.state != "failed":
+            self.state = "stopped"
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -149,14 +162,18 @@ class RelayLoop:
         return self.last_error.message if self.last_error is not None else None
 
     def readiness(self) -> str:
-        """ "ok", or why not: the last session failed and no session holds the lock."""
+        """ "ok", or why not: the loop stopped on a bug, or the last session failed
+        and no session holds the lock."""
+        if self.state == "failed" and self.last_error is not None:
+            return f"failed: {self.last_error.message}"
         if self.last_error is not None and not self.active:
             return f"failing: {self.last_error.message}"
         return "ok"
 
     def component_state(self) -> State:
         """The state a component running this loop reports: ``stalled`` while it waits
-        to retry after a failed session, ``waiting`` as standby."""
+        to retry after a failed session, ``waiting`` as standby, ``failed`` once it
+        stopped on a bug."""
         if self.state == "waiting" and self.last_error is not None and not self.active:
             return "stalled"
         return self.state
@@ -215,6 +232,7 @@ class RelayLoop:
 
     # ------------------------------------------------------------- the loop
     async def _run(self) -> None:
+        bug: Exception | None = None
         try:
             while not self._stop.is_set():
                 self.state = "starting"
@@ -225,15 +243,21 @@ class RelayLoop:
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:
-                        await self._failed(exc)  # what the session holds, it holds still
+                        verdict = classify(exc, record=False)
+                        self._note(exc, verdict is True)
+                        if verdict is None:
+                            bug = exc
+                            break  # what the session holds is released first
+                        await self._back_off(exc, verdict)  # holding what it holds
                 self.active = False
         finally:
             self._exits = None
             self.active = False
-            self.state = "stopped"
+            self.state = "failed" if bug is not None else "stopped"
+        if bug is not None:
+            self._stopped_on(bug)
 
-    async def _failed(self, exc: Exception) -> None:
-        retriable = is_retriable(exc)
+    def _note(self, exc: Exception, retriable: bool) -> None:
         cls = error_class_name(exc)
         self.failures += 1
         self.last_error = LastError(
@@ -241,6 +265,20 @@ class RelayLoop:
         )
         self.recent.append(ErrorInfo(self.last_error.message, cls, self.last_error.at))
         metrics.ERRORS.labels(error_class=cls).inc()
+
+    def _stopped_on(self, exc: Exception) -> None:
+        self.log.error(
+            "%s: stopped: %s is not a classified error (a bug), so it is not retried; "
+            "nothing the session did not publish was acknowledged: %s",
+            self.name,
+            error_class_name(exc),
+            exc,
+            exc_info=exc if self.on_failure is None else None,
+        )
+        if self.on_failure is not None:
+            self.on_failure(exc)  # the component's report_failure logs the traceback
+
+    async def _back_off(self, exc: Exception, retriable: bool) -> None:
         wait = self.backoff.wait(self._step)
         self.log.log(
             self.level,

@@ -364,6 +364,11 @@ def _message(e: Entry, program: Any) -> KafkaMessage:
         raise DlqError(
             f"{e.ref}: its value (ref {d.payload_ref}) is no longer in eventpipe.dlq_payloads"
         )
+    if d.cut is not None:
+        raise DlqError(
+            f"{e.ref}: fields of it were cut to fit the broker ({d.cut}; the originals are "
+            "in eventpipe.dlq_payloads under those refs): it cannot be replayed as it is"
+        )
     if program is None:
         return KafkaMessage(d.key, d.value, list(d.headers))
     if e.event is None:

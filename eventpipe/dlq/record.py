@@ -45,6 +45,10 @@ H_FAILED_AT = PREFIX + "failed_at"
 H_RETRIABLE = PREFIX + "retriable"
 H_PAYLOAD_REF = PREFIX + "payload.ref"
 H_PAYLOAD_SIZE = PREFIX + "payload.size"
+# Fields cut because the dead letter was still too large without its value (a key or
+# header alone over the limit): a JSON list of {"field", "size", "ref"}, each original
+# kept in eventpipe.dlq_payloads under "ref" (:mod:`eventpipe.dlq.writer`).
+H_CUT = PREFIX + "cut"
 # An HTTP answer behind the failure (an http sink's 4xx/5xx): its status, and its body cut
 # at HTTP_BODY_LIMIT bytes (4 KiB); absent for other failures.
 H_HTTP_STATUS = PREFIX + "http.status"
@@ -79,6 +83,7 @@ class DeadLetter:
     retriable: bool = False
     payload_ref: str | None = None  # the value is kept in eventpipe.dlq_payloads
     payload_size: int | None = None
+    cut: str | None = None  # H_CUT: the fields cut to fit the broker
     http_status: int | None = None
     http_body: str | None = None
 
@@ -112,14 +117,16 @@ class DeadLetter:
             step=step,
             exception_class=error_class_name(exc),
             exception_message=str(exc),
-            stacktrace=_cut(trace, STACKTRACE_LIMIT),
+            stacktrace=cut_text(trace, STACKTRACE_LIMIT),
             origin=origin or Origin(),
             attempts=attempts,
             first_failed_at=first_failed_at or now,
             failed_at=now,
             retriable=is_retriable(exc),
             http_status=http.status if http is not None else None,
-            http_body=_cut(http.body, HTTP_BODY_LIMIT) if http is not None and http.body else None,
+            http_body=cut_text(http.body, HTTP_BODY_LIMIT)
+            if http is not None and http.body
+            else None,
         )
 
     # ----------------------------------------------------------- encoding
@@ -147,6 +154,7 @@ class DeadLetter:
         put(H_RETRIABLE, "true" if self.retriable else "false")
         put(H_PAYLOAD_REF, self.payload_ref)
         put(H_PAYLOAD_SIZE, self.payload_size)
+        put(H_CUT, self.cut)
         put(H_HTTP_STATUS, self.http_status)
         put(H_HTTP_BODY, self.http_body)
         return h
@@ -183,12 +191,13 @@ class DeadLetter:
             retriable=meta.get(H_RETRIABLE) == "true",
             payload_ref=meta.get(H_PAYLOAD_REF) or None,
             payload_size=num(H_PAYLOAD_SIZE),
+            cut=meta.get(H_CUT) or None,
             http_status=num(H_HTTP_STATUS),
             http_body=meta.get(H_HTTP_BODY),
         )
 
 
-def _cut(text: str, limit: int) -> str:
+def cut_text(text: str, limit: int) -> str:
     raw = text.encode("utf-8")
     if len(raw) <= limit:
         return text

@@ -3,6 +3,10 @@
 A value too large for the broker (over ``kafka.max_request_size``, or refused by
 the broker as too large) is kept in Postgres first (:mod:`eventpipe.dlq.payloads`)
 and the dead letter goes without it, naming it: no dead letter drops the bytes.
+One still too large without its value (a key, a header or the exception message
+alone over the limit) goes with those fields cut to ``FIELD_LIMIT`` bytes, each
+original kept in Postgres too and named, with its size, by the
+``eventpipe.dlq.cut`` header: the source moves on, and nothing is lost.
 """
 
 from __future__ import annotations
@@ -10,15 +14,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+import orjson
 from psycopg_pool import AsyncConnectionPool
 
 from eventpipe.dlq import payloads
-from eventpipe.dlq.record import DeadLetter
+from eventpipe.dlq.record import DeadLetter, cut_text
 from eventpipe.envelope.kafka import KafkaMessage, from_kafka
 from eventpipe.errors import EventpipeError
 from eventpipe.kafka.batches import record_size
 from eventpipe.kafka.client import RecordTooLargeError
 from eventpipe.publisher import Ack, PublishBatchError, Publisher
+
+FIELD_LIMIT = 1024
+"""What is left of a key, header or exception message cut from a dead letter still
+too large without its value."""
 
 
 class DeadLetterWriter:
@@ -45,19 +54,17 @@ class DeadLetterWriter:
 
     async def _write(self, letters: Sequence[DeadLetter]) -> list[Ack]:
         limit = self.publisher.kafka.max_request_size
-        await self._keep([d for d in letters if record_size(_message(d)) > limit])
+        await self._fit([d for d in letters if record_size(_message(d)) > limit], limit)
         try:
             return await self._publish(letters)
         except PublishBatchError as exc:
-            # the broker's own limit may be below ours: keep those values too, once
-            refused = [
-                i
-                for i, err in exc.failed.items()
-                if isinstance(err, RecordTooLargeError) and _keepable(letters[i])
-            ]
-            if self.pool is None or not refused or len(refused) < len(exc.failed):
+            # the broker's own limit may be below ours: keep those values (and cut
+            # what is still too large) too, once
+            refused = [i for i, err in exc.failed.items() if isinstance(err, RecordTooLargeError)]
+            if len(refused) < len(exc.failed) or not await self._fit(
+                [letters[i] for i in refused], 0
+            ):
                 raise
-            await self._keep([letters[i] for i in refused])
             acks = dict(exc.acked)
             again = await self._publish([letters[i] for i in refused])
             acks.update(zip(refused, again, strict=True))
@@ -68,13 +75,25 @@ class DeadLetterWriter:
         ids = [_event_id(d) for d in letters]
         return await self.publisher.publish_messages(self.topic, msgs, ids, via="dead-letter")
 
-    async def _keep(self, letters: Sequence[DeadLetter]) -> None:
+    async def _fit(self, letters: Sequence[DeadLetter], limit: int) -> bool:
+        """Keep the values of ``letters`` in Postgres; then cut the fields of those still
+        over ``limit`` (their originals kept too).  Whether anything changed (nothing
+        can without a pool)."""
+        if self.pool is None:
+            return False
         todo = [d for d in letters if _keepable(d)]
-        if not todo or self.pool is None:
-            return
-        refs = await payloads.keep(self.pool, [d.value for d in todo if d.value is not None])
+        refs = await payloads.keep(self.pool, [d.value or b"" for d in todo]) if todo else []
         for d, ref in zip(todo, refs, strict=True):
             d.payload_ref, d.payload_size = ref, len(d.value or b"")
+        over = [(d, _oversized(d)) for d in letters if record_size(_message(d)) > limit]
+        originals = [raw for _, fields in over for _, raw in fields]
+        if not originals:
+            return bool(todo)
+        kept = iter(await payloads.keep(self.pool, originals))
+        for d, fields in over:
+            if fields:
+                _cut(d, [(name, len(raw), next(kept)) for name, raw in fields])
+        return True
 
 
 def _event_id(d: DeadLetter) -> str:
@@ -95,3 +114,27 @@ def _keepable(d: DeadLetter) -> bool:
 
 def _message(d: DeadLetter) -> KafkaMessage:
     return KafkaMessage(d.key, None if d.payload_ref else d.value, d.kafka_headers())
+
+
+def _oversized(d: DeadLetter) -> list[tuple[str, bytes]]:
+    """The fields of ``d`` over ``FIELD_LIMIT``: (name, original bytes)."""
+    fields = [("key", d.key or b"")]
+    fields += [(f"header:{name}", value) for name, value in d.headers]
+    fields += [("exception.message", d.exception_message.encode())]
+    fields += [("exception.stacktrace", d.stacktrace.encode())]
+    return [(name, raw) for name, raw in fields if len(raw) > FIELD_LIMIT]
+
+
+def _cut(d: DeadLetter, cut: list[tuple[str, int, str]]) -> None:
+    """Cut the named fields of ``d`` to ``FIELD_LIMIT`` and name them in ``d.cut``."""
+    names = {name for name, _, _ in cut}
+    if "key" in names and d.key is not None:
+        d.key = d.key[:FIELD_LIMIT]
+    d.headers = [(k, v[:FIELD_LIMIT] if f"header:{k}" in names else v) for k, v in d.headers]
+    if "exception.message" in names:
+        d.exception_message = cut_text(d.exception_message, FIELD_LIMIT)
+    if "exception.stacktrace" in names:
+        d.stacktrace = cut_text(d.stacktrace, FIELD_LIMIT)
+    done = orjson.loads(d.cut) if d.cut else []
+    done += [{"field": name, "size": size, "ref": ref} for name, size, ref in cut]
+    d.cut = orjson.dumps(done).decode()

@@ -9,7 +9,10 @@ from eventpipe.errors import (
     BrokerUnavailableError,
     HttpStatusError,
     InvalidEventError,
+    PermanentError,
+    classify,
     error_class_name,
+    is_classified,
     is_retriable,
 )
 
@@ -52,6 +55,39 @@ def test_walks_cause_chain() -> None:
             raise Wrapper("wrapped") from inner
     except Wrapper as outer:
         assert is_retriable(outer)
+
+
+@pytest.mark.parametrize(
+    ("exc", "verdict", "in_a_relay"),
+    [
+        (PermanentError("setup"), False, False),
+        (pe.InsufficientPrivilege(), False, False),  # permission denied
+        (ke.MessageSizeTooLargeError(), False, False),
+        (pe.OperationalError(), True, True),
+        (ValueError("bad"), False, None),  # a record's bad data; no record: a bug
+        (TypeError("bug"), False, None),
+        (KeyError("k"), False, None),
+        (RuntimeError("bug"), None, None),
+        (AttributeError("bug"), None, None),
+    ],
+)
+def test_what_no_class_decides_is_unclassified(
+    exc: BaseException, verdict: bool | None, in_a_relay: bool | None
+) -> None:
+    assert classify(exc) is verdict
+    assert is_classified(exc) is (verdict is not None)
+    assert classify(exc, record=False) is in_a_relay
+    assert is_classified(exc, record=False) is (in_a_relay is not None)
+
+
+def test_an_unclassified_error_wrapping_a_classified_one_is_classified() -> None:
+    try:
+        try:
+            raise pe.OperationalError("gone")
+        except pe.OperationalError as inner:
+            raise RuntimeError("while reconnecting") from inner
+    except RuntimeError as outer:
+        assert classify(outer, record=False) is True
 
 
 def test_message_text_never_decides() -> None:

@@ -7,10 +7,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+import psycopg.errors
 import pytest
+from aiokafka import errors as kafka_errors
 
 from eventpipe import metrics
-from eventpipe.errors import BrokerUnavailableError, PermanentError
+from eventpipe.errors import BrokerUnavailableError, PermanentError, error_class_name
 from eventpipe.relay import Backoff, RelayLoop
 
 EXACT = Backoff(initial_s=1.0, retriable_cap_s=4.0, permanent_cap_s=16.0, jitter=0.0)
@@ -96,16 +98,76 @@ async def test_errors_back_off_by_class_and_are_reported() -> None:
     assert relay.state == "stopped"
 
 
-async def test_an_unclassified_error_is_permanent() -> None:
-    class Surprise(Exception):
-        pass
-
-    relay, waits = loop_with_waits(Script(Surprise("?"), Surprise("?")))
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermanentError("bad table"),
+        psycopg.errors.InsufficientPrivilege("permission denied for table outbox"),
+        kafka_errors.MessageSizeTooLargeError(),
+    ],
+    ids=["permanent", "permission", "too-large"],
+)
+async def test_a_classified_permanent_error_backs_off_to_its_cap(error: Exception) -> None:
+    reported: list[BaseException] = []
+    relay, waits = loop_with_waits(Script(error, error, error, error, error, error))
+    relay.on_failure = reported.append
     await relay.start()
     await until(lambda: relay.active, "running")
-    assert waits == [1.0, 2.0]
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 16.0]
     assert relay.last_error is not None and relay.last_error.retriable is False
+    assert reported == []
     await relay.stop()
+    assert relay.state == "stopped"
+
+
+class Surprise(Exception):
+    """No class explains it: a bug."""
+
+
+@pytest.mark.parametrize(
+    "bug",
+    [Surprise("?"), TypeError("'NoneType' object is not subscriptable"), KeyError("seq")],
+    ids=["unknown", "TypeError", "KeyError"],
+)
+async def test_an_unclassified_error_stops_the_loop_and_is_reported(
+    bug: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    released: list[str] = []
+    reported: list[BaseException] = []
+    script = Script(BrokerUnavailableError("down"), bug)
+
+    async def session(relay: RelayLoop) -> None:
+        async def release() -> None:
+            released.append(f"session {script.sessions}")
+
+        relay.defer(release)
+        relay.running()
+        await script(relay)
+
+    relay = RelayLoop("buggy", session, backoff=EXACT, log=logging.getLogger("t"))
+    relay.on_failure = reported.append
+    waits: list[float] = []
+
+    async def sleep(seconds: float, wake: asyncio.Event | None = None) -> None:
+        waits.append(seconds)
+
+    relay.sleep = sleep  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="t"):
+        await relay.start()
+        task = relay.task
+        assert task is not None
+        await asyncio.wait_for(task, 5)
+    assert reported == [bug]
+    assert waits == [1.0]  # the retriable error backed off; the bug did not
+    assert script.sessions == 2 and released == ["session 1", "session 2"]
+    assert relay.state == "failed" and relay.component_state() == "failed"
+    assert not relay.active
+    assert relay.last_error is not None and relay.last_error.retriable is False
+    assert relay.readiness() == f"failed: {type(bug).__name__}: {bug}"
+    [line] = [r.getMessage() for r in caplog.records if "stopped" in r.getMessage()]
+    assert f"buggy: stopped: {error_class_name(bug)} is not a classified error" in line
+    await relay.stop()
+    assert relay.state == "failed"  # what status shows while the service shuts down
 
 
 async def test_progress_resets_the_backoff() -> None:

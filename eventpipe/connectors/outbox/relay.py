@@ -208,7 +208,7 @@ async def drain_once(
                 dead.append(_dead_letter(exc, row, relay))
         published = await out.publish(outs, dead)
         await settle(conn, table, [str(r["id"]) for r in rows], on_publish)
-    metrics.OUTBOX_PUBLISHED.labels(relay=relay).inc(len(outs))
+    metrics.OUTBOX_PUBLISHED.labels(relay=relay).inc(published)
     return len(rows), published
 
 
@@ -253,11 +253,11 @@ class OutboxChanges:
         self._ids.append(str(after["id"]))  # settled once acknowledged, even as a dead letter
         out.append(self.router.route(after))
 
-    async def after_ack(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def after_ack(self, conn: psycopg.AsyncConnection[Any], published: int) -> None:
         ids, self._ids = self._ids, []
         await settle(conn, self.table, ids, self.on_publish)
-        if ids:
-            metrics.OUTBOX_PUBLISHED.labels(relay=self.router.name).inc(len(ids))
+        if published:  # the events on their topics, not the dead letters
+            metrics.OUTBOX_PUBLISHED.labels(relay=self.router.name).inc(published)
 
 
 class OutboxCdcSource(PostgresCdcSource):
@@ -429,6 +429,7 @@ class OutboxRelay(Source):
             self.impl = OutboxCdcSource(config.cdc_config(), name=self.name, ctx=ctx, outbox=config)
         else:
             self.impl = PollRelay(config, name=self.name, ctx=ctx)
+        self.impl.relay.on_failure = self.report_failure  # a bug: the service stops
 
     @classmethod
     def build(cls, config: PluginConfig, name: str, ctx: Context) -> OutboxRelay:

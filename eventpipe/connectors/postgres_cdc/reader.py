@@ -226,6 +226,6 @@ class CdcReader:
             target = max(target, flush_before)
         if self.window is not None:
             await self.window.settle()
-        await changes.handler.after_ack(conn)
+        await changes.handler.after_ack(conn, events)
         self.emitter.acknowledged(target, events)
         return complete

@@ -72,7 +72,11 @@ class PostgresCdcSource(Source):
         self.database = ""
         self.ident = f"{socket.gethostname()}:{os.getpid()}"
         self.relay = RelayLoop(
-            f"postgres_cdc:{self.name}", self._session, backoff=BACKOFF, log=self.log
+            f"postgres_cdc:{self.name}",
+            self._session,
+            backoff=BACKOFF,
+            log=self.log,
+            on_failure=self.report_failure,  # a bug: the service stops (exit 3)
         )
         self._monitor: asyncio.Task[None] | None = None
         self._status_events = 0
@@ -127,7 +131,7 @@ class PostgresCdcSource(Source):
             task = self.relay.task
             if task is not None and task.done():
                 task.result()
-                raise RuntimeError(f"source {self.name} stopped")
+                raise RuntimeError(f"source {self.name} stopped (last error: {self.error})")
             await asyncio.sleep(0.02)
         raise TimeoutError(
             f"source {self.name} did not reach {format_lsn(lsn)} within {within_s:.0f}s "
@@ -395,7 +399,7 @@ class PostgresCdcSource(Source):
         await cancel(task)
 
     def readiness(self) -> str:
-        if self.detector.stalled:
+        if self.detector.stalled and self.relay.state != "failed":
             return f"stalled: {self.detector.reason}"
         return self.relay.readiness()
 
@@ -425,7 +429,9 @@ class PostgresCdcSource(Source):
             name=self.name,
             kind=self.kind,
             type=self.type_name,
-            state="stalled" if self.detector.stalled else relay.component_state(),
+            state="stalled"
+            if self.detector.stalled and relay.state != "failed"
+            else relay.component_state(),
             details=details,
         )
         st.last_error = relay.error_info()

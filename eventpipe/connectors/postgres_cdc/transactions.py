@@ -87,8 +87,9 @@ class ChangeHandler(Protocol):
         """Append the change's records to ``out``; take a position (``tx.next_id()``)
         for every change, emitted or not, so ids stay where they are."""
 
-    async def after_ack(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """After a batch is acknowledged and before the slot advances."""
+    async def after_ack(self, conn: psycopg.AsyncConnection[Any], published: int) -> None:
+        """After a batch is acknowledged and before the slot advances; ``published`` of
+        its records are on their topics (the others are dead letters)."""
 
 
 class ChangeEvents:
@@ -126,7 +127,7 @@ class ChangeEvents:
             )
         )
 
-    async def after_ack(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def after_ack(self, conn: psycopg.AsyncConnection[Any], published: int) -> None:
         return None
 
 

@@ -51,7 +51,7 @@ from eventpipe.preflight import Problem, Reach, topic_problems
 from eventpipe.problem import Refusal
 from eventpipe.route_docs import RouteDoc
 from eventpipe.schema_registry.lookup import subject_problems
-from eventpipe.status import Activity, ComponentStatus
+from eventpipe.status import RECENT_ERRORS, Activity, ComponentStatus
 
 from .config import WebhookConfig, WebhookEntry
 from .delivery_ids import Dedup
@@ -157,6 +157,7 @@ class WebhookSource(Source):
                 timeout_s=config.publish_timeout_s,
             )
             self.relay = Relay(pool, name, self.state, ctx.publisher)
+            self.relay.loop.on_failure = self.report_failure  # a bug: the service stops
         self._active = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: dict[str, asyncio.Future[bool]] = {}
@@ -276,13 +277,19 @@ class WebhookSource(Source):
         if self.spool is not None:
             details["spooling"] = self.state.active
             details["spool_depth"] = self.spool_depth
+        loop = self.relay.loop if self.relay is not None else None
+        failed = loop is not None and loop.state == "failed"
         st = self.activity.status(
             name=self.name,
             kind=self.kind,
             type=self.type_name,
-            state="running" if self._running else "stopped",
+            state="failed" if failed else "running" if self._running else "stopped",
             details=details,
         )
+        if failed and loop is not None:  # the spool relay stopped on a bug: say which
+            st.last_error = loop.error_info()
+            errors = sorted([*st.recent_errors, *loop.recent_errors()], key=lambda e: e.at)
+            st.recent_errors = errors[-RECENT_ERRORS:]
         st.dead_letters = dict(self.dlq.written)
         return st
 

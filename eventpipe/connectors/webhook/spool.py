@@ -13,7 +13,8 @@ relayed to the broker later, in order.
   a transaction-level advisory lock), publishes them in order, waits for the
   broker's acknowledgement, then deletes them in the same transaction.  A crash
   in between re-sends them with the same ids (at least once).  Failures back off
-  (:class:`eventpipe.relay.RelayLoop`).
+  (:class:`eventpipe.relay.RelayLoop`); an error no class explains (a bug) stops
+  the relay, and the webhook source reports it (the service exits 3).
 """
 
 from __future__ import annotations
