@@ -57,18 +57,6 @@ async def cancel(task: asyncio.Task[Any] | None) -> None:
             await task
 
 
-def freeze_startup_heap() -> None:
-    """Once a service has started: collect, then move every object alive now
-    (modules, compiled programs, the faust app, clients) to the collector's
-    permanent generation, so later full collections walk only what the traffic
-    made.  Without it a full collection of a running service walks the whole
-    heap, a pause that sets the webhook's p99 (bench/webhook.py's GC column).
-    For a service's process only (``eventpipe run``): what is frozen is never
-    collected."""
-    gc.collect()
-    gc.freeze()
-
-
 def run(coro: Coroutine[Any, Any, T]) -> T:
     tune_gc()
     with asyncio.Runner(loop_factory=loop_factory()) as runner:

@@ -85,7 +85,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     start_observability(settings, worker=None if slot is None else slot.index)
 
     def ready(service: Service) -> None:
-        loop.freeze_startup_heap()
         who = "eventpipe" if slot is None else f"eventpipe worker {slot.index}"
         _say(settings, f"{who} serving on {service.url} (role {args.role})")
 

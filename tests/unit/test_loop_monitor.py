@@ -46,16 +46,3 @@ async def test_a_blocked_loop_shows_as_lag_and_collections_as_pauses() -> None:
     after = _count(lag)
     await asyncio.sleep(0.12)
     assert _count(lag) == after  # stopped: no more ticks
-
-
-def test_freezing_the_startup_heap_keeps_it_out_of_later_collections() -> None:
-    from eventpipe.loop import freeze_startup_heap
-
-    kept = [[i] for i in range(1000)]  # alive at "startup"
-    before = gc.get_freeze_count()
-    try:
-        freeze_startup_heap()
-        assert gc.get_freeze_count() >= before + len(kept)
-    finally:
-        gc.unfreeze()  # this test process goes on collecting
-    assert gc.get_freeze_count() == 0
