@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiokafka.structs import TopicPartition
 from faust.types import TP
 
-from eventpipe.kafka.incarnation import TopicProbe, TopicResetError
+from eventpipe.kafka.incarnation import Mark, TopicProbe, TopicResetError, ends_below, find_stale
 
 from . import faust_adapter
 from .batch import Record
@@ -443,22 +443,15 @@ class SourceReader:
 
     def _behind(self, tps: frozenset[TopicPartition]) -> dict[TP, int]:
         """Partitions read below what was admitted (Positions.fell_back), or whose
-        end (the high watermark of the last fetch) is below it: a broker that does
-        not answer OffsetOutOfRange to a fetch past the end (Tansu) leaves the
-        position where it was, and the new topic's records below it unread."""
+        end is below it (eventpipe.kafka.incarnation.ends_below)."""
         positions = self.positions
         behind = positions.fell_back()
-        consumer = self._consumer
-        for atp in tps:
-            tp = TP(atp.topic, atp.partition)
-            hw = consumer.highwater(tp)
-            nxt = positions.next.get(tp)
-            if hw is None or nxt is None or hw >= nxt:
-                self._short.pop(tp, None)
-                continue
-            if self._short.get(tp) == hw:
-                continue  # asked already about this end
-            self._short[tp] = hw
+        nexts = {
+            tp: positions.next[tp]
+            for tp in (TP(atp.topic, atp.partition) for atp in tps)
+            if tp in positions.next
+        }
+        for tp, hw in ends_below(self._consumer.highwater, nexts, self._short).items():
             behind[tp] = min(hw, behind.get(tp, hw))
         return behind
 
@@ -477,25 +470,15 @@ class SourceReader:
         positions = self.positions
         now: dict[str, uuid.UUID | None] = {}
         try:
-            now = await probe.ids({tp.topic for tp in behind})
-            renewed: set[TP] = set()
-            unsure: list[TP] = []
-            for tp in behind:
-                was, is_ = self._ids.get(tp.topic), now.get(tp.topic)
-                if tp.topic not in now:
-                    continue  # gone: nothing is read from it
-                if was is not None and is_ is not None:
-                    if was != is_:
-                        renewed.add(tp)
-                else:
-                    unsure.append(tp)
-            if unsure:
-                admitted = {(tp.topic, tp.partition): positions.next[tp] - 1 for tp in unsure}
-                ends = await probe.ends(admitted, admitted)
-                for tp in unsure:
-                    end = ends.get((tp.topic, tp.partition))
-                    if end is not None and end <= admitted[(tp.topic, tp.partition)]:
-                        renewed.add(tp)
+            stale = await find_stale(
+                probe,
+                [
+                    Mark(tp.topic, tp.partition, positions.next[tp] - 1, self._ids.get(tp.topic))
+                    for tp in behind
+                ],
+            )
+            renewed = {TP(*s.mark.tp) for s in stale}
+            now = {s.mark.topic: s.topic_id for s in stale}
         except asyncio.CancelledError:
             raise
         except Exception as exc:
