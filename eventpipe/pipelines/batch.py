@@ -56,7 +56,7 @@ log = logging.getLogger("eventpipe.pipelines")
 _STEP_INDEX = re.compile(r"^steps\[(\d+)\]")
 
 
-def _unless_bad_record(exc: Exception) -> None:
+def _unless_bad_record(exc: BaseException) -> None:
     """Raise ``exc`` unless a class says its record's data is bad (a decode error, a
     jq runtime error, a schema violation): only those are dead-lettered.  A bug (no
     class explains it) or a retriable error leaves the batch unacknowledged, and the
