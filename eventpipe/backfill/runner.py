@@ -16,6 +16,7 @@ from eventpipe.db.migrations import apply_migrations
 from eventpipe.db.pool import open_pool
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.kafka.incarnation import Mark, TopicProbe, apply_policy, find_stale
+from eventpipe.loop import frozen_heap
 from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.plugin import Catalog
 from eventpipe.publisher import Publisher
@@ -386,9 +387,10 @@ class Backfill:
         concurrency = max(1, min(int(job.options.get("concurrency", 4)), len(todo) or 1))
         self.window["limit"] = concurrency * size
         try:
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(concurrency):
-                    tg.create_task(self._lane(job, runner, todo, limiter, size))
+            with frozen_heap():
+                async with asyncio.TaskGroup() as tg:
+                    for _ in range(concurrency):
+                        tg.create_task(self._lane(job, runner, todo, limiter, size))
         except BaseExceptionGroup as eg:
             # one cause is enough for the caller (and a CancelledError stays one)
             first = eg.exceptions[0]

@@ -50,6 +50,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -57,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiokafka.structs import TopicPartition
 from faust.types import TP
 
-from eventpipe.kafka.incarnation import TopicResetError
+from eventpipe.kafka.incarnation import TopicProbe, TopicResetError
 
 from . import faust_adapter
 from .batch import Record
@@ -95,11 +96,21 @@ class Positions:
     sought: dict[TP, tuple[int, int | None]] = field(default_factory=dict)
     gaps_accepted: int = 0
     holes_refetched: int = 0
+    # partition -> the lowest offset it fell back to below what was admitted (no
+    # seek of ours goes there): a redelivery, or a topic created again under its
+    # name; SourceReader asks the broker which (see ``fell_back``)
+    behind: dict[TP, int] = field(default_factory=dict)
 
     def reset(self, starts: dict[TP, int]) -> None:
         """A new assignment: every partition was just sought to ``starts``."""
         self.next = dict(starts)
         self.sought = {tp: (o, None) for tp, o in starts.items()}
+        self.behind = {}
+
+    def fell_back(self) -> dict[TP, int]:
+        """The partitions that fell back since the last call (and to where)."""
+        out, self.behind = self.behind, {}
+        return out
 
     def admit(self, tp: TP, records: Sequence[_Offsets]) -> tuple[Sequence[_Offsets], int | None]:
         expected = self.next.get(tp)
@@ -110,6 +121,9 @@ class Positions:
         while i < n and records[i].offset < expected:
             i += 1  # processed already under this assignment
         if i:
+            low = records[0].offset
+            if low < self.behind.get(tp, expected):
+                self.behind[tp] = low
             records = records[i:]
             if not records:
                 return (), None
@@ -192,10 +206,18 @@ class SourceReader:
         topics: Sequence[str],
         *,
         marks: Any = None,
+        probe: TopicProbe | None = None,
     ) -> None:
         self.app = app
         self.topics = frozenset(topics)
-        self._marks = marks  # async (topics, assigned) -> {(topic, partition): mark}
+        # async (topics, assigned, renewed) -> {(topic, partition): mark}; ``renewed``:
+        # partitions whose topic was created again while they were read
+        self._marks = marks
+        self._probe = probe  # which incarnation of each topic is read (None: not asked)
+        self._ids: dict[str, uuid.UUID | None] = {}  # topic ids when last established
+        self._renewed: set[TP] = set()  # topics created again: read from their start
+        self._short: dict[TP, int] = {}  # partition -> an end below next, asked about
+        self.redeliveries = 0  # fall-backs found to be of the same topic (dropped)
         self.positions = Positions()
         self.paused: set[TP] = set()
         self.epoch = 0  # bumped by every revoke / assignment
@@ -259,10 +281,13 @@ class SourceReader:
         if tps:
             found = await self._call(_starts, sorted(tps))
             marks: dict[tuple[str, int], int] = {}
+            renewed = {TP(tp.topic, tp.partition) for tp in tps} & self._renewed
             if self._marks is not None:
                 marks = await self._marks(
-                    sorted(self.topics), {(tp.topic, tp.partition) for tp in tps}
+                    sorted(self.topics), {(tp.topic, tp.partition) for tp in tps}, renewed
                 )
+            if self._probe is not None:
+                self._ids = await self._probe.ids(self.topics)
             seek: dict[TopicPartition, int] = {}
             for tp, (committed, position, earliest) in found.items():
                 start = committed if committed is not None else position
@@ -278,6 +303,8 @@ class SourceReader:
                         mark + 1,
                     )
                     start = mark + 1
+                if tp in renewed:
+                    start = earliest  # the committed offset is the old topic's
                 start = max(start, earliest)
                 seek[tp] = start
                 starts[TP(tp.topic, tp.partition)] = start
@@ -289,6 +316,7 @@ class SourceReader:
         # faust's per-partition ack bookkeeping restarts with the assignment.
         faust_adapter.restart_acks(self.app, starts)
         self.positions.reset(starts)
+        self._renewed -= set(starts)
         self._tps = tps
         self._established = epoch
         log.info(
@@ -369,9 +397,105 @@ class SourceReader:
                 self._to_records(tp, run, records)
             if seek:
                 await self._call(_seek, seek)
+        behind = self._behind(tps)
+        if behind and await self._recreated(behind, epoch):
+            return None
         if not records and not spans:
             return None
         return SourceBatch(records, spans, epoch)
+
+    def _behind(self, tps: frozenset[TopicPartition]) -> dict[TP, int]:
+        """Partitions read below what was admitted (Positions.fell_back), or whose
+        end (the high watermark of the last fetch) is below it: a broker that does
+        not answer OffsetOutOfRange to a fetch past the end (Tansu) leaves the
+        position where it was, and the new topic's records below it unread."""
+        positions = self.positions
+        behind = positions.fell_back()
+        consumer = self._consumer
+        for atp in tps:
+            tp = TP(atp.topic, atp.partition)
+            hw = consumer.highwater(tp)
+            nxt = positions.next.get(tp)
+            if hw is None or nxt is None or hw >= nxt:
+                self._short.pop(tp, None)
+                continue
+            if self._short.get(tp) == hw:
+                continue  # asked already about this end
+            self._short[tp] = hw
+            behind[tp] = min(hw, behind.get(tp, hw))
+        return behind
+
+    async def _recreated(self, behind: dict[TP, int], epoch: int) -> bool:
+        """Partitions fell back below what was admitted, with no seek of ours there:
+        a redelivery (dropped, as before), or the topic was deleted and created
+        again while it was read (the consumer's position was reset to the new
+        topic's offsets).  Told apart as at an assignment (eventpipe.kafka.incarnation):
+        the topic's id now against the one read so far, else the partition's end
+        offset below what was admitted.  A new topic voids this assignment: it is
+        established again (bumping ``epoch``), where the marks' policy applies
+        (``on_topic_reset``: stop, or read the new topic from its beginning)."""
+        probe = self._probe
+        if probe is None:
+            return False
+        positions = self.positions
+        now: dict[str, uuid.UUID | None] = {}
+        try:
+            now = await probe.ids({tp.topic for tp in behind})
+            renewed: set[TP] = set()
+            unsure: list[TP] = []
+            for tp in behind:
+                was, is_ = self._ids.get(tp.topic), now.get(tp.topic)
+                if tp.topic not in now:
+                    continue  # gone: nothing is read from it
+                if was is not None and is_ is not None:
+                    if was != is_:
+                        renewed.add(tp)
+                else:
+                    unsure.append(tp)
+            if unsure:
+                admitted = {(tp.topic, tp.partition): positions.next[tp] - 1 for tp in unsure}
+                ends = await probe.ends(admitted, admitted)
+                for tp in unsure:
+                    end = ends.get((tp.topic, tp.partition))
+                    if end is not None and end <= admitted[(tp.topic, tp.partition)]:
+                        renewed.add(tp)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Not known which: established again, from the committed offsets and
+            # the marks (like a rebalance), rather than dropping on a guess.
+            self._complain("cannot tell a redelivery from a re-created topic", exc)
+            if self.epoch == epoch:
+                self.epoch += 1
+            return True
+        for tp in sorted(behind):
+            if tp not in renewed:
+                self.redeliveries += 1
+                log.debug(
+                    "partition %s[%d]: offset %d read again (expected %d); dropped",
+                    tp.topic,
+                    tp.partition,
+                    behind[tp],
+                    positions.next.get(tp, -1),
+                )
+                continue
+            log.warning(
+                "partition %s[%d]: the consumer fell back to offset %d, below %d already "
+                "read, and the topic is a new one (id %s, was %s): it was deleted and "
+                "created again while the pipeline ran",
+                tp.topic,
+                tp.partition,
+                behind[tp],
+                positions.next.get(tp, -1),
+                now.get(tp.topic),
+                self._ids.get(tp.topic),
+            )
+        if not renewed:
+            return False
+        self._renewed |= renewed
+        if self.epoch == epoch:
+            self.epoch += 1
+        return True
 
     def reread(self, tps: set[TP]) -> None:
         """Read these partitions again from the next offset to process, before the

@@ -44,7 +44,7 @@ from eventpipe.context import Context
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.errors import ConfigError
 from eventpipe.kafka.client import faust_app_kwargs
-from eventpipe.kafka.incarnation import TopicProbe, apply_policy, find_stale
+from eventpipe.kafka.incarnation import Stale, TopicProbe, apply_policy, find_stale
 from eventpipe.settings import TopicSpec
 from eventpipe.sink import PipelineSink
 from eventpipe.transforms import Chain
@@ -180,7 +180,7 @@ class PipelineRuntime:
             await self._ensure_topics()
             app = self.app = self._faust_app()
             self.changelog = ChangelogWrites(app)
-            self.reader = SourceReader(app, s.source.topics, marks=self._marks)
+            self.reader = SourceReader(app, s.source.topics, marks=self._marks, probe=self._probe())
             self.reader.install()
             stages = self._stages(app, segments)
             dedup = None
@@ -262,14 +262,22 @@ class PipelineRuntime:
         if self.reader is not None:
             self.reader.resume({TP(t, p) for t, p in tps})
 
+    def _probe(self) -> TopicProbe:
+        return TopicProbe(self.resources.admin, self.resources.settings.kafka)
+
     async def _marks(
-        self, topics: list[str], assigned: set[tuple[str, int]]
+        self,
+        topics: list[str],
+        assigned: set[tuple[str, int]],
+        renewed: set[tuple[str, int]] | None = None,
     ) -> dict[tuple[str, int], int]:
         """The lowest high-water mark per assigned partition over the exactly-once
         sinks, each checked to belong to the topic there now
         (eventpipe.kafka.incarnation): a mark of an earlier incarnation stops the
         pipeline (TopicResetError), or with ``on_topic_reset: reset`` is dropped and
-        its partition read from the start (-1 here, until a sink marks it again)."""
+        its partition read from the start (-1 here, until a sink marks it again).
+        ``renewed``: partitions the reader saw created again while it read them
+        (their marks are of the old topic, whatever the check says)."""
         sinks = [s for s in self.sinks if s.exactly_once]
         if not sinks:
             return {}
@@ -277,8 +285,17 @@ class PipelineRuntime:
             sink.name: {tp: m for tp, m in (await sink.marks(topics)).items() if tp in assigned}
             for sink in sinks
         }
-        probe = TopicProbe(self.resources.admin, self.resources.settings.kafka)
-        stale = await find_stale(probe, [m for marks in held.values() for m in marks.values()])
+        probe = self._probe()
+        every = [m for marks in held.values() for m in marks.values()]
+        stale = await find_stale(probe, every)
+        if renewed:
+            known = {s.mark for s in stale}
+            now = await probe.ids(topics)
+            stale += [
+                Stale(m, now.get(m.topic), None)
+                for m in every
+                if m.tp in renewed and m not in known
+            ]
         policy = self.spec.source.on_topic_reset or self.resources.settings.kafka.on_topic_reset
         apply_policy(
             stale,

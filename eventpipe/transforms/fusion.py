@@ -17,6 +17,13 @@ in :mod:`.data_filter`) counts as a data step, ``select(first(Q))`` with
 ``.data`` taken off its paths, wherever it stands: after data steps it joins
 their run, and leading filters that all qualify take the run onto ``data``
 alone (the benchmark's chain, projection | ``.data.total > 10`` | merge: 40 -> 27).
+Likewise a ``set`` / ``route`` whose expressions all read nothing but ``.data``
+runs its values program on data: it may follow data steps (still at most one
+set / route a run), and a run whose filters and set / route all qualify goes to
+the engine as ``data`` alone.  The backfill benchmark's chain (projection |
+``.data.total > 10`` | ``set subject: .data.order_id`` | drop_fields | merge):
+one engine call fewer an event (jq + filter + set fused; 55 -> 45 us an event
+for those steps with jaq, measured on a loaded machine).
 
 What is NOT fused, because it measured slower or no faster: a data ``jq``
 followed by a filter that reads more than ``.data``, a set or a route.  Running
@@ -45,6 +52,13 @@ jq's pipe ``a | b`` is exactly that flat-map.
   run unfused on the changed event and reject it as they would.
 * data steps after filters: ``.data | (P1) | ...``; each output replaces
   ``data`` of the (unchanged) event.
+* a set / route on data: ``A | [(V'), [B]]`` on ``data``, where ``A`` are the
+  data steps before it (filters of ``.data`` included), ``V'`` its values
+  program with ``.data`` taken off its paths (the same rule as a filter's: it
+  reads the data ``A`` produced, which is what the event form's ``.data`` would
+  hold), and ``B`` the data steps after it (``.`` when none).  ``assign``
+  applies the values to the event, then each of ``B``'s outputs replaces its
+  data.  Should ``assign`` make the data not JSON, the event runs unfused.
 * a filter that reads only ``.data``, as a data step: ``Q'`` (``Q`` with
   ``.data`` taken off its paths) computes on ``data`` what ``Q`` computes on
   the event form, whose ``data`` is exactly the event's JSON data, so
@@ -95,13 +109,18 @@ class FusablePart:
     assign: Callable[[CloudEvent, Any], CloudEvent] | None = None
     """assign only: apply the values program's output to the event."""
     on_data: str | None = None
-    """filter only: the predicate rewritten to run on ``data``, when it reads
-    nothing but ``.data`` (:func:`.data_filter.data_form`)."""
+    """filter: the predicate, assign: the values program, rewritten to run on
+    ``data``, when it reads nothing but ``.data`` (:func:`.data_filter.data_form`)."""
+    data_only: bool = False
+    """assign only: ``source`` runs on ``data`` (see :meth:`as_data`)."""
 
     def as_data(self) -> FusablePart:
         """A filter that reads only ``.data``, as a data step: ``select(first(Q))``
-        on data keeps or drops the event exactly as ``Q`` on the event form."""
-        assert self.kind == "filter" and self.on_data is not None
+        on data keeps or drops the event exactly as ``Q`` on the event form.  A set /
+        route that reads only ``.data``: its values program on data."""
+        assert self.kind in ("filter", "assign") and self.on_data is not None
+        if self.kind == "assign":
+            return FusablePart("assign", self.engine, self.on_data, self.assign, data_only=True)
         return FusablePart("data", self.engine, f"select(first{parenthesise(self.on_data)})")
 
 
@@ -161,14 +180,16 @@ class FusedRunner:
         parts = [p for _, p in members]
         if len(members) < 2 or len({p.engine for p in parts}) != 1:
             raise ValueError("a fused run needs two or more parts on one engine")
-        if not all(_continues(a, b) for a, b in pairwise(parts)):
+        if sum(p.kind == "assign" for p in parts) > 1 or not all(
+            _continues(a, b) for a, b in pairwise(parts)
+        ):
             raise ValueError(
                 "a fused run is filters, then at most one set / route, then data steps"
             )
         self.members = [StepRunner(s) for s, _ in members]
         self.name = "+".join(r.name for r in self.members)
-        self._on_data = parts[0].kind == "data"
-        self._has_data = parts[-1].kind == "data"
+        self._on_data = parts[0].kind == "data" or parts[0].data_only
+        self._has_data = any(p.kind == "data" for p in parts)
         self._assign = next((p.assign for p in parts if p.kind == "assign"), None)
         self._data_members = [
             r for r, p in zip(self.members, parts, strict=True) if p.kind == "data"
@@ -180,10 +201,14 @@ class FusedRunner:
         if self._has_data and not has_json_data(event):
             return run_unfused(self.members, event)  # the data steps say why
         try:
-            if self._on_data:
-                return [with_data(event, d) for d in self._program.all(event.data)]
-            outs = self._program.all(to_event_form(event))
             assign = self._assign
+            if self._on_data:
+                outs = self._program.all(event.data)
+                if assign is None:
+                    return [with_data(event, d) for d in outs]
+                assigned = self._assigned(assign, event, outs)
+                return run_unfused(self.members, event) if assigned is None else assigned
+            outs = self._program.all(to_event_form(event))
             if assign is None:
                 if self._has_data:
                     return [with_data(event, d) for d in outs]
@@ -209,9 +234,28 @@ class FusedRunner:
         )
         return out
 
+    @staticmethod
+    def _assigned(
+        assign: Callable[[CloudEvent, Any], CloudEvent], event: CloudEvent, outs: list[Any]
+    ) -> list[CloudEvent] | None:
+        """The events of an on-data run with a set / route (``[values, datas]``
+        outputs); None when ``assign`` made the data not JSON (run it unfused)."""
+        result: list[CloudEvent] = []
+        for values, datas in outs:
+            changed = assign(event, values)  # its data is replaced just below
+            if not has_json_data(changed):  # set gave it a datacontenttype not JSON
+                return None
+            result.extend([with_data(changed, d) for d in datas])
+        return result
+
 
 def fused_source(parts: Sequence[FusablePart]) -> str:
     """The one program for a run of ``parts`` (see the module docstring)."""
+    at = next((i for i, p in enumerate(parts) if p.data_only), None)
+    if at is not None:  # a set / route on data, between data steps
+        before = [parenthesise(p.source) for p in parts[:at]]
+        after = " | ".join(parenthesise(p.source) for p in parts[at + 1 :]) or "."
+        return " | ".join([*before, f"[{parenthesise(parts[at].source)}, [{after}]]"])
     filters = [f"select(first{parenthesise(p.source)})" for p in parts if p.kind == "filter"]
     values = [parenthesise(p.source) for p in parts if p.kind == "assign"]
     data = " | ".join(parenthesise(p.source) for p in parts if p.kind == "data")
@@ -243,9 +287,12 @@ def plan(steps: Sequence[Step], *, fuse: bool = True) -> list[Runner]:
             nxt = _part(steps[j])
             if nxt is None or nxt.engine != group[0][1].engine:
                 break
-            if group[-1][1].kind == "data" and nxt.on_data is not None:
-                nxt = nxt.as_data()  # a filter of .data after data steps
-            if not _continues(group[-1][1], nxt):
+            last = group[-1][1]
+            if (last.kind == "data" or last.data_only) and nxt.on_data is not None:
+                nxt = nxt.as_data()  # a filter / set / route of .data after data steps
+            if not _continues(group[-1][1], nxt) or (
+                nxt.kind == "assign" and any(p.kind == "assign" for _, p in group)
+            ):
                 break
             group.append((steps[j], nxt))
             j += 1
@@ -265,15 +312,16 @@ def plan(steps: Sequence[Step], *, fuse: bool = True) -> list[Runner]:
 def _on_data_when_possible(
     group: list[tuple[Step, FusablePart]],
 ) -> list[tuple[Step, FusablePart]]:
-    """Leading filters before data steps, when each reads only ``.data``, become
-    data steps too: the run then goes to the engine as ``data`` alone, not the
-    whole event form."""
+    """Leading filters (and a set / route) before data steps, when each reads only
+    ``.data``, run on data too: the run then goes to the engine as ``data`` alone,
+    not the whole event form."""
     parts = [p for _, p in group]
-    if not any(p.kind == "data" for p in parts) or any(p.kind == "assign" for p in parts):
+    if not any(p.kind == "data" for p in parts):
         return group
-    if not all(p.on_data is not None for p in parts if p.kind == "filter"):
+    on_event = [p for p in parts if p.kind != "data" and not p.data_only]
+    if not all(p.on_data is not None for p in on_event):
         return group
-    return [(s, p.as_data() if p.kind == "filter" else p) for s, p in group]
+    return [(s, p if p.kind == "data" or p.data_only else p.as_data()) for s, p in group]
 
 
 _ORDER: dict[PartKind, int] = {"filter": 0, "assign": 1, "data": 2}
@@ -282,6 +330,8 @@ _ORDER: dict[PartKind, int] = {"filter": 0, "assign": 1, "data": 2}
 def _continues(prev: FusablePart, nxt: FusablePart) -> bool:
     """Whether ``nxt`` may follow ``prev`` in one run: filters, then at most one
     set / route, then data steps."""
+    if nxt.data_only:  # a set / route on data may follow data steps
+        return prev.kind != "assign"
     a, b = _ORDER[prev.kind], _ORDER[nxt.kind]
     return b > a or (b == a and nxt.kind != "assign")
 

@@ -23,7 +23,7 @@ when given, and otherwise leaves the event as it is.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final
 
 from pydantic import Field, field_validator
@@ -178,7 +178,7 @@ class RouteStep(TransformStep):
         return out
 
     def fusable(self) -> FusablePart:
-        return FusablePart("assign", self.cfg.engine, self._values, self.assign)
+        return assign_part(self.cfg.engine, self._values, [self.cfg.expression], self.assign)
 
 
 # --------------------------------------------------------------------- set
@@ -296,7 +296,21 @@ class SetStep(TransformStep):
             raise TransformError(str(exc)) from exc
 
     def fusable(self) -> FusablePart:
-        return FusablePart("assign", self.cfg.engine, self._values, self.assign)
+        expressions = list(self.cfg.fields.values())
+        return assign_part(self.cfg.engine, self._values, expressions, self.assign)
+
+
+def assign_part(
+    engine: EngineName,
+    values: str,
+    expressions: list[str],
+    assign: Callable[[CloudEvent, Any], CloudEvent],
+) -> FusablePart:
+    """A set / route as a fusable part; with its values program on data when every
+    expression reads nothing but ``.data`` (:func:`.data_filter.data_form`)."""
+    on_data = [data_form(e) for e in expressions]
+    data_values = None if None in on_data else values_source([e for e in on_data if e is not None])
+    return FusablePart("assign", engine, values, assign, on_data=data_values)
 
 
 FILTER_PLUGIN = FilterStep.as_plugin(

@@ -3,6 +3,7 @@ same failures) as its jq program."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from eventpipe.connectors.sinks.postgres import (
     PostgresSink,
     PostgresSinkConfig,
     RowMappingError,
+    json_text,
     simple_path,
 )
 from eventpipe.envelope import CloudEvent
@@ -82,3 +84,25 @@ def test_only_plain_paths_take_the_fast_way() -> None:
 def test_the_attribute_getters_answer_as_the_event_form(data: Any, key: str) -> None:
     ev = CloudEvent.create("t", "/s", data, id="e1", subject="sub", region="eu")
     assert event_form_getter(key)(ev) == to_event_form(ev).get(key)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": [1, 2.5, "é", {"b": True}], "c": "line\nbreak \\ tab\t"},
+        [{"sku": "A", "qty": 2}, {"sku": "B", "qty": 1}],
+        {"n": None, "s": "null"},  # a null: json.dumps's text
+        {"big": 2**70},  # beyond 64 bits: orjson cannot, json.dumps can
+        {1: "x"},  # a key that is not a string
+        [float("nan")],  # json.dumps writes NaN (PostgreSQL refuses it), orjson null
+        [float("inf")],
+    ],
+)
+def test_jsonb_text_means_what_json_dumps_wrote(value: Any) -> None:
+    text = json_text(value)
+    want = json.dumps(value)
+    if isinstance(text, str):
+        assert text == want
+    else:  # orjson: the same JSON value (PostgreSQL stores the parsed value)
+        assert json.loads(text) == json.loads(want)
+        assert b"null" not in text and "NaN" not in want and "Infinity" not in want

@@ -115,6 +115,35 @@ CHAINS: list[tuple[list[dict[str, Any]], int]] = [
     ([{"filter": ".id | length > 0"}, {"set": {"id": ".data.status | tostring"}}], 1),
     ([{"filter": ".id | length > 0"}, {"set": {"subject": ".data.items | length"}}], 1),
     ([{"filter": ".id | length > 0"}, {"route": ".data.status | tostring"}], 1),
+    # a set / route that reads only .data runs on data: after data steps too
+    ([{"jq": ".items[0] // {}"}, {"set": {"subject": ".data.sku"}}], 1),
+    ([{"jq": ".items[]"}, {"filter": ".data.qty > 1"}, {"set": {"subject": ".data.sku"}}], 1),
+    (
+        [
+            {"jq": ".items[]"},
+            {"set": {"subject": ".data.sku", "partitionkey": ".data.qty"}},
+            {"jq": "{sku, n: .qty}"},
+            {"filter": ".data.n > 1"},
+        ],
+        1,
+    ),
+    ([{"jq": ".items[]"}, {"route": {"expression": '"o." + .data.sku'}}, {"jq": ".qty"}], 1),
+    ([{"jq": ".items[]"}, {"set": {"subject": ".data.qty"}}, {"jq": "."}], 1),  # set fails
+    ([{"jq": ".items"}, {"set": {"datacontenttype": '"text/plain"'}}, {"jq": "."}], 1),
+    ([{"jq": ".items"}, {"set": {"datacontenttype": ".data | length | tostring"}}], 1),
+    ([{"filter": ".data.status"}, {"set": {"subject": ".data.status"}}, {"jq": ".items"}], 1),
+    ([{"set": {"subject": '.data.status + "!"'}}, {"jq": ".items[]"}, {"jq": ".sku"}], 1),
+    # a second set / route starts a new run; one reading more than .data starts one too
+    (
+        [
+            {"jq": ".items[]"},
+            {"set": {"subject": ".data.sku"}},
+            {"route": '"o." + .data.sku'},
+            {"jq": ".qty"},
+        ],
+        2,
+    ),
+    ([{"jq": ".items[]"}, {"set": {"subject": ".id"}}, {"jq": ".qty"}], 1),
     # not fusable: apply_to event, other kinds between
     ([{"jq": {"program": ".", "apply_to": "event"}}, {"filter": "true | not"}], 0),
     ([{"jq": ".items"}, {"drop_fields": "x"}, {"jq": "."}], 0),
@@ -268,6 +297,24 @@ def test_fused_sources() -> None:
     set_data = Chain([{"set": {"subject": ".a"}}, {"jq": ".b"}]).runners[0]
     assert isinstance(set_data, FusedRunner)
     assert set_data.source == "[(\n[[first(\n.a\n)]]\n), [.data | (\n.b\n)]]"
+
+
+# A set / route reading only .data, on data: `A | [(V'), [B]]` (B is `.` when none).
+ON_DATA_SOURCES: list[tuple[list[dict[str, Any]], str]] = [
+    (
+        [{"jq": ".b"}, {"set": {"subject": ".data.a"}}, {"jq": ".d"}],
+        "(\n.b\n) | [(\n[[first(\n.a\n)]]\n), [(\n.d\n)]]",
+    ),
+    ([{"jq": ".b"}, {"route": ".data.t"}], "(\n.b\n) | [(\n[[first(\n.t\n)]]\n), [.]]"),
+    ([{"set": {"subject": ".data.a"}}, {"jq": ".b"}], "[(\n[[first(\n.a\n)]]\n), [(\n.b\n)]]"),
+]
+
+
+@pytest.mark.parametrize(("config", "source"), ON_DATA_SOURCES)
+def test_fused_sources_with_a_set_on_data(config: list[dict[str, Any]], source: str) -> None:
+    runners = Chain(config).runners
+    assert len(runners) == 1 and isinstance(runners[0], FusedRunner)
+    assert runners[0].source == source
 
 
 def test_fused_runner_rejects_bad_groups() -> None:

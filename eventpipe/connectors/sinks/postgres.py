@@ -31,10 +31,12 @@ the bad ones; those are dead-lettered before the transaction commits
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import orjson
 import psycopg
 import psycopg.errors as pe
 from psycopg import sql
@@ -169,9 +171,22 @@ class PostgresSinkConfig(PluginConfig):
         return self
 
 
+def json_text(v: Any) -> bytes | str:
+    """A jsonb column's text: orjson (a fifth of ``json.dumps``'s time), but
+    ``json.dumps`` (psycopg's default) wherever orjson would write something else:
+    a value it cannot encode (an int beyond 64 bits, a key that is not a string),
+    and NaN / Infinity, which orjson writes as ``null`` while ``json.dumps``'s
+    ``NaN`` makes PostgreSQL refuse the row (so any ``null`` goes the slow way)."""
+    try:
+        out = orjson.dumps(v)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(v)
+    return out if b"null" not in out else json.dumps(v)
+
+
 def _sql_value(v: Any) -> Any:
     if isinstance(v, dict | list):
-        return Jsonb(v)
+        return Jsonb(v, json_text)
     return v
 
 
