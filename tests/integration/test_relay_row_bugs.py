@@ -160,7 +160,9 @@ async def test_an_outbox_row_with_bad_data_is_dead_lettered_alone(
 
 # --------------------------------------------------------------------- cdc
 def _change_raising(real: Any, exc: Exception) -> Any:
-    def change(self: EventBuilder, t: Any, op: str, before: Any, after: Any, *a: Any, **kw: Any):  # type: ignore[no-untyped-def]
+    def change(
+        self: EventBuilder, t: Any, op: str, before: Any, after: Any, *a: Any, **kw: Any
+    ) -> Any:
         if after is not None and after.get("id") == 2:
             raise exc
         return real(self, t, op, before, after, *a, **kw)
@@ -177,17 +179,25 @@ async def _cdc_rows(settings: Settings, t: str) -> None:
     )
 
 
+async def _cdc_table(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, case: str, raising: Exception
+) -> tuple[str, str]:
+    """A table whose row 2 meets ``raising`` when encoded (rows written first when
+    ``case`` is snapshot).  Returns the table and the source's snapshot mode."""
+    t = unique("cdcrow")
+    await execute(settings, f"create table public.{t} (id int primary key, v text)")
+    monkeypatch.setattr(EventBuilder, "change", _change_raising(EventBuilder.change, raising))
+    if case == "snapshot":
+        await _cdc_rows(settings, t)
+    return t, "initial" if case == "snapshot" else "never"
+
+
 @pytest.mark.parametrize("case", CDC_CASES)
 async def test_a_cdc_encoding_bug_stops_the_reader_and_the_slot_stays(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
-    t = unique("cdcrow")
-    await execute(settings, f"create table public.{t} (id int primary key, v text)")
     real = EventBuilder.change
-    monkeypatch.setattr(EventBuilder, "change", _change_raising(real, Bug("a bug in encoding")))
-    if case == "snapshot":
-        await _cdc_rows(settings, t)
-    snapshot = "initial" if case == "snapshot" else "never"
+    t, snapshot = await _cdc_table(settings, monkeypatch, case, Bug("a bug in encoding"))
     async with cdc_source(settings, tables=[f"public.{t}"], snapshot=snapshot, wait=False) as src:
         failures = watch(src)
         if case == "stream":
@@ -220,13 +230,8 @@ async def test_a_cdc_encoding_bug_stops_the_reader_and_the_slot_stays(
 async def test_a_cdc_row_that_cannot_be_encoded_is_dead_lettered_alone(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
-    t = unique("cdcbad")
-    await execute(settings, f"create table public.{t} (id int primary key, v text)")
-    bad = UnencodableRowError(f"public.{t}: a value JSON cannot hold")
-    monkeypatch.setattr(EventBuilder, "change", _change_raising(EventBuilder.change, bad))
-    if case == "snapshot":
-        await _cdc_rows(settings, t)
-    snapshot = "initial" if case == "snapshot" else "never"
+    bad = UnencodableRowError("a value JSON cannot hold")
+    t, snapshot = await _cdc_table(settings, monkeypatch, case, bad)
     async with cdc_source(settings, tables=[f"public.{t}"], snapshot=snapshot) as src:
         failures = watch(src)
         if case == "stream":
