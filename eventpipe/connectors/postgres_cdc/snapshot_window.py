@@ -28,7 +28,7 @@ import psycopg
 
 from eventpipe import metrics
 from eventpipe.dlq.record import DeadLetter, Origin
-from eventpipe.errors import is_bad_record, is_classified, is_retriable
+from eventpipe.errors import is_bad_record, is_retriable
 
 from . import pgoutput as pg
 from . import slot as slots
@@ -159,16 +159,16 @@ class SnapshotWindow:
 
     async def open_chunk(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Open the next chunk when none is open; a snapshot that cannot be read
-        fails on its own, and the stream goes on (a bug, an error no class explains,
-        stops the reader)."""
+        fails on its own (its reason in its row, what the CLI shows: a
+        bug in reading it too), and the stream goes on."""
         if self.chunk is not None:
             return
         try:
             await self._open_chunk(conn)
         except Exception as exc:
             task = self.task
-            if is_retriable(exc) or task is None or not is_classified(exc, record=False):
-                raise  # retried, or a bug: the reader stops
+            if is_retriable(exc) or task is None:
+                raise
             await self.close()
             reason = _reason(exc)
             self.log.error("snapshot of %s failed: %s", task.table, reason)
