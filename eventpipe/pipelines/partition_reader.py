@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiokafka.structs import TopicPartition
 from faust.types import TP
 
-from eventpipe.kafka.incarnation import TopicProbe, TopicResetError
+from eventpipe.kafka.incarnation import Mark, TopicProbe, TopicResetError, ends_below, find_stale
 
 from . import faust_adapter
 from .batch import Record
@@ -69,6 +69,8 @@ if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
 
 log = logging.getLogger("eventpipe.pipelines")
+FIRST_RECORD_WAIT_S = 1.0  # a batch's wait for its first record, before answering None
+BUSY_TAKE_S = 0.005  # while the batch before is processed: take what arrived this often
 
 
 class _Offsets(Protocol):
@@ -227,6 +229,8 @@ class SourceReader:
         self._last_error = 0.0
         self._reread: set[TP] = set()
         self.rereads = 0
+        self._active_at = 0.0  # when a fetch last brought records (monotonic)
+        self._full = False  # the last batch filled max_records: a backlog
 
     # ------------------------------------------------------------ faust hooks
     def install(self) -> None:
@@ -327,8 +331,20 @@ class SourceReader:
         return True
 
     # -------------------------------------------------------------- reading
-    async def next_batch(self, max_records: int, within: float) -> SourceBatch | None:
-        """Records to process next (``None``: nothing now, or the assignment changed)."""
+    async def next_batch(
+        self,
+        max_records: int,
+        linger: float = 0.0,
+        busy: asyncio.Future[Any] | None = None,
+    ) -> SourceBatch | None:
+        """Records to process next (``None``: nothing now, or the assignment changed).
+
+        Adaptive: waits (up to a second) for the first record, then takes what is
+        buffered; while ``busy`` (the batch before, being processed) is not done,
+        it goes on taking what arrives, so the consumer keeps fetching and the batch
+        holds everything that came meanwhile -- batches grow only under load.  A
+        ``linger`` (``batch.within``) holds the batch open at least that long after
+        its first record.  Never more than ``max_records``."""
         if not self.ready():
             await asyncio.sleep(0.05)
             return None
@@ -358,18 +374,23 @@ class SourceReader:
         records: list[Record] = []
         spans: dict[TP, tuple[int, int]] = {}
         loop = asyncio.get_running_loop()
-        deadline: float | None = None
+        until: float | None = None  # the linger's end, once a record is here
         positions = self.positions
         while len(records) < max_records:
-            if deadline is None:
-                timeout = 1.0
+            last = False  # this take ends the batch, whatever it brings
+            if until is None:
+                timeout = FIRST_RECORD_WAIT_S
             else:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
+                if busy is not None and not busy.done():
+                    await asyncio.wait([busy], timeout=BUSY_TAKE_S)
+                if busy is not None and not busy.done():
+                    timeout = 0.0  # the batch before is still processed: take what came
+                else:
+                    timeout = max(0.0, until - loop.time())
+                    last = timeout == 0.0
             try:
                 got = await self._call(
-                    faust_adapter.fetch, tps, timeout, max_records - len(records)
+                    faust_adapter.fetch, tps, timeout, max_records - len(records), self._pace()
                 )
             except asyncio.CancelledError:
                 raise
@@ -379,10 +400,12 @@ class SourceReader:
                 return None
             if self.epoch != epoch:
                 return None
-            if not got:
-                break
-            if deadline is None:
-                deadline = loop.time() + within
+            if got:
+                self._active_at = time.monotonic()
+                if until is None:
+                    until = loop.time() + linger
+            elif until is None:
+                break  # nothing for a while
             seek: dict[TopicPartition, int] = {}
             for atp, recs in got.items():
                 tp = TP(atp.topic, atp.partition)
@@ -397,6 +420,9 @@ class SourceReader:
                 self._to_records(tp, run, records)
             if seek:
                 await self._call(_seek, seek)
+            if last:
+                break
+        self._full = len(records) >= max_records
         behind = self._behind(tps)
         if behind and await self._recreated(behind, epoch):
             return None
@@ -404,24 +430,28 @@ class SourceReader:
             return None
         return SourceBatch(records, spans, epoch)
 
+    def _pace(self) -> int:
+        """How long the broker may hold an empty fetch, in ms: short while records
+        keep coming, so one arriving meanwhile is not held back (Tansu looks at a
+        held fetch again only part-way through its wait); long when idle, and in a
+        backlog (the last batch was full): records are there to fetch, and the
+        consumer's fetches of partitions that have none (each held the short wait,
+        hundreds a second) took CPU from the batches."""
+        if not self._full and time.monotonic() - self._active_at < faust_adapter.ACTIVE_FOR_S:
+            return faust_adapter.FETCH_WAIT_ACTIVE_MS
+        return faust_adapter.FETCH_MAX_WAIT_MS
+
     def _behind(self, tps: frozenset[TopicPartition]) -> dict[TP, int]:
         """Partitions read below what was admitted (Positions.fell_back), or whose
-        end (the high watermark of the last fetch) is below it: a broker that does
-        not answer OffsetOutOfRange to a fetch past the end (Tansu) leaves the
-        position where it was, and the new topic's records below it unread."""
+        end is below it (eventpipe.kafka.incarnation.ends_below)."""
         positions = self.positions
         behind = positions.fell_back()
-        consumer = self._consumer
-        for atp in tps:
-            tp = TP(atp.topic, atp.partition)
-            hw = consumer.highwater(tp)
-            nxt = positions.next.get(tp)
-            if hw is None or nxt is None or hw >= nxt:
-                self._short.pop(tp, None)
-                continue
-            if self._short.get(tp) == hw:
-                continue  # asked already about this end
-            self._short[tp] = hw
+        nexts = {
+            tp: positions.next[tp]
+            for tp in (TP(atp.topic, atp.partition) for atp in tps)
+            if tp in positions.next
+        }
+        for tp, hw in ends_below(self._consumer.highwater, nexts, self._short).items():
             behind[tp] = min(hw, behind.get(tp, hw))
         return behind
 
@@ -440,25 +470,15 @@ class SourceReader:
         positions = self.positions
         now: dict[str, uuid.UUID | None] = {}
         try:
-            now = await probe.ids({tp.topic for tp in behind})
-            renewed: set[TP] = set()
-            unsure: list[TP] = []
-            for tp in behind:
-                was, is_ = self._ids.get(tp.topic), now.get(tp.topic)
-                if tp.topic not in now:
-                    continue  # gone: nothing is read from it
-                if was is not None and is_ is not None:
-                    if was != is_:
-                        renewed.add(tp)
-                else:
-                    unsure.append(tp)
-            if unsure:
-                admitted = {(tp.topic, tp.partition): positions.next[tp] - 1 for tp in unsure}
-                ends = await probe.ends(admitted, admitted)
-                for tp in unsure:
-                    end = ends.get((tp.topic, tp.partition))
-                    if end is not None and end <= admitted[(tp.topic, tp.partition)]:
-                        renewed.add(tp)
+            stale = await find_stale(
+                probe,
+                [
+                    Mark(tp.topic, tp.partition, positions.next[tp] - 1, self._ids.get(tp.topic))
+                    for tp in behind
+                ],
+            )
+            renewed = {TP(*s.mark.tp) for s in stale}
+            now = {s.mark.topic: s.topic_id for s in stale}
         except asyncio.CancelledError:
             raise
         except Exception as exc:
