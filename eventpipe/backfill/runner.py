@@ -463,10 +463,13 @@ class Backfill:
                     await self._deliver(job, lane, p, batch, prepared, after)
             if writing is not None:
                 await writing
-        except BaseException:
-            if writing is not None and not writing.done():
-                writing.cancel()
-                with contextlib.suppress(BaseException):
+        except BaseException as exc:
+            # reading or preparing failed: the batch being written still completes
+            # (it is recorded in the job); stopped from outside, it is cancelled
+            if writing is not None:
+                if isinstance(exc, asyncio.CancelledError):
+                    writing.cancel()
+                with contextlib.suppress(Exception, asyncio.CancelledError):
                     await writing
             raise
 

@@ -148,13 +148,7 @@ class BatchProcessor:
 
     # ------------------------------------------------------------- the batch
     async def process(self, records: list[Record]) -> None:
-        self._m_in.inc(len(records))
-        self.activity.events_in.mark(len(records))
-        self._m_batch.observe(len(records))
-        letters: list[DeadLetter] = []
-        t = time.perf_counter()
-        self._decode(records, letters)
-        t = self._took("decode", t)
+        letters, t = self._take(records)
         contexts = (telemetry.of_event(r.event) if r.event else None for r in records)
         with telemetry.consumer_span(f"process {self.pipeline}", contexts, self._span_attributes):
             await self._process(records, letters, t)
@@ -164,15 +158,19 @@ class BatchProcessor:
         for a caller that overlaps it with the previous batch's :meth:`deliver`.
         ``pending``: dedup keys of a batch prepared and not delivered yet, taken as
         seen; :meth:`duplicates_changed` says whether the table disagrees since."""
+        letters, t = self._take(records)
+        self._transform(records, letters, t, pending)
+        return letters
+
+    def _take(self, records: list[Record]) -> tuple[list[DeadLetter], float]:
+        """Count a batch in and decode it: its dead letters so far, and the time."""
         self._m_in.inc(len(records))
         self.activity.events_in.mark(len(records))
         self._m_batch.observe(len(records))
         letters: list[DeadLetter] = []
         t = time.perf_counter()
         self._decode(records, letters)
-        t = self._took("decode", t)
-        self._transform(records, letters, t, pending)
-        return letters
+        return letters, self._took("decode", t)
 
     def duplicates_changed(self, records: list[Record]) -> bool:
         """Whether the dedup table now judges a prepared record's (source, id)

@@ -68,6 +68,20 @@ def timeline(
     monkeypatch.setattr(PostgresSink, "_write", slow_write)
 
 
+async def staged(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    prefix: str,
+    on_write: Callable[[int], Awaitable[None]],
+) -> tuple[str, str, list[tuple[str, float]]]:
+    """A topic and table named ``prefix_...``, and the timeline's log."""
+    name = ident(prefix)
+    await one_partition_topic(settings, name)
+    log: list[tuple[str, float]] = []
+    timeline(monkeypatch, log, on_write)
+    return name, settings.database.url.get_secret_value(), log
+
+
 async def progress(url: str, name: str) -> list[tuple[Any, ...]]:
     return await sql(
         url,
@@ -81,15 +95,10 @@ async def progress(url: str, name: str) -> list[tuple[Any, ...]]:
 async def test_a_slow_write_overlaps_the_next_batch_and_keeps_order_and_exactly_once(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    name = ident("overlap")
-    url = settings.database.url.get_secret_value()
-    await one_partition_topic(settings, name)
-    log: list[tuple[str, float]] = []
-
     async def slow(_: int) -> None:
         await asyncio.sleep(0.3)
 
-    timeline(monkeypatch, log, slow)
+    name, url, log = await staged(settings, monkeypatch, "overlap", slow)
     report = await backfill(
         with_pipelines(settings, spec(name)), pipeline=name, start="10m", end="now", mode="live"
     )
@@ -116,17 +125,12 @@ async def test_a_slow_write_overlaps_the_next_batch_and_keeps_order_and_exactly_
 async def test_a_failed_write_does_not_commit_the_batch_prepared_behind_it(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    name = ident("overlapfail")
-    url = settings.database.url.get_secret_value()
-    await one_partition_topic(settings, name)
-    log: list[tuple[str, float]] = []
-
     async def second_fails(n: int) -> None:
         if n == 2:
             await asyncio.sleep(0.5)  # the third batch is prepared meanwhile
             raise RuntimeError("the second write fails")
 
-    timeline(monkeypatch, log, second_fails)
+    name, url, log = await staged(settings, monkeypatch, "overlapfail", second_fails)
     s = with_pipelines(settings, spec(name))
     with pytest.raises(SinkFailedError, match="the second write fails"):
         # its own task: Python 3.11's TaskGroup leaves a failed run's caller cancelling
