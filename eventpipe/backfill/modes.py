@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
 from eventpipe.context import Context
-from eventpipe.dlq.record import DeadLetter
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.errors import ConfigError
 from eventpipe.pipelines.aggregate import AggregateConfig, Aggregator
@@ -147,15 +146,6 @@ async def build_pipeline(spec: PipelineSpec, ctx: Context) -> BuiltPipeline:
 
 
 @dataclass
-class Prepared:
-    """A batch through decode, validation and steps, not delivered yet."""
-
-    records: list[Record]
-    letters: list[DeadLetter]
-    keys: frozenset[str] = frozenset()  # dedup keys it marks once delivered
-
-
-@dataclass
 class LaneResult:
     counts: Counts
     sinks: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -177,42 +167,14 @@ class Lane:
         n = len(p.dedup.table) if p.dedup is not None else 0
         return n + sum(len(st.dedup[0].table) for st in p.stages if st.dedup is not None)
 
-    @property
-    def overlaps(self) -> bool:
-        """Whether a batch may be prepared while the one before it is delivered: not
-        with stateful steps (their state would be ahead of the sinks)."""
-        return not any(
-            st.dedup is not None or st.aggregator is not None for st in self.processor.stages
-        )
-
-    def prepare(self, records: list[Record], pending: Collection[str] = ()) -> Prepared:
-        """The CPU part of a batch (:meth:`BatchProcessor.prepare`); ``pending``: the
-        dedup keys of the batch still being delivered (:attr:`Prepared.keys`)."""
-        letters = self.processor.prepare(records, pending) if records else []
-        keys = frozenset(
-            r.dedup_key for r in records if r.dedup_key and not r.dead and not r.duplicate
-        )
-        return Prepared(records, letters, keys)
-
     async def process(self, records: list[Record]) -> LaneResult:
-        return await self.deliver(self.prepare(records))
-
-    async def deliver(self, prepared: Prepared) -> LaneResult:
-        """Deliver a prepared batch (prepared again first if the dedup table now
-        disagrees with what it assumed) and say what became of it."""
-        records = prepared.records
         counts = Counts(read=len(records))
         if not records:
             return LaneResult(counts)
-        if self.processor.duplicates_changed(records):
-            for r in records:
-                r.event, r.outputs, r.dead, r.duplicate = None, [], False, False
-                r.dedup_key, r.failure = None, None
-            prepared = self.prepare(records)
         self.outcome.reset(records)
         already = self.letters.already
         already.clear()
-        await self.processor.deliver(records, prepared.letters)
+        await self.processor.process(records)
         delivered = self.outcome.delivered
         skipped = self.outcome.skipped
         for r in records:

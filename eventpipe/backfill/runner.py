@@ -5,11 +5,9 @@ job before the next is read; then the shadow comparison and the report."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +23,7 @@ from eventpipe.publisher import Publisher
 from eventpipe.settings import Settings
 
 from .job import Job, JobStore, Progress, new_job_id
-from .modes import BuiltPipeline, Lane, LaneResult, ModeRunner, Prepared, build_pipeline
+from .modes import BuiltPipeline, Lane, LaneResult, ModeRunner, build_pipeline
 from .options import (
     BackfillArgumentError,
     BackfillError,
@@ -387,7 +385,7 @@ class Backfill:
         limiter = RateLimiter(float(rate) if rate else None)
         size = limiter.batch_size(self.spec.batch.max_records)
         concurrency = max(1, min(int(job.options.get("concurrency", 4)), len(todo) or 1))
-        self.window["limit"] = concurrency * size * 2  # a lane prepares one batch ahead
+        self.window["limit"] = concurrency * size
         try:
             with frozen_heap():
                 async with asyncio.TaskGroup() as tg:
@@ -414,7 +412,9 @@ class Backfill:
                 while todo:
                     p = todo.popleft()
                     batches = reader.batches(p, ms(job.start), ms(job.end))
-                    await self._batches(job, lane, p, batches, limiter, reader.commit)
+                    async for batch in batches:
+                        await self._step(job, lane, p, batch, limiter)
+                        await reader.commit(p)
             return
         while todo:
             p = todo.popleft()
@@ -427,71 +427,22 @@ class Backfill:
             treader = TableReader(target, str(job.options["time_column"]), job.start, job.end)
             await treader.open()
             try:
-                await self._batches(job, lane, p, treader.batches(p, size), limiter, None)
+                async for batch in treader.batches(p, size):
+                    await self._step(job, lane, p, batch, limiter)
             finally:
                 await treader.close()
 
-    async def _batches(
-        self,
-        job: Job,
-        lane: Lane,
-        p: Progress,
-        batches: AsyncIterator[Batch],
-        limiter: RateLimiter,
-        after: Callable[[Progress], Awaitable[None]] | None,
+    async def _step(
+        self, job: Job, lane: Lane, p: Progress, batch: Batch, limiter: RateLimiter
     ) -> None:
-        """One partition's batches, each delivered and recorded in the job before the
-        next is delivered.  Reading and preparing (decode, steps) batch N+1 overlaps
-        the delivery of batch N (the database's time), one batch ahead at most; a
-        failed delivery of N stops the lane before N+1 is delivered."""
-        writing: asyncio.Task[None] | None = None
-        keys: frozenset[str] = frozenset()
-        try:
-            async for batch in batches:
-                await limiter.acquire(len(batch.records))
-                self._hold(len(batch.records))
-                prepared = lane.prepare(batch.records, keys if writing is not None else ())
-                if writing is not None:
-                    await writing
-                writing = None
-                if lane.overlaps:
-                    keys = prepared.keys
-                    writing = asyncio.create_task(
-                        self._deliver(job, lane, p, batch, prepared, after)
-                    )
-                else:
-                    await self._deliver(job, lane, p, batch, prepared, after)
-            if writing is not None:
-                await writing
-        except BaseException as exc:
-            # reading or preparing failed: the batch being written still completes
-            # (it is recorded in the job); stopped from outside, it is cancelled
-            if writing is not None:
-                if isinstance(exc, asyncio.CancelledError):
-                    writing.cancel()
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await writing
-            raise
-
-    def _hold(self, n: int) -> None:
+        await limiter.acquire(len(batch.records))
         window = self.window
-        self._held += n
+        self._held += len(batch.records)
         window["records"] = max(window["records"], self._held)
-
-    async def _deliver(
-        self,
-        job: Job,
-        lane: Lane,
-        p: Progress,
-        batch: Batch,
-        prepared: Prepared,
-        after: Callable[[Progress], Awaitable[None]] | None,
-    ) -> None:
         try:
-            result: LaneResult = await lane.deliver(prepared)
+            result: LaneResult = await lane.process(batch.records)
         finally:
             self._held -= len(batch.records)
-        window = self.window
         window["dedup_keys"] = max(window["dedup_keys"], lane.dedup_keys())
         before = p.position
         p.counts.add(result.counts)
@@ -506,5 +457,3 @@ class Backfill:
         await self.store.save(job.id, p)
         self.run_read += len(batch.records)
         self.view.advance(max(0, p.position - before), len(batch.records))
-        if after is not None:
-            await after(p)

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -148,65 +148,19 @@ class BatchProcessor:
 
     # ------------------------------------------------------------- the batch
     async def process(self, records: list[Record]) -> None:
-        letters, t = self._take(records)
-        contexts = (telemetry.of_event(r.event) if r.event else None for r in records)
-        with telemetry.consumer_span(f"process {self.pipeline}", contexts, self._span_attributes):
-            await self._process(records, letters, t)
-
-    def prepare(self, records: list[Record], pending: Collection[str] = ()) -> list[DeadLetter]:
-        """The CPU part of :meth:`process` (decode, duplicates, validation, stages),
-        for a caller that overlaps it with the previous batch's :meth:`deliver`.
-        ``pending``: dedup keys of a batch prepared and not delivered yet, taken as
-        seen; :meth:`duplicates_changed` says whether the table disagrees since."""
-        letters, t = self._take(records)
-        self._transform(records, letters, t, pending)
-        return letters
-
-    def _take(self, records: list[Record]) -> tuple[list[DeadLetter], float]:
-        """Count a batch in and decode it: its dead letters so far, and the time."""
         self._m_in.inc(len(records))
         self.activity.events_in.mark(len(records))
         self._m_batch.observe(len(records))
         letters: list[DeadLetter] = []
         t = time.perf_counter()
         self._decode(records, letters)
-        return letters, self._took("decode", t)
-
-    def duplicates_changed(self, records: list[Record]) -> bool:
-        """Whether the dedup table now judges a prepared record's (source, id)
-        differently than :meth:`prepare` did (an earlier batch's record it counted
-        as seen was dead-lettered on delivery, or its key was forgotten since)."""
-        dedup = self.dedup
-        if dedup is None:
-            return False
-        seen: set[str] = set()
-        for rec in records:
-            key = rec.dedup_key
-            if key is None:
-                continue
-            if (key in seen or dedup.seen(key)) != rec.duplicate:
-                return True
-            seen.add(key)
-        return False
-
-    async def deliver(self, records: list[Record], letters: list[DeadLetter]) -> None:
-        """The rest of :meth:`process` for records :meth:`prepare` ran."""
+        t = self._took("decode", t)
         contexts = (telemetry.of_event(r.event) if r.event else None for r in records)
         with telemetry.consumer_span(f"process {self.pipeline}", contexts, self._span_attributes):
-            await self._deliver_all(records, letters)
+            await self._process(records, letters, t)
 
     async def _process(self, records: list[Record], letters: list[DeadLetter], t: float) -> None:
-        self._transform(records, letters, t)
-        await self._deliver_all(records, letters)
-
-    def _transform(
-        self,
-        records: list[Record],
-        letters: list[DeadLetter],
-        t: float,
-        pending: Collection[str] = (),
-    ) -> None:
-        self._check_duplicates(records, pending)
+        self._check_duplicates(records)
         if self.validate_input is not None:
             self._validate(records, self.validate_input, letters, inputs=True)
             t = self._took("validate_input", t)
@@ -221,8 +175,6 @@ class BatchProcessor:
         if self.validate_output is not None:
             self._validate(records, self.validate_output, letters, inputs=False)
             t = self._took("validate_output", t)
-
-    async def _deliver_all(self, records: list[Record], letters: list[DeadLetter]) -> None:
         # Dead letters of the stages before the sinks are stored first: an exactly-once
         # sink may mark offsets past them, after which they would not be read again.
         await self._write_dead_letters(letters)
@@ -271,7 +223,7 @@ class BatchProcessor:
             except Exception as exc:
                 letters.append(self._letter(rec, exc, "decode"))
 
-    def _check_duplicates(self, records: list[Record], pending: Collection[str] = ()) -> None:
+    def _check_duplicates(self, records: list[Record]) -> None:
         dedup = self.dedup
         if dedup is None:
             return
@@ -282,7 +234,7 @@ class BatchProcessor:
                 continue
             key = dedup.key(ev.source, ev.id)
             rec.dedup_key = key
-            if key in seen or key in pending or dedup.seen(key):
+            if key in seen or dedup.seen(key):
                 rec.duplicate = True
                 self._m_dup.inc()
             seen.add(key)
