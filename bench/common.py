@@ -173,3 +173,67 @@ def trace_cost_table(title: str, rows: list[tuple[str, list[Sample], list[Sample
             + "; on "
             + ", ".join(f"{s.rate:,.0f}/s {s.cpu_us:.1f} us" for s in on)
         )
+
+
+# ------------------------------------------------- a service's own histograms
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(url: str) -> Samples:
+    """Every sample of a service's ``/metrics``: (name, labels) -> value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = float(s.value)
+    return out
+
+
+@dataclass
+class Hist:
+    """What a histogram gained between two scrapes."""
+
+    count: float
+    total: float  # seconds
+    buckets: list[tuple[float, float]]  # (upper bound, cumulative count)
+
+    @property
+    def mean_ms(self) -> float:
+        return self.total / self.count * 1000 if self.count else float("nan")
+
+    def p_ms(self, q: float) -> float:
+        """The bucket bound at or below which ``q`` % of the observations fell."""
+        if not self.count:
+            return float("nan")
+        for bound, cumulative in self.buckets:
+            if cumulative >= self.count * q / 100:
+                return bound * 1000
+        return float("inf")
+
+
+def hist_delta(before: Samples, after: Samples, name: str, **labels: str) -> Hist:
+    """Histogram ``name`` (summed over series whose labels include ``labels``)
+    between two scrapes."""
+    want = set(labels.items())
+
+    def total(suffix: str, le: str | None = None) -> float:
+        n = 0.0
+        for (sample, lbls), v in after.items():
+            if sample != name + suffix or not want <= lbls:
+                continue
+            if le is not None and ("le", le) not in lbls:
+                continue
+            n += v - before.get((sample, lbls), 0.0)
+        return n
+
+    bounds = sorted(
+        {dict(lbls)["le"] for (s, lbls) in after if s == name + "_bucket" and want <= lbls},
+        key=float,
+    )
+    buckets = [(float(le), total("_bucket", le)) for le in bounds]
+    return Hist(total("_count"), total("_sum"), buckets)

@@ -59,11 +59,14 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.common import (
+    Samples,
     console,
     cpu_note,
+    hist_delta,
     percentile,
     pid_peak_rss_mb,
     run_on_stack,
+    scrape,
     table,
 )
 from bench.webhook import _Conn, _connect, _wait_ready, cpu_seconds, stop
@@ -100,6 +103,8 @@ CDC_TOPIC = f"{NAME}.public.{SRC_TABLE}"
 SLOT = f"{NAME}_cdc"
 SECRET = "bench-latency-secret"
 PATHS = ("floor", "webhook", "cdc", "publish")
+# For analysis: BENCH_LATENCY_PATHS=webhook,cdc runs those (and the floor) only.
+ONLY = [p for p in os.environ.get("BENCH_LATENCY_PATHS", "").split(",") if p]
 LABELS = {
     "floor": "floor: producer -> consumer",
     "webhook": "(a) webhook -> row",
@@ -457,6 +462,7 @@ class Run:
     answered: list[float]  # seconds from due to the answer
     failures: Counter[str]
     cpu: float  # the eventpipe process's CPU seconds per second while the run lasted
+    inside: str = ""  # where the time went in eventpipe, from its /metrics
 
     @property
     def lost(self) -> int:
@@ -475,6 +481,7 @@ class Bench:
     producer: AIOKafkaProducer
     http: Connections
     writers: CdcWriters
+    url: str
     runs: list[Run] = field(default_factory=list)
     serial: int = 0
 
@@ -484,6 +491,7 @@ class Bench:
         tag = f"{NAME}r{self.serial}"
         ids = [f"{tag}-{i}" for i in range(n)]
         cpu0, t0 = cpu_seconds(self.pid), time.perf_counter()
+        before = await asyncio.to_thread(scrape, self.url)
         if path in ("floor", "publish"):
             send: Callable[[int], Awaitable[str | None]]
             if path == "floor":
@@ -518,7 +526,8 @@ class Bench:
             lat = [float(t) for _, t in rows]
             sent.rate = await self._commit_rate(base, n)
         cpu = (cpu_seconds(self.pid) - cpu0) / (time.perf_counter() - t0)
-        result = Run(rnd, rate, path, n, sent.rate, lat, sent.answered, sent.failures, cpu)
+        inside = breakdown(path, before, await asyncio.to_thread(scrape, self.url))
+        result = Run(rnd, rate, path, n, sent.rate, lat, sent.answered, sent.failures, cpu, inside)
         self.runs.append(result)
         return result
 
@@ -585,6 +594,39 @@ def print_round(r: Run, floor: Run) -> None:
         f"{_ms(percentile(r.answered, 50) * 1000)} / {_ms(percentile(r.answered, 99) * 1000)} ms; "
         f"eventpipe CPU {r.cpu * 100:.0f}%; lost {r.lost}" + (f" ({failures})" if failures else "")
     )
+    if r.inside:
+        console.print(f"  inside eventpipe (mean / p99 bucket, ms): {r.inside}")
+
+
+def breakdown(path: str, before: Samples, after: Samples) -> str:
+    """Where a run's time went inside eventpipe, from its histograms: the webhook's
+    waits (dedup check, broker acknowledgement), the path's pipeline (records a
+    batch, its steps, its sink write), the event loop's lag and the GC's pauses."""
+
+    def h(name: str, **labels: str) -> str:
+        d = hist_delta(before, after, name, **labels)
+        return f"{d.mean_ms:.1f} / {d.p_ms(99):g}" if d.count else "-"
+
+    parts = []
+    if path == "webhook":
+        parts.append(f"webhook receipt -> ack {h('eventpipe_ingest_seconds', source=NAME)}")
+        for stage, label in (("dedup", "dedup wait"), ("produce", "broker ack wait")):
+            parts.append(
+                f"{label} {h('eventpipe_webhook_stage_seconds', source=NAME, stage=stage)}"
+            )
+    if path != "floor":
+        pipe = f"{NAME}-{path}"
+        size = hist_delta(before, after, "eventpipe_pipeline_batch_records", pipeline=pipe)
+        if size.count:
+            parts.append(
+                f"pipeline batches {size.count:.0f}, {size.total / size.count:.1f} records"
+            )
+        parts.append(f"steps {h('eventpipe_pipeline_step_seconds', pipeline=pipe)}")
+        parts.append(f"sink write {h('eventpipe_pipeline_sink_batch_seconds', pipeline=pipe)}")
+    parts.append(f"event-loop lag {h('eventpipe_event_loop_lag_seconds')}")
+    gcs = hist_delta(before, after, "eventpipe_gc_pause_seconds")
+    parts.append(f"GC {gcs.count:.0f} pauses, {gcs.total * 1000:.0f} ms in all")
+    return "; ".join(parts)
 
 
 def _best(runs: list[Run]) -> dict[tuple[int, str], Run]:
@@ -694,13 +736,15 @@ async def measure(
 ) -> tuple[list[Run], float]:
     """Warm up, then every round; returns the runs and eventpipe's peak RSS."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
-    bench = Bench(bootstrap, db, proc.pid, producer, Connections(url), CdcWriters(db_url))
+    bench = Bench(bootstrap, db, proc.pid, producer, Connections(url), CdcWriters(db_url), url)
     try:
         await producer.start()
         await bench.writers.start()
         # Warm-up: every path once, slowly, until it delivers (groups joined, tables
         # recovered, connections open); not reported.
         for path in PATHS:
+            if ONLY and path != "floor" and path not in ONLY:
+                continue
             warm = await bench.run(-1, 100, path, WARMUP_EVENTS / 100)
             if warm.lost:
                 raise RuntimeError(
@@ -713,6 +757,8 @@ async def measure(
                 floor = await bench.run(rnd, rate, "floor", SECONDS)
                 print_round(floor, floor)
                 for path in PATHS[1:]:
+                    if ONLY and path not in ONLY:
+                        continue
                     print_round(await bench.run(rnd, rate, path, SECONDS), floor)
                 if proc.poll() is not None:
                     raise RuntimeError(f"eventpipe exited; see {work / 'eventpipe.log'}")

@@ -48,6 +48,13 @@ INGEST_SECONDS = Histogram(
     ["source"],
     buckets=LATENCY_BUCKETS,
 )
+WEBHOOK_STAGE_SECONDS = Histogram(
+    "eventpipe_webhook_stage_seconds",
+    "Time a webhook request waited on its dedup check (dedup) and on the broker's "
+    "acknowledgement (produce)",
+    ["source", "stage"],
+    buckets=LATENCY_BUCKETS,
+)
 DEDUP_HITS = Counter(
     "eventpipe_webhook_dedup_hits_total", "Deliveries answered as already stored", ["source"]
 )
@@ -164,5 +171,18 @@ TRACE_ROWS = Counter("eventpipe_trace_rows_total", "Trace index rows written, by
 TRACE_FLUSH_SECONDS = Histogram(
     "eventpipe_trace_flush_seconds",
     "Time one write of the trace index took",
+    buckets=LATENCY_BUCKETS,
+)
+
+# ------------------------------------------------------------------ the process
+EVENT_LOOP_LAG_SECONDS = Histogram(
+    "eventpipe_event_loop_lag_seconds",
+    "How late the event loop ran a timer (sampled every 100 ms): time every task waited",
+    buckets=LATENCY_BUCKETS,
+)
+GC_PAUSE_SECONDS = Histogram(
+    "eventpipe_gc_pause_seconds",
+    "Pauses of the cyclic garbage collector, by generation",
+    ["generation"],
     buckets=LATENCY_BUCKETS,
 )

@@ -5,29 +5,26 @@
         await p.publish_batch("orders", events)
 
 Both return only after the broker acknowledged every record (acks=all by
-default).  Ids default to UUIDv7 (``CloudEvent.create``).  Batches are sent
-without awaiting each record, so the producer batches them on the wire.
+default).  Ids default to UUIDv7 (``CloudEvent.create``).  Records join each
+partition's open batch (:mod:`eventpipe.kafka.open_batches`): concurrent calls
+share record batches on the wire, and a call waits for at most the request in
+flight before its records go.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-import warnings
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal, NamedTuple
-
-from aiokafka import AIOKafkaProducer
-from aiokafka import errors as ke
+from typing import Literal, NamedTuple
 
 from eventpipe import metrics, telemetry
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.errors import BrokerUnavailableError, EventpipeError, error_class_name
-from eventpipe.kafka.batches import group_by_partition, send_batches, too_large
-from eventpipe.kafka.client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
+from eventpipe.kafka.batches import group_by_partition, too_large
+from eventpipe.kafka.open_batches import OpenBatchProducer
 from eventpipe.settings import KafkaSettings, Settings
 from eventpipe.trace_hook import TraceHook
 
@@ -77,37 +74,31 @@ class Publisher:
         self.kafka = kafka
         self.mode: Mode = mode
         self.timeout_s = timeout_s
-        self._producer: AIOKafkaProducer | None = None
-        # the service's trace index (eventpipe.trace): told of every acknowledged batch
-        self.trace: TraceHook | None = None
+        self._batches = OpenBatchProducer(
+            kafka, timeout_s=timeout_s, name="publisher", via="publisher"
+        )
+
+    @property
+    def trace(self) -> TraceHook | None:
+        """The service's trace index (eventpipe.trace): told of every acknowledged
+        batch's event ids."""
+        return self._batches.trace
+
+    @trace.setter
+    def trace(self, hook: TraceHook | None) -> None:
+        self._batches.trace = hook
 
     # ------------------------------------------------------------ lifecycle
     @property
     def started(self) -> bool:
-        return self._producer is not None
+        return self._batches.started
 
     async def start(self) -> None:
-        if self._producer is not None:
-            return
-        producer = AIOKafkaProducer(**producer_kwargs(self.kafka))
-        try:
-            await producer.start()
-        except ke.KafkaError as exc:
-            with contextlib.suppress(Exception):
-                await producer.stop()
-            raise BrokerUnavailableError(
-                f"cannot reach the Kafka broker at {self.kafka.bootstrap} "
-                f"({type(exc).__name__}); check kafka.bootstrap / EVENTPIPE_KAFKA_BOOTSTRAP"
-            ) from exc
-        self._producer = producer
+        await self._batches.start()
 
     async def stop(self) -> None:
-        """Flush what is in flight, then close.  Idempotent."""
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.flush(), self.timeout_s)
-            await producer.stop()
+        """Finish what is in flight (bounded by the timeout), then close.  Idempotent."""
+        await self._batches.stop()
 
     async def __aenter__(self) -> Publisher:
         await self.start()
@@ -116,43 +107,27 @@ class Publisher:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def __del__(self) -> None:
-        if self._producer is not None:
-            warnings.warn("Publisher was not stopped", ResourceWarning, stacklevel=1)
-
     # --------------------------------------------------------------- publish
-    def _producer_or_raise(self) -> AIOKafkaProducer:
-        if self._producer is None:
+    def _running(self) -> OpenBatchProducer:
+        if not self._batches.started:
             raise BrokerUnavailableError(
                 "publisher is not started; use `async with Publisher(...)`"
             )
-        return self._producer
+        return self._batches
 
-    @telemetry.produce_span
+    async def partitions_for(self, topic: str) -> list[int]:
+        """The topic's partitions, as the broker's metadata names them."""
+        return await self._running().partitions(topic)
+
     async def publish(self, topic: str, event: CloudEvent) -> Ack:
         """Send one event and wait for the broker's acknowledgement."""
-        producer = self._producer_or_raise()
-        started = time.perf_counter()
-        msg = to_kafka(event, mode=self.mode)
         try:
-            fut = await producer.send(topic, msg.value, key=msg.key, headers=msg.headers)
-            async with asyncio.timeout(self.timeout_s):
-                md = await fut
-        except ke.KafkaError as exc:
-            err: Exception = wrap_kafka_error(exc, f"produce to {topic}")
-            metrics.ERRORS.labels(error_class=error_class_name(err)).inc()
-            raise err from exc
-        except TimeoutError as exc:
-            err = BrokerUnavailableError(
-                f"no acknowledgement from the broker within {self.timeout_s:.0f}s"
+            [ack] = await self.publish_messages(
+                topic, [to_kafka(event, mode=self.mode)], [event.id]
             )
-            metrics.ERRORS.labels(error_class=error_class_name(err)).inc()
-            raise err from exc
-        metrics.EVENTS_PUBLISHED.labels(topic=topic).inc()
-        metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-        if self.trace is not None:
-            self.trace.produced(topic, md.partition, md.offset, [event.id], None, "publisher")
-        return Ack(topic, md.partition, md.offset, event.id)
+        except PublishBatchError as exc:
+            raise exc.failed[0] from None
+        return ack
 
     async def publish_batch(self, topic: str, events: Sequence[CloudEvent]) -> list[Ack]:
         """Send all events, then wait for every acknowledgement.  Raises
@@ -174,56 +149,37 @@ class Publisher:
         """Lower level: already-encoded records (the HTTP API and CLI use it).
 
         Records are partitioned as aiokafka's default partitioner would (by key;
-        the keyless ones of a call share one partition) and submitted as closed
-        record batches per partition (:mod:`eventpipe.kafka.batches`): one future
-        per batch instead of one ``send()`` per record.  Then every batch's
-        acknowledgement is awaited; a failed batch fails each of its records.
-        ``via`` names the path in the trace index (eventpipe.trace)."""
-        producer = self._producer_or_raise()
+        the keyless ones of a call share one partition) and join each partition's
+        open batch, in order; each batch's acknowledgement (its base offset) gives
+        every record of it its offset.  A record over ``kafka.max_request_size``
+        fails alone; a failed batch fails each of its records.  ``via`` names the
+        path in the trace index (eventpipe.trace)."""
+        batches = self._running()
         started = time.perf_counter()
         msgs = messages if isinstance(messages, list) else list(messages)
         if not msgs:
             return []  # nothing to send: no metadata round trip for the topic either
         acks: list[Ack | None] = [None] * len(msgs)
         failed: dict[int, BaseException] = {}
-        pending: list[tuple[int, list[int], asyncio.Future[Any]]] = []
         try:
-            async with asyncio.timeout(self.timeout_s):
-                partitions = await producer.partitions_for(topic)
-                groups, oversize = group_by_partition(partitions, msgs, self.kafka.max_request_size)
-                for i in oversize:
-                    failed[i] = too_large(topic)
-                for p, idx in groups.items():
-                    records = [(msgs[i].key, msgs[i].value, msgs[i].headers) for i in idx]
-                    for b in await send_batches(producer, topic, p, records):
-                        pending.append((p, idx[b.start : b.end], b.ack))
-                for p, members, ack in pending:
-                    try:
-                        md = await ack
-                    except ke.KafkaError as exc:
-                        err = wrap_kafka_error(exc, f"produce to {topic}")
-                        for i in members:
-                            failed[i] = err
-                        continue
-                    base = md.offset
-                    for d, i in enumerate(members):
-                        acks[i] = Ack(topic, p, base + d, ids[i])
-                    if self.trace is not None:
-                        self.trace.produced(topic, p, base, ids, members, via)
-        except TimeoutError:
-            rest: BaseException | None = BrokerUnavailableError(
-                f"no acknowledgement from the broker within {self.timeout_s:.0f}s"
-            )
-        except ke.KafkaError as exc:  # metadata: no partitions for the topic in time
-            rest = wrap_kafka_error(exc, f"produce to {topic}")
-        except RecordTooLargeError as exc:  # a record no batch takes
-            rest = exc
-        else:
-            rest = None
-        if rest is not None:
+            partitions = await batches.partitions(topic)
+            groups, oversize = group_by_partition(partitions, msgs, self.kafka.max_request_size)
+            for i in oversize:
+                failed[i] = too_large(topic)
+            spans = batches.append(topic, groups, msgs, ids, via)
+        except EventpipeError as exc:  # no partitions in time; a record no batch takes
             for i in range(len(msgs)):
-                if acks[i] is None and i not in failed:
-                    failed[i] = rest
+                failed.setdefault(i, exc)
+        else:
+            results = await asyncio.gather(*(s.ack for s in spans), return_exceptions=True)
+            for span, first in zip(spans, results, strict=True):
+                if isinstance(first, BaseException):
+                    for i in span.indices:
+                        failed[i] = first
+                    continue
+                p = span.partition
+                for d, i in enumerate(span.indices):
+                    acks[i] = Ack(topic, p, first + d, ids[i])
         n_acked = len(msgs) - len(failed)
         metrics.EVENTS_PUBLISHED.labels(topic=topic).inc(n_acked)
         metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)

@@ -9,6 +9,15 @@ produced to the target topic.  The source offsets are committed only after every
 write of the batch, dead letters included, was acknowledged (ARCHITECTURE.md
 section 5); until then the batch is retried with backoff, so a crash or restart
 re-sends it with the same ids (at least once).
+
+A read topic deleted and created again while the source runs (its partition
+falls back below the offsets read, or ends below them: Tansu leaves the
+consumer waiting past the new topic's end) is told apart from a redelivery as
+pipelines do it (:mod:`eventpipe.kafka.incarnation`).  ``read.on_topic_reset``
+(default ``kafka.on_topic_reset``) decides: ``fail`` stops the source with
+:class:`~eventpipe.kafka.incarnation.TopicResetError`; ``reset`` reads the new
+topic from its beginning, and its default ids (``offset``) get the new topic's
+id appended so they do not repeat the old topic's.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import decimal
 import logging
 import random
 import re
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -27,7 +37,7 @@ from typing import Any, Literal, Protocol
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka import errors as ke
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from psycopg_pool import AsyncConnectionPool
 from pydantic import Field, field_validator, model_validator
 
@@ -46,8 +56,16 @@ from eventpipe.errors import (
     PermanentError,
     is_retriable,
 )
-from eventpipe.kafka.admin import prepare_source_topics
+from eventpipe.kafka.admin import TopicAdmin, prepare_source_topics
 from eventpipe.kafka.client import client_kwargs, wrap_kafka_error
+from eventpipe.kafka.incarnation import (
+    Mark,
+    TopicProbe,
+    TopicResetError,
+    apply_policy,
+    ends_below,
+    find_stale,
+)
 from eventpipe.loop import cancel
 from eventpipe.plugin import Plugin, PluginConfig, Source, SourceConfig
 from eventpipe.preflight import Problem, Reach, topic_problems
@@ -56,6 +74,7 @@ from eventpipe.schema_registry.client import SchemaRegistryClient
 from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.schema_registry.schemas import AvroSchema, JsonSchema, ParsedSchema
 from eventpipe.schema_registry.wire import WireFormatError, avro_decode, json_decode, unframe
+from eventpipe.settings import KafkaSettings
 from eventpipe.status import Activity, ComponentStatus, State
 from eventpipe.topics import TopicName
 from eventpipe.transforms.jq_engine import EngineName
@@ -79,6 +98,12 @@ class ReadConfig(PluginConfig):
     )
     session_timeout_ms: int = Field(
         10_000, ge=1000, le=300_000, description="how soon a dead reader's partitions move"
+    )
+    on_topic_reset: Literal["fail", "reset"] | None = Field(
+        None,
+        description="a read topic deleted and created again while the source runs: fail "
+        "stops the source with an error naming it, reset reads the new topic from its "
+        "beginning (its default ids end in @<topic id>); default: kafka.on_topic_reset",
     )
 
 
@@ -207,6 +232,13 @@ class KafkaTopicSource(Source):
         self._schemas: Schemas | None = None
         self._client: SchemaRegistryClient | None = None
         self._committed: dict[str, int] = {}
+        # which incarnation of each read topic is read (eventpipe.kafka.incarnation)
+        self._probe: TopicProbe | None = None
+        self._own_admin: TopicAdmin | None = None  # read.bootstrap: another cluster's
+        self._ids: dict[str, uuid.UUID | None] = {}  # topic ids when reading began
+        self._next: dict[TopicPartition, int] = {}  # partition -> next offset to read
+        self._asked: dict[TopicPartition, int] = {}  # partition -> an end below it, asked
+        self._renewed: dict[str, str] = {}  # topic created again -> what its ids end in
         self.activity = Activity()
         self._produced = metrics.SOURCE_RECORDS.labels(source=name, outcome="produced")
         self._dead = metrics.SOURCE_RECORDS.labels(source=name, outcome="dead_lettered")
@@ -249,7 +281,19 @@ class KafkaTopicSource(Source):
             await self._close_client()
             raise wrap_kafka_error(exc, f"source {self.name}: consumer start") from exc
         self._consumer = consumer
+        await self._open_probe(kafka)
         self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _open_probe(self, kafka: KafkaSettings) -> None:
+        admin = self.ctx.admin
+        if self.cfg.read.bootstrap:
+            admin = self._own_admin = TopicAdmin(kafka)
+        self._probe = TopicProbe(admin, kafka)
+        try:
+            self._ids = await self._probe.ids(self.cfg.read.topics)
+        except Exception as exc:  # unknown: a re-creation is then told by the end offsets
+            log.warning("source %s: cannot read the topics' ids (%s)", self.name, exc)
+            self._ids = {}
 
     async def _check_topics(self) -> None:
         await prepare_source_topics(
@@ -267,6 +311,9 @@ class KafkaTopicSource(Source):
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()
+        admin, self._own_admin = self._own_admin, None
+        if admin is not None:
+            await admin.stop()
         await self._close_client()
 
     async def _close_client(self) -> None:
@@ -314,6 +361,23 @@ class KafkaTopicSource(Source):
                 log.warning("source %s: poll failed (%s); retrying", self.name, exc)
                 await asyncio.sleep(1.0)
                 continue
+            try:
+                if await self._recreated(consumer, batch):
+                    continue  # the batch was of a topic read again from its beginning
+            except TopicResetError as exc:
+                self.activity.failed(exc)
+                self.report_failure(exc)
+                return
+            except Exception as exc:  # not known which: read the batch again, ask again
+                self.activity.failed(exc)
+                log.warning(
+                    "source %s: cannot tell whether a topic was created again (%s)", self.name, exc
+                )
+                self._asked.clear()
+                for tp, recs in batch.items():
+                    consumer.seek(tp, recs[0].offset)
+                await asyncio.sleep(1.0)
+                continue
             if not batch:
                 continue
             records = [r for recs in batch.values() for r in recs]
@@ -327,6 +391,8 @@ class KafkaTopicSource(Source):
                 await asyncio.sleep(1.0)
                 continue
             offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "") for tp, recs in batch.items()}
+            for tp, om in offsets.items():
+                self._next[tp] = om.offset
             try:
                 await consumer.commit(offsets)
             except ke.KafkaError as exc:  # a rebalance: the new owner re-reads (same ids)
@@ -334,6 +400,55 @@ class KafkaTopicSource(Source):
                 continue
             for tp, om in offsets.items():
                 self._committed[f"{tp.topic}/{tp.partition}"] = om.offset
+
+    async def _recreated(
+        self,
+        consumer: AIOKafkaConsumer,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    ) -> bool:
+        """Did a read topic get deleted and created again?  Asked when a partition
+        falls back below the offsets read (Apache Kafka answers OffsetOutOfRange and
+        the position is reset) or ends below them (Tansu).  A redelivery of the same
+        topic goes on as usual (same ids).  A new topic: ``fail`` raises
+        TopicResetError; ``reset`` seeks it to its beginning, drops ``batch`` (the
+        rest of it is read again) and returns True."""
+        assigned = consumer.assignment()
+        nexts = {tp: n for tp, n in self._next.items() if tp in assigned}
+        behind = ends_below(consumer.highwater, nexts, self._asked)
+        for tp, recs in batch.items():
+            nxt = self._next.get(tp)
+            if nxt is not None and recs[0].offset < nxt:
+                behind[tp] = min(recs[0].offset, behind.get(tp, nxt))
+        if not behind or self._probe is None:
+            return False
+        stale = await find_stale(
+            self._probe,
+            [
+                Mark(tp.topic, tp.partition, self._next[tp] - 1, self._ids.get(tp.topic))
+                for tp in sorted(behind)
+            ],
+        )
+        if not stale:
+            return False
+        read = self.cfg.read
+        apply_policy(
+            stale,
+            read.on_topic_reset or self.ctx.settings.kafka.on_topic_reset,
+            owner=self.label,
+            option=f"sources.{self.name}.read.on_topic_reset: reset (or kafka.on_topic_reset "
+            "/ EVENTPIPE_KAFKA_ON_TOPIC_RESET=reset)",
+        )
+        for tp, recs in batch.items():
+            consumer.seek(tp, recs[0].offset)
+        tags = {s.mark.topic: str(s.topic_id or uuid.uuid4()) for s in stale}
+        for s in stale:
+            tp = TopicPartition(*s.mark.tp)
+            await consumer.seek_to_beginning(tp)
+            self._next.pop(tp, None)
+            self._asked.pop(tp, None)
+            self._ids[tp.topic] = s.topic_id
+            self._renewed[tp.topic] = tags[tp.topic]
+        return True
 
     async def deliver(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Produce one polled batch (and its dead letters); returns only when all were
@@ -480,7 +595,10 @@ class KafkaTopicSource(Source):
     ) -> str:
         how = self.cfg.event.id
         if how == "offset":
-            return f"{rec.topic}-{rec.partition}-{rec.offset}"
+            renewed = self._renewed.get(rec.topic)
+            if renewed is None:
+                return f"{rec.topic}-{rec.partition}-{rec.offset}"
+            return f"{rec.topic}-{rec.partition}-{rec.offset}@{renewed}"
         found = key if how == "key" else headers.get(how.partition(":")[2])
         if not found:
             raise MappingError("id", f"the record has no {how} to take the id from")
@@ -552,6 +670,7 @@ PLUGIN = Plugin(
     bootstrap: other-cluster:9092      # default: kafka.bootstrap
     group_id: eventpipe.legacy-orders  # default: eventpipe.source.<name>
     start: earliest                    # where a new group starts
+    on_topic_reset: fail               # topic re-created while read: fail | reset
   format: avro                         # json | avro (Confluent wire format) | bytes
   registry_url: http://registry:8081   # avro; default: the service's own registry
   event:

@@ -27,9 +27,9 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka import errors as ke
@@ -195,6 +195,32 @@ async def find_stale(probe: TopicProbe, marks: Sequence[Mark]) -> list[Stale]:
     return stale
 
 
+P = TypeVar("P", bound=Hashable)
+
+
+def ends_below(
+    highwater: Callable[[P], int | None], nexts: Mapping[P, int], asked: dict[P, int]
+) -> dict[P, int]:
+    """The partitions whose end -- the high watermark of the consumer's last fetch --
+    is below the next offset to read, and that end.  A broker that does not answer
+    OffsetOutOfRange to a fetch past the end (Tansu) leaves a consumer's position
+    where it was after its topic was deleted and created again: the new topic's
+    records below it are never read, and nothing else shows it.  Each partition is
+    named once per end (``asked`` remembers them between calls); the caller asks
+    :func:`find_stale` whether it is a new topic."""
+    out: dict[P, int] = {}
+    for tp, nxt in nexts.items():
+        hw = highwater(tp)
+        if hw is None or hw >= nxt:
+            asked.pop(tp, None)
+            continue
+        if asked.get(tp) == hw:
+            continue  # asked already about this end
+        asked[tp] = hw
+        out[tp] = hw
+    return out
+
+
 def apply_policy(stale: Sequence[Stale], policy: OnTopicReset, *, owner: str, option: str) -> None:
     """``fail``: raise :class:`TopicResetError`.  ``reset``: log what is dropped
     (the caller drops it)."""
@@ -219,5 +245,6 @@ __all__ = [
     "TopicProbe",
     "TopicResetError",
     "apply_policy",
+    "ends_below",
     "find_stale",
 ]

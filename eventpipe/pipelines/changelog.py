@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -51,10 +52,16 @@ class ChangelogWrites:
         collect_changelog_sends(table, self.futures)
         return table
 
-    async def flush(self) -> None:
-        """Produce the queued records and wait until the broker has all of them."""
-        records, self.records = self.records, []
-        futures, self.futures = self.futures, []
+    def take(self) -> Pending:
+        """The current batch's writes, to :meth:`send` (the next batch's writes
+        start a new list: take them before it is processed)."""
+        pending = Pending(self.records, self.futures)
+        self.records, self.futures = [], []
+        return pending
+
+    async def send(self, pending: Pending) -> None:
+        """Produce ``pending``'s records and wait until the broker has all of them."""
+        records, futures = pending.records, pending.futures
         sent: list[tuple[Any, TP, int, Any]] = []  # (table, tp, records, future)
         if records:
             # Serialized as faust serializes table keys and values; one producer batch
@@ -83,6 +90,19 @@ class ChangelogWrites:
             results = await asyncio.gather(*(fut for *_, fut in sent))
             for (table, tp, n, _), meta in zip(sent, results, strict=True):
                 table.data.set_persisted_offset(tp, meta.offset + n - 1)
+
+    async def flush(self) -> None:
+        """Produce the queued records and wait until the broker has all of them."""
+        await self.send(self.take())
+
+
+@dataclass(slots=True)
+class Pending:
+    """One batch's table writes: (table, partition, key, value or None for a
+    deletion), and faust's own sends (``exactly_once``)."""
+
+    records: list[tuple[Any, int, Any, Any]]
+    futures: list[asyncio.Future[Any]]
 
 
 def _serialized(table: Any, topic: Any, key: Any, value: Any) -> tuple[bytes, bytes | None]:

@@ -392,7 +392,7 @@ PLUGIN = Plugin(
   retry: {max_attempts: 5, backoff: exponential, initial: 200ms, max: 30s, jitter: true}
   dead_letter: {topic: orders-enriched.dlq}
   errors: {tolerance: none}              # all: dead-letter a batch a sink failed on a bug
-  batch: {max_records: 1000, within: 100ms}
+  batch: {max_records: 1000}             # within: 5ms holds a batch open at least that long
   processing_guarantee: at_least_once    # exactly_once needs a broker with transactions
   schema_refresh: 30s                    # look `latest` subjects up again (0: never)
 """,

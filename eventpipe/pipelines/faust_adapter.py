@@ -54,13 +54,19 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------ faust's fetcher, off the sources
 FETCH_MAX_WAIT_MS = 100
-"""How long the broker may hold a fetch that has no data yet.  faust fixes 1500 ms
-and Kafka's default is 500; Tansu sometimes holds a fetch for that long although
-the partition has data (a 100 ms empty fetch, then 316 ms for the next one, in the
-middle of a backlog), which stalled bench/pipeline.py's backlog.  At
-100 ms an idle pipeline sends ten fetches a second, which costs nothing worth
-measuring; against Apache Kafka, which answers as soon as data is there, it
-changes nothing else."""
+"""How long the broker may hold a fetch that has no data yet, while the pipeline is
+idle.  faust fixes 1500 ms and Kafka's default is 500; Tansu sometimes holds a
+fetch for that long although the partition has data (a 100 ms empty fetch, then
+316 ms for the next one, in the middle of a backlog), which stalled
+bench/pipeline.py's backlog.  At 100 ms an idle pipeline sends ten fetches a
+second, which costs nothing worth measuring."""
+FETCH_WAIT_ACTIVE_MS = 5
+"""... while records came within the last :data:`ACTIVE_FOR_S`: Tansu does not
+answer a held fetch when data arrives, it looks again part-way through the wait
+(55-80 ms into a 100 ms one), which a record arriving meanwhile waits out; 5 ms
+bounds that.  Against Apache Kafka, which answers as soon as data is there, the
+wait changes nothing else."""
+ACTIVE_FOR_S = 1.0
 
 
 class _SourceConsumerThread(AIOKafkaConsumerThread):
@@ -207,21 +213,28 @@ async def rewind(
 
 
 async def fetch(
-    consumer: AIOKafkaConsumer, tps: frozenset[TopicPartition], wait_s: float, max_records: int
+    consumer: AIOKafkaConsumer,
+    tps: frozenset[TopicPartition],
+    wait_s: float,
+    max_records: int,
+    max_wait_ms: int = FETCH_MAX_WAIT_MS,
 ) -> dict[TopicPartition, list[Any]]:
     """The prefetched records of ``tps`` only (never empty: an empty set means every
     partition to aiokafka, changelogs included), as faust's own fetcher takes them
-    (``AIOKafkaConsumerThread._fetch_records``).  Run on the consumer thread.
+    (``AIOKafkaConsumerThread._fetch_records``); the broker may hold the fetches
+    from now on ``max_wait_ms`` when it has nothing.  Run on the consumer thread.
 
     Relies on (aiokafka 0.14): ``consumer._subscription.reassignment_in_progress``,
-    ``consumer._subscription.fetch_context()`` and
+    ``consumer._subscription.fetch_context()``,
     ``consumer._fetcher.fetched_records(partitions, timeout=, max_records=)``
-    (``getmany`` would wait for a rebalance, which can wait for this batch)."""
+    (``getmany`` would wait for a rebalance, which can wait for this batch) and
+    ``consumer._fetcher._fetch_max_wait_ms``, read by each fetch request it builds."""
     c: Any = consumer
+    fetcher = c._fetcher
+    fetcher._fetch_max_wait_ms = max_wait_ms
     if c._subscription.reassignment_in_progress:
         await asyncio.sleep(min(wait_s, 0.05))  # a rebalance: nothing of ours to read
         return {}
-    fetcher = c._fetcher
     with c._subscription.fetch_context():
         result: dict[TopicPartition, list[Any]] = await fetcher.fetched_records(
             tps, timeout=wait_s, max_records=max_records

@@ -50,6 +50,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -57,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiokafka.structs import TopicPartition
 from faust.types import TP
 
-from eventpipe.kafka.incarnation import TopicResetError
+from eventpipe.kafka.incarnation import Mark, TopicProbe, TopicResetError, ends_below, find_stale
 
 from . import faust_adapter
 from .batch import Record
@@ -68,6 +69,8 @@ if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
 
 log = logging.getLogger("eventpipe.pipelines")
+FIRST_RECORD_WAIT_S = 1.0  # a batch's wait for its first record, before answering None
+BUSY_TAKE_S = 0.005  # while the batch before is processed: take what arrived this often
 
 
 class _Offsets(Protocol):
@@ -95,11 +98,21 @@ class Positions:
     sought: dict[TP, tuple[int, int | None]] = field(default_factory=dict)
     gaps_accepted: int = 0
     holes_refetched: int = 0
+    # partition -> the lowest offset it fell back to below what was admitted (no
+    # seek of ours goes there): a redelivery, or a topic created again under its
+    # name; SourceReader asks the broker which (see ``fell_back``)
+    behind: dict[TP, int] = field(default_factory=dict)
 
     def reset(self, starts: dict[TP, int]) -> None:
         """A new assignment: every partition was just sought to ``starts``."""
         self.next = dict(starts)
         self.sought = {tp: (o, None) for tp, o in starts.items()}
+        self.behind = {}
+
+    def fell_back(self) -> dict[TP, int]:
+        """The partitions that fell back since the last call (and to where)."""
+        out, self.behind = self.behind, {}
+        return out
 
     def admit(self, tp: TP, records: Sequence[_Offsets]) -> tuple[Sequence[_Offsets], int | None]:
         expected = self.next.get(tp)
@@ -110,6 +123,9 @@ class Positions:
         while i < n and records[i].offset < expected:
             i += 1  # processed already under this assignment
         if i:
+            low = records[0].offset
+            if low < self.behind.get(tp, expected):
+                self.behind[tp] = low
             records = records[i:]
             if not records:
                 return (), None
@@ -192,10 +208,18 @@ class SourceReader:
         topics: Sequence[str],
         *,
         marks: Any = None,
+        probe: TopicProbe | None = None,
     ) -> None:
         self.app = app
         self.topics = frozenset(topics)
-        self._marks = marks  # async (topics, assigned) -> {(topic, partition): mark}
+        # async (topics, assigned, renewed) -> {(topic, partition): mark}; ``renewed``:
+        # partitions whose topic was created again while they were read
+        self._marks = marks
+        self._probe = probe  # which incarnation of each topic is read (None: not asked)
+        self._ids: dict[str, uuid.UUID | None] = {}  # topic ids when last established
+        self._renewed: set[TP] = set()  # topics created again: read from their start
+        self._short: dict[TP, int] = {}  # partition -> an end below next, asked about
+        self.redeliveries = 0  # fall-backs found to be of the same topic (dropped)
         self.positions = Positions()
         self.paused: set[TP] = set()
         self.epoch = 0  # bumped by every revoke / assignment
@@ -205,6 +229,8 @@ class SourceReader:
         self._last_error = 0.0
         self._reread: set[TP] = set()
         self.rereads = 0
+        self._active_at = 0.0  # when a fetch last brought records (monotonic)
+        self._full = False  # the last batch filled max_records: a backlog
 
     # ------------------------------------------------------------ faust hooks
     def install(self) -> None:
@@ -259,10 +285,13 @@ class SourceReader:
         if tps:
             found = await self._call(_starts, sorted(tps))
             marks: dict[tuple[str, int], int] = {}
+            renewed = {TP(tp.topic, tp.partition) for tp in tps} & self._renewed
             if self._marks is not None:
                 marks = await self._marks(
-                    sorted(self.topics), {(tp.topic, tp.partition) for tp in tps}
+                    sorted(self.topics), {(tp.topic, tp.partition) for tp in tps}, renewed
                 )
+            if self._probe is not None:
+                self._ids = await self._probe.ids(self.topics)
             seek: dict[TopicPartition, int] = {}
             for tp, (committed, position, earliest) in found.items():
                 start = committed if committed is not None else position
@@ -278,6 +307,8 @@ class SourceReader:
                         mark + 1,
                     )
                     start = mark + 1
+                if tp in renewed:
+                    start = earliest  # the committed offset is the old topic's
                 start = max(start, earliest)
                 seek[tp] = start
                 starts[TP(tp.topic, tp.partition)] = start
@@ -289,6 +320,7 @@ class SourceReader:
         # faust's per-partition ack bookkeeping restarts with the assignment.
         faust_adapter.restart_acks(self.app, starts)
         self.positions.reset(starts)
+        self._renewed -= set(starts)
         self._tps = tps
         self._established = epoch
         log.info(
@@ -299,8 +331,20 @@ class SourceReader:
         return True
 
     # -------------------------------------------------------------- reading
-    async def next_batch(self, max_records: int, within: float) -> SourceBatch | None:
-        """Records to process next (``None``: nothing now, or the assignment changed)."""
+    async def next_batch(
+        self,
+        max_records: int,
+        linger: float = 0.0,
+        busy: asyncio.Future[Any] | None = None,
+    ) -> SourceBatch | None:
+        """Records to process next (``None``: nothing now, or the assignment changed).
+
+        Adaptive: waits (up to a second) for the first record, then takes what is
+        buffered; while ``busy`` (the batch before, being processed) is not done,
+        it goes on taking what arrives, so the consumer keeps fetching and the batch
+        holds everything that came meanwhile -- batches grow only under load.  A
+        ``linger`` (``batch.within``) holds the batch open at least that long after
+        its first record.  Never more than ``max_records``."""
         if not self.ready():
             await asyncio.sleep(0.05)
             return None
@@ -330,18 +374,23 @@ class SourceReader:
         records: list[Record] = []
         spans: dict[TP, tuple[int, int]] = {}
         loop = asyncio.get_running_loop()
-        deadline: float | None = None
+        until: float | None = None  # the linger's end, once a record is here
         positions = self.positions
         while len(records) < max_records:
-            if deadline is None:
-                timeout = 1.0
+            last = False  # this take ends the batch, whatever it brings
+            if until is None:
+                timeout = FIRST_RECORD_WAIT_S
             else:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
+                if busy is not None and not busy.done():
+                    await asyncio.wait([busy], timeout=BUSY_TAKE_S)
+                if busy is not None and not busy.done():
+                    timeout = 0.0  # the batch before is still processed: take what came
+                else:
+                    timeout = max(0.0, until - loop.time())
+                    last = timeout == 0.0
             try:
                 got = await self._call(
-                    faust_adapter.fetch, tps, timeout, max_records - len(records)
+                    faust_adapter.fetch, tps, timeout, max_records - len(records), self._pace()
                 )
             except asyncio.CancelledError:
                 raise
@@ -351,10 +400,12 @@ class SourceReader:
                 return None
             if self.epoch != epoch:
                 return None
-            if not got:
-                break
-            if deadline is None:
-                deadline = loop.time() + within
+            if got:
+                self._active_at = time.monotonic()
+                if until is None:
+                    until = loop.time() + linger
+            elif until is None:
+                break  # nothing for a while
             seek: dict[TopicPartition, int] = {}
             for atp, recs in got.items():
                 tp = TP(atp.topic, atp.partition)
@@ -369,9 +420,102 @@ class SourceReader:
                 self._to_records(tp, run, records)
             if seek:
                 await self._call(_seek, seek)
+            if last:
+                break
+        self._full = len(records) >= max_records
+        behind = self._behind(tps)
+        if behind and await self._recreated(behind, epoch):
+            return None
         if not records and not spans:
             return None
         return SourceBatch(records, spans, epoch)
+
+    def _pace(self) -> int:
+        """How long the broker may hold an empty fetch, in ms: short while records
+        keep coming, so one arriving meanwhile is not held back (Tansu looks at a
+        held fetch again only part-way through its wait); long when idle, and in a
+        backlog (the last batch was full): records are there to fetch, and the
+        consumer's fetches of partitions that have none (each held the short wait,
+        hundreds a second) took CPU from the batches."""
+        if not self._full and time.monotonic() - self._active_at < faust_adapter.ACTIVE_FOR_S:
+            return faust_adapter.FETCH_WAIT_ACTIVE_MS
+        return faust_adapter.FETCH_MAX_WAIT_MS
+
+    def _behind(self, tps: frozenset[TopicPartition]) -> dict[TP, int]:
+        """Partitions read below what was admitted (Positions.fell_back), or whose
+        end is below it (eventpipe.kafka.incarnation.ends_below)."""
+        positions = self.positions
+        behind = positions.fell_back()
+        nexts = {
+            tp: positions.next[tp]
+            for tp in (TP(atp.topic, atp.partition) for atp in tps)
+            if tp in positions.next
+        }
+        for tp, hw in ends_below(self._consumer.highwater, nexts, self._short).items():
+            behind[tp] = min(hw, behind.get(tp, hw))
+        return behind
+
+    async def _recreated(self, behind: dict[TP, int], epoch: int) -> bool:
+        """Partitions fell back below what was admitted, with no seek of ours there:
+        a redelivery (dropped, as before), or the topic was deleted and created
+        again while it was read (the consumer's position was reset to the new
+        topic's offsets).  Told apart as at an assignment (eventpipe.kafka.incarnation):
+        the topic's id now against the one read so far, else the partition's end
+        offset below what was admitted.  A new topic voids this assignment: it is
+        established again (bumping ``epoch``), where the marks' policy applies
+        (``on_topic_reset``: stop, or read the new topic from its beginning)."""
+        probe = self._probe
+        if probe is None:
+            return False
+        positions = self.positions
+        now: dict[str, uuid.UUID | None] = {}
+        try:
+            stale = await find_stale(
+                probe,
+                [
+                    Mark(tp.topic, tp.partition, positions.next[tp] - 1, self._ids.get(tp.topic))
+                    for tp in behind
+                ],
+            )
+            renewed = {TP(*s.mark.tp) for s in stale}
+            now = {s.mark.topic: s.topic_id for s in stale}
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Not known which: established again, from the committed offsets and
+            # the marks (like a rebalance), rather than dropping on a guess.
+            self._complain("cannot tell a redelivery from a re-created topic", exc)
+            if self.epoch == epoch:
+                self.epoch += 1
+            return True
+        for tp in sorted(behind):
+            if tp not in renewed:
+                self.redeliveries += 1
+                log.debug(
+                    "partition %s[%d]: offset %d read again (expected %d); dropped",
+                    tp.topic,
+                    tp.partition,
+                    behind[tp],
+                    positions.next.get(tp, -1),
+                )
+                continue
+            log.warning(
+                "partition %s[%d]: the consumer fell back to offset %d, below %d already "
+                "read, and the topic is a new one (id %s, was %s): it was deleted and "
+                "created again while the pipeline ran",
+                tp.topic,
+                tp.partition,
+                behind[tp],
+                positions.next.get(tp, -1),
+                now.get(tp.topic),
+                self._ids.get(tp.topic),
+            )
+        if not renewed:
+            return False
+        self._renewed |= renewed
+        if self.epoch == epoch:
+            self.epoch += 1
+        return True
 
     def reread(self, tps: set[TP]) -> None:
         """Read these partitions again from the next offset to process, before the

@@ -4,8 +4,9 @@ The app runs inside the service's event loop as a mode Service (``await
 app.start()``), not through faust's CLI, with ``web_enabled=False`` and the
 ``memory://`` store (tables are rebuilt from their changelog topics).
 
-The agent reads its source partitions in batches (up to ``batch.max_records``,
-waiting at most ``batch.within`` for more) straight from the app's consumer --
+The agent reads its source partitions in batches -- what arrived while the batch
+before was processed, up to ``batch.max_records`` (``batch.within`` adds a
+minimum linger) -- straight from the app's consumer --
 not through faust's per-record fetcher and channel queue, which drop records
 around a rebalance -- with :class:`~eventpipe.pipelines.partition_reader.SourceReader`:
 after every assignment each partition is sought to the committed offset (or
@@ -14,7 +15,10 @@ its records are processed contiguously, never past a hole.  The batch is held
 in flight for faust (a rebalance waits for it), processed by
 :class:`~eventpipe.pipelines.batch.BatchProcessor` (every record is in its sinks
 or in the dead-letter topic when it returns), the table changelog is flushed,
-and only then are its offsets acked to faust, which commits them.
+and only then are its offsets acked to faust, which commits them.  The flush and
+ack of one batch run while the next batch is processed (that one is acked only
+after them), so a record's way to its sink does not wait for the broker's
+acknowledgement of the batch before's changelog records.
 
 faust is used through its public API and :mod:`eventpipe.pipelines.faust_adapter`,
 which holds every use of its internals.
@@ -44,7 +48,7 @@ from eventpipe.context import Context
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.errors import ConfigError
 from eventpipe.kafka.client import faust_app_kwargs
-from eventpipe.kafka.incarnation import TopicProbe, apply_policy, find_stale
+from eventpipe.kafka.incarnation import Stale, TopicProbe, apply_policy, find_stale
 from eventpipe.settings import TopicSpec
 from eventpipe.sink import PipelineSink
 from eventpipe.transforms import Chain
@@ -53,7 +57,7 @@ from eventpipe.transforms.jq_engine import compile_program
 
 from .aggregate import AggregateConfig, Aggregator
 from .batch import BatchProcessor, Stage
-from .changelog import ChangelogWrites
+from .changelog import ChangelogWrites, Pending
 from .dedup_table import DedupStepConfig, DedupTable
 from .faust_adapter import current_event as _use_event
 from .partition_reader import SourceBatch, SourceReader
@@ -91,6 +95,8 @@ class PipelineRuntime:
         self.partitions = 0
         self.batches = 0
         self._batch_task: asyncio.Future[None] | None = None
+        # the last processed batch's changelog flush, then its ack
+        self._finishing: asyncio.Future[None] | None = None
         self._stopping = False
         self._lag_task: asyncio.Task[None] | None = None
         self.reader: SourceReader | None = None
@@ -120,9 +126,9 @@ class PipelineRuntime:
         if created:
             log.info("pipeline %s created topics %s", self.name, created)
         counts = set()
-        producer = self.resources.publisher._producer
+        publisher = self.resources.publisher
         for t in s.source.topics:
-            parts = await producer.partitions_for(t) if producer is not None else None
+            parts = await publisher.partitions_for(t) if publisher.started else None
             counts.add(len(parts) if parts else (s.source.partitions or 1))
         self.partitions = max(counts)
 
@@ -180,7 +186,7 @@ class PipelineRuntime:
             await self._ensure_topics()
             app = self.app = self._faust_app()
             self.changelog = ChangelogWrites(app)
-            self.reader = SourceReader(app, s.source.topics, marks=self._marks)
+            self.reader = SourceReader(app, s.source.topics, marks=self._marks, probe=self._probe())
             self.reader.install()
             stages = self._stages(app, segments)
             dedup = None
@@ -262,14 +268,22 @@ class PipelineRuntime:
         if self.reader is not None:
             self.reader.resume({TP(t, p) for t, p in tps})
 
+    def _probe(self) -> TopicProbe:
+        return TopicProbe(self.resources.admin, self.resources.settings.kafka)
+
     async def _marks(
-        self, topics: list[str], assigned: set[tuple[str, int]]
+        self,
+        topics: list[str],
+        assigned: set[tuple[str, int]],
+        renewed: set[tuple[str, int]] | None = None,
     ) -> dict[tuple[str, int], int]:
         """The lowest high-water mark per assigned partition over the exactly-once
         sinks, each checked to belong to the topic there now
         (eventpipe.kafka.incarnation): a mark of an earlier incarnation stops the
         pipeline (TopicResetError), or with ``on_topic_reset: reset`` is dropped and
-        its partition read from the start (-1 here, until a sink marks it again)."""
+        its partition read from the start (-1 here, until a sink marks it again).
+        ``renewed``: partitions the reader saw created again while it read them
+        (their marks are of the old topic, whatever the check says)."""
         sinks = [s for s in self.sinks if s.exactly_once]
         if not sinks:
             return {}
@@ -277,8 +291,17 @@ class PipelineRuntime:
             sink.name: {tp: m for tp, m in (await sink.marks(topics)).items() if tp in assigned}
             for sink in sinks
         }
-        probe = TopicProbe(self.resources.admin, self.resources.settings.kafka)
-        stale = await find_stale(probe, [m for marks in held.values() for m in marks.values()])
+        probe = self._probe()
+        every = [m for marks in held.values() for m in marks.values()]
+        stale = await find_stale(probe, every)
+        if renewed:
+            known = {s.mark for s in stale}
+            now = await probe.ids(topics)
+            stale += [
+                Stale(m, now.get(m.topic), None)
+                for m in every
+                if m.tp in renewed and m not in known
+            ]
         policy = self.spec.source.on_topic_reset or self.resources.settings.kafka.on_topic_reset
         apply_policy(
             stale,
@@ -312,22 +335,30 @@ class PipelineRuntime:
         # faust made ``stream`` over the source topics, which subscribed them (its
         # conductor); it is never iterated, and its channel stays empty: faust's
         # fetcher leaves the source partitions to `reader`.
-        max_n, within = self.spec.batch.max_records, self.spec.batch.within
-        # The next batch is read while this one is processed; it is checked against
-        # the assignment again when its turn comes (`in_flight`).
-        ahead = asyncio.ensure_future(reader.next_batch(max_n, within))
+        max_n, linger = self.spec.batch.max_records, self.spec.batch.within
+        loop = asyncio.get_running_loop()
+        # The next batch is read while this one is processed (and it takes what
+        # arrives until this one is done); it is checked against the assignment
+        # again when its turn comes (`in_flight`).
+        ahead = asyncio.ensure_future(reader.next_batch(max_n, linger))
         try:
             while not self._stopping:
+                finishing = self._finishing
+                if finishing is not None and not ahead.done():
+                    # idle: a failed changelog flush must not wait for the next batch
+                    either: list[asyncio.Future[Any]] = [ahead, finishing]
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                    if finishing.done():
+                        self._finishing = None
+                        finishing.result()  # raises what failed
                 batch = await ahead
-                ahead = asyncio.ensure_future(reader.next_batch(max_n, within))
-                if batch is None:
-                    continue
-                with reader.in_flight(batch) as current:
-                    if not current:
-                        continue  # read under an assignment that is gone: not processed
-                    await self._process(processor, batch)
-                    reader.ack(batch)
-                self.batches += 1
+                busy = loop.create_future()
+                ahead = asyncio.ensure_future(reader.next_batch(max_n, linger, busy))
+                try:
+                    if batch is not None:
+                        await self._run(reader, processor, batch)
+                finally:
+                    busy.set_result(None)
         except Exception as exc:
             # faust logs an agent's crash and carries on without it: the pipeline
             # would sit idle.  Report it, so the service exits and is restarted.
@@ -339,12 +370,43 @@ class PipelineRuntime:
         finally:
             ahead.cancel()
 
+    async def _run(
+        self, reader: SourceReader, processor: BatchProcessor, batch: SourceBatch
+    ) -> None:
+        """Process ``batch``; its changelog flush and its ack follow in
+        ``self._finishing``, while the next batch is processed.  The batch before's
+        must be done first: acks and changelog records stay in order, and a failure
+        of it stops the pipeline before this batch is acked."""
+        held = contextlib.ExitStack()
+        if not held.enter_context(reader.in_flight(batch)):
+            held.close()
+            return  # read under an assignment that is gone: not processed
+        try:
+            await self._process(processor, batch)
+            finishing, self._finishing = self._finishing, None
+            if finishing is not None:
+                await finishing
+        except BaseException:
+            held.close()
+            raise
+        assert self.changelog is not None
+        writes = self.changelog.take()
+        self._finishing = asyncio.ensure_future(self._finish(reader, batch, writes, held))
+
+    async def _finish(
+        self, reader: SourceReader, batch: SourceBatch, writes: Pending, held: contextlib.ExitStack
+    ) -> None:
+        """The batch's table writes are on their changelog: let faust commit it."""
+        with held:
+            assert self.changelog is not None
+            await self.changelog.send(writes)
+            reader.ack(batch)
+            self.batches += 1
+
     async def _process(self, processor: BatchProcessor, batch: SourceBatch) -> None:
         task = self._batch_task = asyncio.ensure_future(processor.process(batch.records))
         try:
             await asyncio.shield(task)
-            if self.changelog is not None:
-                await self.changelog.flush()
         except BaseException:
             task.cancel()  # not processed: its offsets stay uncommitted
             raise
@@ -427,14 +489,17 @@ class PipelineRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lag_task
             self._lag_task = None
-        task = self._batch_task
-        if task is not None and not task.done():
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(task), grace_s)
-            if not task.done():
-                task.cancel()
+        for which in ("_batch_task", "_finishing"):  # the second may follow the first
+            task = getattr(self, which)
+            if task is not None and not task.done():
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(asyncio.shield(task), grace_s)
+                if not task.done():
+                    task.cancel()
+            if task is not None:
                 with contextlib.suppress(BaseException):
-                    await task
+                    await task  # (its failure, if any, was the agent's to report)
+        self._finishing = None
         app, self.app = self.app, None
         if app is not None:
             try:

@@ -112,7 +112,13 @@ class BatchSpec(SpecModel):
     """How records are gathered into the batches steps and sinks see."""
 
     max_records: int = Field(1000, ge=1, le=100_000, description="most records in a batch")
-    within: Duration = Field(0.1, description="a batch waits at most this long to fill")
+    within: Duration = Field(
+        0.0,
+        ge=0,
+        description="a batch waits at least this long after its first record for more "
+        "(a linger, as Kafka's linger.ms); 0: a batch is what arrived while the one "
+        "before was processed, up to max_records",
+    )
 
 
 class PipelineSpec(SpecModel):

@@ -18,6 +18,7 @@ from aiohttp import web
 from eventpipe.context import Context
 from eventpipe.embedded.process import listen_socket
 from eventpipe.errors import ConfigError, RetriableError
+from eventpipe.loop_monitor import LoopMonitor
 from eventpipe.pipelines.spec import parse_pipelines
 from eventpipe.plugin import Catalog, Component
 from eventpipe.preflight import Reach
@@ -89,6 +90,7 @@ class Service:
         self.port: int | None = None
         self.failure: tuple[str, BaseException] | None = None
         self.failed = asyncio.Event()
+        self.monitor = LoopMonitor()
 
     def _component_failed(self, comp: Component, exc: BaseException) -> None:
         if self.failure is None:
@@ -98,6 +100,7 @@ class Service:
     async def start(self) -> None:
         if self.listener is None:
             self.listener = http_listener(self.settings, reuse_port=self.reuse_port)
+        self.monitor.start()
         try:
             self.ctx = await open_context(self.settings, catalog=self.catalog)
         except BaseException:
@@ -174,6 +177,7 @@ class Service:
         ctx, self.ctx = self.ctx, None
         if ctx is not None:
             await ctx.close()
+        self.monitor.stop()
 
 
 def http_listener(settings: Settings, *, reuse_port: bool = False) -> socket.socket:

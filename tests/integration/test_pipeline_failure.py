@@ -39,14 +39,14 @@ async def test_unexpected_error_stops_the_service_and_nothing_is_lost(
         await pub.publish_batch(name, events)
 
     calls = 0
-    real_flush = ChangelogWrites.flush
+    real_send = ChangelogWrites.send
 
-    async def broken_flush(self: ChangelogWrites) -> None:
+    async def broken_send(self: ChangelogWrites, pending: object) -> None:
         nonlocal calls
         calls += 1
         raise TypeError("a bug in the changelog flush")
 
-    monkeypatch.setattr(ChangelogWrites, "flush", broken_flush)
+    monkeypatch.setattr(ChangelogWrites, "send", broken_send)
     with pytest.raises(ComponentFailedError) as info:
         await asyncio.wait_for(serve_until_signalled(Service(s, "pipelines")), 60)
     assert calls >= 1
@@ -57,7 +57,7 @@ async def test_unexpected_error_stops_the_service_and_nothing_is_lost(
 
     # Restarted without the bug, every event is there once: the failed batch's
     # offsets were never committed.
-    monkeypatch.setattr(ChangelogWrites, "flush", real_flush)
+    monkeypatch.setattr(ChangelogWrites, "send", real_send)
     async with running(s):
         assert await wait_rows(url, f"select count(*) from {name}", 50) == 50
     rows = await sql(url, f"select count(distinct id), sum(n) from {name}")

@@ -41,8 +41,8 @@ async def test_records_lost_between_fetches_are_read_again_not_skipped(
     fetch = faust_adapter.fetch
     seen: list[int] = []  # how often LOST_FROM came back from the consumer
 
-    async def lossy_fetch(consumer: Any, tps: Any, wait_s: float, max_records: int) -> Any:
-        got = await fetch(consumer, tps, wait_s, max_records)
+    async def lossy_fetch(consumer: Any, tps: Any, wait_s: float, *args: Any) -> Any:
+        got = await fetch(consumer, tps, wait_s, *args)
         for tp, recs in list(got.items()):
             if any(r.offset == LOST_FROM for r in recs):
                 seen.append(LOST_FROM)

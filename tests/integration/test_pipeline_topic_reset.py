@@ -10,6 +10,8 @@ without one) the partition's end offset below the mark."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -42,19 +44,57 @@ def events(name: str, ids: range, gen: str) -> list[CloudEvent]:
     return [CloudEvent.create("t", "/t", {"n": i}, id=f"{name}-{gen}-{i}") for i in ids]
 
 
-async def first_life(s: Settings, name: str, url: str) -> None:
-    """5 records written through the pipeline; then the topic is created again and
-    gets 3 new records (offsets 0..2, below the mark 4)."""
+@contextlib.asynccontextmanager
+async def old_life(s: Settings, name: str, url: str) -> AsyncIterator[Service]:
+    """The pipeline running, with 5 records written through it (mark 4)."""
     await sql(url, f"create table {name} (id text primary key, n int not null)")
     async with TopicAdmin(s.kafka) as ta:
         await ta.ensure_topics([TopicSpec(name=name, partitions=1)])
-    async with running(s):
+    async with running(s) as svc:
         async with Publisher(s) as pub:
             await pub.publish_batch(name, events(name, range(5), "old"))
         assert await wait_rows(url, f"select count(*) from {name}", 5) == 5
+        yield svc
+
+
+async def new_life(s: Settings, name: str) -> None:
+    """The topic created again, with 3 new records (offsets 0..2, below the mark 4)."""
     await recreate_topic(s, name)
     async with Publisher(s) as pub:
         await pub.publish_batch(name, events(name, range(3), "new"))
+
+
+async def first_life(s: Settings, name: str, url: str) -> None:
+    """5 records written through the pipeline; once it stopped, the topic is
+    created again with 3 new records."""
+    async with old_life(s, name, url):
+        pass
+    await new_life(s, name)
+
+
+async def goes_on_with_the_new_topic(
+    s: Settings, svc: Service, name: str, rows: int, new: int, more: int
+) -> None:
+    """``rows`` rows (``new`` of the new topic) land, then ``more`` new records do
+    too; after the service stops, :func:`new_topic_written` checks them."""
+    url = s.database.url.get_secret_value()
+    assert await wait_rows(url, f"select count(*) from {name}", rows) == rows
+    async with Publisher(s) as pub:  # and it goes on from there
+        await pub.publish_batch(name, events(name, range(new, new + more), "new"))
+    assert await wait_rows(url, f"select count(*) from {name}", rows + more) == rows + more
+    assert svc.failure is None
+
+
+async def new_topic_written(url: str, name: str, new: int) -> None:
+    """Records 0..new-1 of the new topic written, the mark at new-1 under its id."""
+    rows = await sql(url, f"select id from {name} where id like %s order by id", [f"{name}-new-%"])
+    assert [r[0] for r in rows] == [f"{name}-new-{i}" for i in range(new)]
+    marks = await sql(
+        url,
+        'select "offset", topic_id is not null from eventpipe.sink_offsets where topic = %s',
+        [name],
+    )
+    assert marks == [(new - 1, True)]
 
 
 @pytest.mark.parametrize("told_by", ["topic id", "end offset"])
@@ -96,16 +136,5 @@ async def test_with_on_topic_reset_the_new_topic_is_read_from_its_beginning(
 
     s = with_pipelines(settings, pipeline(name, on_topic_reset="reset"))
     async with running(s) as svc:
-        assert await wait_rows(url, f"select count(*) from {name}", 8) == 8
-        async with Publisher(s) as pub:  # and it goes on from there
-            await pub.publish_batch(name, events(name, range(3, 5), "new"))
-        assert await wait_rows(url, f"select count(*) from {name}", 10) == 10
-        assert svc.failure is None
-    rows = await sql(url, f"select id from {name} where id like %s order by id", [f"{name}-new-%"])
-    assert [r[0] for r in rows] == [f"{name}-new-{i}" for i in range(5)]
-    marks = await sql(
-        url,
-        'select "offset", topic_id is not null from eventpipe.sink_offsets where topic = %s',
-        [name],
-    )
-    assert marks == [(4, True)]
+        await goes_on_with_the_new_topic(s, svc, name, rows=8, new=3, more=2)
+    await new_topic_written(url, name, 5)

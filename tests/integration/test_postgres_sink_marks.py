@@ -14,6 +14,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from eventpipe.connectors.sinks.postgres import (
+    SMALL_BATCH_ROWS,
     PostgresSink,
     PostgresSinkConfig,
     RowRejectedError,
@@ -82,6 +83,17 @@ async def make_sink(
     return sink
 
 
+async def checked_table(settings: Settings) -> tuple[str, str, str]:
+    """A new table that refuses a total of 100 or more: (database url, table, topic)."""
+    url = settings.database.url.get_secret_value()
+    table, topic = ident("marks"), ident("topic")
+    await sql(
+        url,
+        f"create table {table} (event_id text primary key, n int, total int check (total < 100))",
+    )
+    return url, table, topic
+
+
 async def test_a_second_writer_waits_for_the_marks_then_skips_what_was_written(
     settings: Settings, pool: AsyncConnectionPool, opened: list[PostgresSink]
 ) -> None:
@@ -111,12 +123,7 @@ async def test_a_second_writer_waits_for_the_marks_then_skips_what_was_written(
 async def test_a_refused_batch_is_written_row_by_row_and_keeps_the_good_rows(
     settings: Settings, pool: AsyncConnectionPool, opened: list[PostgresSink]
 ) -> None:
-    url = settings.database.url.get_secret_value()
-    table, topic = ident("marks"), ident("topic")
-    await sql(
-        url,
-        f"create table {table} (event_id text primary key, n int, total int check (total < 100))",
-    )
+    url, table, topic = await checked_table(settings)
     sink = await make_sink(PostgresSink, settings, pool, table, opened)
     batch = items(topic, range(50), totals={7: 500, 31: 900})
 
@@ -129,3 +136,27 @@ async def test_a_refused_batch_is_written_row_by_row_and_keeps_the_good_rows(
     assert [r[0] for r in rows] == [o for o in range(50) if o not in (7, 31)]
     marks = await sql(url, 'select "offset" from eventpipe.sink_offsets where topic = %s', [topic])
     assert marks == [(49,)]
+
+
+@pytest.mark.parametrize("size", [1, 2, 10, SMALL_BATCH_ROWS, SMALL_BATCH_ROWS + 1])
+async def test_a_refused_small_batch_is_written_row_by_row_too(
+    settings: Settings, pool: AsyncConnectionPool, opened: list[PostgresSink], size: int
+) -> None:
+    """A batch of up to SMALL_BATCH_ROWS goes in pipeline mode (a larger one by COPY);
+    its refusal must roll the transaction back too, so the row-by-row retry finds the
+    bad row."""
+    url, table, topic = await checked_table(settings)
+    sink = await make_sink(PostgresSink, settings, pool, table, opened)
+    bad = size - 1
+    for rnd in range(5):  # batch after batch on the same connection pool
+        base = rnd * size
+        batch = items(topic, range(base, base + size), totals={base + bad: 500})
+
+        failed = await sink.deliver(batch)
+
+        assert sorted(failed) == [bad], rnd
+        assert isinstance(failed[bad], RowRejectedError) and "CheckViolation" in str(failed[bad])
+    rows = await sql(url, f"select n from {table} order by n")
+    assert [r[0] for r in rows] == [o for o in range(5 * size) if o % size != bad]
+    marks = await sql(url, 'select "offset" from eventpipe.sink_offsets where topic = %s', [topic])
+    assert marks == [(5 * size - 1,)]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -104,3 +105,26 @@ async def test_unreachable_broker_is_a_clear_retriable_error(settings: Settings)
 async def test_publish_before_start_is_an_error(settings: Settings) -> None:
     with pytest.raises(BrokerUnavailableError, match="not started"):
         await Publisher(settings).publish("x", CloudEvent.create("t", "/s"))
+
+
+async def test_many_concurrent_single_event_publishes_are_all_acknowledged(
+    settings: Settings, topic: str
+) -> None:
+    # The HTTP publish API calls publish_messages once per request: under load many
+    # single-event calls wait on one partition at once.  Each must join the
+    # partition's open batch rather than queue a batch of its own in aiokafka's
+    # accumulator, whose wait for a free slot uses up its timeout after a few dozen
+    # turns and answered KafkaTimeoutError (a 503) within a couple of seconds.
+    n = 3000
+    events = [CloudEvent.create("t", "/s", {"n": i}, partitionkey="one-key") for i in range(n)]
+    async with Publisher(settings) as p:
+        results = await asyncio.gather(
+            *(p.publish_batch(topic, [e]) for e in events), return_exceptions=True
+        )
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, f"{len(errors)} of {n} failed, first: {errors[0]!r}"
+    acks = [r[0] for r in results if not isinstance(r, BaseException)]
+    assert len({(a.partition, a.offset) for a in acks}) == n
+    records = await read_records(settings.kafka.bootstrap, topic, n)
+    stored = {(r.partition, r.offset): dict(r.headers)["ce_id"].decode() for r in records}
+    assert {(a.partition, a.offset): a.id for a in acks} == stored

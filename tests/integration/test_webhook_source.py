@@ -372,6 +372,10 @@ async def test_refusals_answer_problem_json_and_store_nothing(make_hook):
         assert f'source="{hook.name}"' in metrics and f'reason="{reason}"' in metrics
     assert f'eventpipe_webhook_requests_total{{source="{hook.name}",status="401"}} 6.0' in metrics
     assert f'eventpipe_ingest_seconds_count{{source="{hook.name}"}} 1.0' in metrics
+    # the one stored request's waits: its dedup check and the broker's acknowledgement
+    for stage in ("dedup", "produce"):
+        sample = f'eventpipe_webhook_stage_seconds_count{{source="{hook.name}",stage="{stage}"}}'
+        assert f"{sample} 1.0" in metrics, stage
 
 
 async def test_unauthenticated_refusals_are_not_dead_lettered_by_default(make_hook):

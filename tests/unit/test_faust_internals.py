@@ -301,6 +301,14 @@ async def test_fetch_takes_prefetched_records_as_fausts_fetcher_does(
         assert await faust_adapter.fetch(c, frozenset({tp}), 0.01, 10) == {}
         # taken inside a fetch context (the fetcher is not idle meanwhile)
         assert calls == [({tp}, 10, 0)]
+    with relied_on_by(
+        "fetch",
+        "Fetcher._fetch_max_wait_ms, read by _get_actions_per_node for every fetch "
+        "request it builds (so setting it paces the next fetches)",
+    ):
+        assert "self._fetch_max_wait_ms" in inspect.getsource(Fetcher._get_actions_per_node)
+        await faust_adapter.fetch(c, frozenset({tp}), 0.0, 10, 7)
+        assert c._fetcher._fetch_max_wait_ms == 7
 
 
 # --------------------------------------------------- faust's ack bookkeeping

@@ -4,6 +4,7 @@ record it did not write (the two-worker rebalance loss)."""
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -111,6 +112,24 @@ def test_records_already_processed_are_dropped_and_disorder_is_cut() -> None:
     assert p.admit(TP("other", 0), [Rec(0)]) == ((), None)  # not assigned to us
 
 
+def test_records_below_what_was_admitted_are_reported_to_be_checked() -> None:
+    """A fall-back is dropped but not forgotten: the reader asks the broker whether
+    it is a redelivery or a topic created again (SourceReader._recreated)."""
+    p = Positions()
+    p.reset({T: 0})
+    p.admit(T, [Rec(0), Rec(1), Rec(2), Rec(3), Rec(4)])
+    assert p.fell_back() == {}
+    got, back = p.admit(T, [Rec(2), Rec(3)])
+    assert not got and back is None and p.next[T] == 5
+    got, _ = p.admit(T, [Rec(0), Rec(1), Rec(5)])
+    assert [r.offset for r in got] == [5]
+    assert p.fell_back() == {T: 0}  # the lowest offset it fell back to
+    assert p.fell_back() == {}  # reported once
+    p.admit(T, [Rec(1)])
+    p.reset({T: 0})  # a new assignment: its own seek explains everything before
+    assert p.fell_back() == {}
+
+
 def test_ack_hands_faust_every_offset_of_the_batch_from_the_committed_one() -> None:
     consumer = SimpleNamespace(
         _committed_offset=defaultdict(lambda: None, {T: 12}),
@@ -184,3 +203,42 @@ async def test_faust_fetcher_gets_a_snapshot_without_the_source_partitions(
     seen.clear()
     assert await consumer._getmany(live, 0.01) == {}
     assert seen == []
+
+
+class FakeProbe:
+    """What the broker answers about the topic: its id now, its partition ends."""
+
+    def __init__(self, topic_id: Any, end: int) -> None:
+        self.topic_id = topic_id
+        self.end = end
+
+    async def ids(self, topics: Any) -> dict[str, Any]:
+        return dict.fromkeys(topics, self.topic_id)
+
+    async def ends(self, tps: Any, marks: Any) -> dict[tuple[str, int], int]:
+        return {tuple(tp): self.end for tp in tps}
+
+
+async def _fell_back_with(was: Any, now: Any, end: int) -> tuple[bool, SourceReader]:
+    reader, _ = reader_on(rebalancing=False)
+    reader._probe = FakeProbe(now, end)  # type: ignore[assignment]
+    reader._ids = {"orders": was}
+    reader.positions.reset({T: 0})
+    reader.positions.admit(T, [Rec(o) for o in range(5)])
+    renewed = await reader._recreated({T: 0}, epoch=0)
+    return renewed, reader
+
+
+async def test_a_fall_back_is_a_new_topic_only_when_the_broker_says_so() -> None:
+    old, new = uuid.uuid4(), uuid.uuid4()
+    # Same topic id: a redelivery, dropped; the assignment stands.
+    renewed, reader = await _fell_back_with(old, old, end=9)
+    assert not renewed and reader.redeliveries == 1 and reader.epoch == 0
+    # Another id: the assignment is established again, reading that partition anew.
+    renewed, reader = await _fell_back_with(old, new, end=9)
+    assert renewed and reader.epoch == 1 and reader._renewed == {T}
+    # No ids: the partition's end below what was read tells (and only that).
+    renewed, reader = await _fell_back_with(None, None, end=3)
+    assert renewed and reader._renewed == {T}
+    renewed, reader = await _fell_back_with(None, None, end=5)
+    assert not renewed and reader.redeliveries == 1

@@ -31,6 +31,7 @@ the bad ones; those are dead-lettered before the transaction commits
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
     from eventpipe.preflight import Reach
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+SMALL_BATCH_ROWS = 128  # up to this many rows a batch is written in pipeline mode
 _PATH = re.compile(r"^\s*((?:\.[A-Za-z_][A-Za-z0-9_]*)+)\s*$")
 
 
@@ -378,9 +380,11 @@ class PostgresSink(PipelineSink):
         before_commit: BeforeCommit | None,
     ) -> dict[int, BaseException]:
         try:
+            if not conn.autocommit and sum(len(it.events) for it in items) <= SMALL_BATCH_ROWS:
+                return await self._pipelined(conn, items, before_commit)
             return await self._transaction(conn, items, before_commit, one_by_one=False)
         except _BatchRefused:
-            # The batch's COPY hit bad data and its transaction rolled back: write it
+            # The batch's write hit bad data and its transaction rolled back: write it
             # again, row by row under savepoints, to find the bad rows.
             return await self._transaction(conn, items, before_commit, one_by_one=True)
 
@@ -393,35 +397,8 @@ class PostgresSink(PipelineSink):
         one_by_one: bool,
     ) -> dict[int, BaseException]:
         failed: dict[int, BaseException] = {}
-        spans = _offset_spans(items)
         async with conn.transaction():
-            marks = await self._lock_marks(conn, sorted(spans))
-            if all(low > marks.get(tp, -1) for tp, (low, _) in spans.items()):
-                todo = list(items)  # the usual case: nothing of the batch is marked yet
-            else:
-                todo = [
-                    it
-                    for it in items
-                    if it.topic is None
-                    or it.offset is None
-                    or it.offset > marks.get((it.topic, it.partition or 0), -1)
-                ]
-            self._check_items(todo, failed)
-            rows: list[list[Any]] = []
-            owners: list[int] = []
-            for it in todo if self.columns else ():
-                if it.index in failed:
-                    continue
-                for n in range(len(it.events)):
-                    try:
-                        rows.append(self._row(it, n))
-                        owners.append(it.index)
-                    except RowMappingError as exc:
-                        failed[it.index] = exc
-            if failed:  # drop every row of a record with a failed mapping
-                keep = [i for i, o in enumerate(owners) if o not in failed]
-                rows = [rows[i] for i in keep]
-                owners = [owners[i] for i in keep]
+            spans, todo, rows, owners = await self._prepare(conn, items, failed)
             if one_by_one:
                 await self._isolate(conn, todo, rows, owners, failed)
             else:
@@ -443,6 +420,89 @@ class PostgresSink(PipelineSink):
             # offset (never back: the update only raises marks).
             await self._advance_marks(conn, {tp: high for tp, (_, high) in spans.items()})
         return failed
+
+    async def _pipelined(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        items: Sequence[DeliveryItem],
+        before_commit: BeforeCommit | None,
+    ) -> dict[int, BaseException]:
+        """A small batch in two round trips instead of about eight (begin, marks,
+        staging table, COPY, apply, marks, commit): in pipeline mode, the marks are
+        locked with the transaction's start, then the rows (one statement each),
+        what a subclass writes besides, the marks' advance and the commit go
+        together.  Bad data fails the whole transaction, as the COPY does
+        (``_BatchRefused``: it is written again record by record)."""
+        failed: dict[int, BaseException] = {}
+        try:
+            async with conn.pipeline() as pipeline:
+                try:
+                    spans, todo, rows, _ = await self._prepare(conn, items, failed)
+                    async with conn.cursor() as cur:
+                        if rows:
+                            params = [self._row_params(r) for r in rows]
+                            await cur.executemany(self._row_sql, params)
+                    await self._also_write(conn, todo, failed)
+                    # (before any dead letter is written: all of it is in this transaction)
+                    await self._advance_marks(conn, {tp: high for tp, (_, high) in spans.items()})
+                    if failed and before_commit is not None:
+                        await pipeline.sync()
+                        await before_commit(failed)
+                    await conn.commit()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await pipeline.sync()  # takes what is left of the error's results
+                    raise
+        except BaseException as exc:
+            # Out of pipeline mode: there, rollback() syncs first, and a sync that
+            # raises the error again kept the ROLLBACK from being sent, leaving the
+            # connection in the aborted transaction for the row-by-row retry.
+            with contextlib.suppress(Exception):
+                await conn.rollback()
+            if isinstance(exc, psycopg.DatabaseError) and not is_retriable(exc):
+                raise _BatchRefused from exc
+            raise
+        return failed
+
+    async def _prepare(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        items: Sequence[DeliveryItem],
+        failed: dict[int, BaseException],
+    ) -> tuple[
+        dict[tuple[str, int], tuple[int, int]], list[DeliveryItem], list[list[Any]], list[int]
+    ]:
+        """Lock the batch's marks; then the records not marked yet, their rows and each
+        row's record (index).  Records whose rows cannot be made go to ``failed``."""
+        spans = _offset_spans(items)
+        marks = await self._lock_marks(conn, sorted(spans))
+        if all(low > marks.get(tp, -1) for tp, (low, _) in spans.items()):
+            todo = list(items)  # the usual case: nothing of the batch is marked yet
+        else:
+            todo = [
+                it
+                for it in items
+                if it.topic is None
+                or it.offset is None
+                or it.offset > marks.get((it.topic, it.partition or 0), -1)
+            ]
+        self._check_items(todo, failed)
+        rows: list[list[Any]] = []
+        owners: list[int] = []
+        for it in todo if self.columns else ():
+            if it.index in failed:
+                continue
+            for n in range(len(it.events)):
+                try:
+                    rows.append(self._row(it, n))
+                    owners.append(it.index)
+                except RowMappingError as exc:
+                    failed[it.index] = exc
+        if failed:  # drop every row of a record with a failed mapping
+            keep = [i for i, o in enumerate(owners) if o not in failed]
+            rows = [rows[i] for i in keep]
+            owners = [owners[i] for i in keep]
+        return spans, todo, rows, owners
 
     def _check_items(self, items: Sequence[DeliveryItem], failed: dict[int, BaseException]) -> None:
         """Subclasses fail records here, before anything of the batch is written, when

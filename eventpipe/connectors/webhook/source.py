@@ -163,6 +163,8 @@ class WebhookSource(Source):
         self._inflight: dict[str, asyncio.Future[bool]] = {}
         self._by_status: dict[int, Any] = {}
         self._latency = metrics.INGEST_SECONDS.labels(source=name)
+        self._dedup_seconds = metrics.WEBHOOK_STAGE_SECONDS.labels(source=name, stage="dedup")
+        self._produce_seconds = metrics.WEBHOOK_STAGE_SECONDS.labels(source=name, stage="produce")
         self._dedup_hits = metrics.DEDUP_HITS.labels(source=name)
         self._late_acks = metrics.WEBHOOK_LATE_ACKS.labels(source=name)
         self._retry_after = {"Retry-After": str(config.retry_after_s)}
@@ -520,6 +522,7 @@ class WebhookSource(Source):
         fresh: list[Item] = []
         inflight = self._inflight
         stored = False
+        t_dedup = time.perf_counter()
         try:
             for item in items:
                 key = item.key
@@ -533,9 +536,13 @@ class WebhookSource(Source):
                     continue
                 fresh.append(item)
             self.activity.events_in.mark(len(items))
+            t_write = time.perf_counter()
+            if self.dedup is not None:
+                self._dedup_seconds.observe(t_write - t_dedup)
             if not fresh:
                 return _ok(200, "duplicate", items)
             status = await self._write(fresh)
+            self._produce_seconds.observe(time.perf_counter() - t_write)
             stored = True
             self.activity.events_out.mark(len(fresh))
         finally:
