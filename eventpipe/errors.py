@@ -185,6 +185,15 @@ def is_classified(exc: BaseException, *, record: bool = True) -> bool:
     return classify(exc, record=record) is not None
 
 
+def is_bad_record(exc: BaseException) -> bool:
+    """Whether a per-record path may dead-letter its record for ``exc``: a class in
+    the chain says the record's data is bad for good (:func:`classify` with
+    ``record=True`` is False).  Anything else is raised on: a retriable error is
+    retried by the caller, and an error no class explains is a bug, which stops the
+    component instead of moving good records to the dead-letter topic."""
+    return classify(exc, record=True) is False
+
+
 def error_class_name(exc: BaseException) -> str:
     """Fully qualified class name, for metrics labels and dead-letter headers."""
     cls = type(exc)

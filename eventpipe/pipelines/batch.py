@@ -35,7 +35,7 @@ from eventpipe.dlq.record import DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka
-from eventpipe.errors import EventpipeError, error_class_name, is_retriable
+from eventpipe.errors import EventpipeError, error_class_name, is_bad_record, is_retriable
 from eventpipe.kafka.incarnation import TopicResetError
 from eventpipe.sink import (
     DeliveryItem,
@@ -54,6 +54,15 @@ from .retry import RetryPolicy
 
 log = logging.getLogger("eventpipe.pipelines")
 _STEP_INDEX = re.compile(r"^steps\[(\d+)\]")
+
+
+def _unless_bad_record(exc: BaseException) -> None:
+    """Raise ``exc`` unless a class says its record's data is bad (a decode error, a
+    jq runtime error, a schema violation): only those are dead-lettered.  A bug (no
+    class explains it) or a retriable error leaves the batch unacknowledged, and the
+    pipeline stops (exit 3) instead of dead-lettering good records."""
+    if not is_bad_record(exc):
+        raise exc
 
 
 class SinkFailedError(EventpipeError):
@@ -221,6 +230,7 @@ class BatchProcessor:
             try:
                 rec.event = from_kafka(rec.key, rec.value, rec.headers)
             except Exception as exc:
+                _unless_bad_record(exc)
                 letters.append(self._letter(rec, exc, "decode"))
 
     def _check_duplicates(self, records: list[Record]) -> None:
@@ -250,6 +260,7 @@ class BatchProcessor:
                 for ev in [rec.event] if inputs else rec.outputs:
                     step.process(ev)
             except Exception as exc:
+                _unless_bad_record(exc)
                 letters.append(self._letter(rec, exc, "validate", name))
 
     def _run_stage(self, stage: Stage, records: list[Record], letters: list[DeadLetter]) -> None:
@@ -270,6 +281,7 @@ class BatchProcessor:
                     continue
                 exc = result.failed.get(n)
                 if exc is not None:
+                    _unless_bad_record(exc)
                     step = getattr(exc, "step", None)
                     letters.append(
                         self._letter(
@@ -288,6 +300,7 @@ class BatchProcessor:
                 for ev in rec.outputs:
                     produced.extend(self._stateful(stage, rec, ev))
             except Exception as exc:
+                _unless_bad_record(exc)
                 letters.append(self._letter(rec, exc, "transform", stage.name))
                 continue
             rec.outputs = produced

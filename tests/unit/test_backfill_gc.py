@@ -10,6 +10,13 @@ import pytest
 from eventpipe.loop import frozen_heap
 
 
+@pytest.fixture(autouse=True)
+def _unfrozen() -> None:
+    """Start from a heap nothing froze (a service started by an earlier test in this
+    process froze its own)."""
+    gc.unfreeze()
+
+
 def test_lanes_run_with_the_heap_frozen_and_unfreeze_it() -> None:
     assert gc.get_freeze_count() == 0
     with frozen_heap():

@@ -12,6 +12,7 @@ from eventpipe.errors import (
     PermanentError,
     classify,
     error_class_name,
+    is_bad_record,
     is_classified,
     is_retriable,
 )
@@ -107,3 +108,24 @@ def test_aiohttp_response_errors() -> None:
 
 def test_error_class_name_is_qualified() -> None:
     assert error_class_name(pe.UniqueViolation()) == "psycopg.errors.UniqueViolation"
+
+
+class _Bug(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("exc", "bad"),
+    [
+        (InvalidEventError("time", "not a timestamp"), True),
+        (ValueError("malformed array literal"), True),  # a converter's: the row's data
+        (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), True),
+        (_Bug("a bug"), False),  # no class explains it: raised on, the component stops
+        (RuntimeError("a bug"), False),
+        (AttributeError("a bug"), False),
+        (ConnectionResetError(), False),  # retriable: the caller retries the record
+        (BrokerUnavailableError("away"), False),
+    ],
+)
+def test_only_bad_data_dead_letters_a_record(exc: BaseException, bad: bool) -> None:
+    assert is_bad_record(exc) is bad

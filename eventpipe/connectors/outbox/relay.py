@@ -33,6 +33,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from eventpipe import metrics
 from eventpipe.dlq.record import DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
+from eventpipe.errors import is_bad_record
 from eventpipe.plugin import Plugin, PluginConfig, Source, SourceConfig
 from eventpipe.relay import Backoff, RelayLoop
 from eventpipe.status import Activity, ComponentStatus
@@ -205,6 +206,8 @@ async def drain_once(
             try:
                 outs.append(router.route(row))
             except Exception as exc:
+                if not is_bad_record(exc):
+                    raise  # a bug (or retriable): the transaction rolls back, rows stay
                 dead.append(_dead_letter(exc, row, relay))
         published = await out.publish(outs, dead)
         await settle(conn, table, [str(r["id"]) for r in rows], on_publish)

@@ -45,7 +45,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from eventpipe.errors import PermanentError
+from eventpipe.errors import PermanentError, is_bad_record
 
 from .config import parse_table
 from .types import Converter, TypeRegistry
@@ -250,6 +250,8 @@ def _convert_rows(
                 n: None if r is None else c(r) for n, c, r in zip(names, convs, raws, strict=True)
             }
         except Exception as exc:  # a value the converters cannot take: dead letter
+            if not is_bad_record(exc):
+                raise  # a bug in a converter is no bad row
             errors.append(
                 (
                     {

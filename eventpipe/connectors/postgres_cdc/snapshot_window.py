@@ -28,7 +28,7 @@ import psycopg
 
 from eventpipe import metrics
 from eventpipe.dlq.record import DeadLetter, Origin
-from eventpipe.errors import is_retriable
+from eventpipe.errors import is_bad_record, is_retriable
 
 from . import pgoutput as pg
 from . import slot as slots
@@ -99,6 +99,8 @@ def read_rows(
                 )
             )
         except Exception as exc:
+            if not is_bad_record(exc):
+                raise  # a bug: the reader stops before the slot passes the chunk
             dead(snapshot_dead_letter(capture, t, row_texts(row), exc))
 
 
@@ -157,7 +159,8 @@ class SnapshotWindow:
 
     async def open_chunk(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Open the next chunk when none is open; a snapshot that cannot be read
-        fails on its own, and the stream goes on."""
+        fails on its own (its reason in its row, what the CLI shows: a
+        bug in reading it too), and the stream goes on."""
         if self.chunk is not None:
             return
         try:

@@ -9,9 +9,11 @@ id is the transaction's commit LSN and its position in the transaction
 deduplicate (ARCHITECTURE.md section 3).  An update that changes the key is, as
 in Debezium, a delete of the old key and a create of the new one.
 
-A row that cannot be encoded becomes a dead letter and keeps its position (the
-ids after it do not move); a protocol error stops the reader, since the stream
-can no longer be trusted.  The snapshot window, when there is one, sees every
+A row that cannot be encoded (a class says its data is bad,
+:func:`eventpipe.errors.is_bad_record`) becomes a dead letter and keeps its
+position (the ids after it do not move); a protocol error stops the reader, since
+the stream can no longer be trusted, and so does an error no class explains (a
+bug), before the slot passes the row.  The snapshot window, when there is one, sees every
 change, truncate and commit go by, and the watermark messages that close its
 chunks (:mod:`.snapshot_window`).
 
@@ -32,6 +34,7 @@ import orjson
 import psycopg
 
 from eventpipe.dlq.record import DeadLetter, Origin
+from eventpipe.errors import is_bad_record
 
 from . import pgoutput as pg
 from .events import Capture, Out, TableInfo, fill_unchanged
@@ -194,8 +197,8 @@ class TransactionAssembler:
                 try:
                     self._change(t, msg, lsn, now_ms, out)
                 except Exception as exc:
-                    if isinstance(exc, (pg.ProtocolError, AssertionError)):
-                        raise
+                    if isinstance(exc, pg.ProtocolError) or not is_bad_record(exc):
+                        raise  # the stream, or our code, cannot be trusted: stop
                     self._dead_letter(t, msg, f"{tx.lsn_text}:{pos}", exc)
                     tx.pos = max(tx.pos, pos + 1)
             elif tag == _B:
