@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from eventpipe.connectors.webhook.producer import BatchProducer
 from eventpipe.envelope.kafka import KafkaMessage
 from eventpipe.kafka.batches import send_batches
 from eventpipe.kafka.client import RecordTooLargeError
+from eventpipe.kafka.open_batches import Span, _Batch
 from eventpipe.settings import Settings
 from tests.helpers import read_records
 
@@ -159,3 +161,26 @@ async def test_webhook_producer_refuses_a_call_with_an_oversize_record_whole(
         await producer.send(topic, [KafkaMessage(b"marker", b"after", [])])
     got = await read_records(settings.kafka.bootstrap, topic, 1)
     assert [(r.key, r.value) for r in got] == [(b"marker", b"after")]
+
+
+async def test_acknowledged_batches_are_freed_without_the_cyclic_gc(
+    settings: Settings, topic: str
+) -> None:
+    # An acknowledged batch and its spans hold no reference cycle: reference
+    # counting frees them, so under load they are no garbage for the cyclic GC
+    # to find (issue 18: its collections of them paused the event loop).
+    def left() -> int:
+        return sum(isinstance(o, Span | _Batch) for o in gc.get_objects())
+
+    async with webhook_producer(settings, max_batch_size=4096) as producer:
+        await producer.send(topic, [KafkaMessage(b"warm", b"up", [])])
+        gc.collect()
+        gc.disable()
+        try:
+            msgs = [KafkaMessage(f"k{i % 4}".encode(), b"v" * 200, []) for i in range(200)]
+            calls = [producer.send(topic, [m], ids=[f"id-{i}"]) for i, m in enumerate(msgs)]
+            assert await asyncio.gather(*calls) == [None] * 200
+            await asyncio.sleep(0)
+            assert left() == 0
+        finally:
+            gc.enable()
