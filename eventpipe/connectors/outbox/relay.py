@@ -40,6 +40,7 @@ from eventpipe.status import Activity, ComponentStatus
 from eventpipe.topics import TopicName
 
 from ..postgres_cdc import checks
+from ..postgres_cdc import slot as slots
 from ..postgres_cdc.config import PostgresCdcConfig, check_template, parse_table
 from ..postgres_cdc.connection import connect
 from ..postgres_cdc.events import Capture, Out, TableInfo
@@ -183,10 +184,12 @@ async def drain_once(
     on_publish: OnPublish,
     limit: int,
     relay: str,
+    taken: set[str] | None = None,
 ) -> tuple[int, int]:
     """One transaction: lock up to ``limit`` unpublished rows in ``seq`` order,
     publish them, delete or mark them.  Returns how many rows it took and how many
-    of them are events on their topics (the others are dead letters)."""
+    of them are events on their topics (the others are dead letters); the ids of
+    the rows it settled are added to ``taken`` when given."""
     where = sql.SQL(" where published_at is null" if on_publish == "mark" else "")
     q = (
         sql.SQL("select " + _COLUMNS + " from {}").format(table_ident(table))
@@ -210,7 +213,10 @@ async def drain_once(
                     raise  # a bug (or retriable): the transaction rolls back, rows stay
                 dead.append(_dead_letter(exc, row, relay))
         published = await out.publish(outs, dead)
-        await settle(conn, table, [str(r["id"]) for r in rows], on_publish)
+        ids = [str(r["id"]) for r in rows]
+        await settle(conn, table, ids, on_publish)
+    if taken is not None:
+        taken.update(ids)
     metrics.OUTBOX_PUBLISHED.labels(relay=relay).inc(published)
     return len(rows), published
 
@@ -237,6 +243,22 @@ class OutboxChanges:
         self.table = table
         self.on_publish: OnPublish = on_publish
         self._ids: list[str] = []
+        # The start-up drain runs after the slot exists, so a row committed between
+        # the slot's creation and the drain's select is both taken by the drain and
+        # streamed as an insert.  The drain hands over the ids it took and the WAL
+        # position once it committed; a streamed insert of one of those ids at or
+        # before that position is the same row, already published: skipped.  Any
+        # row the drain took committed before the drain did, so its insert LSN is
+        # below that position; the stream (in commit order) showing an insert past
+        # it means every later transaction committed after the drain: the set is
+        # dropped.  (pg_create_logical_replication_slot exports no snapshot the
+        # drain could run in, so it cannot take exactly the rows the stream skips.)
+        self._drained: set[str] = set()
+        self._drained_upto = 0
+
+    def drained(self, ids: set[str], upto: int) -> None:
+        """The start-up drain took ``ids``; it committed at or before ``upto``."""
+        self._drained, self._drained_upto = ids, upto
 
     def on_change(
         self,
@@ -253,6 +275,11 @@ class OutboxChanges:
         tx.pos += 1
         if op != "c" or after is None:
             return
+        if self._drained:
+            if lsn > self._drained_upto:
+                self._drained = set()
+            elif str(after["id"]) in self._drained:
+                return  # the start-up drain published it
         self._ids.append(str(after["id"]))  # settled once acknowledged, even as a dead letter
         out.append(self.router.route(after))
 
@@ -278,13 +305,15 @@ class OutboxCdcSource(PostgresCdcSource):
     ) -> None:
         super().__init__(config, name=name, ctx=ctx)
         self.outbox = outbox
+        self._changes: OutboxChanges | None = None
 
     def change_handler(self, capture: Capture) -> ChangeHandler:
-        return OutboxChanges(
+        self._changes = OutboxChanges(
             _router(self.outbox, self.name),
             table=self.outbox.table,
             on_publish=self.outbox.on_publish,
         )
+        return self._changes
 
     def initial_topics(self, found: checks.Inspection) -> list[str]:
         return []  # routed by aggregatetype: created as they appear
@@ -294,8 +323,9 @@ class OutboxCdcSource(PostgresCdcSource):
         than, and those whose acknowledgement the last relay did not settle."""
         if self.outbox.on_publish == "keep":
             return
-        assert self.reader is not None
+        assert self.reader is not None and self._changes is not None
         total = 0
+        taken: set[str] = set()
         while True:
             n, _ = await drain_once(
                 conn,
@@ -305,10 +335,13 @@ class OutboxCdcSource(PostgresCdcSource):
                 on_publish=self.outbox.on_publish,
                 limit=self.outbox.batch_size,
                 relay=self.name,
+                taken=taken,
             )
             total += n
             if n < self.outbox.batch_size:
                 break
+        if taken:  # see OutboxChanges: the stream skips these rows' inserts
+            self._changes.drained(taken, await slots.flush_lsn(conn))
         if total:
             self.log.info("published %d outbox rows left in %s", total, self.outbox.table)
 
