@@ -30,14 +30,22 @@ def test_unfrozen_when_the_lanes_fail() -> None:
     assert gc.get_freeze_count() == 0
 
 
-def test_a_heap_frozen_by_someone_else_stays_frozen() -> None:
+def test_a_heap_frozen_by_someone_else_stays_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
     gc.freeze()
+    calls: list[str] = []
     try:
-        frozen = gc.get_freeze_count()
+        for name in ("freeze", "unfreeze", "collect"):
+            real = getattr(gc, name)
+            monkeypatch.setattr(
+                gc, name, lambda *a, _n=name, _r=real: (calls.append(_n), _r(*a))[1]
+            )
         with frozen_heap():
             pass
-        assert gc.get_freeze_count() == frozen
+        monkeypatch.undo()
+        assert calls == []  # left as it was: neither collected, frozen again nor unfrozen
+        assert gc.get_freeze_count() > 0
     finally:
+        monkeypatch.undo()
         gc.unfreeze()
 
 
