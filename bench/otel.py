@@ -14,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
+import aiohttp
 import orjson
 
 from eventpipe import loop
@@ -57,32 +56,35 @@ def collector_main(port: int) -> None:
     loop.run(serve())
 
 
-@contextlib.contextmanager
-def collector() -> Iterator[str]:
+@contextlib.asynccontextmanager
+async def collector() -> AsyncIterator[str]:
     """A collector process for the run; yields its base URL (the OTLP endpoint)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.otel", str(port)])
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.otel", str(port))
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                stats(url)
+                await stats(url)
                 break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
+            except aiohttp.ClientConnectionError:
+                if time.monotonic() > deadline or proc.returncode is not None:
                     raise
-                time.sleep(0.1)
+                await asyncio.sleep(0.1)
         yield url
     finally:
         proc.terminate()
-        proc.wait(30)
+        await asyncio.wait_for(proc.wait(), 30)
 
 
-def stats(url: str) -> dict[str, int]:
+async def stats(url: str) -> dict[str, int]:
     """What the collector received so far: export requests and bytes."""
-    with urllib.request.urlopen(url + "/stats", timeout=2) as r:
-        return dict(orjson.loads(r.read()))
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http,
+        http.get(url + "/stats") as r,
+    ):
+        return dict(orjson.loads(await r.read()))
 
 
 @contextlib.asynccontextmanager

@@ -367,12 +367,12 @@ async def tracing_on_and_off(settings: Settings, stamp: int) -> None:
             "sinks": [{"topic": {"topic": f"bp-otel-{tag}-{stamp}"}}],
         }
 
-    with otel.collector() as url:
+    async with otel.collector() as url:
         for r in range(PEER_ROUNDS):
             off.append(await run_pipeline(settings, spec(f"off{r}"), N))
             async with otel.tracing(url):
                 on.append(await run_pipeline(settings, spec(f"on{r}"), N))
-        sent = otel.stats(url)
+        sent = await otel.stats(url)
     table(
         "(c) tracing: topic -> 3-step jq chain (jaq) -> topic, in this process (events/s)",
         ["tracing", "events/s", "ratio to off"],

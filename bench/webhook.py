@@ -592,7 +592,7 @@ async def tracing_only(bootstrap: str, db_url: str) -> None:
         f"BENCH_OTEL=only: the webhook with tracing off and on, {CONNECTIONS} connections, "
         f"{SECONDS:g}s per peak run, best of {ROUNDS} interleaved rounds; {cpu_note()}"
     )
-    with otel.collector() as collector:
+    async with otel.collector() as collector:
         off_proc, off_url = start_service(bootstrap, db_url)
         on_proc, on_url = start_service(bootstrap, db_url, otlp=collector)
         off: list[Measured] = []
@@ -609,7 +609,7 @@ async def tracing_only(bootstrap: str, db_url: str) -> None:
         finally:
             stop(on_proc)
             stop(off_proc)
-        sent = otel.stats(collector)
+        sent = await otel.stats(collector)
     on_topic = await topic_count(bootstrap, accepted)
     best_off = max(off, key=lambda m: m.peak.rps)
     best_on = max(on, key=lambda m: m.peak.rps)
@@ -659,9 +659,11 @@ async def run(bootstrap: str, db_url: str) -> None:
     svc_proc, svc_url = start_service(bootstrap, db_url)
     nodedup_proc, nodedup_url = start_service(bootstrap, db_url, dedup=False)
     # BENCH_OTEL=both: the same source with tracing on, exporting to a local collector
-    collecting = contextlib.ExitStack()
+    collecting = contextlib.AsyncExitStack()
     traced_proc, traced_url = (
-        start_service(bootstrap, db_url, otlp=collecting.enter_context(otel.collector()))
+        start_service(
+            bootstrap, db_url, otlp=await collecting.enter_async_context(otel.collector())
+        )
         if otel.ON
         else (None, "")
     )
@@ -709,7 +711,7 @@ async def run(bootstrap: str, db_url: str) -> None:
     finally:
         for p in reversed(procs):
             stop(p)
-        collecting.close()
+        await collecting.aclose()
     index_rows: list[tuple[str, list[Sample], list[Sample]]] = []
     if TRACE_MODE == "both":
         index_rows, more = await index_cost(bootstrap, db_url)
