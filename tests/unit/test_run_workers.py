@@ -232,3 +232,29 @@ def test_eventpipe_status_shows_the_worker_of_each_component_and_asks_the_superv
     assert status_cli.target(args)[0] == "http://127.0.0.1:8081"  # port + 1
     cfg.write_text("service:\n  port: 8080\n  workers: 2\n  ops_port: 9100\n")
     assert status_cli.target(args)[0] == "http://127.0.0.1:9100"
+
+
+def test_an_ops_port_in_use_is_refused_naming_the_flag(tmp_path: Any) -> None:
+    """The supervisor binds its ops port before it starts a worker: a port in use
+    stops it at once (exit 2) with the flag and key to change, and no worker runs."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"service:\n  port: 0\n  ops_port: {port}\n")
+        r = subprocess.run(
+            [sys.executable, "-m", "eventpipe", "run", "-c", str(cfg), "--workers", "2"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert r.returncode == 2, r.stderr
+    assert f"port {port} is already in use" in r.stderr
+    assert "--ops-port" in r.stderr and "service.ops_port" in r.stderr
+    assert "worker 0" not in r.stderr + r.stdout  # nothing was started

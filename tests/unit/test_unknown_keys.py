@@ -287,3 +287,22 @@ def test_an_unknown_name_suggests_the_likeliest(
 ) -> None:
     found = problems(tmp_path, raw)
     assert f"did you mean {likely!r}?" in found[path], found
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        (
+            {"sources": [{**KAFKA_SOURCE, "read": {"topics": ["a"], "on_topic_reset": "wipe"}}]},
+            "sources[0].read.on_topic_reset",
+        ),
+        ({"kafka": {"on_topic_reset": "wipe"}}, "kafka.on_topic_reset"),
+        ({"service": {"ops_port": 70000}}, "service.ops_port"),
+        ({"service": {"workers": "many"}}, "service.workers"),
+    ],
+)
+def test_a_bad_value_of_a_new_key_names_the_key(
+    tmp_path: Path, raw: dict[str, Any], path: str
+) -> None:
+    found = problems(tmp_path, raw)
+    assert path in found, found
