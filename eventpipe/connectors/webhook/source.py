@@ -24,7 +24,6 @@ Secrets and signatures are never logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -46,6 +45,7 @@ from eventpipe.http_body import BodyError, decodes_content_encoding, read_body
 from eventpipe.http_ingress import broker_unavailable, check_batch, parse_events, record_too_large
 from eventpipe.kafka.admin import prepare_source_topics
 from eventpipe.kafka.client import RecordTooLargeError
+from eventpipe.loop import cancel
 from eventpipe.plugin import Plugin, Route, Source
 from eventpipe.preflight import Problem, Reach, topic_problems
 from eventpipe.problem import Refusal
@@ -235,10 +235,7 @@ class WebhookSource(Source):
             return
         self._running = False
         task, self._depth_task = self._depth_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         try:
             if self.relay is not None:
                 await self.relay.stop()
