@@ -34,6 +34,7 @@ import jq
 import orjson
 
 from .errors import TransformError
+from .jq_native import Fallback, NativeProgram, compile_native
 
 EngineName = Literal["jaq", "jq"]
 DEFAULT_ENGINE: Final[EngineName] = "jaq"
@@ -90,17 +91,27 @@ class Program(ABC):
 
 
 class JaqProgram(Program):
-    engine: ClassVar[EngineName] = "jaq"
-    __slots__ = ("_filter",)
+    """jaq, with the native tier (:mod:`.jq_native`) for programs in its subset:
+    an input the closures leave to the engine (:class:`Fallback`) runs on jaq."""
 
-    def __init__(self, source: str) -> None:
+    engine: ClassVar[EngineName] = "jaq"
+    __slots__ = ("_filter", "native")
+
+    def __init__(self, source: str, *, native: bool = True) -> None:
         super().__init__(source)
         try:
             self._filter = jaq.compile(source)
         except jaq.CompileError as exc:
             raise JqCompileError(_jaq_compile_message(source, str(exc))) from exc
+        self.native: NativeProgram | None = compile_native(source) if native else None
 
     def all(self, value: Any) -> list[Any]:
+        native = self.native
+        if native is not None:
+            try:
+                return native.all(value)
+            except Fallback:
+                pass
         try:
             return self._filter.run(value)
         except jaq.JaqError as exc:
@@ -109,6 +120,12 @@ class JaqProgram(Program):
             raise TransformError(f"input is not a JSON value: {exc}") from exc
 
     def first(self, value: Any) -> Any:
+        native = self.native
+        if native is not None:
+            try:
+                return native.first(value, NO_OUTPUT)
+            except Fallback:
+                pass
         try:
             return self._filter.first(value)
         except IndexError:
