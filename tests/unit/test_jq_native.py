@@ -336,3 +336,24 @@ def test_values_that_are_not_json_are_left_to_jaq() -> None:
         assert check_same(source, odd), source
     with pytest.raises(TransformError, match="not a JSON value"):
         compile_program("{a}").all({"a": object()})
+
+
+def test_deeply_nested_data_is_checked_without_recursion() -> None:
+    """Decoded data can be nested beyond Python's recursion limit: the check of a
+    native program's output must not raise RecursionError (it would stop the
+    pipeline as an unclassified error)."""
+    deep: Any = 1
+    for _ in range(1500):
+        deep = [deep]
+    value = {"a": deep}
+    program = compile_program("{a}")
+    assert program.native is not None  # type: ignore[attr-defined]
+    assert program.all(value) == [{"a": deep}]
+    bad = [0]
+    node: Any = bad
+    for _ in range(1200):
+        node.append([])
+        node = node[-1]
+    node.append((1, 2))  # not JSON, far down
+    native, plain = JaqProgram("{a}"), JaqProgram("{a}", native=False)
+    assert _run(native, {"a": bad}) == _run(plain, {"a": bad})
