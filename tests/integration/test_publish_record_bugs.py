@@ -9,17 +9,23 @@ without committing its record, with a log line naming the record and the fix."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import orjson
 import pytest
+from aiokafka import errors as ke
 
 from eventpipe.connectors.postgres_cdc.lsn import parse_lsn
-from eventpipe.envelope.kafka import KafkaMessage
+from eventpipe.context import Context
+from eventpipe.envelope import CloudEvent
+from eventpipe.envelope.kafka import KafkaMessage, from_kafka
 from eventpipe.kafka.client import RecordTooLargeError
 from eventpipe.publisher import Ack, PublishBatchError, Publisher
 from eventpipe.settings import Settings
-from tests.helpers import read_records
+from tests.helpers import read_events, read_records
 from tests.integration.test_cdc_support import (
     cdc_source,
     execute,
@@ -27,6 +33,7 @@ from tests.integration.test_cdc_support import (
     slot_row,
     unique,
 )
+from tests.integration.test_kafka_source import ctx, produce, source, target  # noqa: F401
 from tests.integration.test_relay_row_bugs import Bug, wait_failed, watch
 
 Pick = Callable[[str, KafkaMessage, str, str], bool]  # topic, record, event id, via
@@ -129,3 +136,160 @@ async def test_a_cdc_record_the_broker_refuses_for_good_is_dead_lettered_alone(
     headers = dict(letter.headers)
     assert headers["eventpipe.dlq.exception.class"].endswith(b"RecordTooLargeError"), headers
     assert letter.key == b"2"
+
+
+# ------------------------------------------------------------ kafka source
+N = 5
+
+
+def _n_is(target_topic: str, n: int) -> Pick:
+    return lambda topic, m, _id, _via: (
+        topic == target_topic and m.value is not None and orjson.loads(m.value).get("n") == n
+    )
+
+
+async def _wait(check: Callable[[], bool], what: str, within_s: float = 20) -> None:
+    for _ in range(int(within_s / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{what} within {within_s}s")
+
+
+def _offset(event_id: str) -> tuple[int, int]:
+    """(partition, offset) of a default (``offset``) id, <topic>-<partition>-<offset>,
+    or of a dead letter's id, dlq:<topic>:<partition>:<offset>."""
+    _, p, o = event_id.rsplit(":" if event_id.startswith("dlq:") else "-", 2)
+    return int(p), int(o)
+
+
+async def all_of(settings: Settings, out: str) -> list[CloudEvent]:
+    """The events on ``out`` once each n of 0..N-1 is there (some maybe twice)."""
+    recs = await read_records(
+        settings.kafka.bootstrap,
+        out,
+        N,
+        until=lambda rs: {orjson.loads(r.value or b"{}").get("n") for r in rs} >= set(range(N)),
+    )
+    return [from_kafka(r.key, r.value, list(r.headers)) for r in recs]
+
+
+async def test_an_unclassified_refusal_of_a_kafka_source_record_stops_it_uncommitted(
+    ctx: Context,  # noqa: F811
+    settings: Settings,
+    topic: str,
+    target: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await produce(settings, topic, [(b"k", orjson.dumps({"n": i})) for i in range(N)])
+    real = Publisher.publish_messages
+    seen: list[str] = []
+    monkeypatch.setattr(
+        Publisher, "publish_messages", refusing(_n_is(target, 2), Bug("a bug"), seen)
+    )
+    src = source(ctx, topic, target)
+    failures = watch(src)
+    await src.start()
+    try:
+        await _wait(lambda: bool(failures), "the source did not stop on the bug")
+        st = src.status()
+        assert [type(f) for f in failures] == [Bug], failures
+        assert st.state == "failed" and not st.dead_letters, st
+        partition, offset = _offset(seen[0])
+        committed = src.position().get(f"{topic}/{partition}")
+        assert committed is None or committed <= offset, (committed, offset)
+        assert await read_records(settings.kafka.bootstrap, f"{target}.dlq", 0, 1.0) == []
+
+        monkeypatch.setattr(Publisher, "publish_messages", real)  # the bug fixed
+        await src.stop()
+        failures.clear()
+        await src.start()
+        events = await all_of(settings, target)
+    finally:
+        await src.stop()
+    assert failures == []
+    assert sorted({e.data["n"] for e in events}) == list(range(N)), events
+    assert await read_records(settings.kafka.bootstrap, f"{target}.dlq", 0, 1.0) == []
+
+
+async def test_a_kafka_source_record_the_broker_refuses_for_good_is_dead_lettered_alone(
+    ctx: Context,  # noqa: F811
+    settings: Settings,
+    topic: str,
+    target: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await produce(settings, topic, [(b"k", orjson.dumps({"n": i})) for i in range(N)])
+    refusal = RecordTooLargeError("produce: the record exceeds kafka.max_request_size")
+    seen: list[str] = []
+    monkeypatch.setattr(Publisher, "publish_messages", refusing(_n_is(target, 2), refusal, seen))
+    src = source(ctx, topic, target)
+    failures = watch(src)
+    await src.start()
+    try:
+        events = await read_events(settings.kafka.bootstrap, target, N - 1)
+        [letter] = await read_records(settings.kafka.bootstrap, f"{target}.dlq", 1)
+        st = src.status()
+    finally:
+        await src.stop()
+    assert failures == [] and st.state != "failed", st
+    assert sorted(e.data["n"] for e in events) == [0, 1, 3, 4]
+    headers = dict(letter.headers)
+    assert headers["eventpipe.dlq.exception.class"].endswith(b"RecordTooLargeError"), headers
+    assert orjson.loads(letter.value) == {"n": 2}
+
+
+async def test_a_dead_letter_the_broker_refuses_for_good_stops_the_kafka_source(
+    ctx: Context,  # noqa: F811
+    settings: Settings,
+    topic: str,
+    target: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bad = b"\xffnot json"  # a decode error: its record is a dead letter
+    records = [(b"k", orjson.dumps({"n": i})) for i in range(N)]
+    await produce(settings, topic, [*records[:2], (b"k", bad), *records[2:]])
+    real = Publisher.publish_messages
+    dlq = f"{target}.dlq"
+    refusal = ke.TopicAuthorizationFailedError()  # a class: refused for good
+    seen: list[str] = []
+    monkeypatch.setattr(
+        Publisher,
+        "publish_messages",
+        refusing(lambda t, _m, _i, _via: t == dlq, refusal, seen),
+    )
+    src = source(ctx, topic, target)
+    failures = watch(src)
+    with caplog.at_level(logging.ERROR, logger="eventpipe"):
+        await src.start()
+        try:
+            await _wait(lambda: bool(failures), "the source did not stop on the refused letter")
+            st = src.status()
+            assert st.state == "failed", st
+            assert seen, "no dead letter was written"
+            partition, offset = _offset(seen[0])
+            assert offset == 2, seen
+            committed = src.position().get(f"{topic}/{partition}")
+            assert committed is None or committed <= offset, (committed, src.position())
+        finally:
+            await src.stop()
+    assert [type(f).__name__ for f in failures] == ["DeadLetterRefusedError"], failures
+    lines = [r.getMessage() for r in caplog.records if "dead letter" in r.getMessage()]
+    where = f"{topic}/{partition}@2"
+    assert any(where in line and dlq in line for line in lines), lines
+    assert not any("dropped" in line for line in lines), lines
+    assert await read_records(settings.kafka.bootstrap, dlq, 0, 1.0) == []
+
+    monkeypatch.setattr(Publisher, "publish_messages", real)  # write access granted
+    src = source(ctx, topic, target, name=src.name)
+    failures = watch(src)
+    await src.start()
+    try:
+        [letter] = await read_records(settings.kafka.bootstrap, dlq, 1)
+        events = await all_of(settings, target)
+    finally:
+        await src.stop()
+    assert failures == []
+    assert letter.value == bad
+    assert sorted({e.data["n"] for e in events}) == list(range(N))
