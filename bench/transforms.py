@@ -51,6 +51,7 @@ from eventpipe.transforms import Chain, FilterStep, JqStep, ValidateStep
 from eventpipe.transforms.avro_check import AvroChecker
 from eventpipe.transforms.data_filter import data_form
 from eventpipe.transforms.event_form import to_event_form, with_data
+from eventpipe.transforms.jq_engine import native_tier
 
 fastjsonschema: Any
 try:
@@ -478,6 +479,11 @@ def main() -> int:
     map_step = JqStep.from_yaml(MAP)
     map_libjq = JqStep.from_yaml({"program": MAP, "engine": "jq"})
     filter_step = FilterStep.from_yaml(FILTER)
+    with native_tier(False):  # the same steps with every program on jaq itself
+        map_jaq = JqStep.from_yaml(MAP)
+        filter_jaq = FilterStep.from_yaml(FILTER)
+        chain_jaq = Chain(steps_cfg)
+    assert chain_jaq.run_batch(events).outputs == chain.run_batch(events).outputs
     filter_libjq = FilterStep.from_yaml({"expression": FILTER, "engine": "jq"})
     json_step = ValidateStep.from_yaml({"schema": ORDER_SCHEMA})
     avro_step = ValidateStep.from_yaml({"schema": AVRO_SCHEMA, "schema_type": "AVRO"})
@@ -489,6 +495,7 @@ def main() -> int:
     c_floor = timings.add(floor, raws)
     c_chain = timings.add(events_path(chain.process), events)
     c_batch = timings.add(chain.run_batch, events)
+    c_batch_jaq = timings.add(chain_jaq.run_batch, events)
     c_libjq_chain = timings.add(events_path(on_libjq.process), events)
     c_peer = timings.add(events_path(peer) if peer is not None else None, events)
     c_ff = timings.add(events_path(filter_first.process), events)
@@ -500,8 +507,10 @@ def main() -> int:
 
     c_map = timings.add(events_path(map_step.process), events)
     c_map_libjq = timings.add(events_path(map_libjq.process), events)
+    c_map_jaq = timings.add(events_path(map_jaq.process), events)
     mapped = [out for e in events for out in map_step.process(e)]
     c_filter = timings.add(events_path(filter_step.process), mapped)
+    c_filter_jaq = timings.add(events_path(filter_jaq.process), mapped)
     c_filter_libjq = timings.add(events_path(filter_libjq.process), mapped)
     c_json = timings.add(events_path(json_step.apply), events)
     c_avro = timings.add(events_path(avro_step.apply), events)
@@ -518,6 +527,7 @@ def main() -> int:
     t_floor = timings[c_floor]
     t_chain = timings[c_chain]
     t_batch = timings[c_batch]
+    t_batch_jaq = timings[c_batch_jaq]
     t_libjq_chain = timings[c_libjq_chain]
     t_peer = timings[c_peer]
     t_ff = timings[c_ff]
@@ -527,6 +537,8 @@ def main() -> int:
     t_full_peer = timings[c_full_peer]
     t_map = timings[c_map]
     t_map_libjq = timings[c_map_libjq]
+    t_map_jaq = timings[c_map_jaq]
+    t_filter_jaq = timings[c_filter_jaq]
     t_filter = timings[c_filter]
     t_filter_libjq = timings[c_filter_libjq]
     t_json = timings[c_json]
@@ -565,6 +577,13 @@ def main() -> int:
                 us(t_batch),
                 vs_floor(t_batch),
                 vs_peer(t_batch),
+            ],
+            [
+                "  same, native tier off (every program on jaq)",
+                rate(t_batch_jaq),
+                us(t_batch_jaq),
+                vs_floor(t_batch_jaq),
+                vs_peer(t_batch_jaq),
             ],
             [
                 "chain, engine: jq (libjq + jsonschema-rs)",
@@ -616,9 +635,11 @@ def main() -> int:
         "Steps alone, on decoded CloudEvents",
         ["step", "events/s", "us/event"],
         [
-            ["jq map step (jaq)", rate(t_map), us(t_map)],
+            ["jq map step (jaq, native tier)", rate(t_map), us(t_map)],
+            ["jq map step, native tier off (jaq)", rate(t_map_jaq), us(t_map_jaq)],
             ["jq map step, engine: jq (libjq)", rate(t_map_libjq), us(t_map_libjq)],
-            ["filter step on the mapped events (jaq)", rate(t_filter), us(t_filter)],
+            ["filter step on the mapped events (jaq, native tier)", rate(t_filter), us(t_filter)],
+            ["filter step, native tier off (jaq)", rate(t_filter_jaq), us(t_filter_jaq)],
             ["filter step, engine: jq (libjq)", rate(t_filter_libjq), us(t_filter_libjq)],
             ["validate: JSON Schema, 10-field nested (jsonschema-rs)", rate(t_json), us(t_json)],
             ["  reference: fastjsonschema, same schema", rate(t_fjs), us(t_fjs)],

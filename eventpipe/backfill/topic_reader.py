@@ -256,19 +256,23 @@ async def read_range(
     """Every record of ``topics`` from ``offsets_for_times(start_ms)`` to the end seen
     now (stopping a partition at its first record at or past ``end_ms`` when given),
     for comparisons.  Records are not filtered by time."""
-    start = datetime.fromtimestamp(start_ms / 1000).astimezone()
-    plan = await plan_partitions(kafka, topics, start, start)
-    if not plan:
-        return
     consumer = _consumer(kafka, None, 2000)
     await _start(consumer)
     try:
-        tps = [TopicPartition(p.stream, p.partition) for p in plan]
-        consumer.assign(tps)
-        for p, tp in zip(plan, tps, strict=True):
-            consumer.seek(tp, p.start_offset)
-        ends = await consumer.end_offsets(tps)
-        active = set(tps)
+        tps = await _partitions(consumer, topics)  # also the metadata end_offsets needs
+        try:
+            ends = await consumer.end_offsets(tps)
+            firsts = await consumer.offsets_for_times({tp: start_ms for tp in tps})
+        except ke.KafkaError as exc:
+            raise wrap_kafka_error(exc, "list offsets") from exc
+        starts = {tp: _found(firsts.get(tp), ends[tp]) for tp in tps}
+        # a partition with nothing from start_ms on is not fetched at all
+        active = {tp for tp in tps if starts[tp] < ends[tp]}
+        if not active:
+            return
+        consumer.assign(sorted(active))
+        for tp in active:
+            consumer.seek(tp, starts[tp])
         while active:
             got = await consumer.getmany(*active, timeout_ms=300, max_records=2000)
             if not got:

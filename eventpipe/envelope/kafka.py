@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from functools import lru_cache
+from typing import Final, Literal
 
 from eventpipe.envelope.event import SPECVERSION, CloudEvent, format_time_bytes
 from eventpipe.envelope.json import (
@@ -102,6 +103,22 @@ def to_kafka(
     raise ValueError(f"mode must be 'binary' or 'structured', not {mode!r}")
 
 
+_CT_HEADER: Final = "\x00content-type"  # not an attribute name: the content-type header
+
+
+@lru_cache(maxsize=1024)
+def _header_attr(name: str) -> str | None:
+    """The attribute a header carries (``ce_id`` -> ``id``, any case), the
+    content-type header as :data:`_CT_HEADER`, or None; cached, as the same few
+    names arrive on every record."""
+    lname = name.lower()
+    if lname.startswith(_CE_PREFIX):
+        return lname[3:]
+    if lname == _CONTENT_TYPE:
+        return _CT_HEADER
+    return None
+
+
 def _text(field: str, raw: bytes | str) -> str:
     if isinstance(raw, str):  # some clients hand out decoded header values
         return raw
@@ -144,11 +161,13 @@ def from_kafka(key: bytes | str | None, value: bytes | None, headers: Headers | 
     for name, raw in items:
         if raw is None:
             continue
-        lname = name.lower()
-        if lname.startswith(_CE_PREFIX):
-            attrs[lname[3:]] = raw
-        elif lname == _CONTENT_TYPE:
+        attr = _header_attr(name)
+        if attr is None:
+            continue
+        if attr is _CT_HEADER:
             content_type = _text("datacontenttype", raw).strip() or None
+        else:
+            attrs[attr] = raw
 
     if content_type is not None and content_type[:23].lower() == "application/cloudevents":
         base = content_type.split(";", 1)[0].strip().lower()

@@ -18,6 +18,13 @@ over the elements of a large input more slowly than over a root input, which
 eats the per-call saving.  libjq's fastest path is JSON text, so its programs
 are fed ``orjson.dumps(value)``.
 
+Programs in a simple subset of jq (paths, object and array construction,
+comparisons, ``+``, ``select`` / ``first`` / ``length``, ...) skip jaq altogether:
+:mod:`.jq_native` compiles them to Python closures over the value, and hands any
+input they do not handle exactly to jaq (the ``engine: jaq`` default; ``engine:
+jq`` always runs libjq).  The backfill benchmark's projection takes ~7 us that
+way against jaq's ~32 (bench/transforms.py prints both).
+
 A runtime failure raises :class:`~eventpipe.transforms.errors.TransformError`
 (permanent, for that event).  A program that does not compile raises
 :class:`JqCompileError`, which steps turn into a ``ConfigError`` at load.
@@ -27,6 +34,8 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, Final, Literal
 
 import jaq
@@ -90,6 +99,22 @@ class Program(ABC):
         return f"{type(self).__name__}({self.source!r})"
 
 
+_NATIVE = [True]  # whether jaq programs compiled now get the native tier
+
+
+@contextmanager
+def native_tier(enabled: bool) -> Iterator[None]:
+    """Programs compiled inside run with (the default) or without the native tier,
+    for benchmarks and tests that compare the two; not a setting (``engine: jq``
+    is the reference engine for whoever wants libjq's semantics)."""
+    before = _NATIVE[0]
+    _NATIVE[0] = enabled
+    try:
+        yield
+    finally:
+        _NATIVE[0] = before
+
+
 class JaqProgram(Program):
     """jaq, with the native tier (:mod:`.jq_native`) for programs in its subset:
     an input the closures leave to the engine (:class:`Fallback`) runs on jaq."""
@@ -97,12 +122,14 @@ class JaqProgram(Program):
     engine: ClassVar[EngineName] = "jaq"
     __slots__ = ("_filter", "native")
 
-    def __init__(self, source: str, *, native: bool = True) -> None:
+    def __init__(self, source: str, *, native: bool | None = None) -> None:
         super().__init__(source)
         try:
             self._filter = jaq.compile(source)
         except jaq.CompileError as exc:
             raise JqCompileError(_jaq_compile_message(source, str(exc))) from exc
+        if native is None:
+            native = _NATIVE[0]
         self.native: NativeProgram | None = compile_native(source) if native else None
 
     def all(self, value: Any) -> list[Any]:
