@@ -18,6 +18,7 @@ import orjson
 import pytest
 from aiokafka import errors as ke
 
+from eventpipe.connectors.kafka_source import KafkaTopicSource
 from eventpipe.connectors.postgres_cdc.lsn import parse_lsn
 from eventpipe.context import Context
 from eventpipe.envelope import CloudEvent
@@ -140,6 +141,7 @@ async def test_a_cdc_record_the_broker_refuses_for_good_is_dead_lettered_alone(
 
 # ------------------------------------------------------------ kafka source
 N = 5
+RECORDS = [(b"k", orjson.dumps({"n": i})) for i in range(N)]
 
 
 def _n_is(target_topic: str, n: int) -> Pick:
@@ -174,6 +176,28 @@ async def all_of(settings: Settings, out: str) -> list[CloudEvent]:
     return [from_kafka(r.key, r.value, list(r.headers)) for r in recs]
 
 
+async def refused_source(
+    ctx: Context,  # noqa: F811
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    topic: str,
+    target: str,  # noqa: F811
+    records: list[tuple[bytes, bytes]],
+    pick: Pick,
+    exc: BaseException,
+) -> tuple[KafkaTopicSource, list[BaseException], list[str]]:
+    """``records`` on ``topic``, then a kafka source started from it to ``target``
+    while the broker answers ``exc`` for what ``pick`` chooses.  Returns the source,
+    its failures and the ids refused."""
+    await produce(settings, topic, records)
+    seen: list[str] = []
+    monkeypatch.setattr(Publisher, "publish_messages", refusing(pick, exc, seen))
+    src = source(ctx, topic, target)
+    failures = watch(src)
+    await src.start()
+    return src, failures, seen
+
+
 async def test_an_unclassified_refusal_of_a_kafka_source_record_stops_it_uncommitted(
     ctx: Context,  # noqa: F811
     settings: Settings,
@@ -181,15 +205,10 @@ async def test_an_unclassified_refusal_of_a_kafka_source_record_stops_it_uncommi
     target: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await produce(settings, topic, [(b"k", orjson.dumps({"n": i})) for i in range(N)])
     real = Publisher.publish_messages
-    seen: list[str] = []
-    monkeypatch.setattr(
-        Publisher, "publish_messages", refusing(_n_is(target, 2), Bug("a bug"), seen)
+    src, failures, seen = await refused_source(
+        ctx, settings, monkeypatch, topic, target, RECORDS, _n_is(target, 2), Bug("a bug")
     )
-    src = source(ctx, topic, target)
-    failures = watch(src)
-    await src.start()
     try:
         await _wait(lambda: bool(failures), "the source did not stop on the bug")
         st = src.status()
@@ -219,13 +238,10 @@ async def test_a_kafka_source_record_the_broker_refuses_for_good_is_dead_lettere
     target: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await produce(settings, topic, [(b"k", orjson.dumps({"n": i})) for i in range(N)])
     refusal = RecordTooLargeError("produce: the record exceeds kafka.max_request_size")
-    seen: list[str] = []
-    monkeypatch.setattr(Publisher, "publish_messages", refusing(_n_is(target, 2), refusal, seen))
-    src = source(ctx, topic, target)
-    failures = watch(src)
-    await src.start()
+    src, failures, _ = await refused_source(
+        ctx, settings, monkeypatch, topic, target, RECORDS, _n_is(target, 2), refusal
+    )
     try:
         events = await read_events(settings.kafka.bootstrap, target, N - 1)
         [letter] = await read_records(settings.kafka.bootstrap, f"{target}.dlq", 1)
@@ -248,21 +264,20 @@ async def test_a_dead_letter_the_broker_refuses_for_good_stops_the_kafka_source(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     bad = b"\xffnot json"  # a decode error: its record is a dead letter
-    records = [(b"k", orjson.dumps({"n": i})) for i in range(N)]
-    await produce(settings, topic, [*records[:2], (b"k", bad), *records[2:]])
     real = Publisher.publish_messages
     dlq = f"{target}.dlq"
     refusal = ke.TopicAuthorizationFailedError()  # a class: refused for good
-    seen: list[str] = []
-    monkeypatch.setattr(
-        Publisher,
-        "publish_messages",
-        refusing(lambda t, _m, _i, _via: t == dlq, refusal, seen),
-    )
-    src = source(ctx, topic, target)
-    failures = watch(src)
     with caplog.at_level(logging.ERROR, logger="eventpipe"):
-        await src.start()
+        src, failures, seen = await refused_source(
+            ctx,
+            settings,
+            monkeypatch,
+            topic,
+            target,
+            [*RECORDS[:2], (b"k", bad), *RECORDS[2:]],
+            lambda t, _m, _i, _via: t == dlq,
+            refusal,
+        )
         try:
             await _wait(lambda: bool(failures), "the source did not stop on the refused letter")
             st = src.status()
