@@ -49,14 +49,16 @@ class Tree:
     source: str
     table: str
     url: str  # eventpipe's database
+    token: str | None = None  # service.admin_token, sent to the status routes
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
     async def get(self, path: str) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
-            http.get(self.ops + path) as r,
+            http.get(self.ops + path, headers=headers) as r,
         ):
             body = await r.json() if r.content_type.endswith("json") else await r.text()
             return r.status, body
@@ -129,9 +131,15 @@ async def until_accepted(accepted: list[str], n: int, within_s: float = 60.0) ->
 
 
 async def launch(
-    settings: Settings, tmp: Path, cfg: dict[str, Any], name: str, role: str = "all"
+    settings: Settings,
+    tmp: Path,
+    cfg: dict[str, Any],
+    name: str,
+    role: str = "all",
+    service: dict[str, Any] | None = None,
 ) -> Tree:
-    """``eventpipe run --workers 2`` with ``cfg`` (ports added), once both workers run."""
+    """``eventpipe run --workers 2`` with ``cfg`` (ports added; ``service``: other
+    ``service`` keys), once both workers run."""
     url = settings.database.url.get_secret_value()
     port, ops = free_port(), free_port()
     cfg["service"] = {
@@ -139,6 +147,7 @@ async def launch(
         "ops_port": ops,
         "log_level": "INFO",
         "console": {"public_read": True},
+        **(service or {}),
     }
     path = tmp / "workers.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -150,7 +159,8 @@ async def launch(
         PYTHONPATH=str(ROOT),
     )
     proc = start(["run", "-c", str(path), "--workers", "2", "--role", role], env, log)
-    t = Tree(proc, port, f"http://127.0.0.1:{ops}", log, name, name, url)
+    token = (service or {}).get("admin_token")
+    t = Tree(proc, port, f"http://127.0.0.1:{ops}", log, name, name, url, token)
     try:
         await t.wait(all_running, 90, "both workers running")
     except BaseException:
