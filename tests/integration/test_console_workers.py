@@ -10,10 +10,7 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,54 +22,24 @@ import yaml
 from eventpipe.embedded.process import free_port
 from eventpipe.settings import Settings
 from tests.integration.console_support import ADMIN_TOKEN, HTML, JSON, csrf_of
-from tests.integration.test_pipeline_support import sql
-from tests.integration.test_run_workers import ROOT, Tree, launch
+from tests.integration.test_run_workers import (
+    ROOT,
+    Tree,
+    start,
+    webhook_pipeline,
+    webhook_table,
+    webhook_tree,
+)
 
 ROUNDS = 8  # requests of each kind, each on a new connection (the kernel picks a worker)
-
-
-def config(name: str) -> dict[str, Any]:
-    """A webhook -> topic (4 partitions) -> pipeline -> Postgres table ``name``."""
-    return {
-        "kafka": {"linger_ms": 1},
-        "database": {"pool_max": 4},
-        "topics": [{"name": f"{name}.in", "partitions": 4}],
-        "sources": [
-            {"type": "webhook", "name": name, "topic": f"{name}.in", "verify": {"scheme": "none"}}
-        ],
-        "pipelines": [
-            {
-                "name": name,
-                "source": {"topics": [f"{name}.in"], "session_timeout": "6s"},
-                "sinks": [
-                    {
-                        "postgres": {
-                            "table": name,
-                            "mode": "upsert",
-                            "key": ["id"],
-                            "columns": {"id": ".data.id", "total": ".data.total"},
-                        }
-                    }
-                ],
-            }
-        ],
-    }
 
 
 @pytest.fixture
 async def tree(settings: Settings, tmp_path: Path) -> AsyncIterator[Tree]:
     """Two workers; reading the console needs a login (no ``public_read``)."""
-    name = f"cw_{uuid.uuid4().hex[:8]}"
-    await sql(
-        settings.database.url.get_secret_value(),
-        f"create table {name} (id text primary key, total int)",
-    )
     service = {"admin_token": ADMIN_TOKEN, "console": {"public_read": False}}
-    t = await launch(settings, tmp_path, config(name), name, service=service)
-    try:
+    async with webhook_tree(settings, tmp_path, "cw", service) as t:
         yield t
-    finally:
-        t.kill()
 
 
 def session() -> aiohttp.ClientSession:
@@ -107,20 +74,6 @@ async def get(
 
 def tail(log: Path | None) -> str:
     return log.read_text(errors="replace")[-4000:] if log else ""
-
-
-def start_worker(
-    argv: list[str], env: dict[str, str], log: Path, fd: int
-) -> subprocess.Popen[bytes]:
-    """``eventpipe`` + ``argv`` as the supervisor starts a worker (``fd``: its ops socket)."""
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "eventpipe", *argv],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            pass_fds=(fd,),
-        )
 
 
 def rows(html: str, check: str) -> set[str]:
@@ -184,12 +137,8 @@ async def test_a_worker_whose_supervisor_does_not_answer_shows_its_own_with_a_no
 ) -> None:
     """A worker started as the supervisor starts one, told a supervisor URL where
     nothing listens: its pages show its components, say so and why, and never 500."""
-    name = f"cw_{uuid.uuid4().hex[:8]}"
-    await sql(
-        settings.database.url.get_secret_value(),
-        f"create table {name} (id text primary key, total int)",
-    )
-    cfg = config(name)
+    name = await webhook_table(settings, "cw")
+    cfg = webhook_pipeline(name)
     port = free_port()
     cfg["service"] = {"port": port, "console": {"public_read": True}}
     path = tmp_path / "worker.yaml"
@@ -209,7 +158,8 @@ async def test_a_worker_whose_supervisor_does_not_answer_shows_its_own_with_a_no
         EVENTPIPE_WORKER_SUPERVISOR_URL=dead,
     )
     log = tmp_path / "worker.log"
-    proc = start_worker(["run", "-c", str(path), "--port", str(port)], env, log, ops.fileno())
+    # as the supervisor starts a worker, its private ops socket passed on
+    proc = start(["run", "-c", str(path), "--port", str(port)], env, log, (ops.fileno(),))
     base = f"http://127.0.0.1:{port}"
     try:
         async with session() as http:

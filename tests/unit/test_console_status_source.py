@@ -5,6 +5,8 @@ supervisor answers an error or nothing."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +20,7 @@ from eventpipe.status_board import StatusBoard
 from tests.unit.test_status_board import Fake, _st
 
 TOKEN = "supervisor-token-3b9"
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 def _settings() -> Settings:
@@ -51,6 +54,17 @@ async def test_a_single_process_shows_its_own_board() -> None:
     assert list(hist["components"]) == ["pipeline:orders"]
 
 
+@contextlib.asynccontextmanager
+async def _source(status: Handler, history: Handler, index: int = 1) -> AsyncIterator[StatusSource]:
+    """A worker's source, its supervisor answering with ``status`` and ``history``."""
+    app = web.Application()
+    app.router.add_get("/v1/status", status)
+    app.router.add_get("/v1/status/history", history)
+    async with TestServer(app) as server:
+        url = str(server.make_url("")).rstrip("/")
+        yield StatusSource(_board(), WorkerSlot(index, 7, 42, url), _settings())
+
+
 async def test_a_worker_shows_what_the_supervisor_answers_asked_with_the_token() -> None:
     asked: list[tuple[str, str, str | None]] = []
     merged = {
@@ -64,24 +78,16 @@ async def test_a_worker_shows_what_the_supervisor_answers_asked_with_the_token()
         ],
     }
 
-    async def status(request: web.Request) -> web.Response:
-        asked.append(
-            (request.path, request.headers["Authorization"], request.query.get("component"))
-        )
-        return web.json_response(merged)
+    def answer(body: Any) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            auth = request.headers["Authorization"]
+            asked.append((request.path, auth, request.query.get("component")))
+            return web.json_response(body)
 
-    async def history(request: web.Request) -> web.Response:
-        asked.append(
-            (request.path, request.headers["Authorization"], request.query.get("component"))
-        )
-        return web.json_response({"workers": {"0": {"components": {}}, "1": {"components": {}}}})
+        return handler
 
-    app = web.Application()
-    app.router.add_get("/v1/status", status)
-    app.router.add_get("/v1/status/history", history)
-    async with TestServer(app) as server:
-        url = str(server.make_url("")).rstrip("/")
-        source = StatusSource(_board(), WorkerSlot(1, 7, 42, url), _settings())
+    history = {"workers": {"0": {"components": {}}, "1": {"components": {}}}}
+    async with _source(answer(merged), answer(history)) as source:
         assert await source.status("pipeline:orders") == merged
         hist = await source.history()
     assert set(hist["workers"]) == {"0", "1"} and hist["interval_s"] == 10.0
@@ -92,19 +98,6 @@ async def test_a_worker_shows_what_the_supervisor_answers_asked_with_the_token()
     ]
 
 
-async def _fallback(answer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    async def handler(request: web.Request) -> web.Response:
-        return answer()
-
-    app = web.Application()
-    app.router.add_get("/v1/status", handler)
-    app.router.add_get("/v1/status/history", handler)
-    async with TestServer(app) as server:
-        url = str(server.make_url("")).rstrip("/")
-        source = StatusSource(_board(), WorkerSlot(1, 7, 42, url), _settings())
-        return await source.status(), await source.history()
-
-
 async def test_an_error_or_a_non_object_from_the_supervisor_shows_the_workers_own_with_a_note() -> (
     None
 ):
@@ -113,7 +106,12 @@ async def test_an_error_or_a_non_object_from_the_supervisor_shows_the_workers_ow
         (lambda: web.json_response([1, 2]), "not a JSON object"),
         (lambda: web.Response(text="<html>"), "not JSON"),
     ):
-        snap, hist = await _fallback(answer)
+
+        async def handler(request: web.Request, answer: Any = answer) -> web.Response:
+            return answer()
+
+        async with _source(handler, handler) as source:
+            snap, hist = await source.status(), await source.history()
         assert [(c["worker"], c["check"]) for c in snap["components"]] == [(1, "pipeline:orders")]
         assert snap["note"].startswith("Only worker 1's components are shown"), snap["note"]
         assert why in snap["note"], (why, snap["note"])
