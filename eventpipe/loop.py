@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -55,6 +55,25 @@ async def cancel(task: asyncio.Task[Any] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def run_all(jobs: Iterable[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run ``jobs`` at once; their results in order.  The first failure cancels the
+    others and is raised as it is (not in an ExceptionGroup), and the calling task
+    is left as it was: Python 3.11's TaskGroup, when a job fails while the group
+    waits for its jobs, cancels the caller and never takes that back, so the caller
+    would go on with ``cancelling() == 1``."""
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+    tasks: list[asyncio.Task[T]] = []
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(j) for j in jobs]
+    except BaseExceptionGroup as eg:
+        if task is not None and task.cancelling() > before:
+            task.uncancel()  # the group's own request (3.12 takes it back itself)
+        raise eg.exceptions[0] from None
+    return [t.result() for t in tasks]
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

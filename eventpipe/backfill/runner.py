@@ -16,7 +16,7 @@ from eventpipe.db.migrations import apply_migrations
 from eventpipe.db.pool import open_pool
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.kafka.incarnation import Mark, TopicProbe, apply_policy, find_stale
-from eventpipe.loop import frozen_heap
+from eventpipe.loop import frozen_heap, run_all
 from eventpipe.pipelines.spec import PipelineSpec
 from eventpipe.plugin import Catalog
 from eventpipe.publisher import Publisher
@@ -386,15 +386,9 @@ class Backfill:
         size = limiter.batch_size(self.spec.batch.max_records)
         concurrency = max(1, min(int(job.options.get("concurrency", 4)), len(todo) or 1))
         self.window["limit"] = concurrency * size
-        try:
-            with frozen_heap():
-                async with asyncio.TaskGroup() as tg:
-                    for _ in range(concurrency):
-                        tg.create_task(self._lane(job, runner, todo, limiter, size))
-        except BaseExceptionGroup as eg:
-            # one cause is enough for the caller (and a CancelledError stays one)
-            first = eg.exceptions[0]
-            raise first from None
+        with frozen_heap():
+            # the first lane's failure is raised as it is (a CancelledError stays one)
+            await run_all(self._lane(job, runner, todo, limiter, size) for _ in range(concurrency))
 
     async def _lane(
         self,

@@ -8,7 +8,10 @@ mapped go to the dead-letter topic (stage ``decode`` / ``source``); the rest are
 produced to the target topic.  The source offsets are committed only after every
 write of the batch, dead letters included, was acknowledged (ARCHITECTURE.md
 section 5); until then the batch is retried with backoff, so a crash or restart
-re-sends it with the same ids (at least once).
+re-sends it with the same ids (at least once).  A record the broker refuses for
+good is dead-lettered only when a class says so (errors.is_bad_record: too large);
+a per-record failure no class explains (a bug), or a dead letter the broker
+refuses for good (never dropped), stops the source with the batch uncommitted.
 
 A read topic deleted and created again while the source runs (its partition
 falls back below the offsets read, or ends below them: Tansu leaves the
@@ -54,6 +57,9 @@ from eventpipe.errors import (
     ConfigError,
     InvalidEventError,
     PermanentError,
+    classify,
+    error_class_name,
+    is_bad_record,
     is_retriable,
 )
 from eventpipe.kafka.admin import TopicAdmin, prepare_source_topics
@@ -161,6 +167,11 @@ class KafkaSourceEntry(KafkaSourceConfig, SourceConfig):
 
 class DecodeError(PermanentError):
     """The record's bytes are not in the configured format (dead letter, stage decode)."""
+
+
+class DeadLetterRefusedError(PermanentError):
+    """The broker refused a record's dead letter for good: the source stops without
+    committing the record (a dead letter is never dropped)."""
 
 
 class Schemas(Protocol):
@@ -385,6 +396,9 @@ class KafkaTopicSource(Source):
                 await self.deliver(records)
             except Exception as exc:
                 self.activity.failed(exc)
+                if isinstance(exc, DeadLetterRefusedError) or classify(exc) is None:
+                    self.report_failure(exc)  # nothing of the batch is committed
+                    return
                 log.exception("source %s: delivering a batch failed; reading it again", self.name)
                 for tp, recs in batch.items():
                     consumer.seek(tp, recs[0].offset)
@@ -503,39 +517,65 @@ class KafkaTopicSource(Source):
                     letters = []
                 break
             except PublishBatchError as exc:
-                if pending:
-                    retry = []
-                    for i, err in sorted(exc.failed.items()):
-                        if is_retriable(err):
-                            retry.append(pending[i])
-                        else:  # refused for good (too large): the record is dead-lettered
-                            produced -= 1
-                            letters.append(self._letter(pending[i][0], err, "source"))
-                    pending = retry
-                else:
-                    for i, err in exc.failed.items():
-                        if not is_retriable(err):
-                            log.error(
-                                "source %s: the dead letter for %s/%s@%s was refused (%s); "
-                                "it is dropped",
-                                self.name,
-                                letters[i].origin.topic,
-                                letters[i].origin.partition,
-                                letters[i].origin.offset,
-                                err,
-                            )
-                    letters = [letters[i] for i, e in sorted(exc.failed.items()) if is_retriable(e)]
-                if pending or letters:
-                    await self._backoff(exc, delay)
-                    delay = min(delay * 2, 10.0)
+                refused = exc
             except BrokerUnavailableError as exc:
                 self.activity.failed(exc)
                 await self._backoff(exc, delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            # Out of the except clause: an error raised here does not get the batch's
+            # error as its context (classify() would read that class instead).
+            if pending:
+                retry = []
+                for i, err in sorted(refused.failed.items()):
+                    if is_retriable(err):
+                        retry.append(pending[i])
+                    elif is_bad_record(err):  # refused for good (too large): a dead letter
+                        produced -= 1
+                        letters.append(self._letter(pending[i][0], err, "source"))
+                    else:  # no class explains it: a bug, which stops the source
+                        raise self._unexplained(pending[i][0], err)
+                pending = retry
+            else:
+                for i, err in sorted(refused.failed.items()):
+                    if not is_retriable(err):  # never dropped: the source stops
+                        raise self._letter_refused(letters[i], err) from err
+                letters = [letters[i] for i in sorted(refused.failed)]
+            if pending or letters:
+                await self._backoff(refused, delay)
                 delay = min(delay * 2, 10.0)
         self._produced.inc(produced)
         self.activity.events_out.mark(produced)
         self._dead.inc(len(records) - produced)
         self._latency.observe(asyncio.get_running_loop().time() - started)
+
+    def _unexplained(self, rec: ConsumerRecord[bytes, bytes], err: BaseException) -> BaseException:
+        """``err`` (no class explains it) for ``rec``, logged: it stops the source."""
+        log.error(
+            "source %s: producing %s/%s@%s to %s failed with an error no class explains "
+            "(%s: %s); it is not dead-lettered and the source stops without committing "
+            "it: fix the cause and restart (the record is read again)",
+            self.name,
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            self.cfg.topic,
+            error_class_name(err),
+            err,
+        )
+        return err
+
+    def _letter_refused(self, letter: DeadLetter, err: BaseException) -> DeadLetterRefusedError:
+        where = f"{letter.origin.topic}/{letter.origin.partition}@{letter.origin.offset}"
+        msg = (
+            f"source {self.name}: the dead letter for {where} was refused by {self.dlq_topic} "
+            f"for good ({error_class_name(err)}: {err}); the source stops without committing "
+            f"the record: let it write to {self.dlq_topic} (the topic exists, the principal "
+            "may write to it, the topic's max.message.bytes takes the record) and restart "
+            "(the record is read again)"
+        )
+        log.error("%s", msg)
+        return DeadLetterRefusedError(msg)
 
     async def _event_retrying(self, rec: ConsumerRecord[bytes, bytes]) -> CloudEvent:
         delay = 0.2

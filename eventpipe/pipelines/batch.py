@@ -15,7 +15,10 @@ instead of dead-lettering everything (:mod:`.outcome` sorts a write's results).
 A sink that raises for the batch as a whole names no bad record: that is
 retried while retriable, then, as Kafka Connect's ``errors.tolerance: none``,
 stops the pipeline (:class:`SinkFailedError`, nothing of the batch
-acknowledged); ``tolerance: all`` dead-letters the batch instead.
+acknowledged); ``tolerance: all`` dead-letters the batch instead.  A record a
+sink fails on its own is dead-lettered when a class says its data is bad (or a
+retriable error outlasted ``retry.max_attempts``); an error no class explains
+for it stops the pipeline the same way (``tolerance: all``: dead-lettered).
 """
 
 from __future__ import annotations
@@ -35,7 +38,13 @@ from eventpipe.dlq.record import DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.kafka import from_kafka
-from eventpipe.errors import EventpipeError, error_class_name, is_bad_record, is_retriable
+from eventpipe.errors import (
+    EventpipeError,
+    classify,
+    error_class_name,
+    is_bad_record,
+    is_retriable,
+)
 from eventpipe.kafka.incarnation import TopicResetError
 from eventpipe.sink import (
     DeliveryItem,
@@ -66,8 +75,9 @@ def _unless_bad_record(exc: BaseException) -> None:
 
 
 class SinkFailedError(EventpipeError):
-    """A sink failed a whole batch with an error that names no bad record, and the
-    pipeline's ``errors.tolerance`` is ``none``: the pipeline stops."""
+    """A sink failed a whole batch with an error that names no bad record, or one
+    record with an error no class explains, and the pipeline's ``errors.tolerance``
+    is ``none``: the pipeline stops."""
 
 
 @dataclass(slots=True)
@@ -343,6 +353,8 @@ class BatchProcessor:
         ]
 
         async def before_commit(failed: dict[int, BaseException]) -> None:
+            # raised inside the sink's transaction: it rolls back, marks and all
+            self._stop_on_unexplained(sink, [(by_index.get(i), e) for i, e in failed.items()])
             letters = []
             for index, exc in failed.items():
                 rec = by_index.get(index)
@@ -365,8 +377,8 @@ class BatchProcessor:
                 failed = await sink.deliver(pending, before_commit=before_commit)
             except SinkUnavailableError as exc:  # the sink as a whole could not write
                 failed = dict.fromkeys([it.index for it in pending], exc)
-            except TopicResetError:
-                raise  # marks of another incarnation of the topic: never a bad record
+            except (TopicResetError, SinkFailedError):
+                raise  # marks of another incarnation of the topic; before_commit's stop
             except Exception as exc:  # the batch as a whole: a bug, or a retriable failure
                 sink.activity.failed(exc)
                 self.activity.failed(exc)
@@ -396,6 +408,7 @@ class BatchProcessor:
                 self._held(sink, w, delays[-1], opened)
             else:
                 holds = 0
+            self._stop_on_unexplained(sink, [(by_index[it.index], err) for it, err in w.failed])
             now = datetime.now(UTC)
             letters: list[DeadLetter] = []
             again: list[tuple[int, float | None]] = []  # (attempts, Retry-After) to retry
@@ -420,6 +433,28 @@ class BatchProcessor:
             queue = [it for it in queue if it.index not in done]
             if queue and not opened:
                 await asyncio.sleep(max(delays))
+
+    def _stop_on_unexplained(
+        self, sink: PipelineSink, failed: Iterable[tuple[Record | None, BaseException]]
+    ) -> None:
+        """With ``errors.tolerance: none``, raise :class:`SinkFailedError` for the first
+        record a sink failed with an error no class explains (a bug, not bad data):
+        it is not dead-lettered, and nothing of the batch is acknowledged."""
+        if self.tolerance != "none":
+            return
+        for rec, exc in failed:
+            if rec is None or rec.dead or classify(exc) is not None:
+                continue
+            sink.activity.failed(exc)
+            self.activity.failed(exc)
+            raise SinkFailedError(
+                f"pipeline {self.pipeline}: sink {sink.name} failed record "
+                f"{rec.topic}[{rec.partition}]@{rec.offset} with {error_class_name(exc)}: "
+                f"{exc}, an error no class explains (a bug, not bad data); it is not "
+                "dead-lettered, nothing of the batch is acknowledged and the pipeline stops "
+                "(errors.tolerance: none): fix the sink, or set errors: {tolerance: all} "
+                "to dead-letter such records"
+            ) from exc
 
     def _judge_write(self, sink: PipelineSink, w: WriteOutcome) -> bool:
         """Tell the breaker how the write went; True when this opened it."""

@@ -102,9 +102,9 @@ class DeadLetterSpec(SpecModel):
 class ErrorsSpec(SpecModel):
     tolerance: Literal["none", "all"] = Field(
         "none",
-        description="a sink failing a whole batch with an error that is not classified as a "
-        "bad record: none stops the pipeline (exit 3, nothing acknowledged), all "
-        "dead-letters the batch (Kafka Connect's errors.tolerance)",
+        description="a sink failing a whole batch, or one record, with an error that is not "
+        "classified as a bad record: none stops the pipeline (exit 3, nothing acknowledged), "
+        "all dead-letters the batch or the record (Kafka Connect's errors.tolerance)",
     )
 
 

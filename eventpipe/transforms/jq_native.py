@@ -664,20 +664,25 @@ _LEAVES: Final = frozenset({str, int, float, bool, type(None), bytes})
 def _check_json(x: Any) -> None:
     """Fallback unless ``x`` is made of what jaq hands back unchanged: an input
     that is not a JSON value (a tuple, a datetime, a non-string key) is the
-    engine's to convert or refuse."""
-    t = type(x)
-    if t is dict:
-        for k, v in x.items():
-            if type(k) is not str:
-                raise Fallback
-            if type(v) not in _LEAVES:
-                _check_json(v)
-    elif t is list:
-        for v in x:
-            if type(v) not in _LEAVES:
-                _check_json(v)
-    elif t not in _LEAVES:
-        raise Fallback
+    engine's to convert or refuse.  Iterative: data nested deeper than Python's
+    recursion limit is checked like any other."""
+    todo = [x]
+    pop, push = todo.pop, todo.append
+    while todo:
+        x = pop()
+        t = type(x)
+        if t is dict:
+            for k, v in x.items():
+                if type(k) is not str:
+                    raise Fallback
+                if type(v) not in _LEAVES:
+                    push(v)
+        elif t is list:
+            for v in x:
+                if type(v) not in _LEAVES:
+                    push(v)
+        elif t not in _LEAVES:
+            raise Fallback
 
 
 class NativeProgram:

@@ -8,6 +8,7 @@ checked as well."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -258,37 +259,38 @@ LEAVES = [
 BINARY = ["|", ",", "//", "and", "or", "==", "!=", "<", "<=", ">", ">=", "+", "-"]
 
 
+Gen = Callable[[], str]
+FORMS: list[Callable[[random.Random, Gen], str]] = [
+    lambda rng, sub: f"({sub()} {rng.choice(BINARY)} {sub()})",
+    lambda rng, sub: f"[{sub()}]",
+    lambda rng, sub: (
+        "{"
+        + ", ".join(
+            k if rng.random() < 0.4 else f"{k}: ({sub()})"
+            for k in rng.sample(["a", "b", '"c d"', "total", "items"], rng.randint(1, 3))
+        )
+        + "}"
+    ),
+    lambda rng, sub: f"select({sub()})",
+    lambda rng, sub: f"first({sub()})",
+    lambda rng, sub: f"if {sub()} then {sub()} else {sub()} end",
+    lambda rng, sub: f"{rng.choice(['.items', '.a', '.', '.a.b'])}[] | {sub()}",
+    lambda rng, sub: f"({sub()}) | {rng.choice(['.a', '.[0]', 'length', '.b.a'])}",
+    lambda rng, sub: f"{sub()} | {sub()}",
+    lambda rng, sub: f"{{a: {rng.choice(LEAVES)} | {rng.choice(['length', 'type', '.a', 'not'])}}}",
+]
+
+
 def _expr(rng: random.Random, depth: int) -> str:
     if depth <= 0 or rng.random() < 0.25:
         return rng.choice(LEAVES)
-    pick = rng.randrange(11)
-    sub = lambda: _expr(rng, depth - 1)  # noqa: E731
-    if pick == 0:  # unparenthesised chains: precedence
+    pick = rng.randrange(len(FORMS) + 1)
+    if pick == len(FORMS):  # unparenthesised chains: precedence
         parts = [rng.choice(LEAVES)]
         for _ in range(rng.randint(1, 3)):
             parts += [rng.choice(BINARY), rng.choice(LEAVES)]
         return " ".join(parts)
-    if pick == 1:
-        return f"({sub()} {rng.choice(BINARY)} {sub()})"
-    if pick == 2:
-        return f"[{sub()}]"
-    if pick == 3:
-        keys = rng.sample(["a", "b", '"c d"', "total", "items"], rng.randint(1, 3))
-        entries = [k if rng.random() < 0.4 else f"{k}: ({sub()})" for k in keys]
-        return "{" + ", ".join(entries) + "}"
-    if pick == 4:
-        return f"select({sub()})"
-    if pick == 5:
-        return f"first({sub()})"
-    if pick == 6:
-        return f"if {sub()} then {sub()} else {sub()} end"
-    if pick == 7:
-        return f"{rng.choice(['.items', '.a', '.', '.a.b'])}[] | {sub()}"
-    if pick == 8:
-        return f"({sub()}) | {rng.choice(['.a', '.[0]', 'length', '.b.a'])}"
-    if pick == 9:
-        return f"{sub()} | {sub()}"
-    return f"{{a: {rng.choice(LEAVES)} | {rng.choice(['length', 'type', '.a', 'not'])}}}"
+    return FORMS[pick](rng, lambda: _expr(rng, depth - 1))
 
 
 def _value(rng: random.Random, depth: int) -> Any:
@@ -336,3 +338,24 @@ def test_values_that_are_not_json_are_left_to_jaq() -> None:
         assert check_same(source, odd), source
     with pytest.raises(TransformError, match="not a JSON value"):
         compile_program("{a}").all({"a": object()})
+
+
+def test_deeply_nested_data_is_checked_without_recursion() -> None:
+    """Decoded data can be nested beyond Python's recursion limit: the check of a
+    native program's output must not raise RecursionError (it would stop the
+    pipeline as an unclassified error)."""
+    deep: Any = 1
+    for _ in range(1500):
+        deep = [deep]
+    value = {"a": deep}
+    program = compile_program("{a}")
+    assert program.native is not None  # type: ignore[attr-defined]
+    assert program.all(value) == [{"a": deep}]
+    bad = [0]
+    node: Any = bad
+    for _ in range(1200):
+        node.append([])
+        node = node[-1]
+    node.append((1, 2))  # not JSON, far down
+    native, plain = JaqProgram("{a}"), JaqProgram("{a}", native=False)
+    assert _run(native, {"a": bad}) == _run(plain, {"a": bad})

@@ -3,8 +3,11 @@
 Records are grouped by topic (order within a topic is kept; Kafka orders nothing
 across topics), each group goes through :meth:`Publisher.publish_messages` (all
 sent, then the acknowledgements awaited), groups concurrently.  A record the
-broker refuses for good (too large, not authorized) becomes a dead letter; any
-retriable failure raises, and the caller reads and sends the batch again.  A
+broker refuses for good (a class says so: too large, not authorized;
+:func:`~eventpipe.errors.is_bad_record`) becomes a dead letter; any retriable
+failure raises, and the caller reads and sends the batch again.  A failure no
+class explains is a bug: it raises too, and the reader stops (state failed)
+without advancing the slot past the record, which is never dead-lettered.  A
 dead letter keeps the record's value (:class:`DeadLetterWriter` keeps one too large
 for the broker in Postgres).
 """
@@ -12,18 +15,21 @@ for the broker in Postgres).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 
 from eventpipe import metrics
 from eventpipe.dlq.record import DeadLetter, Origin
 from eventpipe.dlq.writer import DeadLetterWriter
 from eventpipe.envelope.kafka import KafkaMessage
-from eventpipe.errors import is_retriable
+from eventpipe.errors import error_class_name, is_bad_record, is_retriable
 from eventpipe.kafka.admin import TopicAdmin
 from eventpipe.publisher import PublishBatchError, Publisher
 from eventpipe.settings import TopicSpec
 
 Out = tuple[str, KafkaMessage, str]  # topic, record, event id
+
+log = logging.getLogger(__name__)
 
 
 class RecordPublisher:
@@ -75,12 +81,23 @@ class RecordPublisher:
                 return_exceptions=True,
             )
             retry: BaseException | None = None
-            for (topic, (msgs, _ids)), res in zip(groups.items(), results, strict=True):
+            for (topic, (msgs, ids)), res in zip(groups.items(), results, strict=True):
                 if isinstance(res, PublishBatchError):
                     for idx, err in res.failed.items():
                         if is_retriable(err):
                             retry = err
                             continue
+                        if not is_bad_record(err):  # no class explains it: a bug
+                            log.error(
+                                "source %s: publishing event %s to %s failed with an error "
+                                "no class explains (%s); it is not dead-lettered and the "
+                                "source stops without passing it: fix the cause and restart",
+                                self.name,
+                                ids[idx],
+                                topic,
+                                error_class_name(err),
+                            )
+                            raise err
                         m = msgs[idx]
                         refused += 1
                         dead.append(

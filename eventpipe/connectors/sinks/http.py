@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 import aiohttp
 from pydantic import Field, SecretStr, field_validator
@@ -39,6 +39,7 @@ from eventpipe import telemetry
 from eventpipe.breaker import CircuitBreaker
 from eventpipe.durations import Duration
 from eventpipe.errors import HTTP_BODY_LIMIT, EventpipeError, HttpStatusError
+from eventpipe.loop import run_all
 from eventpipe.plugin import PluginConfig
 from eventpipe.sink import (
     BeforeCommit,
@@ -59,7 +60,6 @@ from .http_requests import (
 )
 
 UNAVAILABLE_STATUSES = frozenset({429, 502, 503, 504})
-_T = TypeVar("_T")
 # What an HTTP header cannot hold (RFC 9110 5.5: no CR, LF or NUL; we keep to visible
 # ASCII, space and tab, so nothing is left to the client library's judgement).
 _NOT_HEADER_TEXT = re.compile(r"[^\t\x20-\x7e]")
@@ -154,18 +154,6 @@ async def _error_body(resp: aiohttp.ClientResponse) -> str:
 class HttpUnavailableError(SinkUnavailableError):
     """429 / 502 / 503 / 504, a timeout, a connection failure or an answer that is not
     HTTP: the endpoint, not the event, is at fault."""
-
-
-async def _all(jobs: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:
-    """Run ``jobs`` at once; an exception one of them did not classify cancels the
-    others and is raised as it is (the pipeline stops on it; no record is blamed)."""
-    tasks: list[asyncio.Task[_T]] = []
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(j) for j in jobs]
-    except BaseExceptionGroup as eg:
-        raise eg.exceptions[0] from None
-    return [t.result() for t in tasks]
 
 
 class HttpSink(PipelineSink):
@@ -276,7 +264,7 @@ class HttpSink(PipelineSink):
                     for i in r.indexes:
                         put_failure(failed, i, err)
 
-        await _all(run(lane) for lane in lanes(requests))
+        await run_all(run(lane) for lane in lanes(requests))
 
 
 PLUGIN = SinkPlugin.of(
