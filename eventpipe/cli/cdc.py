@@ -17,10 +17,9 @@ import contextlib
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import psycopg
 from rich.console import Console
 from rich.table import Table
 
@@ -31,18 +30,15 @@ from eventpipe.cli.common import (
     err_console,
     settings_from_args,
 )
-from eventpipe.connectors.postgres_cdc import slot as slots
-from eventpipe.connectors.postgres_cdc import state
-from eventpipe.connectors.postgres_cdc.config import (
-    PostgresCdcConfig,
-    PostgresCdcEntry,
-    parse_table,
-    qualified,
-)
-from eventpipe.connectors.postgres_cdc.lock import holder_pid
-from eventpipe.connectors.postgres_cdc.lsn import format_lsn
-from eventpipe.connectors.postgres_cdc.snapshot import SnapshotFilterError, check_filter
-from eventpipe.settings import Settings
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from eventpipe.connectors.postgres_cdc.config import PostgresCdcConfig
+    from eventpipe.settings import Settings
+
+# The CDC connector (and psycopg) is imported by the command that runs, so that
+# building the parser imports none of it (tests/unit/test_cli_imports.py).
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -98,6 +94,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 # ------------------------------------------------------------------- helpers
 def _cdc_sources(settings: Settings) -> dict[str, tuple[str, PostgresCdcConfig]]:
     """slot -> (source name, config) for the postgres_cdc sources in the config."""
+    from eventpipe.connectors.postgres_cdc.config import PostgresCdcEntry
+
     out: dict[str, tuple[str, PostgresCdcConfig]] = {}
     for entry in settings.sources:
         if isinstance(entry, PostgresCdcEntry):
@@ -112,6 +110,8 @@ def _captured_url(settings: Settings, cfg: PostgresCdcConfig | None) -> str:
 
 
 async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
+    import psycopg
+
     try:
         return await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
@@ -142,6 +142,12 @@ def _ago(t: datetime | None) -> str:
 
 # -------------------------------------------------------------------- status
 async def _status(args: argparse.Namespace, settings: Settings) -> list[dict[str, Any]]:
+    import psycopg
+
+    from eventpipe.connectors.postgres_cdc import slot as slots
+    from eventpipe.connectors.postgres_cdc.lock import holder_pid
+    from eventpipe.connectors.postgres_cdc.lsn import format_lsn
+
     eventpipe_url = settings.database.url.get_secret_value()
     configured = _cdc_sources(settings)
     # The slots of every captured database: eventpipe's, and each source's own.
@@ -281,6 +287,9 @@ def _resolve_slot(args: argparse.Namespace, settings: Settings) -> _Target:
 async def _check_request(args: argparse.Namespace, to: _Target, tables: list[str]) -> None:
     """Before anything is queued: the slot exists (for --slot) and the filter is one
     boolean expression over each table's columns (PostgreSQL decides)."""
+    from eventpipe.connectors.postgres_cdc import slot as slots
+    from eventpipe.connectors.postgres_cdc.snapshot import SnapshotFilterError, check_filter
+
     if not args.slot and not args.where:
         return
     conn = await _connect(to.database_url)
@@ -301,6 +310,9 @@ async def _check_request(args: argparse.Namespace, to: _Target, tables: list[str
 
 
 async def _snapshot(args: argparse.Namespace, settings: Settings) -> int:
+    from eventpipe.connectors.postgres_cdc import state
+    from eventpipe.connectors.postgres_cdc.config import parse_table, qualified
+
     to = _resolve_slot(args, settings)
     slot_name = to.slot
     try:
@@ -364,6 +376,12 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------- drop-slot
 async def _drop(args: argparse.Namespace, settings: Settings) -> int:
+    import psycopg
+
+    from eventpipe.connectors.postgres_cdc import slot as slots
+    from eventpipe.connectors.postgres_cdc import state
+    from eventpipe.connectors.postgres_cdc.lock import holder_pid
+
     eventpipe_url = settings.database.url.get_secret_value()
     source = _cdc_sources(settings).get(args.slot)
     conn = await _connect(_captured_url(settings, source[1] if source else None))

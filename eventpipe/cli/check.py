@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 from eventpipe import loop
 from eventpipe.cli.common import (
@@ -29,9 +30,10 @@ from eventpipe.cli.common import (
     setup_logging,
 )
 from eventpipe.errors import ConfigError, DatabaseUnavailableError, is_retriable
-from eventpipe.preflight import Problem, Reach
-from eventpipe.service.checks import run_checks
-from eventpipe.service.config import ServiceConfig, read_config
+
+if TYPE_CHECKING:
+    from eventpipe.preflight import Problem
+    from eventpipe.service.config import ServiceConfig
 
 ALL_ROLES = ["ingest", "pipelines", "cdc"]
 
@@ -57,6 +59,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     if not args.config:
         raise CliError("pass -c FILE: the config to check")
+    from eventpipe.service.config import read_config
+
     setup_logging("WARNING")
     for chatty in ("aiokafka", "psycopg.pool"):  # an unreachable system is a note below
         logging.getLogger(chatty).setLevel(logging.CRITICAL)
@@ -92,6 +96,8 @@ async def _online(
 ) -> list[Problem]:
     from eventpipe.db.pool import open_pool
     from eventpipe.kafka.admin import TopicAdmin
+    from eventpipe.preflight import Reach
+    from eventpipe.service.checks import run_checks
 
     admin: TopicAdmin | None = TopicAdmin(settings.kafka)
     assert admin is not None

@@ -1,18 +1,27 @@
-"""What every command shares: loading settings, and turning errors into messages."""
+"""What every command shares: loading settings, and turning errors into messages.
+
+Building the parser imports nothing of the service: the config with its catalog
+of plugins (faust, the Kafka and PostgreSQL clients, ...) is imported by the
+command that loads it (:func:`settings_from_args`), so ``--help``, an argument
+error and the commands that read the core sections only
+(:func:`core_settings_from_args`) start quickly (tests/unit/test_cli_imports.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from eventpipe import telemetry
 from eventpipe.errors import ConfigError, EventpipeError
 from eventpipe.logs import setup_logging
-from eventpipe.service.config import ServiceConfig, load_config
+
+if TYPE_CHECKING:
+    from eventpipe.service.config import ServiceConfig
+    from eventpipe.settings import Settings
 
 err_console = Console(stderr=True, highlight=False)
 
@@ -81,19 +90,41 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return out
 
 
-def settings_from_args(
-    args: argparse.Namespace, extra: Mapping[str, Mapping[str, Any]] | None = None
-) -> ServiceConfig:
+def _overrides(
+    args: argparse.Namespace, extra: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, dict[str, Any]]:
     overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (extra or {}).items()}
     for section, values in cli_overrides(args).items():
         overrides.setdefault(section, {}).update(values)
-    return load_config(getattr(args, "config", None), overrides=overrides)
+    return overrides
+
+
+def settings_from_args(
+    args: argparse.Namespace, extra: Mapping[str, Mapping[str, Any]] | None = None
+) -> ServiceConfig:
+    """The whole config, ``sources:`` and ``pipelines:`` checked with the catalog."""
+    from eventpipe.service.config import load_config
+
+    return load_config(getattr(args, "config", None), overrides=_overrides(args, extra))
+
+
+def core_settings_from_args(
+    args: argparse.Namespace, extra: Mapping[str, Mapping[str, Any]] | None = None
+) -> Settings:
+    """The core sections only (``sources:`` and ``pipelines:`` as written), for a
+    command that talks to a running service or reads what it recorded: it imports
+    no plugin."""
+    from eventpipe.settings import load_settings
+
+    return load_settings(getattr(args, "config", None), overrides=_overrides(args, extra))
 
 
 def start_observability(settings: ServiceConfig, *, worker: int | None = None) -> None:
     """Logging as ``logging:`` says (its level defaults to ``service.log_level``;
     ``worker``: lines tagged with the worker's index), and tracing when an OTLP
     endpoint is configured (:mod:`eventpipe.telemetry`)."""
+    from eventpipe import telemetry
+
     setup_logging(
         settings.logging.level or settings.service.log_level,
         settings.logging.format,
@@ -118,6 +149,7 @@ def report(exc: BaseException) -> int:
 __all__ = [
     "CliError",
     "add_config_args",
+    "core_settings_from_args",
     "err_console",
     "report",
     "settings_from_args",

@@ -9,8 +9,9 @@ import shlex
 import socket
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from eventpipe import loop, telemetry
+from eventpipe import loop
 from eventpipe.cli.common import (
     CliError,
     add_command,
@@ -19,11 +20,12 @@ from eventpipe.cli.common import (
     settings_from_args,
     start_observability,
 )
-from eventpipe.connectors.webhook.config import WebhookEntry
 from eventpipe.embedded.process import PortInUseError
-from eventpipe.embedded.stack import DATABASE_ENV, KAFKA_ENV, EmbeddedStack
-from eventpipe.service.runner import Service, http_listener, serve_until_signalled
-from eventpipe.settings import Settings
+
+if TYPE_CHECKING:
+    from eventpipe.embedded.stack import EmbeddedStack
+    from eventpipe.service.runner import Service
+    from eventpipe.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,6 +65,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
 def stack_environ(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str]:
     """The environment the embedded stack reads: the flags name external services
     as their variables do, and win over them."""
+    from eventpipe.embedded.stack import DATABASE_ENV, KAFKA_ENV
+
     out = dict(environ)
     if args.database_url:
         out[DATABASE_ENV] = args.database_url
@@ -114,6 +118,8 @@ def _console_line(settings: Settings, service: Service) -> list[str]:
 
 
 def _webhook_lines(settings: Settings, service: Service) -> list[str]:
+    from eventpipe.connectors.webhook.config import WebhookEntry
+
     hooks = [s for s in settings.sources if isinstance(s, WebhookEntry)]
     if not hooks:
         return []
@@ -145,6 +151,10 @@ async def _run_init_sql(url: str, files: list[Path]) -> None:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
+    from eventpipe import telemetry
+    from eventpipe.embedded.stack import DATABASE_ENV, KAFKA_ENV, EmbeddedStack
+    from eventpipe.service.runner import Service, serve_until_signalled
+
     if not Path(args.config).exists():
         err_console.print(
             f"[bold red]error:[/] config {args.config} not found; pass -c PATH "
@@ -203,6 +213,8 @@ def _claim(stack: EmbeddedStack, settings: Settings) -> socket.socket:
     on it stops here, naming the first), and every port is free -- all of them are
     checked and reported at once.  The HTTP port is taken now, so no connection
     made while the stack starts can get it as its ephemeral port."""
+    from eventpipe.service.runner import http_listener
+
     taken = stack.claim()
     try:
         listener = http_listener(settings)

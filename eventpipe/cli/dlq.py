@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from rich.console import Console
@@ -21,10 +21,11 @@ from eventpipe.cli.common import (
     err_console,
     settings_from_args,
 )
-from eventpipe.db.pool import open_pool
-from eventpipe.dlq.ops import Dlq, resolve_topics, stats
-from eventpipe.dlq.query import FilterError, Filters, parse_when
-from eventpipe.settings import Settings
+
+if TYPE_CHECKING:
+    from eventpipe.dlq.ops import Dlq
+    from eventpipe.dlq.query import Filters
+    from eventpipe.settings import Settings
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -112,6 +113,8 @@ def _who(args: argparse.Namespace) -> str:
 
 
 def _filters(args: argparse.Namespace) -> Filters:
+    from eventpipe.dlq.query import FilterError, Filters, parse_when
+
     try:
         return Filters(
             pipeline=args.pipeline,
@@ -128,6 +131,9 @@ def _filters(args: argparse.Namespace) -> Filters:
 
 
 async def _with_dlq(settings: Settings, fn: Any) -> Any:
+    from eventpipe.db.pool import open_pool
+    from eventpipe.dlq.ops import Dlq
+
     pool = await open_pool(settings.database)
     try:
         return await fn(Dlq(settings, pool))
@@ -144,6 +150,8 @@ def _run(args: argparse.Namespace, fn: Any) -> Any:
     settings = _settings(args)
 
     async def go() -> Any:
+        from eventpipe.dlq.ops import resolve_topics
+
         topics = await resolve_topics(settings, args.pipeline, args.topic)
         return await _with_dlq(settings, lambda dlq: fn(dlq, topics))
 
@@ -178,6 +186,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
 
     async def go() -> Any:
+        from eventpipe.dlq.ops import resolve_topics
+
         topics = await resolve_topics(settings, args.pipeline, args.topic)
         return await _with_dlq(settings, lambda dlq: dlq.find(topics, args.ref))
 
@@ -218,6 +228,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     filters = _filters(args)
     entries = _run(args, lambda dlq, topics: dlq.select(topics, filters))
+    from eventpipe.dlq.ops import stats
+
     s = stats(entries)
     if args.json:
         sys.stdout.write(orjson.dumps(s).decode() + "\n")
@@ -244,6 +256,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def go() -> Any:
+        from eventpipe.dlq.ops import resolve_topics
+
         topics = await resolve_topics(settings, args.pipeline, args.topic)
 
         async def work(dlq: Dlq) -> Any:

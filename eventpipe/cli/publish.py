@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -22,8 +22,9 @@ from eventpipe.cli.common import (
 from eventpipe.envelope import CloudEvent
 from eventpipe.envelope.json import from_structured_dict
 from eventpipe.errors import EventpipeError
-from eventpipe.kafka.admin import TopicAdmin
-from eventpipe.publisher import PublishBatchError, Publisher
+
+if TYPE_CHECKING:
+    from eventpipe.publisher import Publisher
 
 CHUNK = 500
 
@@ -103,6 +104,8 @@ def _event_from_value(value: Any, args: argparse.Namespace, line_no: int | None)
 
 
 async def _ensure_topic(args: argparse.Namespace, publisher: Publisher) -> None:
+    from eventpipe.kafka.admin import TopicAdmin
+
     async with TopicAdmin(publisher.kafka) as admin:
         if await admin.exists(args.topic):
             return
@@ -125,6 +128,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 async def _publish_one(args: argparse.Namespace, settings: Any, mode: Any, ev: CloudEvent) -> int:
+    from eventpipe.publisher import Publisher
+
     async with Publisher(settings, mode=mode) as publisher:
         await _ensure_topic(args, publisher)
         ack = await publisher.publish(args.topic, ev)
@@ -165,6 +170,8 @@ def _count_lines(name: str) -> int | None:
 async def _publish_ndjson(
     args: argparse.Namespace, settings: Any, mode: Any, total: int | None
 ) -> int:
+    from eventpipe.publisher import PublishBatchError, Publisher
+
     failed_path = Path(
         args.failed or ("failed.ndjson" if args.ndjson == "-" else f"{args.ndjson}.failed")
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
-from eventpipe import loop, telemetry
+from eventpipe import loop
 from eventpipe.cli.common import (
     add_command,
     add_config_args,
@@ -14,13 +15,12 @@ from eventpipe.cli.common import (
     settings_from_args,
     start_observability,
 )
-from eventpipe.db.migrations import apply_migrations
-from eventpipe.service.config import ServiceConfig
-from eventpipe.service.runner import ROLES, Service, serve_until_signalled
-from eventpipe.service.workers.serve import supervise
-from eventpipe.service.workers.slot import WorkerSlot, serve_as_worker
-from eventpipe.service.workers.supervisor import Supervisor
-from eventpipe.settings import WORKERS_HELP, parse_workers, worker_count
+from eventpipe.roles import ROLES
+
+if TYPE_CHECKING:
+    from eventpipe.service.config import ServiceConfig
+    from eventpipe.service.runner import Service
+    from eventpipe.service.workers.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _workers(text: str) -> int | str:
+    from eventpipe.settings import WORKERS_HELP, parse_workers
+
     try:
         return parse_workers(text)
     except ValueError:
@@ -77,6 +79,11 @@ def service_overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from eventpipe import telemetry
+    from eventpipe.service.runner import Service, serve_until_signalled
+    from eventpipe.service.workers.slot import WorkerSlot, serve_as_worker
+    from eventpipe.settings import worker_count
+
     settings = settings_from_args(args, service_overrides(args))
     slot = WorkerSlot.from_env()
     count = worker_count(settings.service.workers)
@@ -108,6 +115,8 @@ def _say(settings: ServiceConfig, message: str) -> None:
 
 def _supervise(args: argparse.Namespace, settings: ServiceConfig, count: int) -> int:
     """``--workers N``: this process supervises N workers running the same command."""
+    from eventpipe.service.workers.serve import supervise
+
     start_observability(settings)
     argv = ["run", "--role", args.role]
     for flag, value in (
@@ -132,6 +141,8 @@ def _supervise(args: argparse.Namespace, settings: ServiceConfig, count: int) ->
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from eventpipe.db.migrations import apply_migrations
+
     settings = settings_from_args(args)
     applied = asyncio.run(apply_migrations(settings.database.url.get_secret_value()))
     err_console.print(

@@ -20,7 +20,6 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import orjson
 from rich.console import Console, Group
 from rich.live import Live
@@ -28,9 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from eventpipe import loop
-from eventpipe.cli.common import CliError, add_command, add_config_args, settings_from_args
-from eventpipe.settings import worker_count
-from eventpipe.status_board import facts
+from eventpipe.cli.common import CliError, add_command, add_config_args, core_settings_from_args
 
 WATCH_S = 2.0
 TIMEOUT_S = 5.0
@@ -76,8 +73,9 @@ class Unreachable(CliError):
 
 
 def target(args: argparse.Namespace) -> tuple[str, str | None]:
-    """(the service's base URL, the bearer token or None)."""
-    settings = settings_from_args(args)
+    """(the service's base URL, the bearer token or None): the config's core
+    sections are read (``sources:`` and ``pipelines:`` are the service's business)."""
+    settings = core_settings_from_args(args)
     token = settings.service.admin_token
     secret = token.get_secret_value() if token is not None else None
     if args.url:
@@ -85,6 +83,8 @@ def target(args: argparse.Namespace) -> tuple[str, str | None]:
         if not url.startswith(("http://", "https://")):
             raise CliError(f"--url {args.url!r}: give it with its scheme, e.g. http://{url}")
         return url, secret
+    from eventpipe.settings import worker_count
+
     svc = settings.service
     port = svc.port
     if worker_count(svc.workers) > 1:  # the supervisor has every worker's status
@@ -101,6 +101,8 @@ def target(args: argparse.Namespace) -> tuple[str, str | None]:
 
 async def fetch(url: str, token: str | None, components: list[str] | None) -> dict[str, Any]:
     """``GET /v1/status``; :class:`Unreachable` with the fix when it cannot be had."""
+    import aiohttp
+
     headers = {"Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -185,6 +187,8 @@ def _error(c: dict[str, Any], now: datetime) -> Text:
 
 
 def render(snap: dict[str, Any], url: str, now: datetime | None = None) -> Group:
+    from eventpipe.status_board import facts
+
     now = now or datetime.now(UTC)
     table = Table(title=f"eventpipe at {url}", title_justify="left", expand=False)
     workers = "workers" in snap  # the supervisor of `eventpipe run --workers N`

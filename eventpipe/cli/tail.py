@@ -8,7 +8,6 @@ import sys
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from eventpipe.cli.common import (
     CliError,
@@ -20,8 +19,6 @@ from eventpipe.cli.common import (
 from eventpipe.envelope.json import to_structured_dict
 from eventpipe.envelope.kafka import from_kafka
 from eventpipe.errors import EventpipeError
-from eventpipe.kafka.admin import TopicAdmin
-from eventpipe.kafka.client import client_kwargs
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,6 +51,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 async def _tail(args: argparse.Namespace, settings: Any, program: Any) -> int:
+    from aiokafka import AIOKafkaConsumer
+
+    from eventpipe.kafka.admin import TopicAdmin
+    from eventpipe.kafka.client import client_kwargs
+
     async with TopicAdmin(settings.kafka) as admin:
         if not await admin.exists(args.topic):
             raise CliError(f"topic {args.topic!r} does not exist on {settings.kafka.bootstrap}")

@@ -12,7 +12,6 @@ from eventpipe.dlq.reader import Entry
 from eventpipe.dlq.record import STAGES
 from eventpipe.envelope.event import parse_time
 from eventpipe.errors import InvalidEventError, PermanentError
-from eventpipe.transforms.jq_engine import NO_OUTPUT
 
 _RELATIVE = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -93,7 +92,9 @@ class Filters:
             and (e.topic, e.partition, e.offset) in discarded
         ):
             return False
-        if self._program is not None:
+        if self._program is not None:  # compiled by the jq engine, imported with --where
+            from eventpipe.transforms.jq_engine import NO_OUTPUT
+
             try:
                 out = self._program.first(e.to_doc())
             except Exception:

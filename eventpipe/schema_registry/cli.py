@@ -16,10 +16,9 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
-from aiohttp import web
 from rich.console import Console
 
 from eventpipe.cli.common import (
@@ -27,18 +26,22 @@ from eventpipe.cli.common import (
     CliError,
     add_command,
     add_config_args,
+    core_settings_from_args,
     err_console,
     settings_from_args,
     setup_logging,
 )
-from eventpipe.db.migrations import apply_migrations
-from eventpipe.db.pool import open_pool
-from eventpipe.settings import Settings
 
-from .client import SchemaRegistryClient, Version
 from .errors import RegistryClientError, RegistryUnavailableError
-from .models import AVRO, JSON, SCHEMA_TYPES, Schema, SchemaReference
-from .server import PREFIX, build_registry_app
+from .models import AVRO, JSON, PREFIX, SCHEMA_TYPES, Schema, SchemaReference
+
+if TYPE_CHECKING:
+    from eventpipe.settings import Settings
+
+    from .client import SchemaRegistryClient, Version
+
+# The client (aiohttp, the schema libraries) and the server (PostgreSQL) are
+# imported when a command runs, not while the parser is built.
 
 URL_ENV = REGISTRY_URL_ENV
 DEFAULT_SERVE_PORT = 8081
@@ -149,13 +152,15 @@ def registry_url(args: argparse.Namespace, settings: Settings | None = None) -> 
         return str(args.registry)
     if os.environ.get(URL_ENV):
         return os.environ[URL_ENV]
-    settings = settings or settings_from_args(args)
+    settings = settings or core_settings_from_args(args)
     host = settings.service.host
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     return f"http://{host}:{settings.service.port}{PREFIX}"
 
 
 def _run(args: argparse.Namespace, action: Callable[[SchemaRegistryClient], Awaitable[T]]) -> T:
+    from .client import SchemaRegistryClient
+
     url = registry_url(args)
 
     async def go() -> T:
@@ -344,6 +349,13 @@ async def serve_registry(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Serve the registry alone until ``stop`` is set (or SIGINT / SIGTERM)."""
+    from aiohttp import web
+
+    from eventpipe.db.migrations import apply_migrations
+    from eventpipe.db.pool import open_pool
+
+    from .server import build_registry_app
+
     if migrate:
         await apply_migrations(settings.database.url.get_secret_value())
     pool = await open_pool(settings.database, name="schema-registry")

@@ -25,6 +25,7 @@ MODES: tuple[str, ...] = ("READWRITE", "READONLY", "IMPORT")
 DEFAULT_MODE = "READWRITE"
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+PREFIX = "/schema-registry"  # where the service mounts the registry's routes
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,14 +21,13 @@ from psycopg_pool import AsyncConnectionPool
 from eventpipe.route_docs import RouteDoc
 
 from .errors import BadRequest, InvalidSchema, RegistryError
-from .models import CONTENT_TYPE, SCHEMA_TYPES, Schema, SchemaReference
+from .models import CONTENT_TYPE, PREFIX, SCHEMA_TYPES, Schema, SchemaReference
 from .registry import SchemaRegistry
 
 if TYPE_CHECKING:
     from eventpipe.context import Context
 
 log = logging.getLogger("eventpipe.schema_registry")
-PREFIX = "/schema-registry"
 REGISTRY = web.AppKey("schema_registry", SchemaRegistry)
 MAX_BODY_BYTES = 16 * 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

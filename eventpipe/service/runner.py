@@ -11,7 +11,6 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Literal
 
 from aiohttp import web
 
@@ -22,6 +21,7 @@ from eventpipe.loop_monitor import LoopMonitor
 from eventpipe.pipelines.spec import parse_pipelines
 from eventpipe.plugin import Catalog, Component
 from eventpipe.preflight import Reach
+from eventpipe.roles import Role
 from eventpipe.service.app import build_app
 from eventpipe.service.catalog import CATALOG, PIPELINE, SOURCE_ROLES
 from eventpipe.service.checks import run_checks
@@ -31,8 +31,6 @@ from eventpipe.service.http_server import ServiceRunner
 from eventpipe.settings import Settings
 
 log = logging.getLogger("eventpipe.service")
-Role = Literal["ingest", "pipelines", "cdc", "all"]
-ROLES: tuple[Role, ...] = ("ingest", "pipelines", "cdc", "all")
 
 
 class ComponentFailedError(RetriableError):

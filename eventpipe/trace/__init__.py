@@ -5,3 +5,5 @@ contract, so they import nothing from here); ``writer`` is the service's, keepin
 what it is told in PostgreSQL (migration 0017); ``lookup`` answers ``eventpipe
 trace EVENT_ID`` (``cli``) and ``GET /v1/trace/{event_id}`` (``api``).
 """
+
+DEFAULT_SINCE = "24h"  # how far back `eventpipe trace` and /v1/trace look by default

@@ -14,12 +14,12 @@ import orjson
 from rich.console import Console
 
 from eventpipe import loop
-from eventpipe.cli.common import CliError, add_command, add_config_args, settings_from_args
-from eventpipe.db.pool import open_pool
-from eventpipe.dlq.query import FilterError, parse_when
+from eventpipe.cli.common import CliError, add_command, add_config_args, core_settings_from_args
 
-from .lookup import DEFAULT_SINCE, trace_event
-from .render import not_found, render
+from . import DEFAULT_SINCE
+
+# What the command reads (PostgreSQL, Kafka) is imported when it runs; it needs the
+# config's core sections only, so no plugin is imported (tests/unit/test_cli_imports.py).
 
 # a terminal wraps long lines inside the tree; a pipe gets each line whole
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
@@ -49,6 +49,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    from eventpipe.db.pool import open_pool
+    from eventpipe.dlq.query import FilterError, parse_when
+
+    from .lookup import trace_event
+    from .render import not_found, render
+
     event_id = args.event_id
     if not event_id or not event_id.strip():
         raise CliError("EVENT_ID must not be empty")
@@ -56,7 +62,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         since = parse_when(args.since, "--since")
     except FilterError as exc:
         raise CliError(str(exc)) from exc
-    settings = settings_from_args(args)
+    settings = core_settings_from_args(args)
 
     async def go() -> dict[str, Any]:
         pool = await open_pool(settings.database, name="eventpipe-trace")

@@ -36,10 +36,10 @@ from eventpipe.errors import EventpipeError
 from eventpipe.settings import Settings
 from eventpipe.trace_hook import DEAD, DELIVERED, OUTCOMES, fingerprint, positions
 
+from . import DEFAULT_SINCE as DEFAULT_SINCE  # defined where the command's parser reads it
 from .fetch import Fetched, Place, fetch_records
 
 log = logging.getLogger(__name__)
-DEFAULT_SINCE = "24h"  # how far back `eventpipe trace` and /v1/trace look by default
 MAX_CANDIDATES = 1000
 MAX_OUTPUTS = 20  # output ids of one read whose places are looked up
 HIDDEN_EXTENSIONS = frozenset({"whsignature"})

@@ -29,6 +29,7 @@ from eventpipe.service.runner import Service
 from eventpipe.settings import Settings, TopicSpec
 from eventpipe.trace.lookup import Trace, trace_event
 from eventpipe.trace_hook import fingerprint
+from tests.cli_probe import SERVICE, loaded, probe
 from tests.helpers import read_events, read_records
 from tests.integration.console_support import HTML, console_client, console_settings, login
 from tests.integration.test_cdc_support import caught_up, cdc_source, execute, unique
@@ -249,6 +250,19 @@ async def test_a_webhook_event_is_traced_through_pipelines_a_dead_letter_and_its
     assert "not found" in cmd.stdout.decode() and "trace_produced row(s)" in cmd.stdout.decode()
     cmd = await eventpipe(s, "trace", event_id, "--since", "last tuesday")
     assert cmd.returncode == 2 and "--since" in cmd.stderr.decode()
+    # the command, run to the end, loaded its readers and none of the service
+    results, modules = await asyncio.to_thread(
+        probe,
+        f"results = [run('trace', {event_id!r}, '--json')]",
+        {
+            "EVENTPIPE_KAFKA_BOOTSTRAP": s.kafka.bootstrap,
+            "EVENTPIPE_DATABASE_URL": s.database.url.get_secret_value(),
+        },
+    )
+    [(code, out, err)] = results
+    assert code == 0 and orjson.loads(out)["found"], err
+    assert {"eventpipe.trace.fetch", "aiokafka", "psycopg_pool"} <= modules
+    assert loaded(modules, SERVICE) == []
 
 
 async def test_the_index_survives_a_restart_and_publish_api_events_are_traced(

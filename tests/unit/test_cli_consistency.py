@@ -122,9 +122,10 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
             raise Reached
 
     from eventpipe.schema_registry import cli as schema_cli
+    from eventpipe.schema_registry import client
 
     monkeypatch.setattr(Settings, "model_validate", validate)
-    monkeypatch.setattr(schema_cli, "SchemaRegistryClient", Client)
+    monkeypatch.setattr(client, "SchemaRegistryClient", Client)  # imported by the command
     for var in ("EVENTPIPE_DATABASE_URL", "EVENTPIPE_KAFKA_BOOTSTRAP", schema_cli.URL_ENV):
         monkeypatch.delenv(var, raising=False)
     levels = {n: logging.getLogger(n).level for n in ("aiokafka", "kafka", "psycopg.pool")}
