@@ -21,8 +21,10 @@ from eventpipe.console.access import Handler, guard, public, route
 from eventpipe.console.redact import Redactor
 from eventpipe.console.session import Keys
 from eventpipe.console.state import CONSOLE, Console
+from eventpipe.console.status_source import StatusSource
 from eventpipe.route_docs import RouteDoc
 from eventpipe.schema_registry.registry import SchemaRegistry
+from eventpipe.service.workers.slot import WorkerSlot
 from eventpipe.status_board import StatusBoard
 
 if TYPE_CHECKING:
@@ -77,15 +79,21 @@ ROUTES = (
 """Every route the console serves (``service.console.enabled``)."""
 
 
-def build_console_app(ctx: Context, board: StatusBoard | None = None) -> web.Application:
+def build_console_app(
+    ctx: Context, board: StatusBoard | None = None, slot: WorkerSlot | None = None
+) -> web.Application:
+    """``slot``: set in a worker of ``eventpipe run --workers N`` (the status pages
+    then show every worker's components, read from the supervisor)."""
     settings = ctx.settings
     token = settings.service.admin_token
+    board = board if board is not None else StatusBoard([])
     console = Console(
         ctx,
         Keys(token.get_secret_value() if token else None, settings.service.console.session_ttl_s),
         Redactor.from_settings(settings),
         SchemaRegistry(lambda: ctx.pool),
-        board if board is not None else StatusBoard([]),
+        board,
+        StatusSource(board, slot, settings),
     )
     app = web.Application(middlewares=[guard])
     app[CONSOLE] = console
@@ -98,12 +106,13 @@ def build_console_app(ctx: Context, board: StatusBoard | None = None) -> web.App
 def install(app: web.Application, ctx: Context, board: StatusBoard | None = None) -> None:
     """Serve the console under ``/console/`` (unless ``service.console.enabled`` is
     off), and send ``/`` and ``/console`` there.  ``board``: the components of the
-    process (the overview and the pipeline pages show them)."""
+    process (the overview and the pipeline pages show them; in a worker of
+    ``eventpipe run --workers N``, every worker's, from the supervisor)."""
     if not ctx.settings.service.console.enabled:
         return
     app.router.add_get("/", _to_console, name="console.root")
     # before the sub-application, which would take /console for its own
     app.router.add_get("/console", _to_console, name="console.bare")
-    app.add_subapp(PREFIX, build_console_app(ctx, board))
+    app.add_subapp(PREFIX, build_console_app(ctx, board, WorkerSlot.from_env()))
     if ctx.settings.service.admin_token is None:
         log.info("console at %s: no service.admin_token, so nobody can log in", PREFIX)

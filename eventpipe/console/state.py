@@ -1,6 +1,7 @@
 """What every console page shares: the service's context, the signing keys, the
-redactor, the status of the process's components, and the visitor's login (set on
-each request by :mod:`.access`)."""
+redactor, the status of the components (this process's, or every worker's under
+``eventpipe run --workers``), and the visitor's login (set on each request by
+:mod:`.access`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from eventpipe.console.redact import Redactor
 from eventpipe.console.session import Keys, Session
+from eventpipe.console.status_source import StatusSource
 from eventpipe.schema_registry.registry import SchemaRegistry
 from eventpipe.settings import ConsoleSettings, Settings
 from eventpipe.status_board import StatusBoard
@@ -32,6 +34,7 @@ class Console:
     redactor: Redactor
     registry: SchemaRegistry
     board: StatusBoard  # the components of the process serving the console
+    status: StatusSource  # what the status pages show: the board, or every worker's
 
     @property
     def settings(self) -> Settings:

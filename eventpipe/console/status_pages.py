@@ -1,8 +1,10 @@
 """The console's front page, the **overview** (``/console/``): every component of
-the process serving the console with its state, rates, lag, dead letters and last
-error, and the last hour of its rates and lag as small charts; and a **pipeline
-page** (``/console/pipelines/{name}``): its steps, its sinks with their circuits,
-its lag by partition, its schemas and its recent errors.
+the process serving the console (under ``eventpipe run --workers N``, of every
+worker, each marked with its worker: :mod:`.status_source`) with its state, rates,
+lag, dead letters and last error, and the last hour of its rates and lag as small
+charts; and a **pipeline page** (``/console/pipelines/{name}``): its steps, its
+sinks with their circuits, its lag by partition, its schemas and its recent errors
+(in each worker).
 
 Both are rendered on the server (charts included, as inline SVG) and read
 without JavaScript; ``static/status.js`` polls ``/console/api/status`` (the
@@ -12,7 +14,9 @@ snapshot ``GET /v1/status`` answers) every few seconds and
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -22,7 +26,6 @@ from eventpipe.console.access import route
 from eventpipe.console.render import error, render
 from eventpipe.console.state import console_of
 from eventpipe.pipelines.component import PipelineComponent
-from eventpipe.plugin import Component
 from eventpipe.status_board import StatusBoard, facts
 
 log = logging.getLogger(__name__)
@@ -33,34 +36,54 @@ def _board(request: web.Request) -> StatusBoard:
     return console_of(request).board
 
 
-def _snapshot(
-    request: web.Request, board: StatusBoard, only: Component | None = None
-) -> dict[str, Any]:
-    """The board's snapshot (of ``only``, when given), secrets cut out."""
-    snap = board.snapshot(None if only is None else [only])
+def _shown(request: web.Request, snap: dict[str, Any]) -> dict[str, Any]:
+    """``snap`` with each component's facts, secrets cut out."""
     for entry in snap["components"]:  # the same words on the page and in its updates
         for part in (entry, *entry["children"]):
             part["facts"] = facts(part)
     return console_of(request).redactor.doc(snap)
 
 
+def _charts(history: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
+    """A snapshot entry -> its series in ``history`` (a process's, or every
+    worker's: ``workers``, index -> that worker's)."""
+    by: dict[tuple[int | None, str], Any] = {
+        (None, check): series for check, series in (history.get("components") or {}).items()
+    }
+    for worker, h in (history.get("workers") or {}).items():
+        for check, series in (h.get("components") or {}).items():
+            by[(int(worker), check)] = series
+    return lambda entry: by.get((entry.get("worker"), entry["check"]))
+
+
+async def _status_and_history(
+    request: web.Request, check: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    source = console_of(request).status
+    snap, history = await asyncio.gather(source.status(check), source.history(check))
+    return _shown(request, snap), history
+
+
 async def overview(request: web.Request) -> web.Response:
-    board = _board(request)
-    snap = _snapshot(request, board)
+    snap, history = await _status_and_history(request)
     return render(
         request,
         "overview.html",
         snap=snap,
-        history=board.history()["components"],
-        interval_s=board.interval_s,
+        chart=_charts(history),
+        note=snap.get("note"),
+        interval_s=_board(request).interval_s,
     )
 
 
-def _errors(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    """The recent errors of a pipeline and its sinks, newest first."""
-    found = [{**e, "where": "pipeline"} for e in entry["recent_errors"]]
-    for child in entry["children"]:
-        found.extend({**e, "where": child["name"]} for e in child["recent_errors"])
+def _errors(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The recent errors of a pipeline and its sinks (in every worker), newest first."""
+    found: list[dict[str, Any]] = []
+    for entry in entries:
+        worker = f"worker {entry['worker']}: " if "worker" in entry else ""
+        found.extend({**e, "where": f"{worker}pipeline"} for e in entry["recent_errors"])
+        for child in entry["children"]:
+            found.extend({**e, "where": worker + child["name"]} for e in child["recent_errors"])
     found.sort(key=lambda e: e["at"], reverse=True)
     return found[:RECENT_SHOWN]
 
@@ -96,38 +119,55 @@ async def pipeline_page(request: web.Request) -> web.Response:
             + (f" (it runs: {', '.join(known)})" if known else " (it runs none)"),
             field="name",
         )
-    snap = _snapshot(request, board, comp)
-    [entry] = snap["components"]
+    snap, history = await _status_and_history(request, comp.check_name)
+    entries = snap["components"]
+    if not entries:  # no worker the supervisor knows runs it now: this one does
+        snap = _shown(request, board.snapshot([comp]))
+        entries = snap["components"]
     return render(
         request,
         "pipeline.html",
-        entry=entry,
+        entries=entries,
+        name=comp.name,
+        check=comp.check_name,
         spec=comp.spec,
         sinks_yaml=yaml.safe_dump(
             console_of(request).redactor.doc(list(comp.spec.sinks)), sort_keys=False
         ).rstrip(),
         steps_yaml=_steps_yaml(comp, request),
-        errors=_errors(entry),
-        history=board.history([comp.check_name])["components"].get(comp.check_name),
+        errors=_errors(entries),
+        chart=_charts(history),
+        note=snap.get("note"),
         interval_s=board.interval_s,
     )
 
 
+def _asked(request: web.Request) -> str | web.Response | None:
+    """The check name ``?component=`` names (a check name or a name), None for
+    every component, or the 404 to answer."""
+    name = request.query.get("component") or None
+    if name is None:
+        return None
+    only = _board(request).find(name)
+    if only is None:
+        return error(request, 404, "unknown-component", f"no component {name!r}", field="component")
+    return only.check_name
+
+
 async def status_api(request: web.Request) -> web.Response:
     """The snapshot of ``GET /v1/status`` (``?component=`` one check), under the
-    console's login rules."""
-    board = _board(request)
-    name = request.query.get("component") or None
-    only = None if name is None else board.find(name)
-    if name is not None and only is None:
-        return error(request, 404, "unknown-component", f"no component {name!r}", field="component")
-    return web.json_response(_snapshot(request, board, only))
+    console's login rules; every worker's under ``--workers``."""
+    check = _asked(request)
+    if isinstance(check, web.Response):
+        return check
+    return web.json_response(_shown(request, await console_of(request).status.status(check)))
 
 
 async def history_api(request: web.Request) -> web.Response:
-    board = _board(request)
-    only = request.query.get("component") or None
-    return web.json_response(board.history(None if only is None else [only]))
+    check = _asked(request)
+    if isinstance(check, web.Response):
+        return check
+    return web.json_response(await console_of(request).status.history(check))
 
 
 ROUTES = (
@@ -137,8 +177,17 @@ ROUTES = (
         "/pipelines/{name}",
         "a pipeline: schemas, sinks and circuits, lag by partition, recent errors, steps",
     ),
-    route("GET", "/api/status", "the overview's numbers (what /v1/status answers)"),
-    route("GET", "/api/status/history", "the overview's charts (what /v1/status/history answers)"),
+    route(
+        "GET",
+        "/api/status",
+        "the overview's numbers (what /v1/status answers; under `--workers`, the supervisor's)",
+    ),
+    route(
+        "GET",
+        "/api/status/history",
+        "the overview's charts (what /v1/status/history answers; under `--workers`, the "
+        "supervisor's)",
+    ),
 )
 
 

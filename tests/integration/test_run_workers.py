@@ -6,6 +6,7 @@ acknowledged is lost), and drains both on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -49,14 +50,16 @@ class Tree:
     source: str
     table: str
     url: str  # eventpipe's database
+    token: str | None = None  # service.admin_token, sent to the status routes
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
     async def get(self, path: str) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
-            http.get(self.ops + path) as r,
+            http.get(self.ops + path, headers=headers) as r,
         ):
             body = await r.json() if r.content_type.endswith("json") else await r.text()
             return r.status, body
@@ -109,13 +112,16 @@ def all_running(snap: dict[str, Any]) -> bool:
     return len(snap["workers"]) == 2 and all(w["state"] == "running" for w in snap["workers"])
 
 
-def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start(
+    argv: list[str], env: dict[str, str], log: Path, pass_fds: tuple[int, ...] = ()
+) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "eventpipe", *argv],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            pass_fds=pass_fds,
         )
 
 
@@ -129,9 +135,15 @@ async def until_accepted(accepted: list[str], n: int, within_s: float = 60.0) ->
 
 
 async def launch(
-    settings: Settings, tmp: Path, cfg: dict[str, Any], name: str, role: str = "all"
+    settings: Settings,
+    tmp: Path,
+    cfg: dict[str, Any],
+    name: str,
+    role: str = "all",
+    service: dict[str, Any] | None = None,
 ) -> Tree:
-    """``eventpipe run --workers 2`` with ``cfg`` (ports added), once both workers run."""
+    """``eventpipe run --workers 2`` with ``cfg`` (ports added; ``service``: other
+    ``service`` keys), once both workers run."""
     url = settings.database.url.get_secret_value()
     port, ops = free_port(), free_port()
     cfg["service"] = {
@@ -139,6 +151,7 @@ async def launch(
         "ops_port": ops,
         "log_level": "INFO",
         "console": {"public_read": True},
+        **(service or {}),
     }
     path = tmp / "workers.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -150,7 +163,8 @@ async def launch(
         PYTHONPATH=str(ROOT),
     )
     proc = start(["run", "-c", str(path), "--workers", "2", "--role", role], env, log)
-    t = Tree(proc, port, f"http://127.0.0.1:{ops}", log, name, name, url)
+    token = (service or {}).get("admin_token")
+    t = Tree(proc, port, f"http://127.0.0.1:{ops}", log, name, name, url, token)
     try:
         await t.wait(all_running, 90, "both workers running")
     except BaseException:
@@ -159,15 +173,10 @@ async def launch(
     return t
 
 
-@pytest.fixture
-async def tree(settings: Settings, tmp_path: Path) -> AsyncIterator[Tree]:
-    """A webhook -> topic (4 partitions) -> pipeline -> Postgres upsert, in 2 workers."""
-    name = f"wk_{uuid.uuid4().hex[:8]}"
-    await sql(
-        settings.database.url.get_secret_value(),
-        f"create table {name} (id text primary key, total int)",
-    )
-    cfg = {
+def webhook_pipeline(name: str) -> dict[str, Any]:
+    """A webhook -> topic (4 partitions) -> pipeline -> Postgres upsert into table
+    ``name`` (``id text primary key, total int``)."""
+    return {
         "kafka": {"linger_ms": 1},
         "database": {"pool_max": 4},
         "topics": [{"name": f"{name}.in", "partitions": 4}],
@@ -192,11 +201,36 @@ async def tree(settings: Settings, tmp_path: Path) -> AsyncIterator[Tree]:
             }
         ],
     }
-    t = await launch(settings, tmp_path, cfg, name)
+
+
+async def webhook_table(settings: Settings, prefix: str) -> str:
+    """A new table for :func:`webhook_pipeline`; its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    await sql(
+        settings.database.url.get_secret_value(),
+        f"create table {name} (id text primary key, total int)",
+    )
+    return name
+
+
+@contextlib.asynccontextmanager
+async def webhook_tree(
+    settings: Settings, tmp: Path, prefix: str, service: dict[str, Any] | None = None
+) -> AsyncIterator[Tree]:
+    """:func:`webhook_pipeline` in 2 workers (``service``: more ``service`` keys)."""
+    name = await webhook_table(settings, prefix)
+    t = await launch(settings, tmp, webhook_pipeline(name), name, service=service)
     try:
         yield t
     finally:
         t.kill()
+
+
+@pytest.fixture
+async def tree(settings: Settings, tmp_path: Path) -> AsyncIterator[Tree]:
+    """A webhook -> topic (4 partitions) -> pipeline -> Postgres upsert, in 2 workers."""
+    async with webhook_tree(settings, tmp_path, "wk") as t:
+        yield t
 
 
 def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:

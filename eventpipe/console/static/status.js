@@ -27,10 +27,13 @@
     }).join(" ");
   }
 
-  function group(check) {
+  // The element of component `check` (of worker `worker`, under --workers).
+  function group(check, worker) {
     var all = root.querySelectorAll("[data-check]");
+    var w = worker === undefined || worker === null ? null : String(worker);
     for (var i = 0; i < all.length; i++) {
-      if (all[i].getAttribute("data-check") === check) return all[i];
+      if (all[i].getAttribute("data-check") === check &&
+          all[i].getAttribute("data-worker") === w) return all[i];
     }
     return null;
   }
@@ -114,8 +117,21 @@
     var p = document.getElementById("summary");
     if (p && snap.components.length) {
       p.className = snap.ok ? "notice" : "note";
-      p.textContent = snap.ok ? "All " + snap.components.length + " components work."
+      p.textContent = snap.ok ? "All " + snap.components.length + " components work" +
+        (snap.workers ? " (" + snap.workers.length + " workers)." : ".")
         : "Needs attention: " + snap.attention.join(", ") + ".";
+    }
+    var note = document.getElementById("scope-note");
+    if (snap.note && !note) {
+      note = document.createElement("p");
+      note.id = "scope-note";
+      note.className = "note";
+      var h1 = root.querySelector("h1");
+      h1.parentNode.insertBefore(note, h1.nextSibling);
+    }
+    if (note) {
+      note.hidden = !snap.note;
+      note.textContent = snap.note || "";
     }
     var at = document.getElementById("as-of");
     if (at) at.textContent = when(snap.at);
@@ -125,7 +141,7 @@
 
   function onStatus(snap) {
     snap.components.forEach(function (c) {
-      var scope = group(c.check);
+      var scope = group(c.check, c.worker);
       if (!scope) return;
       apply(scope, c, null);
       lagRows(scope, c);
@@ -139,16 +155,22 @@
     summary(snap);
   }
 
-  function onHistory(h) {
-    Object.keys(h.components).forEach(function (check) {
-      var scope = group(check);
+  function charts(components, worker) {
+    Object.keys(components || {}).forEach(function (check) {
+      var scope = group(check, worker);
       if (!scope) return;
-      var series = h.components[check];
+      var series = components[check];
       ["rate_in", "rate_out", "lag"].forEach(function (name) {
         var line = scope.querySelector('[data-spark="' + name + '"]');
         if (line) line.setAttribute("points", spark(series[name]));
       });
     });
+  }
+
+  // A process's history, or every worker's (`workers`: index -> its history).
+  function onHistory(h) {
+    if (!h.workers) return charts(h.components, null);
+    Object.keys(h.workers).forEach(function (w) { charts(h.workers[w].components, w); });
   }
 
   function failed(why) {

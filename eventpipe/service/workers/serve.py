@@ -49,12 +49,12 @@ async def supervise(
             "the supervisor's ops endpoints (/metrics, /v1/status)",
             "pass --ops-port N (or set service.ops_port; 0: any free port)",
         )
-        await sup.start()
+        host = "127.0.0.1" if svc.host in ("0.0.0.0", "::") else svc.host
+        ops_url = sup.ops_url = f"http://{host}:{sock.getsockname()[1]}"
         runner = web.AppRunner(build_ops_app(sup), handle_signals=False, access_log=None)
         await runner.setup()
-        host = "127.0.0.1" if svc.host in ("0.0.0.0", "::") else svc.host
-        ops_url = f"http://{host}:{sock.getsockname()[1]}"
         await web.SockSite(runner, sock).start()
+        await sup.start()  # the workers' consoles read the merged status at ops_url
         ready = asyncio.create_task(sup.wait_ready(READY_WITHIN_S))
 
         def announce(task: asyncio.Task[bool]) -> None:

@@ -1,10 +1,12 @@
 """What the supervisor tells a worker, and the worker's side of it.
 
-The supervisor starts each worker with three environment variables:
+The supervisor starts each worker with these environment variables:
 ``EVENTPIPE_WORKER`` (its index, 0..N-1), ``EVENTPIPE_WORKER_OPS_FD`` (the file
 descriptor of a listening socket on 127.0.0.1: the worker's private ops port,
-where the supervisor reads its ``/metrics``, ``/readyz`` and ``/v1/status``) and
-``EVENTPIPE_WORKER_PARENT`` (the supervisor's pid).  A worker listens on the
+where the supervisor reads its ``/metrics``, ``/readyz`` and ``/v1/status``),
+``EVENTPIPE_WORKER_PARENT`` (the supervisor's pid) and
+``EVENTPIPE_WORKER_SUPERVISOR_URL`` (the supervisor's ops URL, where the worker's
+console reads every worker's status).  A worker listens on the
 public port with ``SO_REUSEPORT``, tags its log lines with its index, and stops
 (drains, as on SIGTERM) when its supervisor is gone.
 """
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 INDEX_ENV = "EVENTPIPE_WORKER"
 OPS_FD_ENV = "EVENTPIPE_WORKER_OPS_FD"
 PARENT_ENV = "EVENTPIPE_WORKER_PARENT"
+SUPERVISOR_URL_ENV = "EVENTPIPE_WORKER_SUPERVISOR_URL"
 PARENT_POLL_S = 1.0
 
 
@@ -36,6 +39,7 @@ class WorkerSlot:
     index: int
     ops_fd: int
     parent: int
+    supervisor_url: str | None = None  # the supervisor's ops routes (merged /v1/status)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSlot | None:
@@ -43,14 +47,22 @@ class WorkerSlot:
         env = os.environ if environ is None else environ
         if INDEX_ENV not in env:
             return None
-        return cls(int(env[INDEX_ENV]), int(env[OPS_FD_ENV]), int(env[PARENT_ENV]))
+        return cls(
+            int(env[INDEX_ENV]),
+            int(env[OPS_FD_ENV]),
+            int(env[PARENT_ENV]),
+            env.get(SUPERVISOR_URL_ENV) or None,
+        )
 
     def env(self) -> dict[str, str]:
-        return {
+        out = {
             INDEX_ENV: str(self.index),
             OPS_FD_ENV: str(self.ops_fd),
             PARENT_ENV: str(self.parent),
         }
+        if self.supervisor_url:
+            out[SUPERVISOR_URL_ENV] = self.supervisor_url
+        return out
 
     def ops_socket(self) -> socket.socket:
         """The private ops listener the supervisor made (already listening)."""

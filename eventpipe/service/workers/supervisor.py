@@ -147,6 +147,7 @@ class Supervisor:
         self._backoff = backoff or RestartBackoff()
         self.workers: list[Worker] = []
         self.port: int | None = None
+        self.ops_url: str | None = None  # where the supervisor serves (told to each worker)
         self.stopping = asyncio.Event()
         self.exit_code = 0
         self._reserved: socket.socket | None = None
@@ -271,7 +272,7 @@ class Supervisor:
         w.state = "stopped"
 
     async def _spawn(self, w: Worker) -> None:
-        slot = WorkerSlot(w.index, w.ops.fileno(), os.getpid())
+        slot = WorkerSlot(w.index, w.ops.fileno(), os.getpid(), self.ops_url)
         argv = [*self.argv, "--port", str(self.port)]
         w.proc = await asyncio.create_subprocess_exec(
             *argv,
