@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,32 @@ async def _counts(
     return got["in"], got["out"]
 
 
+# (all workers consuming, events out so far, the pids to report) or None (no answer)
+Sample = tuple[bool, float, list[int]] | None
+
+
+async def _until_delivered(
+    n: int, alive: Callable[[], None], sample: Callable[[], Awaitable[Sample]]
+) -> WorkersResult:
+    """Poll until ``n`` events are out, timed from the first sample in which every
+    worker was consuming; ``alive`` raises when a process exited."""
+    t_start: float | None = None
+    out_start = 0.0
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        alive()
+        now = time.perf_counter()
+        got = await sample()
+        if got is not None:
+            consuming, out, pids = got
+            if t_start is None and consuming:
+                t_start, out_start = now, out
+            if t_start is not None and out >= n:
+                return _result(n, out_start, now - t_start, pids)
+        await asyncio.sleep(POLL_S)
+    raise TimeoutError(f"the workers did not deliver {n} events in time")
+
+
 async def run_workers(
     bootstrap: str, db_url: str, spec: dict[str, Any], n: int, workers: int
 ) -> WorkersResult:
@@ -92,27 +119,25 @@ async def run_workers(
     ports = [free_port() for _ in range(workers)]
     procs = await asyncio.to_thread(_start, cfg, ports, bootstrap, db_url)
     name = spec["name"]
+
+    def alive() -> None:
+        for i, p in enumerate(procs):
+            if p.poll() is not None:
+                tail = (work / f"worker{i}.log").read_text()[-2000:]
+                raise RuntimeError(f"worker {i} exited with {p.returncode}:\n{tail}")
+
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            t_start: float | None = None
-            out_start = 0.0
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                for i, p in enumerate(procs):
-                    if p.poll() is not None:
-                        tail = (work / f"worker{i}.log").read_text()[-2000:]
-                        raise RuntimeError(f"worker {i} exited with {p.returncode}:\n{tail}")
-                now = time.perf_counter()
+
+            async def sample() -> Sample:
                 counts = await asyncio.gather(*(_counts(session, p, name) for p in ports))
-                if all(c is not None for c in counts):
-                    total_out = sum(c[1] for c in counts if c is not None)
-                    if t_start is None and all(c is not None and c[0] > 0 for c in counts):
-                        t_start, out_start = now, total_out
-                    if t_start is not None and total_out >= n:
-                        pids = [p.pid for p in procs]
-                        return _result(n, out_start, now - t_start, pids)
-                await asyncio.sleep(POLL_S)
-            raise TimeoutError(f"the workers did not deliver {n} events in time")
+                if any(c is None for c in counts):
+                    return None
+                known = [c for c in counts if c is not None]
+                consuming = all(c[0] > 0 for c in known)
+                return consuming, sum(c[1] for c in known), [p.pid for p in procs]
+
+            return await _until_delivered(n, alive, sample)
     finally:
         await asyncio.to_thread(_stop, procs)
 
@@ -154,26 +179,24 @@ async def run_supervised(
         {"EVENTPIPE_SERVICE_OPS_PORT": str(ops)},
     )
     name, url = spec["name"], f"http://127.0.0.1:{ops}"
+
+    def alive() -> None:
+        if proc.poll() is not None:
+            tail = (work / "worker0.log").read_text()[-2000:]
+            raise RuntimeError(f"the supervisor exited with {proc.returncode}:\n{tail}")
+
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            t_start: float | None = None
-            out_start = 0.0
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    tail = (work / "worker0.log").read_text()[-2000:]
-                    raise RuntimeError(f"the supervisor exited with {proc.returncode}:\n{tail}")
-                now = time.perf_counter()
+
+            async def sample() -> Sample:
                 counts = await _counts(session, ops, name)
                 taken, pids = await _consuming(session, url, name)
-                if counts is not None:
-                    out = counts[1]
-                    if t_start is None and len(taken) == workers and all(taken.values()):
-                        t_start, out_start = now, out
-                    if t_start is not None and out >= n:
-                        return _result(n, out_start, now - t_start, [proc.pid, *pids])
-                await asyncio.sleep(POLL_S)
-            raise TimeoutError(f"the workers did not deliver {n} events in time")
+                if counts is None:
+                    return None
+                consuming = len(taken) == workers and all(taken.values())
+                return consuming, counts[1], [proc.pid, *pids]
+
+            return await _until_delivered(n, alive, sample)
     finally:
         await asyncio.to_thread(_stop, [proc])
 
