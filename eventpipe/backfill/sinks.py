@@ -48,7 +48,7 @@ from eventpipe.envelope.json import to_structured_dict
 from eventpipe.envelope.kafka import KafkaMessage, to_kafka
 from eventpipe.errors import BrokerUnavailableError, PermanentError
 from eventpipe.kafka.admin import TopicAdmin
-from eventpipe.kafka.client import client_kwargs, wrap_kafka_error
+from eventpipe.kafka.client import client_kwargs, start_client, wrap_kafka_error
 from eventpipe.kafka.incarnation import Mark, TopicProbe, find_stale
 from eventpipe.pipelines.batch import Record
 from eventpipe.pipelines.spec import SinkEntry
@@ -418,11 +418,7 @@ class DeliveryChecks:
                         enable_auto_commit=False,
                         **client_kwargs(self.kafka),
                     )
-                    try:
-                        await c.start()
-                    except ke.KafkaError as exc:
-                        await stop_consumer(c)
-                        raise wrap_kafka_error(exc, "read the live group's offsets") from exc
+                    await start_client(c, self.kafka, "read the live group's offsets")
                     self._group_consumer = c
                 try:
                     committed = await self._group_consumer.committed(TopicPartition(*tp))

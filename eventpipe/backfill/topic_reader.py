@@ -23,7 +23,6 @@ the backfill.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka import errors as ke
 from aiokafka.structs import ConsumerRecord, OffsetAndTimestamp
 
-from eventpipe.kafka.client import client_kwargs, wrap_kafka_error
+from eventpipe.kafka.client import client_kwargs, start_client, wrap_kafka_error
 from eventpipe.pipelines.batch import Record
 from eventpipe.settings import KafkaSettings
 
@@ -66,15 +65,6 @@ def _consumer(kafka: KafkaSettings, group: str | None, max_records: int) -> AIOK
         max_poll_records=max_records,
         **client_kwargs(kafka),
     )
-
-
-async def _start(consumer: AIOKafkaConsumer) -> None:
-    try:
-        await consumer.start()
-    except ke.KafkaError as exc:
-        with contextlib.suppress(Exception):
-            await stop_consumer(consumer)
-        raise wrap_kafka_error(exc, "backfill consumer start") from exc
 
 
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
@@ -124,7 +114,7 @@ async def plan_partitions(
     """A progress row per partition (those not in ``known``), starting at
     ``offsets_for_times(start)``, with an estimate of how many records to read."""
     consumer = _consumer(kafka, None, 500)
-    await _start(consumer)
+    await start_client(consumer, kafka, "read the backfill's topics")
     try:
         tps = await _partitions(consumer, topics)
         tps = [tp for tp in tps if (tp.topic, tp.partition) not in (known or set())]
@@ -179,7 +169,7 @@ class PartitionReader:
     async def start(self) -> None:
         if self._consumer is None:
             consumer = _consumer(self.kafka, self.group, self.max_records)
-            await _start(consumer)
+            await start_client(consumer, self.kafka, "read the backfill's topics")
             self._consumer = consumer
 
     async def stop(self) -> None:
@@ -257,7 +247,7 @@ async def read_range(
     now (stopping a partition at its first record at or past ``end_ms`` when given),
     for comparisons.  Records are not filtered by time."""
     consumer = _consumer(kafka, None, 2000)
-    await _start(consumer)
+    await start_client(consumer, kafka, "read the backfill's topics")
     try:
         tps = await _partitions(consumer, topics)  # also the metadata end_offsets needs
         try:

@@ -54,7 +54,7 @@ async def _tail(args: argparse.Namespace, settings: Any, program: Any) -> int:
     from aiokafka import AIOKafkaConsumer
 
     from eventpipe.kafka.admin import TopicAdmin
-    from eventpipe.kafka.client import client_kwargs
+    from eventpipe.kafka.client import client_kwargs, start_client
 
     async with TopicAdmin(settings.kafka) as admin:
         if not await admin.exists(args.topic):
@@ -66,7 +66,7 @@ async def _tail(args: argparse.Namespace, settings: Any, program: Any) -> int:
         auto_offset_reset="earliest" if args.from_beginning else "latest",
         **client_kwargs(settings.kafka),
     )
-    await consumer.start()
+    await start_client(consumer, settings.kafka, f"read {args.topic}")
     out = sys.stdout
     seen = 0
     loop = asyncio.get_running_loop()

@@ -14,7 +14,7 @@ from eventpipe.dlq.record import DeadLetter
 from eventpipe.envelope.json import to_structured_dict
 from eventpipe.envelope.kafka import from_kafka
 from eventpipe.errors import EventpipeError
-from eventpipe.kafka.client import client_kwargs
+from eventpipe.kafka.client import client_kwargs, start_client
 from eventpipe.settings import KafkaSettings
 
 
@@ -141,7 +141,7 @@ async def read_snapshot(
     """Every record of ``topics`` up to the end offsets at the start (optionally
     from the first offset at or after ``start_ms``), partition by partition."""
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **client_kwargs(kafka))
-    await consumer.start()
+    await start_client(consumer, kafka, "read the dead-letter topic")
     try:
         tps: list[TopicPartition] = []
         for t in topics:

@@ -4,7 +4,6 @@ topic ids (which incarnation of a topic this is)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import Iterable
@@ -13,7 +12,7 @@ from aiokafka import errors as ke
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from eventpipe.errors import ConfigError
-from eventpipe.kafka.client import client_kwargs, wrap_kafka_error
+from eventpipe.kafka.client import client_kwargs, start_client, wrap_kafka_error
 from eventpipe.kafka.metadata import UNSUPPORTED, TopicIdsRequest, topic_ids_of
 from eventpipe.settings import KafkaSettings, TopicSpec
 
@@ -34,12 +33,7 @@ class TopicAdmin:
         if self._client is not None:
             return
         client = AIOKafkaAdminClient(**client_kwargs(self.kafka))
-        try:
-            await client.start()
-        except ke.KafkaError as exc:
-            with contextlib.suppress(Exception):
-                await client.close()
-            raise wrap_kafka_error(exc, "admin client start") from exc
+        await start_client(client, self.kafka, "start the admin client")
         self._client = client
 
     async def stop(self) -> None:

@@ -8,6 +8,7 @@ settings, so a pipeline connects as the sources and sinks do.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ssl
 from pathlib import Path
@@ -104,6 +105,44 @@ def producer_kwargs(k: KafkaSettings) -> dict[str, Any]:
 
 class RecordTooLargeError(PermanentError):
     pass
+
+
+BOOTSTRAP_HINT = "kafka.bootstrap / EVENTPIPE_KAFKA_BOOTSTRAP"
+
+
+async def start_client(
+    client: Any, kafka: KafkaSettings, doing: str, *, hint: str = BOOTSTRAP_HINT
+) -> None:
+    """``client.start()`` (an aiokafka producer, consumer or admin client).  On an
+    aiokafka error the client is closed and the error raised as ours, by class
+    (:func:`wrap_kafka_error`); an unreachable broker names the address and where
+    it is set: "cannot reach the Kafka broker at X to <doing> (...); check <hint>"."""
+    try:
+        await client.start()
+    except ke.KafkaError as exc:
+        await _close_quietly(client)
+        err = wrap_kafka_error(exc, doing)
+        if isinstance(err, BrokerUnavailableError):
+            err = BrokerUnavailableError(
+                f"cannot reach the Kafka broker at {kafka.bootstrap} to {doing} "
+                f"({type(exc).__name__}); check {hint}"
+            )
+        raise err from exc
+
+
+async def _close_quietly(client: Any) -> None:
+    """Close a client that failed to start.  aiokafka's consumer may raise its own
+    coordinator task's CancelledError when stopped right after start, which must
+    not pass for ours being cancelled."""
+    close = getattr(client, "stop", None) or client.close
+    try:
+        await close()
+    except Exception:
+        pass
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
 
 
 def wrap_kafka_error(exc: BaseException, what: str) -> Exception:

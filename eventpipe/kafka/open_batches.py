@@ -59,7 +59,7 @@ from eventpipe.settings import KafkaSettings
 from eventpipe.trace_hook import TraceHook
 
 from .batches import group_by_partition, too_large
-from .client import RecordTooLargeError, producer_kwargs, wrap_kafka_error
+from .client import RecordTooLargeError, producer_kwargs, start_client, wrap_kafka_error
 
 log = logging.getLogger(__name__)
 PARTITIONS_TTL_S = 1.0  # how long a topic's partition list is reused without asking
@@ -118,15 +118,7 @@ class OpenBatchProducer:
         if self._producer is not None:
             return
         producer = AIOKafkaProducer(**producer_kwargs(self.kafka))
-        try:
-            await producer.start()
-        except ke.KafkaError as exc:
-            with contextlib.suppress(Exception):
-                await producer.stop()
-            raise BrokerUnavailableError(
-                f"cannot reach the Kafka broker at {self.kafka.bootstrap} "
-                f"({type(exc).__name__}); check kafka.bootstrap / EVENTPIPE_KAFKA_BOOTSTRAP"
-            ) from exc
+        await start_client(producer, self.kafka, "start the producer")
         self._producer = producer
         self._loop = asyncio.get_running_loop()
 

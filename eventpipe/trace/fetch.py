@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka import errors as ke
 
-from eventpipe.errors import BrokerUnavailableError
-from eventpipe.kafka.client import client_kwargs
+from eventpipe.kafka.client import client_kwargs, start_client
 from eventpipe.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -54,15 +53,9 @@ async def fetch_records(
         fetch_max_wait_ms=50,
         **client_kwargs(kafka),
     )
-    try:
-        await consumer.start()
-    except ke.KafkaError as exc:
-        with contextlib.suppress(Exception):
-            await consumer.stop()
-        raise BrokerUnavailableError(
-            f"cannot reach the Kafka broker at {kafka.bootstrap} to check the candidate "
-            f"records ({type(exc).__name__}); check kafka.bootstrap / --bootstrap"
-        ) from exc
+    await start_client(
+        consumer, kafka, "check the candidate records", hint="kafka.bootstrap / --bootstrap"
+    )
     try:
         todo: dict[TopicPartition, list[int]] = {}
         for tp, offsets in wanted.items():
